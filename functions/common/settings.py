@@ -45,8 +45,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("BOT_MANAGER_URL", "http://127.0.0.1:8080", "Where the gateway forwards API calls."),
         Setting("TRANSCRIPTION_URL", "http://127.0.0.1:8081",
                 "Address of the transcription Service, used by the local broker to resolve Trigger subscribers."),
-        Setting("BROKER_URL", "http://127.0.0.1:8090/default/vexa",
+        Setting("BROKER_INGRESS_URL", "http://127.0.0.1:8090/vexa/default",
                 "Broker ingress given to bots as K_SINK (in Kubernetes a SinkBinding sets K_SINK instead)."),
+        Setting("EMBEDDED_POSTGRES_PORT", "15432", "Port of the PostgreSQL that `make up` starts when DATABASE_URL is unset."),
+        Setting("EMBEDDED_REDIS_PORT", "16379", "Port of the Redis that `make up` starts when REDIS_URL is unset."),
         Setting("KNATIVE_DIR", None, "Folder with the Broker/Trigger YAML the local broker reads (default: the repo's knative/)."),
         Setting("STATE_DIR", ".vexa", "Where the embedded stack keeps data, logs and bot logs."),
         Setting("ORCHESTRATOR", "process", "How bots are launched: `process` (child processes)."),
@@ -83,7 +85,9 @@ class Settings:
     broker_port: int
     bot_manager_url: str
     transcription_url: str
-    broker_url: str
+    broker_ingress_url: str
+    embedded_postgres_port: int
+    embedded_redis_port: int
     knative_dir: str
     state_dir: str
     orchestrator: str

@@ -1,0 +1,153 @@
+"""One bot, one meeting: capture audio, cut it at pauses, send it as CloudEvents.
+
+Lifecycle as seen by bot-manager (BOT_STATUS events): joining -> active ->
+left (source ended, or SIGTERM: graceful leave) or failed (with a reason).
+Heartbeats go out every few seconds while the bot lives.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from datetime import datetime, timezone
+
+from functions.common.bot_config import BotConfig
+from functions.common.events import (
+    Attr,
+    BotHeartbeatData,
+    BotState,
+    BotStatusData,
+    EventType,
+    Identity,
+    encode_wav,
+    event_source,
+    new_event,
+)
+from functions.common.lifecycle import CompletionReason
+
+from .chunker import Chunk, Chunker
+from .sink import EventSink
+from .sources import AudioSource, SourceError, open_source
+
+log = logging.getLogger(__name__)
+
+
+class Bot:
+    def __init__(self, config: BotConfig):
+        self.config = config
+        self.identity = Identity(meeting_id=config.meeting_id, user_id=config.user_id, session_id=config.session_id)
+        self.source_uri = event_source("bot", config.session_id)
+        self.sink = EventSink(config.sink_url, capacity=config.buffer_chunks)
+        self.chunker = Chunker(
+            config.chunk_min_seconds, config.chunk_max_seconds, config.chunk_pause_ms, config.vad_aggressiveness
+        )
+        self.leaving = threading.Event()
+        self.source: AudioSource | None = None
+        self.session_start: datetime | None = None
+        self.chunks_made = 0
+
+    def leave(self) -> None:
+        """Leave gracefully: stop capturing; what was captured is still sent. Safe from a signal handler."""
+        self.leaving.set()
+        if self.source is not None:
+            self.source.stop()
+
+    def run(self) -> int:
+        """Attend the meeting to its end; the process exit code."""
+        heartbeat = threading.Thread(target=self._heartbeat_forever, name="heartbeat", daemon=True)
+        heartbeat.start()
+        self._status(BotState.JOINING)
+        try:
+            state, reason = self._attend()
+        except SourceError as exc:
+            state, reason = BotState.FAILED, f"source_error: {exc}"
+        except Exception as exc:  # a crash must still be reported, with its cause
+            log.exception("bot.crashed")
+            state, reason = BotState.FAILED, f"bot_error: {type(exc).__name__}: {exc}"
+        return self._finish(state, reason)
+
+    def _attend(self) -> tuple[BotState, str]:
+        self.source = open_source(self.config.platform, self.config.meeting_url, self.config.replay_speed)
+        with self.source as source:
+            if self.leaving.is_set():
+                return BotState.LEFT, CompletionReason.STOPPED
+            self.session_start = datetime.now(timezone.utc)
+            self._status(BotState.ACTIVE)
+            for block in source.frames():
+                self._send_chunks(self.chunker.feed(block))
+            self._send_chunks(self.chunker.flush())
+        reason = CompletionReason.STOPPED if self.leaving.is_set() else CompletionReason.SOURCE_ENDED
+        return BotState.LEFT, reason
+
+    def _finish(self, state: BotState, reason: str) -> int:
+        deadline = time.monotonic() + self.config.drain_seconds
+        # Deliver the audio first, so the final status counts exactly what arrived.
+        self.sink.drain(deadline)
+        self._status(
+            state, reason, chunks_sent=self.sink.chunks_delivered, chunks_dropped=self._undelivered_chunks()
+        )
+        delivered = self.sink.drain(deadline)
+        left_behind = self.sink.close()
+        log.info(
+            "bot.finished",
+            extra={"state": str(state), "reason": reason, "chunks_sent": self.sink.chunks_delivered,
+                   "chunks_dropped": self.sink.chunks_dropped, "undelivered_events": left_behind},
+        )
+        if not delivered:
+            log.error("bot.sink_unreachable_at_exit", extra={"undelivered_events": left_behind})
+        return 0 if state == BotState.LEFT else 1
+
+    def _undelivered_chunks(self) -> int:
+        return self.chunks_made - self.sink.chunks_delivered
+
+    def _send_chunks(self, chunks: list[Chunk]) -> None:
+        for chunk in chunks:
+            assert self.session_start is not None
+            event = new_event(
+                EventType.AUDIO_CHUNK,
+                self.identity,
+                f"{self.config.session_id}:chunk:{chunk.seq}",
+                self.source_uri,
+                encode_wav(chunk.pcm),
+                {
+                    Attr.CHUNK_SEQ: chunk.seq,
+                    Attr.OFFSET_MS: chunk.offset_ms,
+                    Attr.SESSION_START: self.session_start,
+                    Attr.LANGUAGE: self.config.language,
+                },
+            )
+            self.chunks_made += 1
+            self.sink.send(event, is_chunk=True)
+            log.info("bot.chunk", extra={"chunk_seq": chunk.seq, "seconds": round(chunk.duration, 2)})
+
+    def _status(self, state: BotState, reason: str | None = None, **counts: int) -> None:
+        data = BotStatusData(state=state, reason=reason, at=datetime.now(timezone.utc), **counts)
+        event_id = f"{self.config.session_id}:status:{state}"
+        self.sink.send(new_event(EventType.BOT_STATUS, self.identity, event_id, self.source_uri, data))
+        log.info("bot.status", extra={"state": str(state), "reason": reason})
+
+    def _heartbeat_forever(self) -> None:
+        beat = 0
+        while not self.leaving.wait(self.config.heartbeat_seconds):
+            if self.sink.pending(EventType.BOT_HEARTBEAT):
+                continue  # the sink is behind; one waiting heartbeat says enough
+            beat += 1
+            data = BotHeartbeatData(
+                at=datetime.now(timezone.utc),
+                chunks_sent=self.sink.chunks_delivered,
+                chunks_buffered=self.sink.buffered,
+                chunks_dropped=self.sink.chunks_dropped,
+            )
+            event_id = f"{self.config.session_id}:heartbeat:{beat}"
+            self.sink.send(new_event(EventType.BOT_HEARTBEAT, self.identity, event_id, self.source_uri, data))
+
+
+def install_signal_handlers(bot: Bot) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("bot.signal", extra={"signal": signal.Signals(signum).name})
+        bot.leave()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+

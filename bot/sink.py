@@ -1,0 +1,132 @@
+"""Delivery of a bot's CloudEvents to K_SINK: in order, retried with backoff.
+
+While the sink is unreachable the bot keeps capturing: events wait in a
+bounded buffer, and when it is full the oldest audio chunk is dropped and
+counted (status events are never dropped), so the bot reports exactly what
+was lost instead of silently losing it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import requests
+from cloudevents.core.v1.event import CloudEvent
+
+from functions.common.events import to_http
+
+log = logging.getLogger(__name__)
+
+# Statuses a Knative broker ingress answers when trying again can help.
+RETRYABLE = {404, 408, 409, 429}
+MIN_BACKOFF, MAX_BACKOFF = 0.2, 5.0
+
+
+@dataclass
+class _Pending:
+    event: CloudEvent
+    is_chunk: bool
+
+
+class EventSink:
+    def __init__(self, url: str, capacity: int, timeout: float = 10.0):
+        self.url = url
+        self.capacity = capacity
+        self.timeout = timeout
+        self.chunks_delivered = 0
+        self.chunks_dropped = 0
+        self._queue: deque[_Pending] = deque()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._http = requests.Session()
+        self._thread = threading.Thread(target=self._deliver_forever, name="sink", daemon=True)
+        self._thread.start()
+
+    @property
+    def buffered(self) -> int:
+        with self._changed:
+            return len(self._queue)
+
+    def send(self, event: CloudEvent, is_chunk: bool = False) -> None:
+        """Queue `event` for delivery; never blocks."""
+        with self._changed:
+            if len(self._queue) >= self.capacity:
+                self._drop_oldest_chunk()
+            self._queue.append(_Pending(event, is_chunk))
+            self._changed.notify_all()
+
+    def pending(self, event_type: str) -> bool:
+        with self._changed:
+            return any(p.event.get_type() == event_type for p in self._queue)
+
+    def drain(self, deadline: float) -> bool:
+        """Wait until everything queued is delivered or `deadline` (monotonic) passes."""
+        with self._changed:
+            while self._queue:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+    def close(self) -> int:
+        """Stop delivering; returns how many events were left undelivered."""
+        with self._changed:
+            self._closed = True
+            left = len(self._queue)
+            self._changed.notify_all()
+        self._thread.join(timeout=self.timeout + 1)
+        return left
+
+    def _drop_oldest_chunk(self) -> None:
+        # The head may be on the wire right now: only what waits behind it is dropped.
+        for pending in list(self._queue)[1:]:
+            if pending.is_chunk:
+                self._queue.remove(pending)
+                self.chunks_dropped += 1
+                log.warning("sink.chunk_dropped", extra={"event_id": pending.event.get_id(), "dropped": self.chunks_dropped})
+                return
+
+    def _deliver_forever(self) -> None:
+        failures = 0
+        while True:
+            with self._changed:
+                while not self._queue and not self._closed:
+                    self._changed.wait()
+                if self._closed:
+                    return
+                head = self._queue[0]
+            outcome = self._post(head.event)
+            with self._changed:
+                if outcome != "retry":
+                    if self._queue and self._queue[0] is head:
+                        self._queue.popleft()
+                    if head.is_chunk and outcome == "delivered":
+                        self.chunks_delivered += 1
+                    elif head.is_chunk:
+                        self.chunks_dropped += 1
+                    failures = 0
+                    self._changed.notify_all()
+                    continue
+                failures += 1
+                # Back off, but wake at once when closing.
+                self._changed.wait(min(MAX_BACKOFF, MIN_BACKOFF * 2 ** (failures - 1)))
+
+    def _post(self, event: CloudEvent) -> str:
+        message = to_http(event)
+        try:
+            response = self._http.post(self.url, headers=message.headers, data=message.body, timeout=self.timeout)
+        except requests.RequestException as exc:
+            log.warning("sink.unreachable", extra={"event_id": event.get_id(), "error": str(exc)[:200]})
+            return "retry"
+        if response.status_code < 300:
+            return "delivered"
+        if response.status_code in RETRYABLE or response.status_code >= 500:
+            log.warning("sink.retry", extra={"event_id": event.get_id(), "status": response.status_code})
+            return "retry"
+        # The sink says this event can never be accepted: resending cannot help.
+        log.error("sink.rejected", extra={"event_id": event.get_id(), "status": response.status_code, "body": response.text[:300]})
+        return "rejected"

@@ -1,0 +1,54 @@
+"""bot-manager: owns meetings, launches one bot per meeting and stores transcripts."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from functions.common import web
+from functions.common.db import session_factory
+from functions.common.logs import configure_logging
+from functions.common.settings import Settings, get_settings
+
+from .orchestrator import Orchestrator, create_orchestrator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    orchestrator: Orchestrator
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or get_settings()
+    configure_logging("bot-manager", settings.log_level)
+    app = Flask(__name__)
+    services = Services(settings, session_factory(settings.database_url), create_orchestrator(settings))
+    app.extensions["vexa"] = services
+
+    def ready() -> None:
+        with services.sessions() as db:
+            db.execute(text("SELECT 1"))
+
+    web.install(app, "bot-manager", max_body_bytes=settings.max_event_bytes, ready=ready)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    def database_unavailable(exc: Exception):
+        # 503 makes the broker redeliver the event once the database is back: nothing is lost.
+        log.error("database.unavailable", extra={"error": str(exc).splitlines()[0]})
+        return web.error_response(503, "database_unavailable", "the database is unavailable; retry later")
+
+    from .api import bp as api_bp
+    from .events import bp as events_bp
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(events_bp)
+    return app

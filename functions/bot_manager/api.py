@@ -1,0 +1,52 @@
+"""bot-manager's REST API: the same paths as the public API, which the gateway forwards here."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from functions.common.schemas import MeetingId, RunBotRequest, StopBotRequest, TranscriptFormat, TranscriptQuery, UserId
+from functions.common.web import parse_json_body, parse_path_param, parse_query
+
+from . import meetings
+from .transcripts import RENDERERS
+from .views import meeting_json, segment_json
+
+bp = Blueprint("api", __name__)
+
+
+@bp.post("/bot/run")
+def run_bot():
+    request = parse_json_body(RunBotRequest)
+    services = current_app.extensions["vexa"]
+    with services.sessions() as db:
+        meeting = meetings.run_bot(db, services.settings, services.orchestrator, request)
+        return jsonify(meeting_json(meeting)), 201
+
+
+@bp.post("/bot/stop")
+def stop_bot():
+    request = parse_json_body(StopBotRequest)
+    services = current_app.extensions["vexa"]
+    with services.sessions() as db:
+        meeting = meetings.stop_bot(db, services.orchestrator, request.user_id, request.meeting_id)
+        return jsonify(meeting_json(meeting)), 202
+
+
+@bp.get("/bot/status/<user_id>")
+def bot_status(user_id: str):
+    user_id = parse_path_param(UserId, user_id, "user_id")
+    with current_app.extensions["vexa"].sessions() as db:
+        bots = meetings.user_meetings(db, user_id)
+        return jsonify({"user_id": user_id, "bots": [meeting_json(m) for m in bots]})
+
+
+@bp.get("/transcript/<user_id>/<meeting_id>")
+def transcript(user_id: str, meeting_id: str):
+    user_id = parse_path_param(UserId, user_id, "user_id")
+    meeting_id = parse_path_param(MeetingId, meeting_id, "meeting_id")
+    query = parse_query(TranscriptQuery)
+    with current_app.extensions["vexa"].sessions() as db:
+        meeting, segments = meetings.meeting_with_transcript(db, user_id, meeting_id)
+        if query.format == TranscriptFormat.JSON:
+            return jsonify({"meeting": meeting_json(meeting, with_history=True), "segments": [segment_json(s) for s in segments]})
+        render, mimetype = RENDERERS[query.format]
+        return Response(render(segments), mimetype=mimetype)

@@ -1,0 +1,220 @@
+"""bot-manager's CloudEvent subscriber: bot status, heartbeats and transcript segments.
+
+Delivery is at-least-once and unordered, so every handler is idempotent: a
+duplicate, late or reordered event leaves the database as it was. Answers:
+204 handled (or already handled), 4xx never worth redelivering, 503 when the
+database is unavailable so the broker retries.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import uuid
+from typing import Callable
+
+from cloudevents.core.v1.event import CloudEvent
+from flask import Blueprint, current_app, request
+from prometheus_client import Counter
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from functions.common.events import (
+    BadEvent,
+    BotHeartbeatData,
+    BotState,
+    BotStatusData,
+    EventType,
+    Identity,
+    TranscriptSegmentsData,
+    audio_chunk_attributes,
+    event_type,
+    identity_of,
+    parse_http,
+    payload_of,
+)
+from functions.common.lifecycle import InvalidTransition, MeetingStatus
+from functions.common.models import BotSession, Meeting, TranscribedChunk, TranscriptSegment
+from functions.common.web import ApiError
+
+from .meetings import ids, lock_meeting, move, settle
+
+log = logging.getLogger(__name__)
+bp = Blueprint("events", __name__)
+S = MeetingStatus
+
+EVENTS = Counter("vexa_bot_manager_events_total", "CloudEvents handled", ["type", "outcome"])
+DEAD_LETTERS = Counter("vexa_dead_letters_total", "Events the broker gave up delivering", ["type"])
+
+# What a bot's own state means for its meeting.
+BOT_STATE_TO_MEETING = {BotState.JOINING: S.JOINING, BotState.ACTIVE: S.ACTIVE}
+
+
+@bp.post("/events")
+def receive():
+    event = parse_http(dict(request.headers), request.get_data())
+    kind = event_type(event)
+    handler = HANDLERS.get(kind)
+    if handler is None:
+        raise BadEvent(f"bot-manager does not handle {kind} events")
+    identity = identity_of(event)
+    with current_app.extensions["vexa"].sessions() as db, db.begin():
+        meeting, bot_session = _subject(db, identity)
+        changed = handler(db, meeting, bot_session, event)
+    EVENTS.labels(str(kind), "applied" if changed else "duplicate").inc()
+    return "", 204
+
+
+@bp.post("/dead-letters")
+def dead_letter():
+    """The broker's dead-letter sink: an undeliverable event is logged and counted.
+
+    An audio chunk that could not be transcribed is recorded as a gap, so the
+    meeting still completes instead of waiting for it forever.
+    """
+    event = parse_http(dict(request.headers), request.get_data())
+    attributes = event.get_attributes()
+    error = attributes.get("knativeerrordata")
+    error_text = base64.b64decode(error).decode(errors="replace")[:500] if error else None
+    DEAD_LETTERS.labels(event.get_type()).inc()
+    if event.get_type() == EventType.AUDIO_CHUNK:
+        _record_lost_chunk(event, error_text or f"undeliverable (status {attributes.get('knativeerrorcode')})")
+    log.error(
+        "event.dead_letter",
+        extra={
+            "event_id": event.get_id(),
+            "type": event.get_type(),
+            "meeting_id": attributes.get("meetingid"),
+            "user_id": attributes.get("userid"),
+            "session_id": attributes.get("sessionid"),
+            "destination": attributes.get("knativeerrordest"),
+            "status": attributes.get("knativeerrorcode"),
+            "error": error_text,
+        },
+    )
+    return "", 204
+
+
+def _record_lost_chunk(event: CloudEvent, error: str) -> None:
+    identity = identity_of(event)
+    chunk = audio_chunk_attributes(event)
+    with current_app.extensions["vexa"].sessions() as db, db.begin():
+        meeting, bot_session = _subject(db, identity)
+        db.execute(
+            insert(TranscribedChunk)
+            .values(
+                meeting_pk=meeting.id,
+                session_id=bot_session.id,
+                chunk_seq=chunk.chunk_seq,
+                offset_s=chunk.offset_ms / 1000,
+                duration_s=0.0,
+                segment_count=0,
+                error=error,
+            )
+            .on_conflict_do_nothing()
+        )
+        settle(db, meeting)
+
+
+def _subject(db: Session, identity: Identity) -> tuple[Meeting, BotSession]:
+    try:
+        meeting_pk = uuid.UUID(identity.meeting_id)
+    except ValueError:
+        raise ApiError(422, "unknown_meeting", f"meetingid {identity.meeting_id!r} is not a meeting id") from None
+    meeting = lock_meeting(db, meeting_pk)
+    if meeting is None or meeting.user_id != identity.user_id:
+        raise ApiError(422, "unknown_meeting", f"no meeting {identity.meeting_id} for user {identity.user_id!r}")
+    bot_session = next((s for s in meeting.sessions if s.id == identity.session_id), None)
+    if bot_session is None:
+        raise ApiError(422, "unknown_session", f"meeting {identity.meeting_id} has no bot session {identity.session_id!r}")
+    return meeting, bot_session
+
+
+def on_bot_status(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
+    status: BotStatusData = payload_of(event, BotStatusData)
+    if status.state in (BotState.LEFT, BotState.FAILED):
+        if bot_session.ended_at is not None:
+            return False
+        bot_session.ended_at = status.at
+        bot_session.end_state = status.state
+        bot_session.end_reason = status.reason
+        bot_session.chunks_sent = status.chunks_sent or 0
+        bot_session.chunks_dropped = status.chunks_dropped or 0
+        if status.chunks_dropped:
+            log.warning("bot.chunks_dropped", extra={**ids(meeting), "dropped": status.chunks_dropped})
+    if bot_session is not meeting.sessions[-1]:
+        return True  # a replaced session's news no longer steers the meeting
+    actor = f"bot:{bot_session.id}"
+    try:
+        if status.state == BotState.FAILED:
+            move(db, meeting, S.FAILED, status.reason or "bot_failed", actor)
+        elif status.state == BotState.LEFT:
+            move(db, meeting, S.STOPPING, status.reason, actor)
+            settle(db, meeting)
+        else:
+            move(db, meeting, BOT_STATE_TO_MEETING[status.state], None, actor)
+    except InvalidTransition as exc:
+        # Not retryable and not the sender's fault (e.g. news for a meeting that already ended).
+        log.warning("meeting.transition_ignored", extra={**ids(meeting), "reason": str(exc)})
+    return True
+
+
+def on_heartbeat(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
+    beat: BotHeartbeatData = payload_of(event, BotHeartbeatData)
+    if bot_session.last_heartbeat_at is not None and bot_session.last_heartbeat_at >= beat.at:
+        return False
+    bot_session.last_heartbeat_at = beat.at
+    return True
+
+
+def on_segments(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
+    data: TranscriptSegmentsData = payload_of(event, TranscriptSegmentsData)
+    stored = db.execute(
+        insert(TranscribedChunk)
+        .values(
+            meeting_pk=meeting.id,
+            session_id=bot_session.id,
+            chunk_seq=data.chunk_seq,
+            offset_s=data.chunk_offset,
+            duration_s=data.chunk_duration,
+            segment_count=len(data.segments),
+        )
+        .on_conflict_do_nothing()
+        .returning(TranscribedChunk.chunk_seq)
+    ).first()
+    if stored is None:
+        return False  # this chunk's transcript is already stored
+    if meeting.audio_started_at is None:
+        meeting.audio_started_at = data.session_start
+    if data.segments:
+        origin = meeting.audio_started_at
+        db.execute(
+            insert(TranscriptSegment)
+            .values(
+                [
+                    {
+                        "meeting_pk": meeting.id,
+                        "session_id": bot_session.id,
+                        "chunk_seq": data.chunk_seq,
+                        "segment_index": segment.index,
+                        "start_s": (segment.start_at - origin).total_seconds(),
+                        "end_s": (segment.end_at - origin).total_seconds(),
+                        "start_at": segment.start_at,
+                        "end_at": segment.end_at,
+                        "text": segment.text,
+                        "language": segment.language,
+                    }
+                    for segment in data.segments
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+    log.info("transcript.stored", extra={**ids(meeting), "chunk_seq": data.chunk_seq, "segments": len(data.segments)})
+    settle(db, meeting)
+    return True
+
+
+HANDLERS: dict[EventType, Callable[[Session, Meeting, BotSession, CloudEvent], bool]] = {
+    EventType.BOT_STATUS: on_bot_status,
+    EventType.BOT_HEARTBEAT: on_heartbeat,
+    EventType.TRANSCRIPT_SEGMENTS: on_segments,
+}

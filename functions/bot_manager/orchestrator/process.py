@@ -1,0 +1,122 @@
+"""The `process` orchestrator: each bot is a local process (the embedded default).
+
+Every bot gets a folder `<STATE_DIR>/bots/<name>/` holding `spec.json`, the
+bot's `pid`, its `bot.log` and, once it ends, its `exit` status, so any
+bot-manager worker (or a restarted one) sees the same bots. A small watcher
+process, detached from bot-manager, runs the bot and records how it ended,
+the way a kubelet reports a Job's pod.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import BotSpec, LaunchError, WorkerState, WorkerStatus
+
+# The only variables a bot inherits: it runs from its own configuration, like a Job.
+_INHERITED = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class ProcessOrchestrator:
+    def __init__(self, state_dir: str):
+        self.root = Path(state_dir).resolve() / "bots"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def launch(self, spec: BotSpec) -> None:
+        workdir = self.root / spec.name
+        try:
+            workdir.mkdir()
+        except FileExistsError:
+            return  # already launched: launching is idempotent
+        (workdir / "spec.json").write_text(
+            json.dumps({"labels": spec.labels, "launched_at": datetime.now(timezone.utc).isoformat()})
+        )
+        env = {k: os.environ[k] for k in _INHERITED if k in os.environ} | spec.env
+        try:
+            watcher = subprocess.run(
+                [sys.executable, "-m", __name__, str(workdir)],
+                env=env,
+                cwd=_REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # signals aimed at bot-manager do not reach its bots
+                timeout=30,
+                capture_output=True,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise LaunchError(f"could not start bot process: {exc}") from exc
+        if watcher.returncode != 0:
+            raise LaunchError(f"bot watcher exited with {watcher.returncode}: {watcher.stderr.decode()[-500:]}")
+
+    def stop(self, name: str) -> None:
+        pid = self._pid(self.root / name)
+        if pid is None or (self.root / name / "exit").exists():
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    def status(self, name: str) -> WorkerStatus:
+        workdir = self.root / name
+        if not workdir.is_dir():
+            return WorkerStatus(name, WorkerState.MISSING)
+        exit_file = workdir / "exit"
+        if exit_file.exists():
+            code = int(exit_file.read_text())
+            if code == 0:
+                return WorkerStatus(name, WorkerState.SUCCEEDED, "exit code 0")
+            detail = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            return WorkerStatus(name, WorkerState.FAILED, detail)
+        pid = self._pid(workdir)
+        if pid is None:
+            return WorkerStatus(name, WorkerState.PENDING)
+        if _alive(pid):
+            return WorkerStatus(name, WorkerState.RUNNING, f"pid {pid}")
+        return WorkerStatus(name, WorkerState.FAILED, "the bot process vanished without an exit status")
+
+    def list(self) -> list[WorkerStatus]:
+        return [self.status(path.name) for path in sorted(self.root.iterdir()) if path.is_dir()]
+
+    @staticmethod
+    def _pid(workdir: Path) -> int | None:
+        try:
+            return int((workdir / "pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _watch(workdir: Path) -> None:
+    """Run the bot to its end and record its exit status, detached from the launcher."""
+    if os.fork() > 0:
+        os._exit(0)  # the launcher reaps this parent at once; the bot never becomes its zombie
+    # Let go of the launcher's pipes, or it would wait for the bot to end.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    with open(workdir / "bot.log", "ab") as log:
+        bot = subprocess.Popen([sys.executable, "-m", "bot"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    (workdir / "pid").write_text(str(bot.pid))
+    code = bot.wait()
+    partial = workdir / "exit.tmp"
+    partial.write_text(str(code))
+    partial.rename(workdir / "exit")  # atomic: readers never see a half-written status
+
+
+if __name__ == "__main__":
+    _watch(Path(sys.argv[1]))

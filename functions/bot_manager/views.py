@@ -1,0 +1,50 @@
+"""How meetings and transcripts look in API responses."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from functions.common.models import Meeting, TranscriptSegment
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def meeting_json(meeting: Meeting, with_history: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": str(meeting.id),
+        "user_id": meeting.user_id,
+        "meeting_id": meeting.meeting_id,
+        "meeting_title": meeting.title,
+        "platform": meeting.platform,
+        "meeting_url": meeting.meeting_url,
+        "language": meeting.language,
+        "replay_speed": meeting.replay_speed,
+        "status": meeting.status,
+        "status_reason": meeting.status_reason,
+        "bot_name": meeting.bot_name,
+        "session_id": meeting.sessions[-1].id if meeting.sessions else None,
+        "created_at": _iso(meeting.created_at),
+        "updated_at": _iso(meeting.updated_at),
+        "started_at": _iso(meeting.started_at),
+        "ended_at": _iso(meeting.ended_at),
+    }
+    if with_history:
+        body["history"] = [
+            {"from": change.from_status, "to": change.to_status, "reason": change.reason, "actor": change.actor, "at": _iso(change.at)}
+            for change in meeting.history
+        ]
+    return body
+
+
+def segment_json(segment: TranscriptSegment) -> dict[str, Any]:
+    return {
+        "start": round(segment.start_s, 3),
+        "end": round(segment.end_s, 3),
+        "start_at": _iso(segment.start_at),
+        "end_at": _iso(segment.end_at),
+        "text": segment.text,
+        "language": segment.language,
+        "session_id": segment.session_id,
+    }

@@ -1,0 +1,85 @@
+"""A bot's whole configuration, passed as environment variables.
+
+bot-manager builds it (`to_env`) and the bot reads it (`from_env`), so the two
+can never disagree; a Kubernetes Job gets exactly the same variables.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Mapping
+
+from .settings import Settings
+
+# field -> environment variable. K_SINK is the name Knative's SinkBinding injects.
+ENV_NAMES = {
+    "meeting_id": "VEXA_MEETING_ID",
+    "user_id": "VEXA_USER_ID",
+    "session_id": "VEXA_SESSION_ID",
+    "platform": "VEXA_PLATFORM",
+    "meeting_url": "VEXA_MEETING_URL",
+    "language": "VEXA_LANGUAGE",
+    "replay_speed": "VEXA_REPLAY_SPEED",
+    "sink_url": "K_SINK",
+    "chunk_min_seconds": "CHUNK_MIN_SECONDS",
+    "chunk_max_seconds": "CHUNK_MAX_SECONDS",
+    "chunk_pause_ms": "CHUNK_PAUSE_MS",
+    "vad_aggressiveness": "VAD_AGGRESSIVENESS",
+    "heartbeat_seconds": "BOT_HEARTBEAT_SECONDS",
+    "buffer_chunks": "BOT_BUFFER_CHUNKS",
+    "drain_seconds": "BOT_DRAIN_SECONDS",
+    "log_level": "LOG_LEVEL",
+}
+_CONVERTERS = {"str": str, "int": int, "float": float}
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    meeting_id: str  # bot-manager's meeting id (a UUID), carried on every event
+    user_id: str
+    session_id: str
+    platform: str
+    meeting_url: str
+    language: str
+    replay_speed: float
+    sink_url: str
+    chunk_min_seconds: float
+    chunk_max_seconds: float
+    chunk_pause_ms: int
+    vad_aggressiveness: int
+    heartbeat_seconds: float
+    buffer_chunks: int
+    drain_seconds: float
+    log_level: str
+
+    @classmethod
+    def for_meeting(cls, settings: Settings, sink_url: str, **meeting: str | float) -> "BotConfig":
+        """The meeting's own values plus the bot tunables from bot-manager's settings."""
+        return cls(
+            sink_url=sink_url,
+            chunk_min_seconds=settings.chunk_min_seconds,
+            chunk_max_seconds=settings.chunk_max_seconds,
+            chunk_pause_ms=settings.chunk_pause_ms,
+            vad_aggressiveness=settings.vad_aggressiveness,
+            heartbeat_seconds=settings.bot_heartbeat_seconds,
+            buffer_chunks=settings.bot_buffer_chunks,
+            drain_seconds=settings.bot_drain_seconds,
+            log_level=settings.log_level,
+            **meeting,
+        )
+
+    def to_env(self) -> dict[str, str]:
+        return {ENV_NAMES[name]: str(value) for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "BotConfig":
+        missing = [ENV_NAMES[f.name] for f in fields(cls) if not environ.get(ENV_NAMES[f.name])]
+        if missing:
+            raise ValueError(f"missing bot configuration: {', '.join(missing)}")
+        values = {}
+        for field in fields(cls):
+            raw = environ[ENV_NAMES[field.name]]
+            try:
+                values[field.name] = _CONVERTERS[field.type](raw)
+            except ValueError:
+                raise ValueError(f"{ENV_NAMES[field.name]}={raw!r} is not a valid {field.type}") from None
+        return cls(**values)

@@ -1,0 +1,153 @@
+"""bot-manager's tables. Alembic migrations (functions/common/migrations) create them."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from .lifecycle import HAPPY_PATH, LIVE
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _now_default():
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = _now_default()
+    # Per-user override of the MAX_BOTS_PER_USER setting.
+    max_bots: Mapped[int | None] = mapped_column(Integer)
+
+
+class Meeting(Base):
+    """One run of a bot in a user's meeting (a meeting id may be run again once finished)."""
+
+    __tablename__ = "meetings"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id"), nullable=False)
+    meeting_id: Mapped[str] = mapped_column(String(256), nullable=False)
+    title: Mapped[str | None] = mapped_column(String(500))
+    platform: Mapped[str] = mapped_column(String(32), nullable=False)
+    meeting_url: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(16), nullable=False)
+    replay_speed: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    bot_name: Mapped[str | None] = mapped_column(String(63))
+    created_at: Mapped[datetime] = _now_default()
+    updated_at: Mapped[datetime] = _now_default()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # bot became active
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # UTC time of audio position 0 of the first bot session: segment times count from here.
+    audio_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    sessions: Mapped[list[BotSession]] = relationship(order_by="BotSession.launched_at", back_populates="meeting")
+    history: Mapped[list[StatusChange]] = relationship(order_by="StatusChange.id")
+
+    __table_args__ = (
+        # At most one live bot per user and meeting id, whatever races the API sees.
+        Index(
+            "uq_meetings_live",
+            "user_id",
+            "meeting_id",
+            unique=True,
+            postgresql_where=status.in_([str(s) for s in HAPPY_PATH if s in LIVE]),
+        ),
+        Index("ix_meetings_user_created", "user_id", "created_at"),
+    )
+
+
+class BotSession(Base):
+    """One launch of a bot for a meeting."""
+
+    __tablename__ = "bot_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), nullable=False)
+    bot_name: Mapped[str] = mapped_column(String(63), nullable=False)
+    launched_at: Mapped[datetime] = _now_default()
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_state: Mapped[str | None] = mapped_column(String(16))  # a BotState: left / failed
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    # What the bot says it delivered; the transcript is final once that many chunks are transcribed.
+    chunks_sent: Mapped[int | None] = mapped_column(Integer)
+    chunks_dropped: Mapped[int | None] = mapped_column(Integer)
+
+    meeting: Mapped[Meeting] = relationship(back_populates="sessions")
+
+    __table_args__ = (Index("ix_bot_sessions_meeting", "meeting_pk"),)
+
+
+class StatusChange(Base):
+    """The meeting's history: every transition, who made it and why."""
+
+    __tablename__ = "meeting_status_history"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), nullable=False)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(100), nullable=False)  # api, bot:<session>, bot-manager
+    at: Mapped[datetime] = _now_default()
+
+    __table_args__ = (Index("ix_status_history_meeting", "meeting_pk"),)
+
+
+class TranscribedChunk(Base):
+    """An audio chunk whose transcription has been stored (one row even if it held no speech)."""
+
+    __tablename__ = "transcribed_chunks"
+
+    meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chunk_seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    offset_s: Mapped[float] = mapped_column(Float, nullable=False)
+    duration_s: Mapped[float] = mapped_column(Float, nullable=False)
+    segment_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Set when the broker gave up on this chunk: the transcript has a gap here, and says so.
+    error: Mapped[str | None] = mapped_column(Text)
+    stored_at: Mapped[datetime] = _now_default()
+
+
+class TranscriptSegment(Base):
+    __tablename__ = "transcript_segments"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), nullable=False)
+    session_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    chunk_seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    segment_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    start_s: Mapped[float] = mapped_column(Float, nullable=False)  # seconds from meeting audio start
+    end_s: Mapped[float] = mapped_column(Float, nullable=False)
+    start_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    end_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    language: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = _now_default()
+
+    __table_args__ = (
+        UniqueConstraint("meeting_pk", "session_id", "chunk_seq", "segment_index", name="uq_segment_identity"),
+        Index("ix_segments_meeting_start", "meeting_pk", "start_at"),
+    )

@@ -1,0 +1,25 @@
+"""Names derived from user-supplied ids, made safe in one place."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+MAX_NAME = 63  # DNS-1123 label: Kubernetes object names, label values
+
+
+def dns_label(text: str, max_length: int) -> str:
+    """Lowercase letters, digits and dashes, no leading/trailing dash, at most `max_length`."""
+    return _NOT_DNS.sub("-", text.lower()).strip("-")[:max_length].strip("-")
+
+
+def bot_name(user_id: str, meeting_id: str, session_id: str) -> str:
+    """`bot-<user>-<meeting>-<hash>`: readable, DNS-1123-safe, unique per bot session.
+
+    The hash covers the raw ids, so ids that sanitise alike never collide.
+    """
+    digest = hashlib.sha256(f"{user_id}\0{meeting_id}\0{session_id}".encode()).hexdigest()[:10]
+    budget = MAX_NAME - len("bot---") - len(digest)
+    user = dns_label(user_id, budget // 2) or "u"
+    meeting = dns_label(meeting_id, budget - len(user)) or "m"
+    return f"bot-{user}-{meeting}-{digest}"

@@ -1,0 +1,80 @@
+"""Request bodies and query parameters of the public API.
+
+The gateway validates with these before forwarding, bot-manager validates again
+(it is reachable inside the cluster), and /openapi.json is generated from them.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+# Ids appear in URL paths, logs and (sanitised) Kubernetes names: printable, no slashes or spaces.
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+:-]*$")]
+MeetingId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+:-]*$")]
+Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
+
+
+class Platform(StrEnum):
+    """Where a bot gets its audio. Real meeting platforms plug in behind the same bot source interface."""
+
+    FILE = "file"  # replay a recording (path or http(s) URL) as if it were a live meeting
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class RunBotRequest(_Body):
+    user_id: UserId
+    meeting_id: MeetingId
+    meeting_title: str | None = Field(default=None, max_length=500)
+    platform: Platform | None = Field(default=None, description="Defaults to `file` when `meeting_url` is given.")
+    meeting_url: str | None = Field(
+        default=None, max_length=2048, description="For `file`: an absolute path, file:// or http(s):// URL of a recording."
+    )
+    language: Language | None = Field(default=None, description="Spoken language; the DEFAULT_LANGUAGE setting if absent.")
+    replay_speed: float = Field(default=1.0, gt=0, le=100, description="`file` only: 1.0 replays in real time.")
+
+    @model_validator(mode="after")
+    def _source_is_usable(self) -> "RunBotRequest":
+        if self.meeting_url is None:
+            raise ValueError(
+                "meeting_url is required: this deployment's bots replay recordings (platform 'file'); "
+                "give an absolute path or an http(s) URL of the recording"
+            )
+        if self.platform is None:
+            self.platform = Platform.FILE
+        url = urlsplit(self.meeting_url)
+        is_path = url.scheme == "" and self.meeting_url.startswith("/")
+        if not (is_path or (url.scheme in ("http", "https") and url.netloc) or url.scheme == "file"):
+            raise ValueError("meeting_url must be an absolute path, a file:// URL or an http(s):// URL")
+        return self
+
+
+class StopBotRequest(_Body):
+    user_id: UserId
+    meeting_id: MeetingId
+
+
+class TranscriptFormat(StrEnum):
+    JSON = "json"
+    TXT = "txt"
+    SRT = "srt"
+    VTT = "vtt"
+
+
+class TranscriptQuery(_Body):
+    format: TranscriptFormat = TranscriptFormat.JSON
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+

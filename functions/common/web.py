@@ -1,0 +1,147 @@
+"""What every Flask service shares: JSON errors, request parsing, /healthz, /metrics."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from functools import lru_cache
+from typing import Any, Callable, TypeVar
+
+from flask import Blueprint, Flask, Response, g, jsonify, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from werkzeug.exceptions import HTTPException
+
+from .events import BadEvent, describe_validation_error
+
+log = logging.getLogger(__name__)
+Model = TypeVar("Model", bound=BaseModel)
+
+REQUESTS = Counter("vexa_http_requests_total", "HTTP requests served", ["service", "endpoint", "method", "status"])
+LATENCY = Histogram("vexa_http_request_seconds", "HTTP request latency", ["service", "endpoint"])
+
+
+class ApiError(Exception):
+    """An error the client can act on; rendered as {"error": {"code", "message"}}."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(status: int, code: str, message: str, **details: Any) -> tuple[Response, int]:
+    return jsonify({"error": {"code": code, "message": message, **details}}), status
+
+
+def parse_json_body(model: type[Model]) -> Model:
+    """The request's JSON body validated against `model`, or an ApiError naming the problem."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON")
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_request", describe_validation_error(exc)) from None
+
+
+def parse_query(model: type[Model]) -> Model:
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_request", describe_validation_error(exc)) from None
+
+
+@lru_cache(maxsize=None)
+def type_adapter(kind: Any) -> TypeAdapter:
+    return TypeAdapter(kind)
+
+
+def parse_path_param(kind: Any, value: str, name: str) -> Any:
+    """A URL path segment validated against the annotated type `kind`."""
+    try:
+        return type_adapter(kind).validate_python(value)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_request", f"{name} {value!r}: {exc.errors()[0]['msg']}") from None
+
+
+def install(app: Flask, service: str, max_body_bytes: int, ready: Callable[[], None] | None = None) -> None:
+    """Give `app` the shared error handling, body limit, metrics and health endpoints.
+
+    `ready` is called by /healthz and raises when a dependency is down.
+    """
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.json.sort_keys = False
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message, **exc.details)
+
+    @app.errorhandler(BadEvent)
+    def _bad_event(exc: BadEvent):
+        # 400 is final for a Knative broker: a malformed event is never redelivered.
+        log.warning("event.rejected", extra={"reason": str(exc), "ce_id": request.headers.get("ce-id")})
+        return error_response(400, "bad_event", str(exc))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        if exc.code == 413:
+            return error_response(413, "payload_too_large", f"the body is larger than the {max_body_bytes} bytes allowed")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("request.failed", extra={"path": request.path})
+        return error_response(500, "internal_error", "the server failed to handle this request; it was logged")
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        REQUESTS.labels(service, endpoint, request.method, str(response.status_code)).inc()
+        LATENCY.labels(service, endpoint).observe(time.perf_counter() - g.get("request_started", time.perf_counter()))
+        return response
+
+    app.register_blueprint(_ops_blueprint(service, ready))
+
+
+def _ops_blueprint(service: str, ready: Callable[[], None] | None) -> Blueprint:
+    ops = Blueprint("ops", __name__)
+
+    @ops.get("/healthz")
+    def healthz():
+        try:
+            if ready is not None:
+                ready()
+        except Exception as exc:  # any failing dependency makes the service unready
+            return jsonify({"status": "unavailable", "service": service, "reason": str(exc)}), 503
+        return jsonify({"status": "ok", "service": service})
+
+    @ops.get("/metrics")
+    def metrics():
+        registry = None
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # gunicorn runs several workers; aggregate what they all recorded.
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry or REGISTRY), mimetype=CONTENT_TYPE_LATEST)
+
+    return ops

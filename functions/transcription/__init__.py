@@ -1,0 +1,28 @@
+"""transcription: turns audio-chunk CloudEvents into transcript-segment CloudEvents.
+
+Stateless: the reply (Knative reply semantics: HTTP 200 carrying a CloudEvent)
+goes back through the broker to bot-manager, which stores it.
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+from functions.common import web
+from functions.common.logs import configure_logging
+from functions.common.settings import Settings, get_settings
+
+from .engines import load_engine
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or get_settings()
+    configure_logging("transcription", settings.log_level)
+    app = Flask(__name__)
+    # Loaded once per process, before the first request: a chunk never waits for a model load.
+    app.extensions["vexa"] = {"settings": settings, "engine": load_engine(settings)}
+    web.install(app, "transcription", max_body_bytes=settings.max_event_bytes)
+
+    from .handler import bp
+
+    app.register_blueprint(bp)
+    return app

@@ -1,0 +1,57 @@
+"""whisperx: pyannote VAD cuts speech into <=30 s pieces, faster-whisper decodes them in batches.
+
+Everything loads from local files: the whisper model from settings.whisper_model
+and the pyannote segmentation model bundled in the whisperx wheel
+(whisperx/assets/pytorch_model.bin). No word-alignment model is used, since it
+would have to be downloaded.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import numpy as np
+
+from functions.common.settings import Settings
+
+from . import TranscribedSegment, build_segments
+
+# pyannote.audio 4 sends usage telemetry to otel.pyannote.ai unless told not to;
+# it reads this variable when imported, so it must be set before whisperx loads.
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+
+
+class WhisperXEngine:
+    name = "whisperx"
+
+    def __init__(self, settings: Settings) -> None:
+        import torch
+        import whisperx
+
+        # The VAD runs in torch; without this it would take every core.
+        torch.set_num_threads(settings.whisper_cpu_threads)
+        self._batch_size = settings.whisper_batch_size
+        # The pipeline swaps its tokenizer and counters on each call, so one
+        # call at a time.
+        self._lock = threading.Lock()
+        with warnings.catch_warnings():
+            # pyannote warns that torchcodec cannot decode files; it is only
+            # ever handed in-memory waveforms here.
+            warnings.filterwarnings("ignore", message=r"\s*torchcodec is not installed")
+            self._pipeline = whisperx.load_model(
+                settings.whisper_model,
+                settings.whisper_device,
+                compute_type=settings.whisper_compute_type,
+                language=settings.default_language,
+                threads=settings.whisper_cpu_threads,
+                vad_method="pyannote",
+                asr_options={"beam_size": settings.whisper_beam_size},
+            )
+
+    def transcribe(self, audio: np.ndarray, language: str) -> list[TranscribedSegment]:
+        if audio.size == 0:
+            return []  # pyannote rejects a waveform with no samples
+        with self._lock:
+            result = self._pipeline.transcribe(audio, batch_size=self._batch_size, language=language)
+        return build_segments(((s["start"], s["end"], s["text"]) for s in result["segments"]), audio)

@@ -1,0 +1,100 @@
+"""The audio-chunk handler: validate, transcribe, reply with the segments."""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+import numpy as np
+from flask import Blueprint, Response, current_app, request
+from prometheus_client import Counter, Histogram
+
+from functions.common.events import (
+    SAMPLE_RATE,
+    BadEvent,
+    EventType,
+    Segment,
+    TranscriptSegmentsData,
+    audio_chunk_attributes,
+    decode_wav,
+    event_source,
+    event_type,
+    identity_of,
+    new_event,
+    parse_http,
+    to_http,
+)
+
+log = logging.getLogger(__name__)
+bp = Blueprint("transcription", __name__)
+
+CHUNKS = Counter("vexa_transcription_chunks_total", "Audio chunks transcribed", ["engine"])
+AUDIO_SECONDS = Counter("vexa_transcription_audio_seconds_total", "Seconds of audio transcribed", ["engine"])
+DURATION = Histogram(
+    "vexa_transcription_seconds", "Time to transcribe one chunk", ["engine"], buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
+)
+
+
+@bp.post("/events")
+def transcribe_chunk():
+    event = parse_http(dict(request.headers), request.get_data())
+    if event_type(event) != EventType.AUDIO_CHUNK:
+        raise BadEvent(f"transcription handles only {EventType.AUDIO_CHUNK} events, got {event.get_type()}")
+    identity = identity_of(event)
+    chunk = audio_chunk_attributes(event)
+    data = event.get_data()
+    if not isinstance(data, bytes):
+        raise BadEvent("an audio chunk's data must be a WAV file (Content-Type: audio/wav)")
+    pcm = decode_wav(data)
+    audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    engine = current_app.extensions["vexa"]["engine"]
+
+    started = time.perf_counter()
+    transcribed = engine.transcribe(audio, chunk.language)
+    elapsed = time.perf_counter() - started
+    duration = len(audio) / SAMPLE_RATE
+    CHUNKS.labels(engine.name).inc()
+    AUDIO_SECONDS.labels(engine.name).inc(duration)
+    DURATION.labels(engine.name).observe(elapsed)
+
+    offset = chunk.offset_ms / 1000
+    segments = [
+        Segment(
+            index=index,
+            start=offset + piece.start,
+            end=offset + min(piece.end, duration),
+            start_at=chunk.session_start + timedelta(seconds=offset + piece.start),
+            end_at=chunk.session_start + timedelta(seconds=offset + min(piece.end, duration)),
+            text=piece.text,
+            language=chunk.language,
+        )
+        for index, piece in enumerate(transcribed)
+    ]
+    reply = new_event(
+        EventType.TRANSCRIPT_SEGMENTS,
+        identity,
+        f"{identity.session_id}:segments:{chunk.chunk_seq}",  # same id on redelivery
+        event_source("transcription", identity.session_id),
+        TranscriptSegmentsData(
+            session_start=chunk.session_start,
+            chunk_seq=chunk.chunk_seq,
+            chunk_offset=offset,
+            chunk_duration=duration,
+            language=chunk.language,
+            segments=segments,
+        ),
+    )
+    log.info(
+        "chunk.transcribed",
+        extra={
+            "meeting_id": identity.meeting_id,
+            "user_id": identity.user_id,
+            "session_id": identity.session_id,
+            "chunk_seq": chunk.chunk_seq,
+            "audio_seconds": round(duration, 2),
+            "seconds": round(elapsed, 3),
+            "segments": len(segments),
+        },
+    )
+    message = to_http(reply)
+    return Response(message.body, status=200, headers=message.headers)

@@ -1,0 +1,97 @@
+"""A small command-line client of the public API (used by `make run-bot` and `make demo`).
+
+    python -m local.client run --user U --meeting M [--url RECORDING] [--speed 1.0] [--follow]
+    python -m local.client stop --user U --meeting M
+    python -m local.client status --user U
+    python -m local.client transcript --user U --meeting M [--format txt]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from functions.common.lifecycle import TERMINAL
+from functions.common.settings import REPO_ROOT
+
+SAMPLE = REPO_ROOT / "local" / "sample" / "meeting.ogg"
+
+
+class Client:
+    def __init__(self, base_url: str):
+        self.base_url = base_url.rstrip("/")
+        self.http = requests.Session()
+
+    def call(self, method: str, path: str, expect: tuple[int, ...] = (200,), **kwargs) -> requests.Response:
+        response = self.http.request(method, self.base_url + path, timeout=30, **kwargs)
+        if response.status_code not in expect:
+            sys.exit(f"{method} {path} -> {response.status_code}: {response.text.strip()}")
+        return response
+
+    def run(self, user: str, meeting: str, url: str, speed: float, title: str | None) -> dict:
+        body = {"user_id": user, "meeting_id": meeting, "meeting_title": title, "platform": "file",
+                "meeting_url": url, "replay_speed": speed}  # fmt: skip
+        return self.call("POST", "/bot/run", expect=(201,), json=body).json()
+
+    def follow(self, user: str, meeting: str, out=sys.stdout) -> dict:
+        """Print segments as they arrive until the meeting ends; the final transcript."""
+        shown = 0
+        while True:
+            transcript = self.call("GET", f"/transcript/{user}/{meeting}").json()
+            for segment in transcript["segments"][shown:]:
+                print(f"[{segment['start']:7.2f}s] {segment['text']}", file=out, flush=True)
+            shown = len(transcript["segments"])
+            if transcript["meeting"]["status"] in TERMINAL:
+                return transcript
+            time.sleep(1)
+
+
+def _recording(url: str) -> str:
+    """Make a local path absolute (the API wants absolute paths or URLs)."""
+    if "://" in url:
+        return url
+    return str(Path(url).expanduser().resolve())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m local.client", description="Talk to a running Vexa gateway.")
+    parser.add_argument("--gateway", default=os.environ.get("GATEWAY_URL", f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT', '8000')}"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="send a bot to a meeting (a recording)")
+    stop = commands.add_parser("stop", help="make a meeting's bot leave")
+    status = commands.add_parser("status", help="a user's bots")
+    transcript = commands.add_parser("transcript", help="a meeting's transcript")
+    for command in (run, stop, status, transcript):
+        command.add_argument("--user", required=True)
+    for command in (run, stop, transcript):
+        command.add_argument("--meeting", required=True)
+    run.add_argument("--url", default=str(SAMPLE), help="recording: path or http(s) URL (default: the sample meeting)")
+    run.add_argument("--speed", type=float, default=1.0, help="replay speed (1.0 = real time)")
+    run.add_argument("--title", default=None)
+    run.add_argument("--follow", action="store_true", help="print the transcript live until the meeting ends")
+    transcript.add_argument("--format", default="txt", choices=["json", "txt", "srt", "vtt"])
+    args = parser.parse_args()
+    client = Client(args.gateway)
+
+    if args.command == "run":
+        meeting = client.run(args.user, args.meeting, _recording(args.url), args.speed, args.title)
+        print(f"bot {meeting['bot_name']} sent to meeting {meeting['meeting_id']} ({meeting['status']})", flush=True)
+        if args.follow:
+            final = client.follow(args.user, args.meeting)["meeting"]
+            print(f"meeting {final['status']}: {final['status_reason']}")
+    elif args.command == "stop":
+        print(json.dumps(client.call("POST", "/bot/stop", expect=(202,), json={"user_id": args.user, "meeting_id": args.meeting}).json(), indent=2))
+    elif args.command == "status":
+        print(json.dumps(client.call("GET", f"/bot/status/{args.user}").json(), indent=2))
+    else:
+        response = client.call("GET", f"/transcript/{args.user}/{args.meeting}", params={"format": args.format})
+        print(json.dumps(response.json(), indent=2) if args.format == "json" else response.text, end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Helpers shared by the test modules (audio decoding, word error rate)."""

@@ -1,0 +1,571 @@
+"""The local broker, run as in production (gunicorn) against real HTTP subscribers."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from cloudevents.core.v1.event import CloudEvent
+from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from functions.broker import service_urls
+from functions.broker.dispatcher import Dispatcher, QueueFull
+from functions.broker.routing import DeliveryPolicy, Route, Routing, RoutingError, load_routing, parse_duration
+from functions.common.events import (
+    Attr,
+    BotState,
+    BotStatusData,
+    EventType,
+    Identity,
+    encode_wav,
+    new_event,
+    parse_http,
+    to_http,
+)
+from functions.common.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+IDENTITY = Identity(meeting_id="m-1", user_id="u-1", session_id="s-1")
+MAX_EVENT_BYTES = 100_000
+
+
+# --- subscribers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    at: float  # time.monotonic() on arrival
+    event: CloudEvent
+
+
+class Subscriber:
+    """An HTTP server on 127.0.0.1 that records every request and answers as scripted.
+
+    Answers are scripted per (path, event id) and used up in order; then it answers 200.
+    """
+
+    def __init__(self, port: int = 0):
+        self._server = make_server("127.0.0.1", port, self._app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self.received: list[Received] = []
+        self._answers: dict[tuple[str, str], list[Answer]] = {}
+        self._condition = threading.Condition()
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def script(self, path: str, event_id: str, *answers: Answer) -> None:
+        self._answers[(path, event_id)] = list(answers)
+
+    def requests_for(self, path: str, event_id: str) -> list[Received]:
+        with self._condition:
+            return [r for r in self.received if r.path == path and r.event.get_id() == event_id]
+
+    def wait_for(self, path: str, event_id: str, count: int = 1, timeout: float = 10) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while len(found := self.requests_for(path, event_id)) < count:
+                if not self._condition.wait(deadline - time.monotonic()):
+                    raise AssertionError(f"{self.url}{path} got {len(found)} of {count} deliveries of {event_id}")
+            return found
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    @Request.application
+    def _app(self, request: Request) -> Response:
+        body = request.get_data()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        event = parse_http(headers, body)
+        with self._condition:
+            self.received.append(Received(request.path, headers, body, time.monotonic(), event))
+            queue = self._answers.get((request.path, event.get_id()), [])
+            answer = queue.pop(0) if queue else Answer()
+            self._condition.notify_all()
+        return Response(answer.body, status=answer.status, headers=answer.headers)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- knative YAML ----------------------------------------------------------------
+
+
+def service_ref(name: str, uri: str | None = None) -> dict[str, Any]:
+    destination: dict[str, Any] = {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": name}}
+    if uri:
+        destination["uri"] = uri
+    return destination
+
+
+def trigger(name: str, attributes: dict[str, str], subscriber: dict[str, Any], **delivery: Any) -> dict[str, Any]:
+    filter_ = {"attributes": {name: str(value) for name, value in attributes.items()}}
+    spec: dict[str, Any] = {"broker": "test-broker", "filter": filter_, "subscriber": subscriber}
+    if delivery:
+        spec["delivery"] = delivery
+    return {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": name, "namespace": "tests"}, "spec": spec}
+
+
+def write_knative(directory: Path, triggers: list[dict[str, Any]], **broker_delivery: Any) -> Path:
+    broker = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": "test-broker", "namespace": "tests"},
+        "spec": {"delivery": broker_delivery},
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "broker.yaml").write_text(yaml.safe_dump(broker))
+    (directory / "triggers.yaml").write_text(yaml.safe_dump_all(triggers))
+    # Other kinds in the same folder are ignored.
+    (directory / "other.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: unrelated}\n")
+    return directory
+
+
+# --- the broker process ------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    url: str  # the broker's base URL
+    ingress: str
+    transcription: Subscriber
+    bot_manager: Subscriber
+    other: Subscriber
+    late_port: int
+    log_path: Path
+
+    def post(self, event: CloudEvent, structured: bool = False) -> requests.Response:
+        message = to_http(event, structured)
+        return requests.post(self.ingress, headers=message.headers, data=message.body, timeout=5)
+
+    def log_lines(self, name: str) -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
+        return [line for line in lines if line["event"] == name]
+
+    def metric(self, name: str, trigger_name: str) -> float:
+        text = requests.get(f"{self.url}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels.get("trigger") == trigger_name:
+                    return sample.value
+        return 0.0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("broker")
+    transcription, bot_manager, other = Subscriber(), Subscriber(), Subscriber()
+    late_port = free_port()
+    knative = write_knative(
+        tmp / "knative",
+        [
+            trigger("audio", {"type": EventType.AUDIO_CHUNK}, service_ref("transcription", "/events")),
+            trigger("segments", {"type": EventType.TRANSCRIPT_SEGMENTS}, service_ref("bot-manager", "/events")),
+            trigger("status", {"type": EventType.BOT_STATUS}, service_ref("bot-manager", "/events")),
+            trigger("flaky", {"type": "test.flaky"}, service_ref("bot-manager", "/flaky"), retry=4),
+            trigger("late", {"type": "test.late"}, {"uri": f"http://127.0.0.1:{late_port}/late"}, retry=6),
+            trigger(
+                "exhausted",
+                {"type": "test.exhausted"},
+                {"uri": f"{other.url}/exhausted"},
+                retry=2,
+                backoffPolicy="linear",
+                deadLetterSink={"uri": f"{other.url}/dlq"},
+            ),
+            trigger("rejected", {"type": "test.rejected"}, service_ref("bot-manager", "/rejected")),
+            trigger("ask", {"type": "test.ask"}, service_ref("transcription", "/ask")),
+            trigger("answer", {"type": "test.answer"}, {"uri": f"{other.url}/answers"}),
+            trigger("fanout-all", {"type": "test.fanout"}, {"uri": f"{other.url}/fanout-all"}),
+            trigger("fanout-special", {"type": "test.fanout", "meetingid": "m-special"}, {"uri": f"{other.url}/fanout-special"}),
+        ],
+        retry=3,
+        backoffPolicy="exponential",
+        backoffDelay="PT0.05S",
+        deadLetterSink=service_ref("bot-manager", "/dead-letters"),
+    )
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(
+        PYTHONPATH=str(REPO),
+        BROKER_PORT=str(port),
+        KNATIVE_DIR=str(knative),
+        TRANSCRIPTION_URL=transcription.url,
+        BOT_MANAGER_URL=bot_manager.url,
+        MAX_EVENT_BYTES=str(MAX_EVENT_BYTES),
+        WHISPER_MODEL="unused",
+        LOG_LEVEL="INFO",
+    )
+    log_path = tmp / "broker.log"
+    command = [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", "8",
+               "--no-control-socket", "-b", f"127.0.0.1:{port}", "functions.broker:create_app()"]
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process, log_path)
+        yield Stack(url, f"{url}/tests/test-broker", transcription, bot_manager, other, late_port, log_path)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        for subscriber in (transcription, bot_manager, other):
+            subscriber.close()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the broker exited:\n{log_path.read_text()}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:  # not listening yet, or the worker is still booting
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the broker did not become healthy:\n{log_path.read_text()}")
+
+
+def event(event_type: str, data: Any = None, identity: Identity = IDENTITY) -> CloudEvent:
+    """An event of any type with JSON data: the broker looks at attributes only."""
+    attributes = {"type": str(event_type), "id": uuid.uuid4().hex, "source": "/tests", "specversion": "1.0",
+                  "datacontenttype": "application/json", Attr.MEETING_ID: identity.meeting_id,
+                  Attr.USER_ID: identity.user_id, Attr.SESSION_ID: identity.session_id}
+    return CloudEvent(attributes, {"test": True} if data is None else data)
+
+
+def status_data() -> BotStatusData:
+    return BotStatusData(state=BotState.ACTIVE, at="2026-01-01T00:00:00Z")
+
+
+def status_event() -> CloudEvent:
+    return new_event(EventType.BOT_STATUS, IDENTITY, uuid.uuid4().hex, "/tests", status_data())
+
+
+def audio_event(pcm: bytes) -> CloudEvent:
+    extra = {Attr.CHUNK_SEQ: 3, Attr.OFFSET_MS: 30000, Attr.SESSION_START: "2026-01-01T00:00:00Z", Attr.LANGUAGE: "en"}
+    return new_event(EventType.AUDIO_CHUNK, IDENTITY, uuid.uuid4().hex, "/tests", encode_wav(pcm), extra)
+
+
+def over_the_wire(event: CloudEvent) -> CloudEvent:
+    """The event as a binary-mode receiver sees it (extension values become strings)."""
+    message = to_http(event)
+    return parse_http(message.headers, message.body)
+
+
+def assert_binary_copy(received: Received, sent: CloudEvent) -> None:
+    assert "ce-id" in received.headers, "not delivered in binary mode"
+    assert not received.headers.get("content-type", "").startswith("application/cloudevents")
+    assert received.event.get_attributes() == over_the_wire(sent).get_attributes()
+    assert received.body == to_http(sent).body
+
+
+# --- ingress and delivery ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("structured", [False, True], ids=["binary", "structured"])
+@pytest.mark.parametrize(
+    "pcm",
+    [bytes(range(256)) * 16, b"\x00" * 3200],  # not UTF-8, and silence (which is valid UTF-8)
+    ids=["noise", "silence"],
+)
+def test_audio_is_delivered_in_binary_mode_with_exact_bytes(stack: Stack, structured: bool, pcm: bytes):
+    sent = audio_event(pcm)
+    assert stack.post(sent, structured).status_code == 202
+
+    [received] = stack.transcription.wait_for("/events", sent.get_id())
+    assert_binary_copy(received, sent)
+    assert received.headers["content-type"] == "audio/wav"
+    assert received.body == encode_wav(pcm)
+    assert received.headers[f"ce-{Attr.CHUNK_SEQ}"] == "3"
+
+
+@pytest.mark.parametrize("structured", [False, True], ids=["binary", "structured"])
+def test_json_events_keep_every_attribute_and_their_data(stack: Stack, structured: bool):
+    sent = status_event()
+    assert stack.post(sent, structured).status_code == 202
+
+    [received] = stack.bot_manager.wait_for("/events", sent.get_id())
+    assert_binary_copy(received, sent)
+    assert json.loads(received.body) == status_data().model_dump(mode="json")
+
+
+def test_events_go_only_to_the_trigger_matching_their_type(stack: Stack):
+    status = status_event()
+    audio = audio_event(b"\x01\x02" * 800)
+    assert stack.post(status).status_code == 202
+    assert stack.post(audio).status_code == 202
+
+    stack.bot_manager.wait_for("/events", status.get_id())
+    stack.transcription.wait_for("/events", audio.get_id())
+    time.sleep(0.3)  # give a misrouted copy time to arrive
+    assert not stack.transcription.requests_for("/events", status.get_id())
+    assert not stack.bot_manager.requests_for("/events", audio.get_id())
+
+
+def test_every_listed_filter_attribute_must_match(stack: Stack):
+    special = event("test.fanout", identity=Identity(meeting_id="m-special", user_id="u", session_id="s"))
+    ordinary = event("test.fanout")
+    # A failing delivery to one Trigger does not hold up the other's.
+    stack.other.script("/fanout-all", special.get_id(), Answer(503))
+    assert stack.post(special).status_code == 202
+    assert stack.post(ordinary).status_code == 202
+
+    assert len(stack.other.wait_for("/fanout-all", special.get_id(), count=2)) == 2
+    stack.other.wait_for("/fanout-all", ordinary.get_id())
+    assert len(stack.other.requests_for("/fanout-special", special.get_id())) == 1
+    assert not stack.other.requests_for("/fanout-special", ordinary.get_id())
+
+
+def test_unknown_types_are_accepted_and_logged_as_unroutable(stack: Stack):
+    sent = event("io.vexa.nobody.listens.v1")
+    assert stack.post(sent).status_code == 202
+
+    deadline = time.monotonic() + 5
+    while not [line for line in stack.log_lines("broker.unroutable") if line["event_id"] == sent.get_id()]:
+        assert time.monotonic() < deadline, "no broker.unroutable log line"
+        time.sleep(0.05)
+
+
+# --- retries and dead letters ------------------------------------------------------
+
+
+def test_retryable_failures_are_retried_with_exponential_backoff(stack: Stack):
+    sent = event("test.flaky")
+    stack.bot_manager.script("/flaky", sent.get_id(), Answer(503), Answer(429), Answer(500))
+    assert stack.post(sent).status_code == 202
+
+    attempts = stack.bot_manager.wait_for("/flaky", sent.get_id(), count=4)
+    time.sleep(0.3)
+    assert len(stack.bot_manager.requests_for("/flaky", sent.get_id())) == 4  # success ends it
+    gaps = [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:])]
+    for gap, expected in zip(gaps, [0.1, 0.2, 0.4]):  # PT0.05S * 2^retry: each gap doubles
+        assert expected - 0.01 <= gap <= expected + 0.3, gaps
+    assert stack.metric("vexa_broker_retried_total", "flaky") == 3
+    assert stack.metric("vexa_broker_delivered_total", "flaky") == 1
+    assert all(a.event.get_attributes() == sent.get_attributes() for a in attempts)
+
+
+def test_a_subscriber_that_is_not_listening_yet_gets_the_event_once_it_is(stack: Stack):
+    sent = event("test.late")
+    assert stack.post(sent).status_code == 202
+    time.sleep(0.5)  # attempts at 0, 0.1 and 0.3 s are refused
+    late = Subscriber(stack.late_port)
+    try:
+        [received] = late.wait_for("/late", sent.get_id())
+        assert_binary_copy(received, sent)
+        assert stack.metric("vexa_broker_retried_total", "late") >= 2
+    finally:
+        late.close()
+
+
+def test_a_client_error_is_not_retried_and_is_dead_lettered(stack: Stack):
+    sent = event("test.rejected")
+    body = b'{"error": "unprocessable"}' + b" " * 3000
+    stack.bot_manager.script("/rejected", sent.get_id(), Answer(400, {"Content-Type": "application/json"}, body))
+    assert stack.post(sent).status_code == 202
+
+    [dead] = stack.bot_manager.wait_for("/dead-letters", sent.get_id())
+    assert len(stack.bot_manager.requests_for("/rejected", sent.get_id())) == 1
+    attributes = dead.event.get_attributes()
+    assert attributes["knativeerrorcode"] == "400"
+    assert attributes["knativeerrordest"] == f"{stack.bot_manager.url}/rejected"
+    assert base64.b64decode(attributes["knativeerrordata"]) == body[:1024]
+    assert {k: v for k, v in attributes.items() if not k.startswith("knativeerror")} == over_the_wire(sent).get_attributes()
+    assert dead.body == to_http(sent).body
+
+    [line] = [line for line in stack.log_lines("broker.dead_letter") if line["event_id"] == sent.get_id()]
+    assert line["trigger"] == "rejected" and line["status"] == 400 and line["event_type"] == "test.rejected"
+    assert (line["meeting_id"], line["user_id"], line["session_id"]) == ("m-1", "u-1", "s-1")
+    assert line["subscriber"] == f"{stack.bot_manager.url}/rejected"
+    assert stack.metric("vexa_broker_dead_lettered_total", "rejected") == 1
+
+
+def test_exhausted_retries_go_to_the_triggers_own_dead_letter_sink(stack: Stack):
+    sent = event("test.exhausted")
+    stack.other.script("/exhausted", sent.get_id(), *[Answer(503, body=b"overloaded")] * 3)
+    assert stack.post(sent).status_code == 202
+
+    [dead] = stack.other.wait_for("/dlq", sent.get_id())
+    attempts = stack.other.requests_for("/exhausted", sent.get_id())
+    assert len(attempts) == 3  # the first try and retry: 2
+    gaps = [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:])]
+    assert 0.04 <= gaps[0] <= 0.35 and 0.09 <= gaps[1] <= 0.4, gaps  # linear: PT0.05S * retry
+    assert dead.event.get_extension("knativeerrorcode") == "503"
+    assert base64.b64decode(dead.event.get_extension("knativeerrordata")) == b"overloaded"
+    assert not stack.bot_manager.requests_for("/dead-letters", sent.get_id())
+
+
+# --- replies --------------------------------------------------------------------------
+
+
+def test_a_binary_reply_is_routed_by_its_type(stack: Stack):
+    chunk = audio_event(b"\x05\x06" * 1600)
+    reply = event(EventType.TRANSCRIPT_SEGMENTS, {"chunk_seq": 3, "segments": []})
+    message = to_http(reply)
+    stack.transcription.script("/events", chunk.get_id(), Answer(200, message.headers, message.body))
+    assert stack.post(chunk).status_code == 202
+
+    [received] = stack.bot_manager.wait_for("/events", reply.get_id())
+    assert_binary_copy(received, reply)
+
+
+def test_a_structured_reply_is_routed_by_its_type(stack: Stack):
+    question = event("test.ask")
+    reply = event("test.answer", {"answer": 42})
+    message = to_http(reply, structured=True)
+    stack.transcription.script("/ask", question.get_id(), Answer(200, message.headers, message.body))
+    assert stack.post(question).status_code == 202
+
+    [received] = stack.other.wait_for("/answers", reply.get_id())
+    assert_binary_copy(received, reply)
+
+
+# --- bad requests -----------------------------------------------------------------------
+
+
+def _bad_bodies(marker: str) -> list[tuple[dict[str, str], bytes]]:
+    binary = {"ce-id": marker, "ce-type": EventType.BOT_STATUS, "ce-source": "/tests", "ce-specversion": "1.0",
+              "Content-Type": "application/json"}
+    structured = {"Content-Type": "application/cloudevents+json"}
+    attributes = {"id": marker, "type": EventType.BOT_STATUS, "source": "/tests", "specversion": "1.0"}
+    return [
+        ({"Content-Type": "application/json"}, json.dumps({**attributes, "data": {}}).encode()),  # no CloudEvent mode
+        ({**binary, "ce-time": "yesterday"}, b"{}"),
+        ({**binary, "ce-specversion": "0.9"}, b"{}"),
+        ({k: v for k, v in binary.items() if k != "ce-source"}, b"{}"),
+        (structured, json.dumps(attributes).encode()[:-5]),  # truncated JSON
+        (structured, json.dumps({k: v for k, v in attributes.items() if k != "type"}).encode()),
+        (structured, json.dumps({**attributes, "bad-name": "x"}).encode()),
+    ]
+
+
+def test_bad_events_get_400_and_are_not_delivered(stack: Stack):
+    marker = uuid.uuid4().hex
+    for headers, body in _bad_bodies(marker):
+        response = requests.post(stack.ingress, headers=headers, data=body, timeout=5)
+        assert response.status_code == 400, (headers, body, response.text)
+        assert response.json()["error"]["code"] == "bad_event"
+    time.sleep(0.3)
+    assert not [r for r in stack.bot_manager.received if marker in r.body.decode(errors="replace") + r.event.get_id()]
+
+
+@pytest.mark.xfail(strict=True, reason="functions/common/events.parse_http lets the SDK invent a missing id")
+def test_an_event_without_an_id_is_rejected(stack: Stack):
+    headers = {"ce-type": EventType.BOT_STATUS, "ce-source": "/tests", "ce-specversion": "1.0"}
+    assert requests.post(stack.ingress, headers=headers, data=b"{}", timeout=5).status_code == 400
+
+
+@pytest.mark.xfail(strict=True, reason="functions/common/events.parse_http raises AttributeError on a non-object body")
+def test_a_structured_body_that_is_not_an_object_is_rejected(stack: Stack):
+    headers = {"Content-Type": "application/cloudevents+json"}
+    assert requests.post(stack.ingress, headers=headers, data=b"[]", timeout=5).status_code == 400
+
+
+def test_an_event_over_the_size_limit_gets_413(stack: Stack):
+    message = to_http(audio_event(b"\x00" * MAX_EVENT_BYTES))
+    response = requests.post(stack.ingress, headers=message.headers, data=message.body, timeout=5)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("path", ["/vexa/default", "/tests/other-broker", "/tests/test-broker/extra"])
+def test_unknown_broker_paths_get_404_json(stack: Stack, path: str):
+    message = to_http(status_event())
+    response = requests.post(stack.url + path, headers=message.headers, data=message.body, timeout=5)
+    assert response.status_code == 404
+    assert "error" in response.json()
+
+
+def test_health_and_metrics(stack: Stack):
+    assert requests.get(f"{stack.url}/healthz", timeout=5).json() == {"status": "ok", "service": "broker"}
+    assert "vexa_broker_delivered_total" in requests.get(f"{stack.url}/metrics", timeout=5).text
+
+
+# --- routing configuration --------------------------------------------------------------
+
+
+def test_the_repos_triggers_route_every_event_type_to_a_known_service():
+    services = service_urls(Settings.from_env({"WHISPER_MODEL": "unused"}))
+    routing = load_routing(REPO / "knative", services)  # raises if any subscriber or sink is unresolvable
+
+    assert routing.path == "/vexa/default"
+    filtered_types = [route.filter.get("type") for route in routing.routes]
+    assert set(filtered_types) <= set(EventType), filtered_types
+    assert set(EventType) <= set(filtered_types)
+    destinations = [route.subscriber for route in routing.routes] + [r.delivery.dead_letter_sink for r in routing.routes]
+    assert all(d and d.startswith(tuple(services.values())) for d in destinations), destinations
+
+
+def test_a_trigger_delivery_overrides_the_brokers_field_by_field(tmp_path: Path):
+    knative = write_knative(
+        tmp_path,
+        [trigger("t", {"type": "a"}, {"uri": "http://127.0.0.1:1/a"}, retry=7)],
+        retry=2, backoffPolicy="linear", backoffDelay="PT2S", deadLetterSink={"uri": "http://127.0.0.1:1/dlq"},
+    )
+    [route] = load_routing(knative, {}).routes
+    assert (route.delivery.retry, route.delivery.backoff_policy, route.delivery.backoff_delay) == (7, "linear", 2.0)
+    assert route.delivery.dead_letter_sink == "http://127.0.0.1:1/dlq"
+    assert [route.delivery.backoff(n) for n in (1, 2, 3)] == [2.0, 4.0, 6.0]
+
+
+@pytest.mark.parametrize(
+    "subscriber, problem",
+    [
+        (service_ref("nobody", "/events"), "'nobody' is unknown"),
+        ({"uri": "/events"}, "absolute"),
+        (service_ref("known", "http://elsewhere/events"), "relative"),
+    ],
+)
+def test_an_unresolvable_subscriber_fails_startup_naming_the_trigger(tmp_path: Path, subscriber: dict, problem: str):
+    knative = write_knative(tmp_path, [trigger("my-trigger", {"type": "a"}, subscriber)])
+    with pytest.raises(RoutingError, match="my-trigger") as error:
+        load_routing(knative, {"known": "http://127.0.0.1:1"})
+    assert problem in str(error.value)
+
+
+def test_a_full_queue_refuses_whole_events():
+    policy = DeliveryPolicy(retry=0, backoff_policy="linear", backoff_delay=1, timeout=1, dead_letter_sink=None)
+    routes = tuple(Route(name, {"type": "a"}, "http://127.0.0.1:1/", policy) for name in ("one", "two"))
+    dispatcher = Dispatcher(Routing("/tests/test-broker", routes), max_event_bytes=1000, capacity=3)  # not started
+
+    dispatcher.submit(event("a"))
+    with pytest.raises(QueueFull):
+        dispatcher.submit(event("a"))  # needs two more slots, one is left
+    dispatcher.submit(event("unroutable"))  # takes no slot
+
+
+@pytest.mark.parametrize("text, seconds", [("PT0.5S", 0.5), ("PT2S", 2), ("PT1M", 60), ("PT1H1M1.5S", 3661.5), ("P1D", 86400)])
+def test_durations(text: str, seconds: float):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "P", "PT", "PT1", "1S", "PT-1S", "P1W", "pt1s", "PT1.S", "PT0.5S "])
+def test_durations_are_parsed_strictly(text: str):
+    with pytest.raises(RoutingError):
+        parse_duration(text)

@@ -59,7 +59,7 @@ demo: up
 	    --title "Sample stand-up" --follow
 
 test: $(INSTALLED)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m local.testenv $(PY) -m pytest $(PYTEST_ARGS)
 
 clean: $(INSTALLED)
 	$(STACK) clean

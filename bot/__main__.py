@@ -1,14 +1,20 @@
 """`python -m bot`: run one bot from its environment (see functions/common/bot_config.py)."""
 from __future__ import annotations
 
-import logging
-import os
-import sys
+import signal
 
-from functions.common.bot_config import BotConfig
-from functions.common.logs import configure_logging
+# A stop may come while the heavier imports below still load: remember it rather than die of it.
+_early_signals: list[int] = []
+signal.signal(signal.SIGTERM, lambda signum, _frame: _early_signals.append(signum))
 
-from .runner import Bot, install_signal_handlers
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from functions.common.bot_config import BotConfig  # noqa: E402
+from functions.common.logs import configure_logging  # noqa: E402
+
+from .runner import Bot, install_signal_handlers  # noqa: E402
 
 
 def main() -> int:
@@ -23,6 +29,8 @@ def main() -> int:
     )
     bot = Bot(config)
     install_signal_handlers(bot)
+    if _early_signals:
+        bot.leave()
     return bot.run()
 
 

@@ -47,13 +47,15 @@ class EventSink:
 
     @property
     def buffered(self) -> int:
+        """Audio chunks waiting for delivery."""
         with self._changed:
-            return len(self._queue)
+            return self._chunks_queued()
 
     def send(self, event: CloudEvent, is_chunk: bool = False) -> None:
         """Queue `event` for delivery; never blocks."""
         with self._changed:
-            if len(self._queue) >= self.capacity:
+            # Only audio counts against the capacity: a status or heartbeat never pushes a chunk out.
+            if is_chunk and self._chunks_queued() >= self.capacity:
                 self._drop_oldest_chunk()
             self._queue.append(_Pending(event, is_chunk))
             self._changed.notify_all()
@@ -80,6 +82,9 @@ class EventSink:
             self._changed.notify_all()
         self._thread.join(timeout=self.timeout + 1)
         return left
+
+    def _chunks_queued(self) -> int:
+        return sum(pending.is_chunk for pending in self._queue)
 
     def _drop_oldest_chunk(self) -> None:
         # The head may be on the wire right now: only what waits behind it is dropped.

@@ -46,7 +46,8 @@ def _gunicorn(app: str, port: int, workers: int, threads: int) -> list[str]:
 
 
 class Stack:
-    def __init__(self, settings: Settings, environ: dict[str, str]):
+    def __init__(self, settings: Settings, environ: dict[str, str], data_only: bool = False):
+        """`data_only`: run just the embedded PostgreSQL and Redis (for the test suite)."""
         self.settings = settings
         self.environ = environ
         self.state = Path(settings.state_dir).resolve()
@@ -55,6 +56,7 @@ class Stack:
         self.socket = self.state / "supervisor.sock"
         self.embedded_postgres = not environ.get("DATABASE_URL")
         self.embedded_redis = not environ.get("REDIS_URL")
+        self.data_only = data_only
 
     # -- what runs -----------------------------------------------------------------------------
     @property
@@ -84,7 +86,10 @@ class Stack:
         }
 
     def programs(self) -> list[Program]:
-        s, env = self.settings, self.service_env()
+        return self.data_programs() + ([] if self.data_only else self.vexa_programs())
+
+    def data_programs(self) -> list[Program]:
+        s = self.settings
         programs = []
         if self.embedded_postgres:
             from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -104,13 +109,17 @@ class Stack:
                  "--dir", str(self.state / "redis"), "--save", "60", "1", "--appendonly", "no"],
                 {}, priority=100,
             ))  # fmt: skip
+        return programs
+
+    def vexa_programs(self) -> list[Program]:
+        s, env = self.settings, self.service_env()
 
         def web(name: str, app: str, port: int, workers: int, threads: int) -> Program:
             program_env = env | {"PORT": str(port), "HOST": "127.0.0.1", "K_SERVICE": name,
                                  "PROMETHEUS_MULTIPROC_DIR": str(self.state / "metrics" / name)}  # fmt: skip
             return Program(name, _gunicorn(app, port, workers, threads), program_env, f"http://127.0.0.1:{port}/healthz")
 
-        programs += [
+        return [
             web("broker", "functions.broker", s.broker_port, 1, 8),  # one process: its queue is in memory
             web("transcription", "functions.transcription", s.transcription_port, 1, 2),  # one model per process
             web("bot-manager", "functions.bot_manager", s.bot_manager_port, 2, 4),
@@ -120,7 +129,6 @@ class Stack:
             Program("celery-beat", [sys.executable, "-m", "celery", "-A", "functions.worker:celery_app", "beat",
                                     "--loglevel", "INFO", "--schedule", str(self.state / "celerybeat-schedule")], env),  # fmt: skip
         ]
-        return programs
 
     # -- supervisord ---------------------------------------------------------------------------
     def write_config(self) -> None:
@@ -176,6 +184,8 @@ class Stack:
         self.write_config()
         subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)], check=True)
         _wait(lambda: self.running(), "supervisord", 20)
+        if self.data_only:
+            return
         self._migrate()
         self.ctl("start", *[p.name for p in self.programs() if p.priority >= 500])
         for program in self.programs():

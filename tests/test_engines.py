@@ -18,9 +18,9 @@ from tests.support.wer import word_error_rate
 
 SAMPLE_DIR = REPO_ROOT / "local" / "sample"
 # WER measured on local/sample/meeting.ogg with tiny.en, int8, 2 CPU threads:
-# whisperx 8.2%, faster-whisper 11.1%. The bounds leave room for other CPUs
-# and compute types, not for a real regression.
-MAX_WER = {"whisperx": 15.0, "faster-whisper": 18.0}
+# whisperx 13.5% (decoding with timestamp tokens), faster-whisper 11.1%. The
+# bounds leave room for other CPUs and compute types, not for a real regression.
+MAX_WER = {"whisperx": 20.0, "faster-whisper": 18.0}
 # How far the first and last segment may sit from the true speech edges
 # (VAD padding and whisper's 20 ms timestamp steps).
 EDGE_TOLERANCE_SECONDS = 1.0

@@ -11,6 +11,7 @@ duplicated event has the id of the original, and every consumer is idempotent.
 from __future__ import annotations
 
 import io
+import json
 import wave
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 SAMPLE_RATE = 16_000  # audio chunks are 16 kHz mono signed 16-bit PCM in a WAV container
 AUDIO_CONTENT_TYPE = "audio/wav"
 JSON_CONTENT_TYPE = "application/json"
+REQUIRED_ATTRIBUTES = frozenset({"id", "source", "specversion", "type"})
 
 
 class EventType(StrEnum):
@@ -175,9 +177,23 @@ def parse_http(headers: dict[str, str], body: bytes) -> CloudEvent:
     is_structured = lowered.get("content-type", "").startswith("application/cloudevents+json")
     if not (is_binary or is_structured):
         raise BadEvent("not a CloudEvent: send ce-* headers (binary mode) or application/cloudevents+json")
+    if is_binary:
+        present = {k[3:] for k in lowered if k.startswith("ce-")}
+    else:
+        try:
+            envelope = json.loads(body)
+        except ValueError:
+            raise BadEvent("malformed CloudEvent: the structured body is not JSON") from None
+        if not isinstance(envelope, dict):
+            raise BadEvent("malformed CloudEvent: the structured body must be a JSON object")
+        present = set(envelope)
+    # The SDK would invent a random id for an event without one, defeating deduplication.
+    missing = sorted(REQUIRED_ATTRIBUTES - present)
+    if missing:
+        raise BadEvent(f"malformed CloudEvent: missing required attribute(s) {', '.join(missing)}")
     try:
         return from_http(HTTPMessage(headers=lowered, body=body), FORMAT)
-    except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
+    except (BaseCloudEventException, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise BadEvent(f"malformed CloudEvent: {exc}") from None
 
 

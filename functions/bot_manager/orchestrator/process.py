@@ -1,7 +1,8 @@
 """The `process` orchestrator: each bot is a local process (the embedded default).
 
 Every bot gets a folder `<STATE_DIR>/bots/<name>/` holding `spec.json`, the
-bot's `pid`, its `bot.log` and, once it ends, its `exit` status, so any
+bot's `pid`, its `bot.log`, a `stop` request if one was made and, once it
+ends, its `exit` status, so any
 bot-manager worker (or a restarted one) sees the same bots. A small watcher
 process, detached from bot-manager, runs the bot and records how it ended,
 the way a kubelet reports a Job's pod.
@@ -13,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from . import BotSpec, LaunchError, WorkerState, WorkerStatus
 # The only variables a bot inherits: it runs from its own configuration, like a Job.
 _INHERITED = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 _REPO_ROOT = Path(__file__).resolve().parents[3]
+STARTUP_GRACE_SECONDS = 1.0  # the bot installs its SIGTERM handler first thing; give it that long
 
 
 class ProcessOrchestrator:
@@ -54,13 +57,9 @@ class ProcessOrchestrator:
             raise LaunchError(f"bot watcher exited with {watcher.returncode}: {watcher.stderr.decode()[-500:]}")
 
     def stop(self, name: str) -> None:
-        pid = self._pid(self.root / name)
-        if pid is None or (self.root / name / "exit").exists():
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        workdir = self.root / name
+        if workdir.is_dir() and not (workdir / "exit").exists():
+            (workdir / "stop").touch()  # the bot's watcher turns this into SIGTERM
 
     def status(self, name: str) -> WorkerStatus:
         workdir = self.root / name
@@ -112,7 +111,14 @@ def _watch(workdir: Path) -> None:
     with open(workdir / "bot.log", "ab") as log:
         bot = subprocess.Popen([sys.executable, "-m", "bot"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     (workdir / "pid").write_text(str(bot.pid))
-    code = bot.wait()
+    started = time.monotonic()
+    asked_to_leave = False
+    while (code := bot.poll()) is None:
+        # A stop asked for while the bot is still starting waits until it can leave gracefully.
+        if not asked_to_leave and (workdir / "stop").exists() and time.monotonic() - started > STARTUP_GRACE_SECONDS:
+            bot.send_signal(signal.SIGTERM)
+            asked_to_leave = True
+        time.sleep(0.2)
     partial = workdir / "exit.tmp"
     partial.write_text(str(code))
     partial.rename(workdir / "exit")  # atomic: readers never see a half-written status

@@ -1,0 +1,132 @@
+"""Shared fixtures: a throw-away PostgreSQL database and the whole stack as real processes.
+
+Tests need a PostgreSQL server and a Redis server: TEST_DATABASE_SERVER
+(default postgresql+pg8000://postgres@127.0.0.1:5432) and TEST_REDIS_URL
+(default redis://127.0.0.1:6379/15). `.ci/run` starts both if they are down.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+from sqlalchemy import create_engine, inspect, text
+
+from functions.common.db import engine_for, migrate
+from functions.common.settings import REPO_ROOT, Settings
+from local.stack import Stack
+
+DATABASE_SERVER = os.environ.get("TEST_DATABASE_SERVER", "postgresql+pg8000://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+SAMPLE = REPO_ROOT / "local" / "sample" / "meeting.ogg"
+SAMPLE_TEXT = (REPO_ROOT / "local" / "sample" / "meeting.txt").read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    """Poll `check` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"vexa_test_{uuid.uuid4().hex[:10]}"
+    url = f"{DATABASE_SERVER}/{name}"
+    migrate(url)
+    yield url
+    engine_for(url).dispose()
+    admin = create_engine(f"{DATABASE_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def snapshot(database_url: str) -> dict[str, list[tuple]]:
+    """Every row of every table, to prove a request changed nothing."""
+    engine = engine_for(database_url)
+    tables = [t for t in inspect(engine).get_table_names() if t != "alembic_version"]
+    with engine.connect() as conn:
+        return {t: sorted(map(tuple, conn.execute(text(f'SELECT * FROM "{t}"'))), key=repr) for t in tables}
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    database_url: str
+
+    def url(self, service: str) -> str:
+        s = self.stack.settings
+        port = {"gateway": s.gateway_port, "bot-manager": s.bot_manager_port,
+                "transcription": s.transcription_port, "broker": s.broker_port}[service]  # fmt: skip
+        return f"http://127.0.0.1:{port}"
+
+    @property
+    def gateway(self) -> str:
+        return self.url("gateway")
+
+    @property
+    def bots_dir(self) -> Path:
+        return self.stack.state / "bots"
+
+    def run_bot(self, user: str, meeting: str, recording: Path | str = SAMPLE, speed: float = 1.0) -> requests.Response:
+        body = {"user_id": user, "meeting_id": meeting, "meeting_title": "test meeting",
+                "platform": "file", "meeting_url": str(recording), "replay_speed": speed}  # fmt: skip
+        return requests.post(f"{self.gateway}/bot/run", json=body, timeout=30)
+
+    def stop_bot(self, user: str, meeting: str) -> requests.Response:
+        return requests.post(f"{self.gateway}/bot/stop", json={"user_id": user, "meeting_id": meeting}, timeout=30)
+
+    def transcript(self, user: str, meeting: str) -> dict:
+        response = requests.get(f"{self.gateway}/transcript/{user}/{meeting}", timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_status(self, user: str, meeting: str, statuses: set[str], timeout: float) -> dict:
+        return wait_for(
+            lambda: (t := self.transcript(user, meeting))["meeting"]["status"] in statuses and t,
+            timeout,
+            f"meeting {meeting} to reach {statuses}",
+        )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[RunningStack]:
+    """gateway, bot-manager, transcription, broker, Celery: real gunicorn processes under supervisord."""
+    state = tmp_path_factory.mktemp("stack")
+    state.chmod(0o755)
+    environ = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "STATE_DIR": str(state),
+        "GATEWAY_PORT": str(free_port()),
+        "BOT_MANAGER_PORT": str(free_port()),
+        "TRANSCRIPTION_PORT": str(free_port()),
+        "BROKER_PORT": str(free_port()),
+        "BOT_DRAIN_SECONDS": "15",
+        "BOT_HEARTBEAT_SECONDS": "2",
+    }
+    stack = Stack(Settings.from_env(environ), environ)
+    stack.up()
+    try:
+        yield RunningStack(stack, database_url)
+    finally:
+        stack.down()

@@ -1,0 +1,495 @@
+"""The bot as it runs in production: `python -m bot`, configured by its
+environment, replaying the sample meeting into a real CloudEvents sink.
+
+The sink is a small werkzeug server on 127.0.0.1 that records every event it
+accepts and can be told to answer 503, to refuse connections or to reject
+single events with 400, so the tests see exactly what bot-manager and the
+transcription service would see.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from cloudevents.core.v1.event import CloudEvent
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from bot.chunker import Chunk, Chunker
+from bot.sources import open_source
+from functions.common.bot_config import ENV_NAMES, BotConfig
+from functions.common.events import (
+    SAMPLE_RATE,
+    AudioChunkAttributes,
+    BadEvent,
+    BotHeartbeatData,
+    BotState,
+    BotStatusData,
+    EventType,
+    audio_chunk_attributes,
+    decode_wav,
+    parse_http,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "local" / "sample" / "meeting.ogg"
+BYTES_PER_SECOND = SAMPLE_RATE * 2
+FAST = 24.0  # replay speed: the 63 s sample takes under 3 s
+# Shorter chunks than production, so even a few seconds of audio make several.
+CHUNK_MIN, CHUNK_MAX, CHUNK_PAUSE_MS, VAD_MODE = 2.0, 5.0, 300, 2
+MAX_EVENT_BYTES = 512 * 1024
+EXIT_TIMEOUT = 60.0  # generous: a loaded machine must not make a test flaky
+
+
+# --- the sink -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    type: str
+    id: str
+    attributes: dict[str, Any]
+    data: Any
+    event: CloudEvent
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log(self, type: str, message: str, *args: Any) -> None:
+        pass  # one access-log line per event would bury a failure's output
+
+
+class Sink:
+    """A CloudEvents receiver that records the events it accepts, in arrival order."""
+
+    def __init__(self) -> None:
+        self.port = 0  # chosen by the OS on the first start, then kept
+        self.answer = 202  # what every event gets, unless its id is in reject_ids
+        self.reject_ids: set[str] = set()  # answered 400
+        self._accepted: list[Received] = []
+        self._attempts: list[tuple[str, int]] = []  # (event id, status answered), every POST
+        self._errors: list[str] = []  # requests that were not valid CloudEvents
+        self._lock = threading.Lock()
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        # Single-threaded: HTTP/1.0, one connection per request, so stop() really
+        # cuts the bot off (no kept-alive connection outlives the server).
+        self._server = make_server("127.0.0.1", self.port, self._app, request_handler=_QuietHandler)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close the port: the bot now gets 'connection refused'."""
+        if self._server is not None and self._thread is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+            self._server = self._thread = None
+
+    @property
+    def events(self) -> list[Received]:
+        with self._lock:
+            return list(self._accepted)
+
+    @property
+    def attempts(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return list(self._attempts)
+
+    @property
+    def errors(self) -> list[str]:
+        with self._lock:
+            return list(self._errors)
+
+    def of_type(self, event_type: EventType) -> list[Received]:
+        return [e for e in self.events if e.type == event_type]
+
+    def statuses(self) -> list[BotStatusData]:
+        return [BotStatusData.model_validate(e.data) for e in self.of_type(EventType.BOT_STATUS)]
+
+    def final_status(self) -> BotStatusData:
+        finals = [s for s in self.statuses() if s.state in (BotState.LEFT, BotState.FAILED)]
+        assert len(finals) == 1, f"expected one final status, got {finals}"
+        return finals[0]
+
+    @Request.application
+    def _app(self, request: Request) -> Response:
+        try:
+            event = parse_http(dict(request.headers), request.get_data())
+        except BadEvent as exc:
+            with self._lock:
+                self._errors.append(str(exc))
+            return Response(str(exc), status=400)
+        with self._lock:
+            status = 400 if event.get_id() in self.reject_ids else self.answer
+            self._attempts.append((event.get_id(), status))
+            if status < 300:
+                self._accepted.append(
+                    Received(event.get_type(), event.get_id(), event.get_attributes(), event.get_data(), event)
+                )
+        return Response(status=status)
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    server = Sink()
+    server.start()
+    yield server
+    server.stop()
+    assert not server.errors, f"the bot sent malformed CloudEvents: {server.errors}"
+
+
+# --- the bot process ----------------------------------------------------------
+
+
+@dataclass
+class BotRun:
+    process: subprocess.Popen[bytes]
+    config: BotConfig
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def logged(self, event: str, **fields: Any) -> bool:
+        """Whether the bot wrote a JSON log line for `event` with these field values."""
+        for line in self.output().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == event and all(entry.get(k) == v for k, v in fields.items()):
+                return True
+        return False
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+        """Wait for `condition` while the bot runs; fail with its log if it exits or takes too long."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.process.poll() is not None:
+                pytest.fail(f"the bot exited ({self.process.returncode}) before {what}; its log:\n{self.output()[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout} s waiting for {what}; the bot's log:\n{self.output()[-4000:]}")
+            time.sleep(0.05)
+
+    def exit_code(self, timeout: float = EXIT_TIMEOUT) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the bot still runs after {timeout} s; its log:\n{self.output()[-4000:]}")
+
+
+def bot_config(sink_url: str, **overrides: Any) -> BotConfig:
+    config = BotConfig(
+        meeting_id=str(uuid.uuid4()),
+        user_id="user-1",
+        session_id=f"session-{uuid.uuid4().hex[:12]}",
+        platform="file",
+        meeting_url=str(SAMPLE),
+        language="en",
+        replay_speed=FAST,
+        sink_url=sink_url,
+        chunk_min_seconds=CHUNK_MIN,
+        chunk_max_seconds=CHUNK_MAX,
+        chunk_pause_ms=CHUNK_PAUSE_MS,
+        vad_aggressiveness=VAD_MODE,
+        heartbeat_seconds=0.5,
+        buffer_chunks=360,
+        drain_seconds=20.0,
+        log_level="INFO",
+    )
+    return replace(config, **overrides)
+
+
+def bot_env(config: BotConfig) -> dict[str, str]:
+    """Exactly the bot's configuration, plus what a Python process needs to start."""
+    return {**config.to_env(), "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[[BotConfig], BotRun]]:
+    runs: list[BotRun] = []
+
+    def start(config: BotConfig) -> BotRun:
+        log_path = tmp_path / f"bot-{len(runs)}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bot"], env=bot_env(config), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+        runs.append(BotRun(process, config, log_path))
+        return runs[-1]
+
+    yield start
+    for run in runs:  # a failed test must not leave its bot behind
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.wait()
+
+
+# --- the recording, as the bot should cut it ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_pcm() -> bytes:
+    with open_source("file", str(SAMPLE), 10_000.0) as source:
+        return b"".join(source.frames())
+
+
+@pytest.fixture(scope="module")
+def sample_chunks(sample_pcm: bytes) -> list[Chunk]:
+    """The chunks the bot must send for the whole sample (the chunker is deterministic)."""
+    chunker = Chunker(CHUNK_MIN, CHUNK_MAX, CHUNK_PAUSE_MS, VAD_MODE)
+    return chunker.feed(sample_pcm) + chunker.flush()
+
+
+@dataclass(frozen=True)
+class ReceivedChunk:
+    id: str
+    attributes: AudioChunkAttributes
+    pcm: bytes
+    wav_bytes: int
+
+    @property
+    def seq(self) -> int:
+        return self.attributes.chunk_seq
+
+    @property
+    def duration(self) -> float:
+        return len(self.pcm) / BYTES_PER_SECOND
+
+
+def chunks_of(sink: Sink, config: BotConfig) -> list[ReceivedChunk]:
+    """The audio chunks the sink accepted, in arrival order, checked against the contract."""
+    chunks = []
+    for event in sink.of_type(EventType.AUDIO_CHUNK):
+        for name, value in (("meetingid", config.meeting_id), ("userid", config.user_id),
+                            ("sessionid", config.session_id)):
+            assert event.attributes.get(name) == value, f"{event.id}: {name}"
+        assert event.attributes.get("datacontenttype") == "audio/wav"
+        assert isinstance(event.data, bytes)
+        attributes = audio_chunk_attributes(event.event)  # chunkseq, offsetms, sessionstart, language
+        assert attributes.language == config.language
+        assert event.id == f"{config.session_id}:chunk:{attributes.chunk_seq}"
+        chunks.append(ReceivedChunk(event.id, attributes, decode_wav(event.data), len(event.data)))
+    return chunks
+
+
+def seqs(chunks: list[ReceivedChunk]) -> list[int]:
+    return [c.seq for c in chunks]
+
+
+def states(sink: Sink) -> list[BotState]:
+    return [s.state for s in sink.statuses()]
+
+
+# --- the tests ----------------------------------------------------------------
+
+
+def test_a_meeting_arrives_whole_and_in_order(
+    sink: Sink, launch: Callable[[BotConfig], BotRun], sample_pcm: bytes, sample_chunks: list[Chunk]
+) -> None:
+    config = bot_config(sink.url)
+    bot = launch(config)
+    assert bot.exit_code() == 0, bot.output()
+
+    events = sink.events
+    kinds = [e.type for e in events]
+    assert states(sink) == [BotState.JOINING, BotState.ACTIVE, BotState.LEFT]
+    # joining -> active -> audio ... -> left
+    first_chunk = kinds.index(EventType.AUDIO_CHUNK)
+    last_chunk = len(kinds) - 1 - kinds[::-1].index(EventType.AUDIO_CHUNK)
+    status_at = {BotStatusData.model_validate(e.data).state: i for i, e in enumerate(events)
+                 if e.type == EventType.BOT_STATUS}
+    assert status_at[BotState.JOINING] < status_at[BotState.ACTIVE] < first_chunk
+    assert last_chunk < status_at[BotState.LEFT]
+
+    chunks = chunks_of(sink, config)
+    n = len(chunks)
+    assert n == len(sample_chunks) > 5
+    assert seqs(chunks) == list(range(n))
+    offsets = [c.attributes.offset_ms for c in chunks]
+    assert offsets[0] == 0 and offsets == sorted(set(offsets))
+    assert len({c.attributes.session_start for c in chunks}) == 1
+    assert all(c.wav_bytes < MAX_EVENT_BYTES for c in chunks)
+    for chunk in chunks:  # each chunk starts where the ones before it end
+        assert chunk.attributes.offset_ms == sum(len(c.pcm) for c in chunks[: chunk.seq]) * 1000 // BYTES_PER_SECOND
+    # Joined, the chunks are the recording itself, short of a tail under 0.3 s.
+    joined = b"".join(c.pcm for c in chunks)
+    assert joined == sample_pcm[: len(joined)]
+    assert 0 <= (len(sample_pcm) - len(joined)) / BYTES_PER_SECOND <= 0.3
+
+    heartbeats = [BotHeartbeatData.model_validate(e.data) for e in sink.of_type(EventType.BOT_HEARTBEAT)]
+    assert heartbeats, "no heartbeat during a meeting of several seconds"
+    assert all(h.chunks_dropped == 0 for h in heartbeats)
+    heartbeat_ids = [e.id for e in sink.of_type(EventType.BOT_HEARTBEAT)]
+    assert len(set(heartbeat_ids)) == len(heartbeat_ids)
+
+    left = sink.final_status()
+    assert left.state == BotState.LEFT and left.reason == "source_ended"
+    assert (left.chunks_sent, left.chunks_dropped) == (n, 0)
+    # Status ids are deterministic too: a redelivered status is recognisably the same.
+    assert {e.id for e in sink.of_type(EventType.BOT_STATUS)} == {
+        f"{config.session_id}:status:{state}" for state in ("joining", "active", "left")
+    }
+    assert len({e.id for e in events}) == len(events), "an event arrived twice"
+
+
+def test_sigterm_leaves_gracefully_and_sends_what_was_heard(
+    sink: Sink, launch: Callable[[BotConfig], BotRun], sample_pcm: bytes
+) -> None:
+    config = bot_config(sink.url, replay_speed=1.0)
+    bot = launch(config)
+    bot.wait_for(lambda: BotState.ACTIVE in states(sink), "the bot to become active")
+    bot.wait_for(lambda: len(sink.of_type(EventType.AUDIO_CHUNK)) >= 1, "a first chunk")
+    session_start = chunks_of(sink, config)[0].attributes.session_start
+    # Stop it about 6.5 s into the meeting, after a chunk or two.
+    time.sleep(max(0.0, 6.5 - (datetime.now(timezone.utc) - session_start).total_seconds()))
+    signalled_at = datetime.now(timezone.utc)
+    bot.process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert bot.exit_code() == 0, bot.output()
+    assert time.monotonic() - signalled < 10, "a stopped bot should leave within seconds"
+
+    chunks = chunks_of(sink, config)
+    assert seqs(chunks) == list(range(len(chunks))) and len(chunks) >= 2
+    heard = (signalled_at - chunks[0].attributes.session_start).total_seconds() * config.replay_speed
+    sent = sum(c.duration for c in chunks)
+    assert sent == pytest.approx(heard, abs=1.0), "the audio up to the signal must be flushed, no more"
+    joined = b"".join(c.pcm for c in chunks)
+    assert joined == sample_pcm[: len(joined)]
+    assert len(joined) < len(sample_pcm) - 30 * BYTES_PER_SECOND  # it did stop early
+
+    assert states(sink) == [BotState.JOINING, BotState.ACTIVE, BotState.LEFT]
+    left = sink.final_status()
+    assert left.reason == "stopped"
+    assert (left.chunks_sent, left.chunks_dropped) == (len(chunks), 0)
+
+
+def test_a_sink_down_at_the_start_loses_nothing(
+    sink: Sink, launch: Callable[[BotConfig], BotRun], sample_chunks: list[Chunk]
+) -> None:
+    sink.stop()  # the port now refuses connections
+    config = bot_config(sink.url)
+    bot = launch(config)
+    bot.wait_for(lambda: bot.logged("sink.unreachable"), "the bot to find the sink unreachable")
+    time.sleep(1.5)
+    sink.start()
+    assert bot.exit_code() == 0, bot.output()
+
+    chunks = chunks_of(sink, config)
+    n = len(sample_chunks)
+    # The sink never lost a response, so each chunk arrived exactly once, in order.
+    assert seqs(chunks) == list(range(n))
+    assert [c.pcm for c in chunks] == [c.pcm for c in sample_chunks]
+    assert states(sink) == [BotState.JOINING, BotState.ACTIVE, BotState.LEFT]
+    left = sink.final_status()
+    assert left.reason == "source_ended"
+    assert (left.chunks_sent, left.chunks_dropped) == (n, 0)
+
+
+@pytest.mark.parametrize("recover", ["mid_meeting", "after_meeting"])
+def test_a_full_buffer_drops_the_oldest_chunks_and_counts_them(
+    sink: Sink, launch: Callable[[BotConfig], BotRun], sample_chunks: list[Chunk], recover: str
+) -> None:
+    capacity = 2
+    n = len(sample_chunks)
+    # Mid-meeting: the sink comes back once the bot has cut chunk 5. After: once
+    # it has cut its last chunk, so only what the buffer holds is left to send.
+    recover_after = 5 if recover == "mid_meeting" else n - 1
+    sink.answer = 503
+    config = bot_config(sink.url, buffer_chunks=capacity)
+    bot = launch(config)
+    bot.wait_for(lambda: bot.logged("bot.chunk", chunk_seq=recover_after), f"chunk {recover_after} to be cut")
+    sink.answer = 202
+    assert bot.exit_code() == 0, bot.output()
+
+    chunks = chunks_of(sink, config)
+    arrived = seqs(chunks)
+    assert arrived, "nothing arrived after the sink recovered"
+    # The oldest chunks went: what arrived is the meeting's end, whole and in order.
+    first = arrived[0]
+    assert arrived == list(range(first, n))
+    assert first >= recover_after + 1 - capacity, "the buffer held more chunks than it may"
+    assert len(arrived) >= capacity, "the buffer held fewer chunks than it may"
+    if recover == "after_meeting":
+        assert arrived == list(range(n - capacity, n))
+    for chunk in chunks:
+        assert chunk.pcm == sample_chunks[chunk.seq].pcm
+
+    assert states(sink) == [BotState.JOINING, BotState.ACTIVE, BotState.LEFT]
+    left = sink.final_status()
+    assert left.reason == "source_ended"
+    assert left.chunks_sent == len(arrived)
+    assert left.chunks_dropped == n - len(arrived) == first  # exactly the seqs that never arrived
+
+
+def test_a_rejected_chunk_is_not_retried_and_counts_as_not_sent(
+    sink: Sink, launch: Callable[[BotConfig], BotRun], sample_chunks: list[Chunk]
+) -> None:
+    config = bot_config(sink.url)
+    rejected = f"{config.session_id}:chunk:1"
+    sink.reject_ids.add(rejected)
+    bot = launch(config)
+    assert bot.exit_code() == 0, bot.output()
+
+    assert [status for event_id, status in sink.attempts if event_id == rejected] == [400]
+    n = len(sample_chunks)
+    assert seqs(chunks_of(sink, config)) == [0] + list(range(2, n))
+    left = sink.final_status()
+    assert left.state == BotState.LEFT and left.reason == "source_ended"
+    assert (left.chunks_sent, left.chunks_dropped) == (n - 1, 1)
+
+
+def test_a_missing_recording_fails_with_a_reason(
+    sink: Sink, launch: Callable[[BotConfig], BotRun], tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-meeting.ogg"
+    config = bot_config(sink.url, meeting_url=str(missing))
+    bot = launch(config)
+    assert bot.exit_code() == 1, bot.output()
+
+    assert states(sink) == [BotState.JOINING, BotState.FAILED]
+    failed = sink.final_status()
+    assert failed.reason is not None and str(missing) in failed.reason
+    assert (failed.chunks_sent, failed.chunks_dropped) == (0, 0)
+    assert not sink.of_type(EventType.AUDIO_CHUNK)
+    assert "Traceback" not in bot.output()
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [("K_SINK", None), ("VEXA_MEETING_URL", ""), ("VEXA_REPLAY_SPEED", "fast"), ("BOT_BUFFER_CHUNKS", "many")],
+)
+def test_bad_configuration_exits_2_without_a_traceback(variable: str, value: str | None) -> None:
+    env = bot_env(bot_config("http://127.0.0.1:9/"))
+    if value is None:
+        del env[variable]
+    else:
+        env[variable] = value
+    done = subprocess.run(
+        [sys.executable, "-m", "bot"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=EXIT_TIMEOUT
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output
+    assert variable in output  # the log names what is wrong
+    assert variable in ENV_NAMES.values()

@@ -27,7 +27,11 @@ def main() -> int:
     configure_logging(
         "bot", config.log_level, meeting_id=config.meeting_id, user_id=config.user_id, session_id=config.session_id
     )
-    bot = Bot(config)
+    try:
+        bot = Bot(config)
+    except ValueError as exc:  # settings that contradict each other, e.g. chunk lengths
+        logging.getLogger("bot").error("bot.misconfigured", extra={"error": str(exc)})
+        return 2
     install_signal_handlers(bot)
     if _early_signals:
         bot.leave()

@@ -31,6 +31,7 @@ from .sink import EventSink
 from .sources import AudioSource, SourceError, open_source
 
 log = logging.getLogger(__name__)
+FINAL_STATUS_SECONDS = 10.0  # how long the last status event may take to get out
 
 
 class Bot:
@@ -81,13 +82,15 @@ class Bot:
         return BotState.LEFT, reason
 
     def _finish(self, state: BotState, reason: str) -> int:
-        deadline = time.monotonic() + self.config.drain_seconds
-        # Deliver the audio first, so the final status counts exactly what arrived.
-        self.sink.drain(deadline)
+        self.leaving.set()  # ends the heartbeats: the final status says the rest
+        # Deliver the audio first, so the final status counts exactly what arrived; what
+        # cannot be delivered in time is given up and counted, so the status itself still goes out.
+        if not self.sink.drain(time.monotonic() + self.config.drain_seconds):
+            self.sink.discard_chunks()
         self._status(
             state, reason, chunks_sent=self.sink.chunks_delivered, chunks_dropped=self._undelivered_chunks()
         )
-        delivered = self.sink.drain(deadline)
+        delivered = self.sink.drain(time.monotonic() + FINAL_STATUS_SECONDS)
         left_behind = self.sink.close()
         log.info(
             "bot.finished",

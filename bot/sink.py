@@ -74,6 +74,16 @@ class EventSink:
                 self._changed.wait(remaining)
         return True
 
+    def discard_chunks(self) -> None:
+        """Give up on every waiting audio chunk (except one on the wire); they count as dropped."""
+        with self._changed:
+            waiting = [p for p in list(self._queue)[1:] if p.is_chunk]
+            for pending in waiting:
+                self._queue.remove(pending)
+            self.chunks_dropped += len(waiting)
+            if waiting:
+                log.warning("sink.chunks_discarded", extra={"discarded": len(waiting)})
+
     def close(self) -> int:
         """Stop delivering; returns how many events were left undelivered."""
         with self._changed:

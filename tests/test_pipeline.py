@@ -56,7 +56,8 @@ def test_live_transcript_grows_while_the_bot_runs_then_completes(stack: RunningS
     meeting_view = final["meeting"]
     assert meeting_view["status"] == "completed"
     assert meeting_view["status_reason"] == "source_ended"
-    assert [change["to"] for change in meeting_view["history"]] == HAPPY_PATH
+    # Delivery order is not guaranteed: a `joining` overtaken by `active` is skipped, never applied backwards.
+    assert [change["to"] for change in meeting_view["history"]] in (HAPPY_PATH, [s for s in HAPPY_PATH if s != "joining"])
     assert len(final["segments"]) > len(partial["segments"])
 
     segments = final["segments"]

@@ -11,6 +11,7 @@ from prometheus_client import Counter, Histogram
 
 from functions.common.events import (
     SAMPLE_RATE,
+    AudioChunkAttributes,
     BadEvent,
     EventType,
     Segment,
@@ -24,6 +25,8 @@ from functions.common.events import (
     parse_http,
     to_http,
 )
+
+from .engines import TranscribedSegment
 
 log = logging.getLogger(__name__)
 bp = Blueprint("transcription", __name__)
@@ -58,18 +61,7 @@ def transcribe_chunk():
     DURATION.labels(engine.name).observe(elapsed)
 
     offset = chunk.offset_ms / 1000
-    segments = [
-        Segment(
-            index=index,
-            start=offset + piece.start,
-            end=offset + min(piece.end, duration),
-            start_at=chunk.session_start + timedelta(seconds=offset + piece.start),
-            end_at=chunk.session_start + timedelta(seconds=offset + min(piece.end, duration)),
-            text=piece.text,
-            language=chunk.language,
-        )
-        for index, piece in enumerate(transcribed)
-    ]
+    segments = [_on_session_clock(index, piece, offset, chunk) for index, piece in enumerate(transcribed)]
     reply = new_event(
         EventType.TRANSCRIPT_SEGMENTS,
         identity,
@@ -98,3 +90,17 @@ def transcribe_chunk():
     )
     message = to_http(reply)
     return Response(message.body, status=200, headers=message.headers)
+
+
+def _on_session_clock(index: int, piece: TranscribedSegment, offset: float, chunk: AudioChunkAttributes) -> Segment:
+    """A segment timed from the chunk's start, re-timed from the session's audio start and in UTC."""
+    start, end = offset + piece.start, offset + piece.end
+    return Segment(
+        index=index,
+        start=start,
+        end=end,
+        start_at=chunk.session_start + timedelta(seconds=start),
+        end_at=chunk.session_start + timedelta(seconds=end),
+        text=piece.text,
+        language=chunk.language,
+    )

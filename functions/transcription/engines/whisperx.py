@@ -7,6 +7,7 @@ would have to be downloaded.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import warnings
@@ -39,6 +40,9 @@ class WhisperXEngine:
             # pyannote warns that torchcodec cannot decode files; it is only
             # ever handed in-memory waveforms here.
             warnings.filterwarnings("ignore", message=r"\s*torchcodec is not installed")
+            import whisperx.vads.pyannote  # noqa: F401 - loads pyannote and lightning, which set up their loggers
+
+            _use_our_log_handlers("whisperx", "lightning", "lightning_fabric", "pytorch_lightning")
             self._pipeline = whisperx.load_model(
                 settings.whisper_model,
                 settings.whisper_device,
@@ -57,3 +61,13 @@ class WhisperXEngine:
         with self._lock:
             result = self._pipeline.transcribe(audio, batch_size=self._batch_size, language=language)
         return build_segments(((s["start"], s["end"], s["text"]) for s in result["segments"]), audio)
+
+
+def _use_our_log_handlers(*prefixes: str) -> None:
+    """These libraries print through handlers of their own; send their records to ours (JSON lines)."""
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in prefixes] + list(prefixes)
+    for name in names:
+        logger = logging.getLogger(name)
+        # A NullHandler, not none: whisperx re-installs its own handler on a logger without any.
+        logger.handlers[:] = [logging.NullHandler()]
+        logger.propagate = True

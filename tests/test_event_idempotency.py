@@ -134,3 +134,16 @@ def test_every_event_type_delivered_twice_changes_nothing_the_second_time(bot_ma
 def _meeting_of(client: FlaskClient, who: Identity) -> str:
     bots = client.get(f"/bot/status/{who.user_id}").get_json()["bots"]
     return next(b["meeting_id"] for b in bots if b["id"] == who.meeting_id)
+
+
+def test_an_event_arriving_while_the_database_is_down_gets_503_so_the_broker_retries(tmp_path) -> None:
+    settings = Settings.from_env(
+        {**os.environ, "DATABASE_URL": f"postgresql+pg8000://postgres@127.0.0.1:{free_port()}/vexa", "STATE_DIR": str(tmp_path)}
+    )
+    client = create_app(settings).test_client()
+    who = Identity(meeting_id=str(uuid.uuid4()), user_id="erin", session_id="s1")
+    message = to_http(_status(who, BotState.ACTIVE, START))
+    response = client.post("/events", headers=message.headers, data=message.body)
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "database_unavailable"
+    assert client.get("/healthz").status_code == 503

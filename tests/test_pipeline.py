@@ -157,3 +157,16 @@ def test_bot_limit_and_meetings_that_end_without_speech(stack: RunningStack, tmp
     again = stack.run_bot(user, meetings[0], recording=silence)
     assert again.status_code == 201
     assert stack.stop_bot(user, meetings[0]).status_code == 202
+
+
+def test_every_service_answers_health_and_metrics_and_the_api_is_described(stack: RunningStack) -> None:
+    for service in ("gateway", "bot-manager", "transcription", "broker"):
+        health = requests.get(f"{stack.url(service)}/healthz", timeout=10)
+        assert health.status_code == 200 and health.json() == {"status": "ok", "service": service}
+        metrics = requests.get(f"{stack.url(service)}/metrics", timeout=10)
+        assert metrics.status_code == 200 and "vexa_http_requests_total" in metrics.text
+    document = requests.get(f"{stack.gateway}/openapi.json", timeout=10).json()
+    assert document["openapi"].startswith("3.1")
+    assert {"/bot/run", "/bot/stop", "/bot/status/{user_id}", "/transcript/{user_id}/{meeting_id}"} <= set(document["paths"])
+    run_schema = document["components"]["schemas"]["RunBotRequest"]
+    assert {"user_id", "meeting_id"} <= set(run_schema["required"])

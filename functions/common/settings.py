@@ -51,7 +51,15 @@ SETTINGS: dict[str, Setting] = {
         Setting("EMBEDDED_REDIS_PORT", "16379", "Port of the Redis that `make up` starts when REDIS_URL is unset."),
         Setting("KNATIVE_DIR", None, "Folder with the Broker/Trigger YAML the local broker reads (default: the repo's knative/)."),
         Setting("STATE_DIR", ".vexa", "Where the embedded stack keeps data, logs and bot logs."),
-        Setting("ORCHESTRATOR", "process", "How bots are launched: `process` (child processes)."),
+        Setting("ORCHESTRATOR", "process", "How bots are launched: `process` (child processes) or `kubernetes` (one Job each)."),
+        Setting("KUBERNETES_NAMESPACE", "vexa", "Namespace bot Jobs are created in (`kubernetes` orchestrator)."),
+        Setting("BOT_IMAGE", "ghcr.io/vexa-ai/vexa-bot:0.1.0", "Container image of the bot Job."),
+        Setting("BOT_CPU_REQUEST", "250m", "CPU request of a bot Job's pod."),
+        Setting("BOT_CPU_LIMIT", "1", "CPU limit of a bot Job's pod."),
+        Setting("BOT_MEMORY_REQUEST", "256Mi", "Memory request of a bot Job's pod."),
+        Setting("BOT_MEMORY_LIMIT", "512Mi", "Memory limit of a bot Job's pod."),
+        Setting("MAX_MEETING_SECONDS", "14400", "Longest a bot may stay in a meeting (the Job's activeDeadlineSeconds)."),
+        Setting("BOT_JOB_TTL_SECONDS", "3600", "How long a finished bot Job is kept before Kubernetes deletes it."),
         Setting("MAX_BOTS_PER_USER", "5", "Concurrent live bots one user may have; more get 429."),
         Setting("MAX_REQUEST_BYTES", "65536", "Largest JSON request body the API accepts (413 above)."),
         Setting("MAX_EVENT_BYTES", "524288", "Largest CloudEvent any service accepts (413 above)."),
@@ -91,6 +99,14 @@ class Settings:
     knative_dir: str
     state_dir: str
     orchestrator: str
+    kubernetes_namespace: str
+    bot_image: str
+    bot_cpu_request: str
+    bot_cpu_limit: str
+    bot_memory_request: str
+    bot_memory_limit: str
+    max_meeting_seconds: int
+    bot_job_ttl_seconds: int
     max_bots_per_user: int
     max_request_bytes: int
     max_event_bytes: int

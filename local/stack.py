@@ -22,7 +22,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 import requests
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from functions.common.settings import REPO_ROOT, Settings
 
@@ -183,6 +188,10 @@ class Stack:
         self.write_config()
         subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)], check=True)
         _wait(lambda: self.running(), "supervisord", 20)
+        if self.embedded_postgres:
+            _wait(lambda: _postgres_ready(self.database_url), "PostgreSQL", 60, self.logs / "postgres.log")
+        if self.embedded_redis:
+            _wait(lambda: _redis_ready(self.redis_url), "Redis", 30, self.logs / "redis.log")
         if self.data_only:
             return
         self._migrate()
@@ -282,6 +291,25 @@ def _quote(part: str) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("%", "%%").replace('"', '\\"')
+
+
+def _postgres_ready(database_url: str) -> bool:
+    engine = create_engine(make_url(database_url).set(database="postgres"), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def _redis_ready(redis_url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(redis_url, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
 
 
 def _healthy(url: str) -> bool:

@@ -23,3 +23,23 @@ def bot_name(user_id: str, meeting_id: str, session_id: str) -> str:
     user = dns_label(user_id, budget // 2) or "u"
     meeting = dns_label(meeting_id, budget - len(user)) or "m"
     return f"bot-{user}-{meeting}-{digest}"
+
+
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+_NOT_LABEL = re.compile(r"[^-A-Za-z0-9_.]+")
+_LABEL_EDGES = re.compile(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$")  # a value starts and ends alphanumeric
+_LABEL_DIGEST = 10
+
+
+def label_value(text: str) -> str:
+    """`text` as a Kubernetes label value: kept as is when already valid.
+
+    Otherwise it is sanitised and truncated, and a hash of the raw text is
+    appended, so ids that sanitise alike still get different values.
+    """
+    if len(text) <= MAX_NAME and _LABEL_VALUE.fullmatch(text):
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:_LABEL_DIGEST]
+    base = _NOT_LABEL.sub("-", text)[: MAX_NAME - _LABEL_DIGEST - 1]
+    base = _LABEL_EDGES.sub("", base)
+    return f"{base}-{digest}" if base else digest

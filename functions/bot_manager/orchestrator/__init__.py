@@ -38,6 +38,10 @@ class LaunchError(RuntimeError):
     """The bot could not be started."""
 
 
+class TransientOrchestratorError(RuntimeError):
+    """The orchestrator did not answer (yet); the same call may succeed later, e.g. in a Celery retry."""
+
+
 class Orchestrator(Protocol):
     def launch(self, spec: BotSpec) -> None:
         """Start the bot; LaunchError if that is impossible. Launching a name twice is a no-op."""
@@ -55,4 +59,8 @@ def create_orchestrator(settings: Settings) -> Orchestrator:
         from .process import ProcessOrchestrator
 
         return ProcessOrchestrator(settings.state_dir)
-    raise ValueError(f"unknown ORCHESTRATOR {settings.orchestrator!r}; valid: process")
+    if settings.orchestrator == "kubernetes":
+        from .kubernetes import KubernetesOrchestrator  # the client is only imported where it is used
+
+        return KubernetesOrchestrator(settings)
+    raise ValueError(f"unknown ORCHESTRATOR {settings.orchestrator!r}; valid: process, kubernetes")

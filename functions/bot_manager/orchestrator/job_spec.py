@@ -1,0 +1,100 @@
+"""The bot's Kubernetes Job, built in this one place.
+
+`build_job` returns a plain batch/v1 manifest, so the same dict is
+schema-checked in the tests and sent by the `kubernetes` orchestrator.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from functions.common.naming import label_value
+from functions.common.settings import Settings
+
+from . import BotSpec
+
+BOT_SELECTOR = "app=bot"  # the Knative SinkBinding selects bot pods by this label too
+CONTAINER = "bot"
+BOT_UID = 10001  # the bot image's unprivileged user
+SCRATCH = "/tmp"
+# Time a pod has between SIGTERM and SIGKILL, beyond the bot's own drain: leaving and the final status event.
+SHUTDOWN_MARGIN_SECONDS = 15
+# In a cluster the SinkBinding injects K_SINK (the Broker's address) into every pod labelled
+# app=bot. bot-manager's own value is the local broker's loopback URL, useless in a pod; without
+# it a pod whose binding is missing fails at start, naming K_SINK, instead of losing every event.
+BOUND_BY_SINKBINDING = frozenset({"K_SINK"})
+
+
+def build_job(spec: BotSpec, settings: Settings) -> dict[str, Any]:
+    """The batch/v1 Job that runs the bot described by `spec`."""
+    labels = job_labels(spec)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": spec.name, "namespace": settings.kubernetes_namespace, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,  # a failed bot is not rerun here: retrying is Celery's job
+            "activeDeadlineSeconds": settings.max_meeting_seconds,
+            "ttlSecondsAfterFinished": settings.bot_job_ttl_seconds,
+            "podFailurePolicy": _pod_failure_policy(),
+            "template": {"metadata": {"labels": labels}, "spec": _pod_spec(spec, settings)},
+        },
+    }
+
+
+def job_labels(spec: BotSpec) -> dict[str, str]:
+    """`app=bot` plus the bot's user / meeting / session as `vexa.io/<key>`."""
+    labels = {f"vexa.io/{key}": label_value(value) for key, value in sorted(spec.labels.items())}
+    return {"app": "bot", **labels}
+
+
+def _pod_failure_policy() -> dict[str, Any]:
+    # Rules apply in order. A pod evicted or preempted (a node drain, say) is replaced without
+    # counting as a failure, even though the bot then exits non-zero; any other non-zero exit
+    # fails the Job at once.
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "NotIn", "values": [0]}},
+        ]
+    }
+
+
+def _pod_spec(spec: BotSpec, settings: Settings) -> dict[str, Any]:
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # a bot never talks to the Kubernetes API
+        "terminationGracePeriodSeconds": math.ceil(settings.bot_drain_seconds) + SHUTDOWN_MARGIN_SECONDS,
+        # The "restricted" Pod Security Standard.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": BOT_UID,
+            "runAsGroup": BOT_UID,
+            "fsGroup": BOT_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": CONTAINER,
+                "image": settings.bot_image,
+                "command": ["python", "-m", "bot"],
+                "env": _env(spec),
+                "resources": {
+                    "requests": {"cpu": settings.bot_cpu_request, "memory": settings.bot_memory_request},
+                    "limits": {"cpu": settings.bot_cpu_limit, "memory": settings.bot_memory_limit},
+                },
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                    "readOnlyRootFilesystem": True,
+                },
+                "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+            }
+        ],
+        "volumes": [{"name": "scratch", "emptyDir": {}}],  # the only writable path
+    }
+
+
+def _env(spec: BotSpec) -> list[dict[str, str]]:
+    env = {k: v for k, v in spec.env.items() if k not in BOUND_BY_SINKBINDING} | {"TMPDIR": SCRATCH}
+    return [{"name": name, "value": value} for name, value in sorted(env.items())]

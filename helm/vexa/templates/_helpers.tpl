@@ -1,0 +1,320 @@
+{{/*
+Helpers shared by every template. Names of things that knative/*.yaml refers to
+(the Knative Services gateway, bot-manager and transcription, and the Broker)
+are fixed by those files, so one release per namespace; everything else is
+prefixed with the release's full name.
+*/}}
+
+{{- define "vexa.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels that select one component's pods. Call with (dict "root" $ "component" "gateway"). */}}
+{{- define "vexa.selectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Every object's labels. Call with (dict "root" $ "component" "gateway"). */}}
+{{- define "vexa.labels" -}}
+{{ include "vexa.selectorLabels" . }}
+app.kubernetes.io/part-of: vexa
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* A Vexa image: (list $ "gateway") -> <registry>/vexa-gateway:<tag or appVersion>. */}}
+{{- define "vexa.image" -}}
+{{- $root := index . 0 -}}
+{{- printf "%s/vexa-%s:%s" (trimSuffix "/" $root.Values.image.registry) (index . 1) ($root.Values.image.tag | default $root.Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* The in-cluster base URL of a Knative Service of this release: (list $ "bot-manager"). */}}
+{{- define "vexa.serviceUrl" -}}
+{{- $root := index . 0 -}}
+{{- printf "http://%s.%s.svc.%s" (index . 1) $root.Release.Namespace $root.Values.clusterDomain -}}
+{{- end -}}
+
+{{/*
+Hardening for every container: no root, no privilege escalation, no
+capabilities, the runtime's default seccomp profile and a read-only root
+filesystem (writable scratch space is an emptyDir on /tmp). It is all set on the
+container because Knative only accepts these fields there by default.
+Call with (dict "runAsUser" 10001 "runAsGroup" 10001).
+*/}}
+{{- define "vexa.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ int .runAsUser }}
+runAsGroup: {{ int .runAsGroup }}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Pod-level security for plain Deployments/StatefulSets/Jobs; fsGroup makes volumes writable. */}}
+{{- define "vexa.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ int .runAsUser }}
+runAsGroup: {{ int .runAsGroup }}
+fsGroup: {{ int .runAsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* imagePullSecrets of a pod spec, or nothing; include with nindent at the pod spec's level. */}}
+{{- define "vexa.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets -}}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* ---- Data services ---------------------------------------------------------------- */}}
+
+{{- define "vexa.postgresqlName" -}}{{ include "vexa.fullname" . }}-postgresql{{- end -}}
+{{- define "vexa.redisName" -}}{{ include "vexa.fullname" . }}-redis{{- end -}}
+
+{{/* Secret and key holding DATABASE_URL: the generated one, or the operator's own. */}}
+{{- define "vexa.databaseSecretName" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- include "vexa.postgresqlName" . -}}
+{{- else -}}
+{{- required "postgresql.enabled is false: set externalDatabase.existingSecret to a Secret holding DATABASE_URL" .Values.externalDatabase.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "vexa.databaseSecretKey" -}}
+{{- if .Values.postgresql.enabled -}}database-url{{- else -}}{{ .Values.externalDatabase.existingSecretKey }}{{- end -}}
+{{- end -}}
+
+{{- define "vexa.databaseUrlEnv" -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "vexa.databaseSecretName" . }}
+      key: {{ include "vexa.databaseSecretKey" . }}
+{{- end -}}
+
+{{/* REDIS_URL: from the generated Secret, the operator's Secret, or a plain URL. */}}
+{{- define "vexa.redisUrlEnv" -}}
+- name: REDIS_URL
+{{- if .Values.redis.enabled }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "vexa.redisName" . }}
+      key: redis-url
+{{- else if .Values.externalRedis.existingSecret }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalRedis.existingSecret }}
+      key: {{ .Values.externalRedis.existingSecretKey }}
+{{- else }}
+  value: {{ required "redis.enabled is false: set externalRedis.url or externalRedis.existingSecret" .Values.externalRedis.url | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A password that survives upgrades: the one already in the Secret if the cluster
+has it (lookup), a new random one otherwise. Offline renders (helm template,
+lint) have no cluster and always get a new one.
+Call with (dict "root" $ "secret" NAME "key" KEY).
+*/}}
+{{- define "vexa.stablePassword" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
+{{- if and $existing $existing.data (hasKey $existing.data .key) -}}
+{{- index $existing.data .key | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---- Knative Eventing: the routing in knative/*.yaml ------------------------------- */}}
+
+{{/*
+Every Broker and Trigger in files/knative/*.yaml, as JSON {"resources": [...]}.
+files/knative is a symlink to the repository's knative/ folder, the one the
+local broker reads, so cluster and laptop route events from the same files.
+Files are read in name order, as the local broker does.
+*/}}
+{{- define "vexa.knativeResources" -}}
+{{- $resources := list -}}
+{{- range $path, $_ := .Files.Glob "files/knative/*.yaml" -}}
+{{- range $document := regexSplit "(?m)^---[ \\t]*$" ($.Files.Get $path) -1 -}}
+{{- $resource := fromYaml $document -}}
+{{- if hasKey $resource "Error" -}}
+{{- fail (printf "%s is not valid YAML: %s" $path $resource.Error) -}}
+{{- end -}}
+{{- if $resource -}}
+{{- $resources = append $resources $resource -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if not $resources -}}
+{{- fail "files/knative/*.yaml holds no Broker or Trigger: the chart must be built from a checkout where helm/vexa/files/knative links to knative/" -}}
+{{- end -}}
+{{- toJson (dict "resources" $resources) -}}
+{{- end -}}
+
+{{/* The name of the one Broker in knative/*.yaml. */}}
+{{- define "vexa.brokerName" -}}
+{{- $brokers := list -}}
+{{- range (include "vexa.knativeResources" . | fromJson).resources -}}
+{{- if eq .kind "Broker" }}{{ $brokers = append $brokers .metadata.name }}{{ end -}}
+{{- end -}}
+{{- if ne (len $brokers) 1 -}}
+{{- fail (printf "knative/*.yaml must define exactly one Broker, found %d" (len $brokers)) -}}
+{{- end -}}
+{{- first $brokers -}}
+{{- end -}}
+
+{{- define "vexa.brokerIngressUrl" -}}
+{{- .Values.eventing.brokerIngressUrl | default (printf "http://broker-ingress.knative-eventing.svc.%s/%s/%s" .Values.clusterDomain .Release.Namespace (include "vexa.brokerName" .)) -}}
+{{- end -}}
+
+{{/* ---- Knative Services ---------------------------------------------------------------- */}}
+
+{{/*
+One Vexa HTTP service as a Knative Service running gunicorn. Call with
+(dict "root" $ "name" "bot-manager" "package" "bot_manager" "config" .Values.botManager
+      "public" false "containerConcurrency" 0 "workers" 2 "env" (include ... ) "serviceAccount" "")
+*/}}
+{{- define "vexa.knativeService" -}}
+{{- $root := .root -}}
+{{- $c := .config -}}
+{{- $scale := $c.autoscaling -}}
+{{- if gt (int $scale.minScale) (int $scale.maxScale) -}}
+{{- fail (printf "%s: autoscaling.minScale (%d) is above autoscaling.maxScale (%d)" .name (int $scale.minScale) (int $scale.maxScale)) -}}
+{{- end -}}
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: {{ .name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "vexa.labels" (dict "root" $root "component" .name) | nindent 4 }}
+    {{- if not .public }}
+    # No public route: reachable only inside the cluster (the broker, the gateway).
+    networking.knative.dev/visibility: cluster-local
+    {{- end }}
+spec:
+  template:
+    metadata:
+      labels:
+        {{- include "vexa.selectorLabels" (dict "root" $root "component" .name) | nindent 8 }}
+      annotations:
+        # The Knative Pod Autoscaler, scaling on in-flight requests per pod.
+        autoscaling.knative.dev/class: kpa.autoscaling.knative.dev
+        autoscaling.knative.dev/metric: concurrency
+        autoscaling.knative.dev/target: {{ int $scale.target | quote }}
+        autoscaling.knative.dev/min-scale: {{ int $scale.minScale | quote }}
+        autoscaling.knative.dev/max-scale: {{ int $scale.maxScale | quote }}
+    spec:
+      containerConcurrency: {{ int .containerConcurrency }}
+      timeoutSeconds: {{ int $c.timeoutSeconds }}
+      {{- if .serviceAccount }}
+      serviceAccountName: {{ .serviceAccount }}
+      {{- else }}
+      # This service never talks to the Kubernetes API.
+      automountServiceAccountToken: false
+      {{- end }}
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- range . }}
+        - name: {{ . }}
+        {{- end }}
+      {{- end }}
+      {{- with $c.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $c.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      containers:
+        - name: {{ .name }}
+          image: {{ include "vexa.image" (list $root .name) }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          command:
+            - gunicorn
+            - -c
+            - python:functions.common.gunicorn_conf
+            - --workers
+            - {{ int .workers | quote }}
+            - --threads
+            - {{ int .threads | quote }}
+            - functions.{{ .package }}:create_app()
+          ports:
+            # Knative sets PORT to this; gunicorn_conf binds to PORT.
+            - name: http1
+              containerPort: 8080
+          env:
+            # gunicorn must not kill a worker before Knative gives up on its request.
+            - name: GUNICORN_TIMEOUT
+              value: {{ int $c.timeoutSeconds | quote }}
+            # /metrics adds up every gunicorn worker of the pod.
+            - name: PROMETHEUS_MULTIPROC_DIR
+              value: /run/metrics
+            - name: LOG_LEVEL
+              value: {{ $root.Values.settings.logLevel | quote }}
+            {{- .env | nindent 12 }}
+          resources:
+            {{- toYaml $c.resources | nindent 12 }}
+          # /healthz also checks the service's dependencies, so readiness follows them;
+          # liveness gives them a minute before restarting the pod. The startup probe
+          # covers slow starts (transcription loads its model before serving).
+          startupProbe:
+            httpGet:
+              path: /healthz
+              port: 8080
+            periodSeconds: 5
+            timeoutSeconds: 5
+            failureThreshold: 60
+          readinessProbe:
+            httpGet:
+              path: /healthz
+              port: 8080
+            periodSeconds: 10
+            timeoutSeconds: 5
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: 8080
+            periodSeconds: 15
+            timeoutSeconds: 5
+            failureThreshold: 4
+          securityContext:
+            {{- include "vexa.containerSecurityContext" $root.Values | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            - name: metrics
+              mountPath: /run/metrics
+      volumes:
+        # The only writable places: scratch space (gunicorn's worker heartbeats,
+        # library caches) and the per-worker metric files, which must exist at start.
+        - name: tmp
+          emptyDir: {}
+        - name: metrics
+          emptyDir: {}
+{{- end -}}
+
+{{/* The Vexa container pieces shared by the worker, beat and the migrations Job. */}}
+{{- define "vexa.backgroundEnv" -}}
+{{ include "vexa.databaseUrlEnv" . }}
+{{ include "vexa.redisUrlEnv" . }}
+- name: LOG_LEVEL
+  value: {{ .Values.settings.logLevel | quote }}
+{{- end -}}

@@ -1,0 +1,527 @@
+"""Both orchestrator backends keep the same promises; the `kubernetes` one also the API's rules.
+
+`process` runs real bots that replay the sample meeting to a port nobody
+listens on. `kubernetes` runs the real client against kmock's Kubernetes API
+emulator on loopback. The emulator runs no controllers, so these tests play
+the Job controller's part by patching the Job's status subresource.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kmock
+import kubernetes_validate
+import pytest
+from kubernetes import client
+
+from functions.bot_manager.orchestrator import (
+    BotSpec,
+    LaunchError,
+    Orchestrator,
+    TransientOrchestratorError,
+    WorkerState,
+    WorkerStatus,
+    create_orchestrator,
+)
+from functions.bot_manager.orchestrator import kubernetes as kube
+from functions.bot_manager.orchestrator.job_spec import build_job
+from functions.bot_manager.orchestrator.kubernetes import KubernetesOrchestrator
+from functions.bot_manager.orchestrator.process import ProcessOrchestrator
+from functions.common.bot_config import BotConfig
+from functions.common.naming import bot_name, label_value
+from functions.common.settings import Settings
+from tests.conftest import SAMPLE, free_port, wait_for
+
+NAMESPACE = "vexa"
+JOBS = kmock.resource("batch", "v1", "jobs")
+LIVE = (WorkerState.PENDING, WorkerState.RUNNING)
+# The newest Kubernetes whose schema kubernetes-validate ships, and the oldest this Job is for:
+# podFailurePolicy and SuccessCriteriaMet are stable from 1.33 on.
+SCHEMA_VERSIONS = ("1.33.0", kubernetes_validate.latest_version())
+
+
+def make_settings(**overrides: str) -> Settings:
+    return Settings.from_env({"KUBERNETES_NAMESPACE": NAMESPACE, "BOT_DRAIN_SECONDS": "0.5", **overrides})
+
+
+def make_spec(settings: Settings, user: str = "erin", meeting: str | None = None) -> BotSpec:
+    meeting = meeting or f"sync-{uuid.uuid4().hex[:8]}"
+    session = uuid.uuid4().hex
+    config = BotConfig.for_meeting(
+        settings,
+        sink_url=f"http://127.0.0.1:{free_port()}/vexa/default",  # nobody listens: a quiet bot
+        meeting_id=str(uuid.uuid4()),
+        user_id=user,
+        session_id=session,
+        platform="file",
+        meeting_url=str(SAMPLE),
+        language="en",
+        replay_speed=1.0,  # the 63 s sample outlasts every test
+    )
+    labels = {"user": user, "meeting": meeting, "session": session}
+    return BotSpec(name=bot_name(user, meeting, session), env=config.to_env(), labels=labels)
+
+
+class KubeEmulator:
+    """kmock's Kubernetes emulator on a loopback port, served by an event loop in its own thread.
+
+    The kubernetes client is synchronous, so the server cannot share the test's thread.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._stack = contextlib.AsyncExitStack()
+
+    def __enter__(self) -> KubeEmulator:
+        self._thread.start()
+        self.kmock, self.url = self._run(self._start())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._run(self._stack.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def _start(self) -> tuple[kmock.KubernetesEmulator, str]:
+        emulator = await self._stack.enter_async_context(kmock.KubernetesEmulator())
+        server = await self._stack.enter_async_context(kmock.Server(emulator))
+        emulator.resources[JOBS] = kmock.ResourceInfo(kind="Job", namespaced=True, subresources={"status"})
+        return emulator, str(server.url).rstrip("/")
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    def api_client(self, url: str | None = None) -> client.ApiClient:
+        configuration = client.Configuration()
+        configuration.host = url or self.url
+        return client.ApiClient(configuration)
+
+    def requests(self, action: kmock.action) -> list[kmock.Request]:
+        return list(self.kmock[action, JOBS])
+
+    def set_job_status(self, name: str, status: dict[str, Any]) -> None:
+        """Play the Job controller: write the Job's status through its status subresource."""
+        client.BatchV1Api(self.api_client()).patch_namespaced_job_status(name, NAMESPACE, {"status": status})
+
+
+@pytest.fixture()
+def emulator() -> Iterator[KubeEmulator]:
+    with KubeEmulator() as running:
+        yield running
+
+
+@pytest.fixture()
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kube, "RETRY_DELAYS", (0.01, 0.01, 0.01))
+
+
+# --- the same behaviour from both backends ---------------------------------------------------
+
+
+@dataclass
+class Backend:
+    orchestrator: Orchestrator
+    settings: Settings
+    start: Callable[[str], None]  # bring a launched bot to RUNNING, the way its platform does
+
+
+@pytest.fixture(params=["process", "kubernetes"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    settings = make_settings(STATE_DIR=str(tmp_path))
+    if request.param == "process":
+        orchestrator = ProcessOrchestrator(str(tmp_path))
+
+        def running(name: str) -> None:
+            wait_for(lambda: orchestrator.status(name).state == WorkerState.RUNNING, 15, f"{name} to run")
+
+        yield Backend(orchestrator, settings, running)
+        for worker in orchestrator.list():
+            orchestrator.stop(worker.name)
+        for worker in orchestrator.list():
+            wait_for(lambda: orchestrator.status(worker.name).state not in LIVE, 15, f"{worker.name} to end")
+    else:
+        with KubeEmulator() as emulator:
+            orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+            yield Backend(orchestrator, settings, lambda name: emulator.set_job_status(name, {"active": 1, "ready": 1}))
+
+
+def test_a_bot_is_launched_listed_and_stopped(backend: Backend) -> None:
+    orchestrator = backend.orchestrator
+    spec = make_spec(backend.settings)
+
+    orchestrator.launch(spec)
+    assert orchestrator.status(spec.name).state in LIVE
+    backend.start(spec.name)
+    assert orchestrator.status(spec.name).state == WorkerState.RUNNING
+    assert [(w.name, w.state) for w in orchestrator.list()] == [(spec.name, WorkerState.RUNNING)]
+
+    orchestrator.stop(spec.name)
+    ended = wait_for(lambda: (s := orchestrator.status(spec.name)).state not in LIVE and s, 15, "the bot to end")
+    assert ended.state in (WorkerState.SUCCEEDED, WorkerState.MISSING), ended  # it left; it did not crash
+
+
+def test_launching_twice_is_a_no_op(backend: Backend) -> None:
+    spec = make_spec(backend.settings)
+    backend.orchestrator.launch(spec)
+    backend.orchestrator.launch(spec)
+    assert [w.name for w in backend.orchestrator.list()] == [spec.name]
+
+
+def test_unknown_bots_are_missing_and_stopping_them_is_a_no_op(backend: Backend) -> None:
+    assert backend.orchestrator.status("bot-nobody-nothing-0123456789") == WorkerStatus(
+        "bot-nobody-nothing-0123456789", WorkerState.MISSING
+    )
+    backend.orchestrator.stop("bot-nobody-nothing-0123456789")
+    assert backend.orchestrator.list() == []
+
+
+# --- kubernetes: Job status -------------------------------------------------------------------
+
+
+def _condition(kind: str, reason: str = "", message: str = "", status: str = "True") -> dict[str, str]:
+    return {"type": kind, "status": status, "reason": reason, "message": message}
+
+
+@pytest.mark.parametrize(
+    ("job_status", "state", "detail"),
+    [
+        ({}, WorkerState.PENDING, None),
+        ({"active": 1}, WorkerState.RUNNING, "1 active pod(s), 0 ready"),
+        ({"active": 1, "ready": 1}, WorkerState.RUNNING, "1 active pod(s), 1 ready"),
+        ({"conditions": [_condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods")]},
+         WorkerState.SUCCEEDED, "CompletionsReached: Reached expected number of succeeded pods"),
+        ({"succeeded": 1, "conditions": [_condition("Complete")]}, WorkerState.SUCCEEDED, "Complete"),
+        ({"conditions": [_condition("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")]},
+         WorkerState.FAILED, "DeadlineExceeded: Job was active longer than specified deadline"),
+        ({"conditions": [_condition("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]},
+         WorkerState.FAILED, "BackoffLimitExceeded: Job has reached the specified backoff limit"),
+        ({"active": 1, "conditions": [_condition("FailureTarget", "PodFailurePolicy",
+                                                 "Container bot for pod vexa/x failed with exit code 2 matching FailJob rule at index 1")]},
+         WorkerState.FAILED, "PodFailurePolicy: Container bot for pod vexa/x failed with exit code 2 matching FailJob rule at index 1"),
+        ({"active": 1, "conditions": [_condition("Failed", "DeadlineExceeded", status="False")]},
+         WorkerState.RUNNING, "1 active pod(s), 0 ready"),  # only true conditions count
+    ],
+)  # fmt: skip
+def test_job_status_maps_to_worker_state(
+    emulator: KubeEmulator, job_status: dict[str, Any], state: WorkerState, detail: str | None
+) -> None:
+    settings = make_settings()
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    spec = make_spec(settings)
+    orchestrator.launch(spec)
+
+    emulator.set_job_status(spec.name, job_status)
+
+    assert orchestrator.status(spec.name) == WorkerStatus(spec.name, state, detail)
+    assert orchestrator.list() == [WorkerStatus(spec.name, state, detail)]
+
+
+def test_stop_deletes_the_job_in_the_background(emulator: KubeEmulator) -> None:
+    settings = make_settings()
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    spec = make_spec(settings)
+    orchestrator.launch(spec)
+
+    orchestrator.stop(spec.name)
+
+    [delete] = emulator.requests(kmock.action.DELETE)
+    assert delete.name == spec.name and delete.namespace == NAMESPACE
+    assert delete.params["propagationPolicy"] == "Background"  # the pod goes too, after its grace period
+    assert orchestrator.status(spec.name).state == WorkerState.MISSING
+
+
+def test_bots_are_listed_by_label(emulator: KubeEmulator) -> None:
+    # kmock ignores label selectors (it would list any Job), so check that the client sends one.
+    settings = make_settings()
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    orchestrator.list()
+    [listing] = emulator.requests(kmock.action.LIST)
+    assert listing.namespace == NAMESPACE and listing.params["labelSelector"] == "app=bot"
+
+
+def test_launch_twice_meets_409_already_exists_and_lets_it_be(emulator: KubeEmulator) -> None:
+    settings = make_settings()
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    spec = make_spec(settings)
+    orchestrator.launch(spec)
+    emulator.set_job_status(spec.name, {"active": 1})
+
+    orchestrator.launch(spec)  # the emulator answers 409
+
+    assert len(emulator.requests(kmock.action.CREATE)) == 2
+    assert orchestrator.status(spec.name).state == WorkerState.RUNNING  # the Job was left alone
+
+
+# --- kubernetes: API errors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "message"),
+    [
+        (403, "Forbidden", 'jobs.batch is forbidden: User "system:serviceaccount:vexa:bot-manager" '
+                           'cannot create resource "jobs" in API group "batch" in the namespace "vexa"'),
+        (422, "Invalid", 'Job.batch "x" is invalid: spec.template.spec.containers[0].image: Required value'),
+        (404, "NotFound", 'namespaces "vexa" not found'),
+    ],
+)  # fmt: skip
+def test_a_refused_launch_is_a_launch_error_with_the_apis_reason(
+    emulator: KubeEmulator, status: int, reason: str, message: str
+) -> None:
+    emulator.kmock[kmock.action.CREATE, JOBS] << kmock.KubernetesError(status=status, reason=reason, message=message)
+    settings = make_settings()
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+
+    with pytest.raises(LaunchError) as raised:
+        orchestrator.launch(make_spec(settings))
+
+    assert str(raised.value) == f"{reason}: {message}"
+    assert len(emulator.requests(kmock.action.CREATE)) == 1  # a refusal is not retried
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_transient_api_errors_are_retried_then_raised(
+    emulator: KubeEmulator, fast_retries: None, status: int
+) -> None:
+    emulator.kmock[kmock.action.CREATE, JOBS] << kmock.KubernetesError(status=status, reason="ServiceUnavailable")
+    settings = make_settings()
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+
+    with pytest.raises(TransientOrchestratorError, match="ServiceUnavailable"):
+        orchestrator.launch(make_spec(settings))
+
+    assert len(emulator.requests(kmock.action.CREATE)) == len(kube.RETRY_DELAYS) + 1
+
+
+def test_a_transient_error_that_passes_is_invisible(emulator: KubeEmulator, fast_retries: None) -> None:
+    unavailable = iter([kmock.KubernetesError(status=503)] * 2)
+    emulator.kmock[kmock.action.CREATE, JOBS] << (lambda: next(unavailable))  # then the emulator serves
+    settings = make_settings()
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    spec = make_spec(settings)
+
+    orchestrator.launch(spec)
+
+    assert len(emulator.requests(kmock.action.CREATE)) == 3
+    assert orchestrator.status(spec.name).state == WorkerState.PENDING
+
+
+def test_an_unreachable_api_is_transient(emulator: KubeEmulator, fast_retries: None) -> None:
+    settings = make_settings()
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client(f"http://127.0.0.1:{free_port()}"))
+    with pytest.raises(TransientOrchestratorError):
+        orchestrator.status("bot-erin-sync-0123456789")
+
+
+def test_create_orchestrator_finds_the_api_through_kubeconfig(
+    emulator: KubeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": emulator.url}}],
+        "users": [{"name": "tester", "user": {"token": "not-a-secret"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "emulator", "user": "tester"}}],
+        "current-context": "test",
+    }
+    (tmp_path / "kubeconfig").write_text(json.dumps(kubeconfig))  # JSON is YAML
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod
+    settings = make_settings(ORCHESTRATOR="kubernetes")
+
+    orchestrator = create_orchestrator(settings)
+
+    assert isinstance(orchestrator, KubernetesOrchestrator)
+    assert orchestrator.list() == []
+    assert emulator.requests(kmock.action.LIST)[0].headers["Authorization"] == "Bearer not-a-secret"
+
+
+# --- kubernetes: watching ---------------------------------------------------------------------
+
+
+class Recorder:
+    """A watch handler that remembers what it was told, for waiting on it."""
+
+    def __init__(self) -> None:
+        self.seen: list[WorkerStatus] = []
+
+    def __call__(self, status: WorkerStatus) -> None:
+        self.seen.append(status)
+
+    def saw(self, name: str, state: WorkerState) -> bool:
+        return any(s.name == name and s.state == state for s in self.seen)
+
+
+@contextlib.contextmanager
+def watching(orchestrator: KubernetesOrchestrator, handler: Recorder) -> Iterator[threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=orchestrator.watch, args=(handler, stop), kwargs={"poll_seconds": 1})
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(kube.WATCH_READ_MARGIN + 5)
+        assert not thread.is_alive(), "the watch did not stop"
+
+
+def test_watch_reports_every_job_then_each_change(emulator: KubeEmulator) -> None:
+    settings = make_settings()
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    first, second = make_spec(settings), make_spec(settings)
+    orchestrator.launch(first)
+    seen = Recorder()
+
+    with watching(orchestrator, seen):
+        wait_for(lambda: seen.saw(first.name, WorkerState.PENDING), 10, "the listed Job")
+        orchestrator.launch(second)
+        emulator.set_job_status(second.name, {"active": 1})
+        orchestrator.stop(first.name)
+        wait_for(lambda: seen.saw(second.name, WorkerState.RUNNING), 10, "the new Job to run")
+        wait_for(lambda: seen.saw(first.name, WorkerState.MISSING), 10, "the deleted Job")
+
+    [watch, *_] = emulator.requests(kmock.action.WATCH)
+    assert watch.params["labelSelector"] == "app=bot" and watch.params["allowWatchBookmarks"] == "true"
+
+
+def test_watch_relists_and_resumes_after_410_gone(emulator: KubeEmulator) -> None:
+    # kmock keeps no resourceVersions, so the lists here carry made-up ones, and the first watch
+    # request answers as an API server does once its version is compacted away: 200, then an
+    # ERROR event with a 410 Status. Later watches are the emulator's own.
+    settings = make_settings()
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    spec = make_spec(settings)
+    orchestrator.launch(spec)
+    versions = iter(["7", "42"])
+    expire = threading.Event()
+
+    def job_list() -> dict[str, Any]:
+        items = [obj.raw for obj in emulator.kmock.objects.values() if not obj.deleted]
+        return {"apiVersion": "batch/v1", "kind": "JobList", "metadata": {"resourceVersion": next(versions)}, "items": items}
+
+    async def until_expired() -> None:
+        await asyncio.to_thread(expire.wait, 10)
+
+    gone = {"type": "ERROR", "object": {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 410,
+                                        "reason": "Expired", "message": "too old resource version: 7 (42)"}}  # fmt: skip
+    emulator.kmock[kmock.action.LIST, JOBS][:2] << job_list
+    emulator.kmock[kmock.action.WATCH, JOBS][:1] << (b"", until_expired, gone)
+    seen = Recorder()
+
+    with watching(orchestrator, seen):
+        wait_for(lambda: seen.saw(spec.name, WorkerState.PENDING), 10, "the listed Job")
+        emulator.set_job_status(spec.name, {"conditions": [_condition("Complete")]})  # a change the watch misses
+        expire.set()
+        wait_for(lambda: seen.saw(spec.name, WorkerState.SUCCEEDED), 10, "the re-listed Job")
+        wait_for(lambda: len(emulator.requests(kmock.action.WATCH)) == 2, 10, "the watch to resume")
+
+    lists = emulator.requests(kmock.action.LIST)
+    watches = emulator.requests(kmock.action.WATCH)
+    assert len(lists) == 2
+    assert [w.params["resourceVersion"] for w in watches[:2]] == ["7", "42"]  # resumed from the new list
+
+
+# --- the Job itself ---------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def job() -> dict[str, Any]:
+    settings = make_settings(BOT_DRAIN_SECONDS="30", MAX_MEETING_SECONDS="7200", BOT_JOB_TTL_SECONDS="600")
+    spec = make_spec(settings, user="Erin O'Brien <erin@example.com>", meeting="weekly sync / Q3")
+    return build_job(spec, settings)
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_the_job_is_valid_against_the_kubernetes_schema(job: dict[str, Any], version: str) -> None:
+    kubernetes_validate.validate(job, version, strict=True)  # strict: an unknown field is an error
+
+
+def test_the_job_runs_the_bot_once_within_the_meeting_limits(job: dict[str, Any]) -> None:
+    spec = job["spec"]
+    assert job["metadata"]["namespace"] == NAMESPACE
+    assert spec["backoffLimit"] == 0
+    assert spec["activeDeadlineSeconds"] == 7200
+    assert spec["ttlSecondsAfterFinished"] == 600
+    assert spec["podFailurePolicy"]["rules"] == [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": "bot", "operator": "NotIn", "values": [0]}},
+    ]
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["terminationGracePeriodSeconds"] == 30 + 15  # the bot's drain, then leaving
+    [container] = pod["containers"]
+    assert container["name"] == "bot" and container["command"] == ["python", "-m", "bot"]
+    assert container["image"] == "ghcr.io/vexa-ai/vexa-bot:0.1.0"
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    }
+
+
+def test_the_job_is_labelled_for_the_sinkbinding_and_for_listing(job: dict[str, Any]) -> None:
+    labels = job["metadata"]["labels"]
+    assert job["spec"]["template"]["metadata"]["labels"] == labels  # the SinkBinding selects pods
+    assert labels["app"] == "bot"
+    assert labels["vexa.io/user"] == label_value("Erin O'Brien <erin@example.com>")
+    assert labels["vexa.io/meeting"] == label_value("weekly sync / Q3")
+    assert set(labels) == {"app", "vexa.io/user", "vexa.io/meeting", "vexa.io/session"}
+
+
+def test_the_job_passes_the_bot_config_except_the_sink_the_binding_injects(job: dict[str, Any]) -> None:
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    names = [variable["name"] for variable in container["env"]]
+    assert names == sorted(names)
+    assert "K_SINK" not in names
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    assert env["TMPDIR"] == "/tmp"
+    assert env["VEXA_USER_ID"] == "Erin O'Brien <erin@example.com>"  # the raw id: only labels are sanitised
+    assert env["BOT_DRAIN_SECONDS"] == "30.0"
+
+
+def test_the_job_meets_the_restricted_pod_security_standard(job: dict[str, Any]) -> None:
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert "hostNetwork" not in pod and "hostPID" not in pod and "hostIPC" not in pod
+    [container] = pod["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+    }
+    [mount] = container["volumeMounts"]
+    assert mount["mountPath"] == "/tmp"
+    assert pod["volumes"] == [{"name": mount["name"], "emptyDir": {}}]  # the only writable path
+
+
+@pytest.mark.parametrize(
+    "text", ["alice", "a@b.com", "Erin O'Brien", "x" * 100, "-_-", "été", "a" * 63, "A.b_c-9"]
+)
+def test_label_values_are_valid_and_only_changed_when_they_must(text: str) -> None:
+    value = label_value(text)
+    assert len(value) <= 63
+    assert value == "" or (value[0].isalnum() and value[-1].isalnum() and value.isascii())
+    assert all(c.isalnum() or c in "-_." for c in value)
+    valid = len(text) <= 63 and text[0].isalnum() and text[-1].isalnum() and text.isascii() and \
+        all(c.isalnum() or c in "-_." for c in text)  # fmt: skip
+    assert (value == text) == valid
+
+
+def test_ids_that_sanitise_alike_get_different_label_values() -> None:
+    assert label_value("a@b") != label_value("a+b")
+    assert label_value("x" * 70) != label_value("x" * 71)

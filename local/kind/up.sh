@@ -40,14 +40,10 @@ k_retry() { retry kubectl --context "$KUBE_CONTEXT" "$@"; }   # for what a webho
 wait_deployments() {  # every Deployment in namespace $1 Available
   k wait deployment --all -n "$1" --for=condition=Available --timeout=600s
 }
-images() {
-  local c
-  for c in "${COMPONENTS[@]}"; do printf '%s\n' "$REGISTRY/vexa-$c:$TAG"; done
-}
 
 create_cluster() {
   log "kind cluster '$KIND_CLUSTER' ($KIND_NODE_IMAGE)"
-  if [[ -z ${DRY_RUN:-} ]] && kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
+  if [[ -z ${DRY_RUN:-} ]] && kind get clusters 2>/dev/null | grep -x "$KIND_CLUSTER" >/dev/null; then
     echo "exists: reusing it (make local-down deletes it)"
   else
     run kind create cluster --name "$KIND_CLUSTER" --image "$KIND_NODE_IMAGE" \
@@ -95,8 +91,8 @@ build_images() {
 }
 
 load_images() {
-  local list
-  mapfile -t list < <(images)
+  local c list=()
+  for c in "${COMPONENTS[@]}"; do list+=("$REGISTRY/vexa-$c:$TAG"); done
   log "loading ${#list[@]} images into kind cluster '$KIND_CLUSTER'"
   run kind load docker-image --name "$KIND_CLUSTER" "${list[@]}"
 }
@@ -106,7 +102,7 @@ install_chart() {
   read -r -a extra <<<"${HELM_EXTRA_ARGS:-}"
   log "helm chart helm/vexa into namespace $NAMESPACE (images $REGISTRY/vexa-*:$TAG)"
   run helm upgrade --install vexa "$REPO_ROOT/helm/vexa" --kube-context "$KUBE_CONTEXT" \
-    -n "$NAMESPACE" --create-namespace \
+    -n "$NAMESPACE" --create-namespace --timeout 15m \
     --set image.registry="$REGISTRY" --set image.tag="$TAG" --set image.pullPolicy=IfNotPresent \
     --set transcription.engine="$ENGINE" \
     ${extra[@]+"${extra[@]}"}

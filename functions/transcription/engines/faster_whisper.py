@@ -6,7 +6,7 @@ from faster_whisper import WhisperModel
 
 from functions.common.settings import Settings
 
-from . import TranscribedSegment, build_segments
+from . import TranscribedSegment, build_segments, model_path
 
 
 class FasterWhisperEngine:
@@ -17,7 +17,7 @@ class FasterWhisperEngine:
         # No lock needed: CTranslate2 serialises calls from several threads
         # (num_workers=1 means one decode at a time, queued in C++).
         self._model = WhisperModel(
-            settings.whisper_model,
+            model_path(settings),
             device=settings.whisper_device,
             compute_type=settings.whisper_compute_type,
             cpu_threads=settings.whisper_cpu_threads,

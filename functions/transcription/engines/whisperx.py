@@ -1,6 +1,6 @@
 """whisperx: pyannote VAD cuts speech into <=30 s pieces, faster-whisper decodes them in batches.
 
-Everything loads from local files: the whisper model from settings.whisper_model
+Everything loads from local files: the whisper model from WHISPER_MODEL (or the bundled tiny.en)
 and the pyannote segmentation model bundled in the whisperx wheel
 (whisperx/assets/pytorch_model.bin). No word-alignment model is used, since it
 would have to be downloaded.
@@ -16,7 +16,7 @@ import numpy as np
 
 from functions.common.settings import Settings
 
-from . import TranscribedSegment, build_segments
+from . import TranscribedSegment, build_segments, model_path
 
 # pyannote.audio 4 sends usage telemetry to otel.pyannote.ai unless told not to;
 # it reads this variable when imported, so it must be set before whisperx loads.
@@ -44,7 +44,7 @@ class WhisperXEngine:
 
             _use_our_log_handlers("whisperx", "lightning", "lightning_fabric", "pytorch_lightning")
             self._pipeline = whisperx.load_model(
-                settings.whisper_model,
+                model_path(settings),
                 settings.whisper_device,
                 compute_type=settings.whisper_compute_type,
                 language=settings.default_language,

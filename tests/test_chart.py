@@ -24,8 +24,10 @@ import pytest
 import referencing
 import yaml
 
+from functions.bot_manager.orchestrator import BotSpec
+from functions.bot_manager.orchestrator.job_spec import build_job
 from functions.broker.routing import load_routing
-from functions.common.settings import REPO_ROOT, SETTINGS
+from functions.common.settings import REPO_ROOT, SETTINGS, Settings
 
 CHART = REPO_ROOT / "helm" / "vexa"
 PRODUCTION_VALUES = CHART / "values-production.yaml"
@@ -599,13 +601,30 @@ def test_every_event_destination_is_a_chart_service(rendered):
 def test_bot_jobs_get_the_broker_as_their_sink(rendered):
     (binding,) = of_kind(rendered, "SinkBinding")
     (broker,) = of_kind(rendered, "Broker")
-    # Pods of Jobs labelled app=bot, which is how bot-manager labels every bot Job.
     assert binding["spec"]["subject"] == {
         "apiVersion": "batch/v1", "kind": "Job", "selector": {"matchLabels": {"app": "bot"}},
     }  # fmt: skip
     assert binding["spec"]["sink"]["ref"] == {
         "apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": broker["metadata"]["name"],
     }  # fmt: skip
+
+
+def test_the_job_bot_manager_builds_fits_what_the_chart_prepared(rendered):
+    """The Job spec (job_spec.py) and the chart must not drift apart: same labels, account, namespace."""
+    settings = Settings.from_env({"KUBERNETES_NAMESPACE": NAMESPACE})
+    spec = BotSpec(name="bot-alice-standup-0123456789", env={"VEXA_USER_ID": "alice"},
+                   labels={"user": "alice", "meeting": "standup", "session": "s1"})  # fmt: skip
+    job = build_job(spec, settings)
+    (binding,) = of_kind(rendered, "SinkBinding")
+    selector = binding["spec"]["subject"]["selector"]["matchLabels"]
+    assert selector.items() <= job["metadata"]["labels"].items()  # the SinkBinding finds the Job
+    accounts = {o["metadata"]["name"]: o for o in of_kind(rendered, "ServiceAccount")}
+    account = accounts[job["spec"]["template"]["spec"]["serviceAccountName"]]
+    assert account.get("automountServiceAccountToken") is False
+    (manager,) = [o for o in of_kind(rendered, "Service") if o["metadata"]["name"] == "bot-manager"]
+    env = {e["name"]: e.get("value") for e in manager["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KUBERNETES_NAMESPACE"] == job["metadata"]["namespace"] == NAMESPACE
+    assert env["ORCHESTRATOR"] == "kubernetes"
 
 
 def test_everything_lands_in_the_release_namespace(chart):

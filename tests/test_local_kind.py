@@ -426,8 +426,14 @@ def test_dockerignore_keeps_the_context_small_but_complete():
     for path in (".venv", ".git", ".vexa", "tests", "functions/common/__pycache__", "vexa.egg-info"):
         assert ignored(path), f"{path} is sent to the docker daemon"
     # What the Dockerfiles COPY must stay in the context.
-    copied = {r.split()[0] for df in DOCKERFILES.values() for k, r in instructions(df) if k == "COPY"}
-    assert copied == {"pyproject.toml", "README.md", "functions", "bot"}
+    copied = {
+        source
+        for df in DOCKERFILES.values()
+        for k, r in instructions(df)
+        if k == "COPY" and not r.startswith("--from")
+        for source in r.split()[:-1]
+    }
+    assert copied == {"pyproject.toml", "local/image_requirements.py", "README.md", "functions", "bot"}
     for path in copied:
         assert not ignored(path), f"{path} is excluded but a Dockerfile copies it"
 

@@ -44,7 +44,8 @@ class Program:
     priority: int = 500  # supervisord starts lower numbers first
 
 
-def _gunicorn(app: str, port: int, workers: int, threads: int) -> list[str]:
+def _gunicorn(app: str, workers: int, threads: int) -> list[str]:
+    # The port comes from PORT in the program's environment, as under Knative.
     return [
         sys.executable, "-m", "gunicorn", "-c", "python:functions.common.gunicorn_conf",
         "--workers", str(workers), "--threads", str(threads), f"{app}:create_app()",
@@ -121,7 +122,7 @@ class Stack:
         def web(name: str, app: str, port: int, workers: int, threads: int) -> Program:
             program_env = env | {"PORT": str(port), "HOST": "127.0.0.1", "K_SERVICE": name,
                                  "PROMETHEUS_MULTIPROC_DIR": str(self.state / "metrics" / name)}  # fmt: skip
-            return Program(name, _gunicorn(app, port, workers, threads), program_env, f"http://127.0.0.1:{port}/healthz")
+            return Program(name, _gunicorn(app, workers, threads), program_env, f"http://127.0.0.1:{port}/healthz")
 
         return [
             web("broker", "functions.broker", s.broker_port, 1, 8),  # one process: its queue is in memory

@@ -28,7 +28,7 @@ from functions.common.lifecycle import CompletionReason
 
 from .chunker import Chunk, Chunker
 from .sink import EventSink
-from .sources import AudioSource, SourceError, open_source
+from .sources import SourceError, open_source
 
 log = logging.getLogger(__name__)
 FINAL_STATUS_SECONDS = 10.0  # how long the last status event may take to get out
@@ -43,16 +43,19 @@ class Bot:
         self.chunker = Chunker(
             config.chunk_min_seconds, config.chunk_max_seconds, config.chunk_pause_ms, config.vad_aggressiveness
         )
-        self.leaving = threading.Event()
-        self.source: AudioSource | None = None
+        # Set from a signal handler, so a plain attribute: taking a lock there can deadlock
+        # with the very code the signal interrupted. The capture loop checks it every block.
+        self.leave_requested = False
+        self.finished = threading.Event()  # ends the heartbeats
         self.session_start: datetime | None = None
         self.chunks_made = 0
 
     def leave(self) -> None:
-        """Leave gracefully: stop capturing; what was captured is still sent. Safe from a signal handler."""
-        self.leaving.set()
-        if self.source is not None:
-            self.source.stop()
+        """Leave gracefully: capture stops within one audio block; what was captured is still sent.
+
+        Safe to call from a signal handler.
+        """
+        self.leave_requested = True
 
     def run(self) -> int:
         """Attend the meeting to its end; the process exit code."""
@@ -69,20 +72,21 @@ class Bot:
         return self._finish(state, reason)
 
     def _attend(self) -> tuple[BotState, str]:
-        self.source = open_source(self.config.platform, self.config.meeting_url, self.config.replay_speed)
-        with self.source as source:
-            if self.leaving.is_set():
+        with open_source(self.config.platform, self.config.meeting_url, self.config.replay_speed) as source:
+            if self.leave_requested:
                 return BotState.LEFT, CompletionReason.STOPPED
             self.session_start = datetime.now(timezone.utc)
             self._status(BotState.ACTIVE)
             for block in source.frames():
                 self._send_chunks(self.chunker.feed(block))
+                if self.leave_requested:
+                    break
             self._send_chunks(self.chunker.flush())
-        reason = CompletionReason.STOPPED if self.leaving.is_set() else CompletionReason.SOURCE_ENDED
+        reason = CompletionReason.STOPPED if self.leave_requested else CompletionReason.SOURCE_ENDED
         return BotState.LEFT, reason
 
     def _finish(self, state: BotState, reason: str) -> int:
-        self.leaving.set()  # ends the heartbeats: the final status says the rest
+        self.finished.set()  # ends the heartbeats: the final status says the rest
         # Deliver the audio first, so the final status counts exactly what arrived; what
         # cannot be delivered in time is given up and counted, so the status itself still goes out.
         if not self.sink.drain(time.monotonic() + self.config.drain_seconds):
@@ -132,7 +136,7 @@ class Bot:
 
     def _heartbeat_forever(self) -> None:
         beat = 0
-        while not self.leaving.wait(self.config.heartbeat_seconds):
+        while not self.finished.wait(self.config.heartbeat_seconds):
             if self.sink.pending(EventType.BOT_HEARTBEAT):
                 continue  # the sink is behind; one waiting heartbeat says enough
             beat += 1

@@ -16,12 +16,10 @@ from dataclasses import dataclass
 import requests
 from cloudevents.core.v1.event import CloudEvent
 
-from functions.common.events import to_http
+from functions.common.events import is_retryable, to_http
 
 log = logging.getLogger(__name__)
 
-# Statuses a Knative broker ingress answers when trying again can help.
-RETRYABLE = {404, 408, 409, 429}
 MIN_BACKOFF, MAX_BACKOFF = 0.2, 5.0
 
 
@@ -127,8 +125,10 @@ class EventSink:
                     self._changed.notify_all()
                     continue
                 failures += 1
-                # Back off, but wake at once when closing.
-                self._changed.wait(min(MAX_BACKOFF, MIN_BACKOFF * 2 ** (failures - 1)))
+                # Back off; new events arriving must not cut the pause short, closing does.
+                resume = time.monotonic() + min(MAX_BACKOFF, MIN_BACKOFF * 2 ** (failures - 1))
+                while not self._closed and (remaining := resume - time.monotonic()) > 0:
+                    self._changed.wait(remaining)
 
     def _post(self, event: CloudEvent) -> str:
         message = to_http(event)
@@ -139,7 +139,7 @@ class EventSink:
             return "retry"
         if response.status_code < 300:
             return "delivered"
-        if response.status_code in RETRYABLE or response.status_code >= 500:
+        if is_retryable(response.status_code):
             log.warning("sink.retry", extra={"event_id": event.get_id(), "status": response.status_code})
             return "retry"
         # The sink says this event can never be accepted: resending cannot help.

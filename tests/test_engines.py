@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from functions.common.settings import REPO_ROOT, Settings
-from functions.transcription.engines import SAMPLE_RATE, Engine, TranscribedSegment, load_engine
+from functions.common.events import SAMPLE_RATE
+from functions.transcription.engines import Engine, TranscribedSegment, load_engine
 from tests.support.audio import load_pcm_f32
 from tests.support.wer import word_error_rate
 

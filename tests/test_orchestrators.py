@@ -497,7 +497,7 @@ def test_the_job_runs_the_bot_once_within_the_meeting_limits(job: dict[str, Any]
     ]
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    assert pod["terminationGracePeriodSeconds"] == 30 + 15  # the drain, then the last status event
+    assert pod["terminationGracePeriodSeconds"] == 30 + 30  # the drain, then the last status event and closing
     [container] = pod["containers"]
     assert container["name"] == "bot" and container["command"] == ["python", "-m", "bot"]
     assert container["image"] == "ghcr.io/vexa-ai/vexa-bot:0.1.0"

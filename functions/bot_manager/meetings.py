@@ -110,6 +110,11 @@ def run_bot(
             move(db, meeting, S.FAILED, f"launch_failed: {exc}", BOT_MANAGER)
         raise ApiError(503, "bot_launch_failed", f"the bot could not be started: {exc}", meeting=meeting_json(meeting)) from None
     log.info("bot.launched", extra={**ids(meeting), "bot_name": spec.name})
+    with db.begin():
+        db.refresh(meeting)
+    if meeting.status == S.STOPPING:
+        # Stopped while the launch was under way, before the orchestrator knew the bot.
+        orchestrator.stop(spec.name)
     return meeting
 
 

@@ -19,7 +19,7 @@ import requests
 from cloudevents.core.v1.event import CloudEvent
 from prometheus_client import Counter
 
-from functions.common.events import Attr, BadEvent, parse_http, to_http
+from functions.common.events import Attr, BadEvent, is_retryable, parse_http, to_http
 
 from .routing import Route, Routing
 
@@ -29,8 +29,6 @@ DELIVERED = Counter("vexa_broker_delivered_total", "Events delivered to a Trigge
 RETRIED = Counter("vexa_broker_retried_total", "Delivery attempts that failed and were retried", ["trigger"])
 DEAD_LETTERED = Counter("vexa_broker_dead_lettered_total", "Events given up on and dead-lettered", ["trigger"])
 
-# Knative's retryable statuses; any other 4xx means the event itself is at fault.
-RETRYABLE_STATUSES = frozenset({404, 408, 409, 429})
 DEAD_LETTER_RETRIES = 3
 ERROR_DATA_BYTES = 1024  # how much of a failed response goes into knativeerrordata, as Knative does
 
@@ -86,14 +84,18 @@ class Dispatcher:
         for number in range(self.workers):
             threading.Thread(target=self._work, name=f"broker-worker-{number}", daemon=True).start()
 
-    def submit(self, event: CloudEvent) -> None:
-        """Queue one delivery per matching route, or raise QueueFull and queue none."""
+    def submit(self, event: CloudEvent, reserved: int = 0) -> None:
+        """Queue one delivery per matching route, or raise QueueFull and queue none.
+
+        `reserved`: places the caller holds and is about to free (a reply may take its
+        parent delivery's place, so a full queue never refuses the replies that drain it).
+        """
         routes = self.routing.routes_for(event.get_attributes())
         if not routes:
             log.info("broker.unroutable", extra=_ids(event))
             return
         with self._condition:
-            if self._pending + len(routes) > self.capacity:
+            if self._pending - reserved + len(routes) > self.capacity:
                 raise QueueFull(f"{self._pending} deliveries pending")
             self._pending += len(routes)
             for route in routes:
@@ -156,7 +158,7 @@ class Dispatcher:
             ) as response:
                 status = response.status_code
                 if not 200 <= status < 300:
-                    retryable = status in RETRYABLE_STATUSES or status >= 500
+                    retryable = is_retryable(status)
                     body = _read(response, ERROR_DATA_BYTES, truncate=True)
                     return _Outcome(status, f"HTTP {status}", retryable, body)
                 if delivery.dead_letter:
@@ -185,7 +187,7 @@ class Dispatcher:
 
     def _ingest_reply(self, outcome: _Outcome) -> _Outcome:
         try:
-            self.submit(outcome.reply)
+            self.submit(outcome.reply, reserved=1)
         except QueueFull:
             # Knative fails the delivery when the reply is refused; the subscriber sees it again.
             return _Outcome(outcome.status, "reply refused: the broker queue is full", retryable=True)

@@ -119,6 +119,12 @@ class Identity(_Payload):
     session_id: str = Field(min_length=1, max_length=64)
 
 
+def is_retryable(status: int) -> bool:
+    """Knative's delivery rule: worth sending again after these statuses; any other 4xx
+    means the event itself is at fault and resending cannot help."""
+    return status in (404, 408, 409, 429) or status >= 500
+
+
 class BadEvent(ValueError):
     """An event that can never be processed; answered with a 4xx so it is not redelivered."""
 

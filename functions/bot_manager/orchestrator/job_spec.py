@@ -19,8 +19,9 @@ BOT_SELECTOR = "app=bot"  # the SinkBinding (helm/vexa) selects bot Jobs by this
 CONTAINER = "bot"
 BOT_UID = 10001  # the bot image's unprivileged user
 SCRATCH = "/tmp"
-# Grace after SIGTERM beyond the bot's drain: leaving, and its last status event (up to 10 s).
-SHUTDOWN_MARGIN_SECONDS = 15
+# Grace after SIGTERM beyond the bot's drain: its last status event (up to 10 s), closing
+# its sink (up to 11 s) and leaving; a bot killed short of that would look failed.
+SHUTDOWN_MARGIN_SECONDS = 30
 SINK_VARIABLE = "K_SINK"
 
 

@@ -11,9 +11,9 @@ from typing import Iterable, Protocol
 
 import numpy as np
 
+from functions.common.events import SAMPLE_RATE
 from functions.common.settings import Settings
 
-SAMPLE_RATE = 16_000
 ENGINE_NAMES = ("whisperx", "faster-whisper")
 
 

@@ -10,6 +10,7 @@ import os
 import socket
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -46,17 +47,28 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
         time.sleep(interval)
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A migrated database of its own, dropped afterwards."""
     name = f"vexa_test_{uuid.uuid4().hex[:10]}"
     url = f"{DATABASE_SERVER}/{name}"
     migrate(url)
-    yield url
-    engine_for(url).dispose()
-    admin = create_engine(f"{DATABASE_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield url
+    finally:
+        engine_for(url).dispose()
+        admin = create_engine(f"{DATABASE_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """For tests that run bot-manager in-process. The stack has a database of its own:
+    its reconciler would otherwise judge these tests' bots, which it cannot see."""
+    with fresh_database() as url:
+        yield url
 
 
 def snapshot(database_url: str) -> dict[str, list[tuple]]:
@@ -108,8 +120,13 @@ class RunningStack:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[RunningStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     """gateway, bot-manager, transcription, broker, Celery: real gunicorn processes under supervisord."""
+    with fresh_database() as database_url:
+        yield from _running_stack(tmp_path_factory, database_url)
+
+
+def _running_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[RunningStack]:
     state = tmp_path_factory.mktemp("stack")
     state.chmod(0o755)
     environ = {

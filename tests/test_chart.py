@@ -500,9 +500,14 @@ def test_rbac_is_least_privilege(rendered):
     }  # fmt: skip
     bot_manager_account = knative_services(rendered)["bot-manager"]["spec"]["template"]["spec"]["serviceAccountName"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": bot_manager_account, "namespace": NAMESPACE}]
-    # Every other pod runs without an API token, and so do bots.
+    # The Celery worker (its reconciler checks on bot Jobs) shares bot-manager's account;
+    # every other pod runs without an API token, and so do bots.
+    with_token = {"Service/bot-manager", f"Deployment/{RELEASE}-worker"}
     for key, spec in pod_specs(rendered).items():
-        if key != "Service/bot-manager":
+        if key in with_token:
+            assert spec["serviceAccountName"] == bot_manager_account, key
+            assert spec.get("automountServiceAccountToken") is not False, key
+        else:
             assert spec.get("automountServiceAccountToken") is False, key
     bot_account = one(rendered, "ServiceAccount", "vexa-bot")
     assert bot_account["automountServiceAccountToken"] is False
@@ -625,6 +630,10 @@ def test_the_job_bot_manager_builds_fits_what_the_chart_prepared(rendered):
     env = {e["name"]: e.get("value") for e in manager["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["KUBERNETES_NAMESPACE"] == job["metadata"]["namespace"] == NAMESPACE
     assert env["ORCHESTRATOR"] == "kubernetes"
+    # The reconciler in the Celery worker must look for bots where bot-manager puts them.
+    worker = one(rendered, "Deployment", f"{RELEASE}-worker")["spec"]["template"]["spec"]["containers"][0]
+    worker_env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert (worker_env["ORCHESTRATOR"], worker_env["KUBERNETES_NAMESPACE"]) == ("kubernetes", NAMESPACE)
 
 
 def test_everything_lands_in_the_release_namespace(chart):

@@ -482,7 +482,7 @@ IMAGE_CHECKS = {
     "gateway": "from functions.gateway import create_app; create_app()",
     "bot-manager": "from functions.bot_manager import create_app; create_app(); import functions.common.db",
     "transcription": "from functions.transcription import create_app; create_app()",
-    "worker": "from functions.worker import celery_app; assert celery_app.main == 'vexa'",
+    "worker": "from functions.worker import celery_app; import functions.worker.reconciler; assert celery_app.main == 'vexa'",
     "bot": "import bot.__main__, bot.runner, bot.chunker, bot.sources.file, functions.common.bot_config",
 }
 

@@ -79,6 +79,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("BOT_HEARTBEAT_SECONDS", "5", "How often a bot sends a heartbeat event."),
         Setting("BOT_BUFFER_CHUNKS", "360", "Chunks a bot holds while the sink is down; older ones are dropped and counted."),
         Setting("BOT_DRAIN_SECONDS", "30", "How long a leaving bot keeps retrying to flush what it holds."),
+        Setting("RECONCILE_SECONDS", "5", "How often the reconciler checks live meetings against their bots."),
+        Setting("BOT_HEARTBEAT_TIMEOUT_SECONDS", "60", "A running bot silent this long is stopped; its meeting is then settled."),
+        Setting("TRANSCRIPT_TIMEOUT_SECONDS", "300", "How long a stopping meeting waits for its last chunks before it completes without them."),
         Setting("LOG_LEVEL", "INFO", "Python log level."),
     ]
 }
@@ -127,6 +130,9 @@ class Settings:
     bot_heartbeat_seconds: float
     bot_buffer_chunks: int
     bot_drain_seconds: float
+    reconcile_seconds: float
+    bot_heartbeat_timeout_seconds: float
+    transcript_timeout_seconds: float
     log_level: str
 
     @classmethod

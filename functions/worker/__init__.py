@@ -1,7 +1,8 @@
 """The Celery app (Redis broker) for background work against PostgreSQL.
 
 Run with `celery -A functions.worker:celery_app worker` and exactly one
-`celery -A functions.worker:celery_app beat`.
+`celery -A functions.worker:celery_app beat`, which schedules the reconciler
+(functions/worker/reconciler.py) every RECONCILE_SECONDS.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from functions.common.settings import Settings, get_settings
 
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("vexa", broker=settings.redis_url, backend=settings.redis_url)
+    app = Celery("vexa", broker=settings.redis_url, backend=settings.redis_url, include=["functions.worker.reconciler"])
     app.conf.update(
+        beat_schedule={"reconcile": {"task": "vexa.reconcile", "schedule": settings.reconcile_seconds}},
         timezone="UTC",
         # One task at a time per worker process, acknowledged only once done, so a
         # worker killed mid-task leaves it to another worker instead of losing it.

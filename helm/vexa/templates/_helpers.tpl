@@ -313,6 +313,14 @@ spec:
 {{- end -}}
 
 {{/* The Vexa container pieces shared by the worker, beat and the migrations Job. */}}
+{{- /* What bot-manager and the Celery worker (its reconciler) need to find bot Jobs. */ -}}
+{{- define "vexa.orchestratorEnv" -}}
+- name: ORCHESTRATOR
+  value: kubernetes
+- name: KUBERNETES_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+{{- end -}}
+
 {{- define "vexa.backgroundEnv" -}}
 {{ include "vexa.databaseUrlEnv" . }}
 {{ include "vexa.redisUrlEnv" . }}

@@ -99,20 +99,19 @@ def _record_lost_chunk(event: CloudEvent, error: str) -> None:
     chunk = audio_chunk_attributes(event)
     with current_app.extensions["vexa"].sessions() as db, db.begin():
         meeting, bot_session = _subject(db, identity)
-        db.execute(
-            insert(TranscribedChunk)
-            .values(
-                meeting_pk=meeting.id,
-                session_id=bot_session.id,
-                chunk_seq=chunk.chunk_seq,
-                offset_s=chunk.offset_ms / 1000,
-                duration_s=0.0,
-                segment_count=0,
-                error=error,
-            )
-            .on_conflict_do_nothing()
-        )
+        _claim_chunk(db, bot_session, chunk.chunk_seq, offset_s=chunk.offset_ms / 1000, duration_s=0.0, segment_count=0, error=error)
         settle(db, meeting)
+
+
+def _claim_chunk(db: Session, bot_session: BotSession, chunk_seq: int, **columns: object) -> bool:
+    """Record a chunk as handled; False if it already was (a redelivery)."""
+    stored = db.execute(
+        insert(TranscribedChunk)
+        .values(meeting_pk=bot_session.meeting_pk, session_id=bot_session.id, chunk_seq=chunk_seq, **columns)
+        .on_conflict_do_nothing()
+        .returning(TranscribedChunk.chunk_seq)
+    ).first()
+    return stored is not None
 
 
 def _subject(db: Session, identity: Identity) -> tuple[Meeting, BotSession]:
@@ -168,20 +167,10 @@ def on_heartbeat(db: Session, meeting: Meeting, bot_session: BotSession, event: 
 
 def on_segments(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
     data: TranscriptSegmentsData = payload_of(event, TranscriptSegmentsData)
-    stored = db.execute(
-        insert(TranscribedChunk)
-        .values(
-            meeting_pk=meeting.id,
-            session_id=bot_session.id,
-            chunk_seq=data.chunk_seq,
-            offset_s=data.chunk_offset,
-            duration_s=data.chunk_duration,
-            segment_count=len(data.segments),
-        )
-        .on_conflict_do_nothing()
-        .returning(TranscribedChunk.chunk_seq)
-    ).first()
-    if stored is None:
+    claimed = _claim_chunk(
+        db, bot_session, data.chunk_seq, offset_s=data.chunk_offset, duration_s=data.chunk_duration, segment_count=len(data.segments)
+    )
+    if not claimed:
         return False  # this chunk's transcript is already stored
     if meeting.audio_started_at is None:
         meeting.audio_started_at = data.session_start

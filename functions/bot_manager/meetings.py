@@ -181,13 +181,20 @@ def settle(db: Session, meeting: Meeting) -> None:
     if any(s.ended_at is None for s in sessions):
         return
     expected = sum(s.chunks_sent or 0 for s in sessions)
-    transcribed = db.scalar(select(func.count()).where(TranscribedChunk.meeting_pk == meeting.id))
-    if transcribed < expected:
+    if transcribed_chunks(db, meeting.id) < expected:
         return
     reason = meeting.status_reason
     if not db.scalar(select(func.count()).where(TranscriptSegment.meeting_pk == meeting.id)):
         reason = CompletionReason.NO_AUDIO if expected == 0 else CompletionReason.NO_SPEECH
     move(db, meeting, S.COMPLETED, reason, BOT_MANAGER)
+
+
+def transcribed_chunks(db: Session, meeting_pk: uuid.UUID, session_id: str | None = None) -> int:
+    """Chunks of the meeting (or of one of its bot sessions) whose transcript is stored or given up on."""
+    query = select(func.count()).where(TranscribedChunk.meeting_pk == meeting_pk)
+    if session_id is not None:
+        query = query.where(TranscribedChunk.session_id == session_id)
+    return db.scalar(query)
 
 
 def lock_meeting(db: Session, meeting_pk: uuid.UUID) -> Meeting | None:

@@ -260,13 +260,13 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def encode_wav(pcm16: bytes) -> bytes:
-    """Wrap 16 kHz mono s16le PCM in a WAV container."""
+def encode_wav(pcm16: bytes, rate: int = SAMPLE_RATE) -> bytes:
+    """Wrap mono s16le PCM (16 kHz, the contract's rate, unless told otherwise) in a WAV container."""
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
-        wav.setframerate(SAMPLE_RATE)
+        wav.setframerate(rate)
         wav.writeframes(pcm16)
     return buffer.getvalue()
 

@@ -14,16 +14,16 @@ from datetime import datetime, timezone
 from enum import StrEnum
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from functions.bot_manager.meetings import ids, lock_meeting, move, settle
+from functions.bot_manager.meetings import ids, lock_meeting, move, settle, transcribed_chunks
 from functions.bot_manager.orchestrator import Orchestrator, WorkerState, create_orchestrator
 from functions.bot_manager.orchestrator.job_spec import SHUTDOWN_MARGIN_SECONDS
 from functions.common.db import session_factory
 from functions.common.events import BotState
 from functions.common.lifecycle import LIVE, TERMINAL, MeetingStatus
-from functions.common.models import BotSession, Meeting, TranscribedChunk
+from functions.common.models import BotSession, Meeting
 from functions.common.settings import Settings, get_settings
 
 from . import celery_app
@@ -97,9 +97,7 @@ def decide(seen: Observation, policy: Policy) -> Decision:
 def observe(db: Session, meeting: Meeting, orchestrator: Orchestrator, now: datetime) -> Observation:
     bot_session = meeting.sessions[-1]
     worker = orchestrator.status(bot_session.bot_name)
-    transcribed = db.scalar(
-        select(func.count()).where(TranscribedChunk.meeting_pk == meeting.id, TranscribedChunk.session_id == bot_session.id)
-    )
+    transcribed = transcribed_chunks(db, meeting.id, bot_session.id)
     return Observation(
         status=S(meeting.status),
         seconds_in_status=(now - meeting.updated_at).total_seconds(),
@@ -127,9 +125,7 @@ def apply(db: Session, meeting: Meeting, decision: Decision, orchestrator: Orche
             bot_session.ended_at = datetime.now(timezone.utc)
             bot_session.end_state = BotState.FAILED
             bot_session.end_reason = decision.reason
-            bot_session.chunks_sent = db.scalar(
-                select(func.count()).where(TranscribedChunk.session_id == bot_session.id, TranscribedChunk.meeting_pk == meeting.id)
-            )
+            bot_session.chunks_sent = transcribed_chunks(db, meeting.id, bot_session.id)
             settle(db, meeting)
         else:
             move(db, meeting, S.COMPLETED, f"{meeting.status_reason}; {decision.reason}", ACTOR)

@@ -62,7 +62,9 @@ class Chunker:
         max_seconds: float = 10.0,
         pause_ms: int = 300,
         aggressiveness: int = 2,
+        start_ms: int = 0,
     ) -> None:
+        """`start_ms`: the stream's position at its first sample (a resumed stream starts later)."""
         if not 0 < min_seconds < max_seconds:
             raise ValueError(f"need 0 < min_seconds < max_seconds, got {min_seconds} and {max_seconds}")
         if max_seconds > MAX_CHUNK_SECONDS:
@@ -82,7 +84,7 @@ class Chunker:
         self._frames: list[_Frame] = []  # the chunk being built
         self._trailing_pause = 0  # non-speech frames at the end of self._frames
         self._seq = 0
-        self._offset_samples = 0  # where the chunk being built starts
+        self._offset_samples = start_ms * SAMPLE_RATE // 1000  # where the chunk being built starts
 
     def feed(self, pcm: bytes) -> list[Chunk]:
         """Add 16 kHz mono s16le audio of any length; the chunks it completes."""

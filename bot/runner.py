@@ -28,7 +28,7 @@ from functions.common.lifecycle import CompletionReason
 
 from .chunker import Chunk, Chunker
 from .sink import EventSink
-from .sources import SourceError, open_source
+from .sources import AudioSource, SourceError, open_source
 
 log = logging.getLogger(__name__)
 FINAL_STATUS_SECONDS = 10.0  # how long the last status event may take to get out
@@ -40,15 +40,17 @@ class Bot:
         self.identity = Identity(meeting_id=config.meeting_id, user_id=config.user_id, session_id=config.session_id)
         self.source_uri = event_source("bot", config.session_id)
         self.sink = EventSink(config.sink_url, capacity=config.buffer_chunks)
-        self.chunker = Chunker(
-            config.chunk_min_seconds, config.chunk_max_seconds, config.chunk_pause_ms, config.vad_aggressiveness
-        )
+        self.chunker = self._chunker(start_ms=0)
         # Set from a signal handler, so a plain attribute: taking a lock there can deadlock
         # with the very code the signal interrupted. The capture loop checks it every block.
         self.leave_requested = False
         self.finished = threading.Event()  # ends the heartbeats
         self.session_start: datetime | None = None
         self.chunks_made = 0
+
+    def _chunker(self, start_ms: int) -> Chunker:
+        c = self.config
+        return Chunker(c.chunk_min_seconds, c.chunk_max_seconds, c.chunk_pause_ms, c.vad_aggressiveness, start_ms)
 
     def leave(self) -> None:
         """Leave gracefully: capture stops within one audio block; what was captured is still sent.
@@ -65,17 +67,17 @@ class Bot:
         try:
             state, reason = self._attend()
         except SourceError as exc:
-            state, reason = BotState.FAILED, f"source_error: {exc}"
-        except Exception as exc:  # a crash must still be reported, with its cause
+            return self._finish(BotState.FAILED, f"source_error: {exc}", retryable=exc.retryable)
+        except Exception as exc:  # a crash must still be reported, with its cause; a new bot may do better
             log.exception("bot.crashed")
-            state, reason = BotState.FAILED, f"bot_error: {type(exc).__name__}: {exc}"
+            return self._finish(BotState.FAILED, f"bot_error: {type(exc).__name__}: {exc}", retryable=True)
         return self._finish(state, reason)
 
     def _attend(self) -> tuple[BotState, str]:
         with open_source(self.config.platform, self.config.meeting_url, self.config.replay_speed) as source:
             if self.leave_requested:
                 return BotState.LEFT, CompletionReason.STOPPED
-            self.session_start = datetime.now(timezone.utc)
+            self.session_start = self._resume(source) or datetime.now(timezone.utc)
             self._status(BotState.ACTIVE)
             for block in source.frames():
                 self._send_chunks(self.chunker.feed(block))
@@ -85,14 +87,28 @@ class Bot:
         reason = CompletionReason.STOPPED if self.leave_requested else CompletionReason.SOURCE_ENDED
         return BotState.LEFT, reason
 
-    def _finish(self, state: BotState, reason: str) -> int:
+    def _resume(self, source: AudioSource) -> datetime | None:
+        """A relaunched bot continues a recording where the transcript ends, on the meeting's clock.
+
+        The session's audio position 0 is then the meeting's; None when this is a first
+        session, or a live meeting that cannot be rewound (its audio starts now).
+        """
+        resume_from, origin = self.config.resume_from_seconds, self.config.audio_origin
+        if not (resume_from and origin and source.skip(resume_from)):
+            return None
+        self.chunker = self._chunker(start_ms=round(resume_from * 1000))
+        log.info("bot.resumed", extra={"resume_from_s": resume_from})
+        return datetime.fromisoformat(origin)
+
+    def _finish(self, state: BotState, reason: str, retryable: bool = False) -> int:
         self.finished.set()  # ends the heartbeats: the final status says the rest
         # Deliver the audio first, so the final status counts exactly what arrived; what
         # cannot be delivered in time is given up and counted, so the status itself still goes out.
         if not self.sink.drain(time.monotonic() + self.config.drain_seconds):
             self.sink.discard_chunks()
         self._status(
-            state, reason, chunks_sent=self.sink.chunks_delivered, chunks_dropped=self._undelivered_chunks()
+            state, reason, chunks_sent=self.sink.chunks_delivered, chunks_dropped=self._undelivered_chunks(),
+            retryable=retryable,
         )
         delivered = self.sink.drain(time.monotonic() + FINAL_STATUS_SECONDS)
         left_behind = self.sink.close()
@@ -128,8 +144,8 @@ class Bot:
             self.sink.send(event, is_chunk=True)
             log.info("bot.chunk", extra={"chunk_seq": chunk.seq, "seconds": round(chunk.duration, 2)})
 
-    def _status(self, state: BotState, reason: str | None = None, **counts: int) -> None:
-        data = BotStatusData(state=state, reason=reason, at=datetime.now(timezone.utc), **counts)
+    def _status(self, state: BotState, reason: str | None = None, **final: int | bool) -> None:
+        data = BotStatusData(state=state, reason=reason, at=datetime.now(timezone.utc), **final)
         event_id = f"{self.config.session_id}:status:{state}"
         self.sink.send(new_event(EventType.BOT_STATUS, self.identity, event_id, self.source_uri, data))
         log.info("bot.status", extra={"state": str(state), "reason": reason})

@@ -130,7 +130,7 @@ class Stack:
             web("bot-manager", "functions.bot_manager", s.bot_manager_port, 2, 4),
             web("gateway", "functions.gateway", s.gateway_port, 2, 4),
             Program("celery-worker", [sys.executable, "-m", "celery", "-A", "functions.worker:celery_app", "worker",
-                                      "--loglevel", "INFO", "--concurrency", "1"], env),  # fmt: skip
+                                      "--loglevel", "INFO", "--concurrency", "2"], env),  # fmt: skip
             Program("celery-beat", [sys.executable, "-m", "celery", "-A", "functions.worker:celery_app", "beat",
                                     "--loglevel", "INFO", "--schedule", str(self.state / "celerybeat-schedule")], env),  # fmt: skip
         ]

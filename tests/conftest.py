@@ -16,15 +16,22 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import redis
 import requests
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, inspect, text
 
+from functions.bot_manager import create_app
+from functions.bot_manager.meetings import launch_session
+from functions.bot_manager.orchestrator import Orchestrator, create_orchestrator
 from functions.common.db import engine_for, migrate
 from functions.common.settings import REPO_ROOT, Settings
 from local.stack import Stack
 
 DATABASE_SERVER = os.environ.get("TEST_DATABASE_SERVER", "postgresql+pg8000://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_PROCESS_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/14"  # a database the stack's workers do not read
 SAMPLE = REPO_ROOT / "local" / "sample" / "meeting.ogg"
 SAMPLE_TEXT = (REPO_ROOT / "local" / "sample" / "meeting.txt").read_text()
 
@@ -63,20 +70,59 @@ def fresh_database() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """For tests that run bot-manager in-process. The stack has a database of its own:
-    its reconciler would otherwise judge these tests' bots, which it cannot see."""
-    with fresh_database() as url:
-        yield url
-
-
 def snapshot(database_url: str) -> dict[str, list[tuple]]:
     """Every row of every table, to prove a request changed nothing."""
     engine = engine_for(database_url)
     tables = [t for t in inspect(engine).get_table_names() if t != "alembic_version"]
     with engine.connect() as conn:
         return {t: sorted(map(tuple, conn.execute(text(f'SELECT * FROM "{t}"'))), key=repr) for t in tables}
+
+
+@dataclass
+class InProcessBotManager:
+    """bot-manager's Flask app in this process; the test plays the Celery worker's part."""
+
+    app: Flask
+    settings: Settings
+    orchestrator: Orchestrator
+
+    @property
+    def client(self) -> FlaskClient:
+        return self.app.test_client()
+
+    def run(self, user: str, meeting_id: str, recording: Path | str = SAMPLE, launch: bool = True) -> dict:
+        body = {"user_id": user, "meeting_id": meeting_id, "meeting_url": str(recording)}
+        response = self.client.post("/bot/run", json=body)
+        assert response.status_code == 201, response.get_json()
+        meeting = response.get_json()
+        if launch:  # what the launch task does
+            services = self.app.extensions["vexa"]
+            launch_session(services.sessions, self.settings, self.orchestrator, uuid.UUID(meeting["id"]), meeting["session_id"])
+        return meeting
+
+    def meeting(self, user: str, meeting_id: str) -> dict:
+        return self.client.get(f"/transcript/{user}/{meeting_id}").get_json()["meeting"]
+
+
+@pytest.fixture()
+def bot_manager(tmp_path: Path) -> Iterator[InProcessBotManager]:
+    """bot-manager in-process with a database of its own, launching real bots whose events go
+    nowhere (a closed port), so only the events a test sends reach the database. Its launch
+    tasks go to a Redis database no worker reads."""
+    with fresh_database() as database_url:
+        yield from _in_process_bot_manager(database_url, tmp_path)
+
+
+def _in_process_bot_manager(database_url: str, tmp_path: Path) -> Iterator[InProcessBotManager]:
+    settings = Settings.from_env(
+        {**os.environ, "DATABASE_URL": database_url, "STATE_DIR": str(tmp_path), "REDIS_URL": IN_PROCESS_REDIS_URL,
+         "BROKER_INGRESS_URL": f"http://127.0.0.1:{free_port()}/vexa/default", "BOT_DRAIN_SECONDS": "1"}
+    )  # fmt: skip
+    orchestrator = create_orchestrator(settings)
+    yield InProcessBotManager(create_app(settings), settings, orchestrator)
+    for worker in orchestrator.list():
+        orchestrator.stop(worker.name)
+    redis.Redis.from_url(IN_PROCESS_REDIS_URL).flushdb()
 
 
 @dataclass

@@ -471,8 +471,32 @@ def test_a_missing_recording_fails_with_a_reason(
     failed = sink.final_status()
     assert failed.reason is not None and str(missing) in failed.reason
     assert (failed.chunks_sent, failed.chunks_dropped) == (0, 0)
+    assert failed.retryable is False  # a relaunched bot would not find it either: the meeting fails at once
     assert not sink.of_type(EventType.AUDIO_CHUNK)
     assert "Traceback" not in bot.output()
+
+
+def test_a_relaunched_bot_resumes_the_recording_on_the_meetings_clock(
+    sink: Sink, launch: Callable[[BotConfig], BotRun], sample_pcm: bytes, sample_chunks: list[Chunk]
+) -> None:
+    # As bot-manager relaunches a lost bot: from where the stored transcript ends, on the first bot's clock.
+    resume = sample_chunks[3]
+    resume_from = resume.offset_ms / 1000
+    origin = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+    config = bot_config(sink.url, resume_from_seconds=resume_from, audio_origin=origin.isoformat())
+    bot = launch(config)
+    assert bot.exit_code() == 0, bot.output()
+
+    chunks = chunks_of(sink, config)
+    assert seqs(chunks) == list(range(len(chunks)))  # a new session numbers its chunks afresh
+    assert chunks[0].attributes.offset_ms == resume.offset_ms
+    assert {c.attributes.session_start for c in chunks} == {origin}
+    # Its audio is the rest of the recording, nothing before the resume point.
+    skipped = resume.offset_ms * BYTES_PER_SECOND // 1000
+    joined = b"".join(c.pcm for c in chunks)
+    assert joined == sample_pcm[skipped : skipped + len(joined)]
+    assert (len(sample_pcm) - skipped - len(joined)) / BYTES_PER_SECOND <= 0.3
+    assert sink.final_status().reason == "source_ended"
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ import copy
 import importlib.util
 import re
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterator
 
 import helm_python as helm

@@ -1,20 +1,18 @@
 """At-least-once delivery: every event, delivered again, leaves the database exactly as it was.
 
-bot-manager runs in-process against real PostgreSQL and launches a real bot,
-whose own events go to a closed port, so only the events this test sends
-reach the database.
+bot-manager runs in-process against real PostgreSQL; no bot is launched, so
+only the events this test sends reach the database.
 """
 from __future__ import annotations
 
 import os
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Iterator
 
-import pytest
 from flask.testing import FlaskClient
 
 from functions.bot_manager import create_app
+from functions.bot_manager.meetings import lock_meeting, relaunch
 from functions.common.events import (
     Attr,
     BotHeartbeatData,
@@ -30,34 +28,13 @@ from functions.common.events import (
     to_http,
 )
 from functions.common.settings import Settings
-from tests.conftest import SAMPLE, free_port, snapshot
+from tests.conftest import InProcessBotManager, free_port, snapshot
 
 START = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture()
-def bot_manager(database_url: str, tmp_path) -> Iterator[FlaskClient]:
-    settings = Settings.from_env(
-        {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "STATE_DIR": str(tmp_path),
-            "BROKER_INGRESS_URL": f"http://127.0.0.1:{free_port()}/vexa/default",  # nobody listens
-            "BOT_DRAIN_SECONDS": "1",
-        }
-    )
-    app = create_app(settings)
-    yield app.test_client()
-    orchestrator = app.extensions["vexa"].orchestrator
-    for worker in orchestrator.list():
-        orchestrator.stop(worker.name)
-
-
-def _start_meeting(client: FlaskClient) -> Identity:
-    body = {"user_id": "erin", "meeting_id": f"sync-{uuid.uuid4().hex[:8]}", "meeting_url": str(SAMPLE)}
-    response = client.post("/bot/run", json=body)
-    assert response.status_code == 201, response.get_json()
-    meeting = response.get_json()
+def _start_meeting(bot_manager: InProcessBotManager) -> Identity:
+    meeting = bot_manager.run("erin", f"sync-{uuid.uuid4().hex[:8]}", launch=False)  # no bot: this test is its bot
     return Identity(meeting_id=meeting["id"], user_id="erin", session_id=meeting["session_id"])
 
 
@@ -71,8 +48,9 @@ def _status(who: Identity, state: BotState, at: datetime, **fields) -> object:
     return new_event(EventType.BOT_STATUS, who, f"{who.session_id}:status:{state}", event_source("bot", who.session_id), data)
 
 
-def _segments(who: Identity, seq: int, texts: list[str]) -> object:
-    offset = 5.0 * seq
+def _segments(who: Identity, seq: int, texts: list[str], offset: float | None = None) -> object:
+    """Chunk `seq` of 5 s, at `offset` seconds of the meeting's audio (5 s per chunk by default)."""
+    offset = 5.0 * seq if offset is None else offset
     segments = [
         Segment(index=i, start=offset + i, end=offset + i + 0.9, start_at=START + timedelta(seconds=offset + i),
                 end_at=START + timedelta(seconds=offset + i + 0.9), text=t, language="en")  # fmt: skip
@@ -99,8 +77,10 @@ def _lost_chunk(who: Identity, seq: int) -> object:
     return event
 
 
-def test_every_event_type_delivered_twice_changes_nothing_the_second_time(bot_manager: FlaskClient, database_url: str) -> None:
+def test_every_event_type_delivered_twice_changes_nothing_the_second_time(bot_manager: InProcessBotManager) -> None:
+    database_url = bot_manager.settings.database_url
     who = _start_meeting(bot_manager)
+    client = bot_manager.client
     deliveries = [
         ("/events", _status(who, BotState.JOINING, START)),
         ("/events", _status(who, BotState.ACTIVE, START + timedelta(seconds=1))),
@@ -112,12 +92,12 @@ def test_every_event_type_delivered_twice_changes_nothing_the_second_time(bot_ma
         ("/events", _status(who, BotState.LEFT, START + timedelta(seconds=20), reason="source_ended", chunks_sent=4, chunks_dropped=0)),
     ]
     for path, event in deliveries:
-        assert _post(bot_manager, event, path) == 204
+        assert _post(client, event, path) == 204
         before = snapshot(database_url)
-        assert _post(bot_manager, event, path) == 204, f"redelivery of {event.get_type()} failed"
+        assert _post(client, event, path) == 204, f"redelivery of {event.get_type()} failed"
         assert snapshot(database_url) == before, f"redelivery of {event.get_type()} changed the database"
 
-    transcript = bot_manager.get(f"/transcript/erin/{_meeting_of(bot_manager, who)}").get_json()
+    transcript = client.get(f"/transcript/erin/{_meeting_of(client, who)}").get_json()
     assert transcript["meeting"]["status"] == "completed"
     assert [s["text"] for s in transcript["segments"]] == ["Good morning everyone.", "Let us begin.", "That is all."]
     assert [c["to"] for c in transcript["meeting"]["history"]] == [
@@ -127,7 +107,7 @@ def test_every_event_type_delivered_twice_changes_nothing_the_second_time(bot_ma
     # Late and reordered news changes nothing either.
     before = snapshot(database_url)
     for path, event in [("/events", _status(who, BotState.JOINING, START)), ("/events", _heartbeat(who, 1))] + deliveries:
-        assert _post(bot_manager, event, path) == 204
+        assert _post(client, event, path) == 204
     assert snapshot(database_url) == before
 
 
@@ -147,3 +127,26 @@ def test_an_event_arriving_while_the_database_is_down_gets_503_so_the_broker_ret
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "database_unavailable"
     assert client.get("/healthz").status_code == 503
+
+
+def test_a_relaunched_bot_and_a_late_chunk_of_the_lost_one_store_the_overlap_once(bot_manager: InProcessBotManager) -> None:
+    lost = _start_meeting(bot_manager)
+    client = bot_manager.client
+    for seq, text in enumerate(["First words.", "Second words."]):
+        assert _post(client, _segments(lost, seq, [text])) == 204
+    # The reconciler replaces the lost bot; the new one resumes where the transcript ends (10 s).
+    sessions = bot_manager.app.extensions["vexa"].sessions
+    with sessions() as db, db.begin():
+        replacement = relaunch(db, lock_meeting(db, uuid.UUID(lost.meeting_id)), "bot_lost: killed by signal 9", "test")
+        assert replacement.resume_from_s == 10.0
+    new = Identity(meeting_id=lost.meeting_id, user_id=lost.user_id, session_id=replacement.id)
+    assert _post(client, _segments(new, 0, ["Third words, heard again."], offset=10.0)) == 204
+    # The lost bot's last chunk, transcribed only now, covers what the new bot already did.
+    assert _post(client, _segments(lost, 2, ["Third words."])) == 204
+    assert _post(client, _segments(new, 1, ["Fourth words."], offset=15.0)) == 204
+
+    transcript = client.get(f"/transcript/erin/{_meeting_of(client, lost)}").get_json()
+    assert [s["text"] for s in transcript["segments"]] == ["First words.", "Second words.", "Third words, heard again.", "Fourth words."]
+    assert [s["session_id"] for s in transcript["segments"]] == [lost.session_id] * 2 + [new.session_id] * 2
+    assert transcript["meeting"]["relaunches"] == 1
+    assert transcript["meeting"]["history"][-1]["reason"] == "relaunch 1: bot_lost: killed by signal 9"

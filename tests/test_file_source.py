@@ -181,3 +181,28 @@ def test_stop_from_a_signal_handler_ends_replay_promptly() -> None:
             signal.signal(signal.SIGALRM, previous)
 
     assert ended_at - stopped_at[0] < 0.2
+
+
+def test_skip_starts_the_replay_later(sample_pcm: bytes) -> None:
+    # A relaunched bot resumes the recording where the transcript ends.
+    source = FileSource(str(SAMPLE), replay_speed=FAST)
+    assert source.skip(10.25)
+    with source:
+        rest = b"".join(source.frames())
+    assert rest == sample_pcm[int(10.25 * 16000) * 2 :]
+
+
+def test_skip_past_the_end_leaves_nothing_to_replay() -> None:
+    source = FileSource(str(SAMPLE), replay_speed=FAST)
+    assert source.skip(3600)
+    with source:
+        assert b"".join(source.frames()) == b""
+
+
+def test_only_a_download_failure_is_worth_a_new_bot(web_server: str, tmp_path: Path) -> None:
+    with pytest.raises(SourceError) as missing:
+        read_all(str(tmp_path / "absent.ogg"))
+    assert not missing.value.retryable
+    with pytest.raises(SourceError) as unreachable:
+        read_all("http://127.0.0.1:9/meeting.ogg")  # the discard port: connection refused
+    assert unreachable.value.retryable

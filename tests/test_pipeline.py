@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -166,22 +165,12 @@ def test_every_service_answers_health_and_metrics_and_the_api_is_described(stack
         assert health.status_code == 200 and health.json() == {"status": "ok", "service": service}
         metrics = requests.get(f"{stack.url(service)}/metrics", timeout=10)
         assert metrics.status_code == 200 and "vexa_http_requests_total" in metrics.text
+    # What operators watch for reliability, read from the database whichever process acted.
+    operator_metrics = requests.get(f"{stack.url('bot-manager')}/metrics", timeout=10).text
+    assert 'vexa_meetings{status="active"}' in operator_metrics
+    assert "vexa_bot_relaunches_total" in operator_metrics and "vexa_meeting_failures_total" in operator_metrics
     document = requests.get(f"{stack.gateway}/openapi.json", timeout=10).json()
     assert document["openapi"].startswith("3.1")
     assert {"/bot/run", "/bot/stop", "/bot/status/{user_id}", "/transcript/{user_id}/{meeting_id}"} <= set(document["paths"])
     run_schema = document["components"]["schemas"]["RunBotRequest"]
     assert {"user_id", "meeting_id"} <= set(run_schema["required"])
-
-
-def test_a_bot_killed_mid_meeting_is_detected_and_its_meeting_fails(stack: RunningStack) -> None:
-    """Celery beat runs the reconciler, which notices a bot that died without a word."""
-    user, meeting = "hank", _meeting_id("crash")
-    created = stack.run_bot(user, meeting, speed=1.0).json()
-    stack.wait_status(user, meeting, {"active"}, timeout=60)
-    pid = int(wait_for(lambda: (stack.bots_dir / created["bot_name"] / "pid").read_text(), 10, "the bot's pid"))
-    os.kill(pid, signal.SIGKILL)
-    killed_at = time.monotonic()
-    final = stack.wait_status(user, meeting, {"failed"}, timeout=30)
-    assert final["meeting"]["status_reason"] == "bot_lost: killed by signal 9"
-    assert final["meeting"]["history"][-1]["actor"] == "reconciler"
-    print(f"bot death detected after {time.monotonic() - killed_at:.1f} s")

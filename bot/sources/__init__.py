@@ -13,7 +13,15 @@ from typing import Iterator
 
 
 class SourceError(ValueError):
-    """The audio source cannot be opened or read; the message says why."""
+    """The audio source cannot be opened or read; the message says why.
+
+    `retryable`: a new bot may succeed (a network error), as opposed to a
+    source that is wrong (no such file, not audio).
+    """
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class AudioSource(ABC):
@@ -36,6 +44,13 @@ class AudioSource(ABC):
 
     @abstractmethod
     def stop(self) -> None: ...
+
+    def skip(self, seconds: float) -> bool:
+        """Start `frames()` this far into the audio; False if the source cannot (a live meeting).
+
+        A relaunched bot uses it to resume a recording where the stored transcript ends.
+        """
+        return False
 
     @abstractmethod
     def close(self) -> None: ...

@@ -37,6 +37,7 @@ class FileSource(AudioSource):
         self._target, self._protocols = _ffmpeg_target(location)
         self._container: av.container.InputContainer | None = None
         self._stopped = threading.Event()
+        self._skip_bytes = 0
 
     def open(self) -> None:
         try:
@@ -46,7 +47,7 @@ class FileSource(AudioSource):
                 timeout=NETWORK_TIMEOUT_SECONDS,
             )
         except av.FFmpegError as exc:
-            raise SourceError(f"cannot open recording {self.location}: {_reason(exc)}") from None
+            raise SourceError(f"cannot open recording {self.location}: {_reason(exc)}", self._retryable(exc)) from None
         if not self._container.streams.audio:
             self.close()
             raise SourceError(f"cannot open recording {self.location}: it has no audio")
@@ -68,6 +69,12 @@ class FileSource(AudioSource):
     def stop(self) -> None:
         self._stopped.set()
 
+    def skip(self, seconds: float) -> bool:
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise SourceError(f"cannot skip {seconds} s of a recording")
+        self._skip_bytes = int(seconds * SAMPLE_RATE) * 2
+        return True
+
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
@@ -76,7 +83,11 @@ class FileSource(AudioSource):
     def _blocks(self) -> Iterator[bytes]:
         """The decoded audio cut into BLOCK_MS blocks (the last one may be shorter)."""
         pending = bytearray()
+        skip = self._skip_bytes
         for pcm in self._decoded():
+            if skip:  # skipped audio is decoded (formats differ in how exactly they seek) but not paced
+                dropped = min(skip, len(pcm))
+                pcm, skip = pcm[dropped:], skip - dropped
             pending += pcm
             whole = len(pending) - len(pending) % BLOCK_BYTES
             for start in range(0, whole, BLOCK_BYTES):
@@ -96,7 +107,11 @@ class FileSource(AudioSource):
             for resampled in resampler.resample(None):  # what the resampler still holds
                 yield resampled.to_ndarray().tobytes()
         except av.FFmpegError as exc:
-            raise SourceError(f"cannot decode recording {self.location}: {_reason(exc)}") from None
+            raise SourceError(f"cannot decode recording {self.location}: {_reason(exc)}", self._retryable(exc)) from None
+
+    def _retryable(self, exc: av.FFmpegError) -> bool:
+        """A download that failed may work next time; a local file or bad data will not."""
+        return self._protocols == WEB_PROTOCOLS and not isinstance(exc, (av.error.InvalidDataError, av.error.EOFError))
 
 
 def _ffmpeg_target(location: str) -> tuple[str, str]:

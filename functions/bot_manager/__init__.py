@@ -1,9 +1,11 @@
-"""bot-manager: owns meetings, launches one bot per meeting and stores transcripts."""
+"""bot-manager: owns meetings and their transcripts; Celery tasks launch and stop their bots."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
+import redis
+from celery import Celery
 from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -13,8 +15,10 @@ from functions.common import web
 from functions.common.db import session_factory
 from functions.common.logs import configure_logging
 from functions.common.settings import Settings, get_settings
+from functions.worker import create_celery
 
-from .orchestrator import Orchestrator, create_orchestrator
+from . import coordination
+from .metrics import MeetingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +27,27 @@ log = logging.getLogger(__name__)
 class Services:
     settings: Settings
     sessions: sessionmaker[Session]
-    orchestrator: Orchestrator
+    celery: Celery  # to hand launches and stops to the workers
+    redis_client: redis.Redis  # the status cache
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     configure_logging("bot-manager", settings.log_level)
     app = Flask(__name__)
-    services = Services(settings, session_factory(settings.database_url), create_orchestrator(settings))
+    services = Services(
+        settings, session_factory(settings.database_url), create_celery(settings), coordination.connect(settings.redis_url)
+    )
     app.extensions["vexa"] = services
 
     def ready() -> None:
         with services.sessions() as db:
             db.execute(text("SELECT 1"))
 
-    web.install(app, "bot-manager", max_body_bytes=settings.max_event_bytes, ready=ready)
+    web.install(
+        app, "bot-manager", max_body_bytes=settings.max_event_bytes, ready=ready,
+        collectors=(MeetingMetrics(services.sessions),),
+    )  # fmt: skip
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)

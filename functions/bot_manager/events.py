@@ -144,7 +144,10 @@ def on_bot_status(db: Session, meeting: Meeting, bot_session: BotSession, event:
         return True  # a replaced session's news no longer steers the meeting
     actor = f"bot:{bot_session.id}"
     try:
-        if status.state == BotState.FAILED:
+        if status.state == BotState.FAILED and status.retryable and meeting.status != S.STOPPING:
+            # The reconciler relaunches it (or fails the meeting once relaunches run out).
+            log.warning("bot.failed_retryable", extra={**ids(meeting), "reason": status.reason})
+        elif status.state == BotState.FAILED:
             move(db, meeting, S.FAILED, status.reason or "bot_failed", actor)
         elif status.state == BotState.LEFT:
             move(db, meeting, S.STOPPING, status.reason, actor)
@@ -167,15 +170,19 @@ def on_heartbeat(db: Session, meeting: Meeting, bot_session: BotSession, event: 
 
 def on_segments(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
     data: TranscriptSegmentsData = payload_of(event, TranscriptSegmentsData)
+    origin = meeting.audio_started_at or data.session_start
+    owned_until = _audio_owned_until(meeting, bot_session)
+    kept = [seg for seg in data.segments if (seg.start_at - origin).total_seconds() < owned_until]
     claimed = _claim_chunk(
-        db, bot_session, data.chunk_seq, offset_s=data.chunk_offset, duration_s=data.chunk_duration, segment_count=len(data.segments)
+        db, bot_session, data.chunk_seq, offset_s=data.chunk_offset, duration_s=data.chunk_duration, segment_count=len(kept)
     )
     if not claimed:
         return False  # this chunk's transcript is already stored
-    if meeting.audio_started_at is None:
-        meeting.audio_started_at = data.session_start
-    if data.segments:
-        origin = meeting.audio_started_at
+    meeting.audio_started_at = origin
+    if len(kept) < len(data.segments):
+        log.info("transcript.overlap_dropped", extra={**ids(meeting), "chunk_seq": data.chunk_seq,
+                                                      "dropped": len(data.segments) - len(kept)})  # fmt: skip
+    if kept:
         db.execute(
             insert(TranscriptSegment)
             .values(
@@ -192,14 +199,24 @@ def on_segments(db: Session, meeting: Meeting, bot_session: BotSession, event: C
                         "text": segment.text,
                         "language": segment.language,
                     }
-                    for segment in data.segments
+                    for segment in kept
                 ]
             )
             .on_conflict_do_nothing()
         )
-    log.info("transcript.stored", extra={**ids(meeting), "chunk_seq": data.chunk_seq, "segments": len(data.segments)})
+    log.info("transcript.stored", extra={**ids(meeting), "chunk_seq": data.chunk_seq, "segments": len(kept)})
     settle(db, meeting)
     return True
+
+
+def _audio_owned_until(meeting: Meeting, bot_session: BotSession) -> float:
+    """Where a relaunched bot took over from this session (meeting audio seconds), if one did.
+
+    A chunk the lost bot sent before it died may be transcribed after its successor
+    resumed; what the successor covers again is dropped, so nothing is stored twice.
+    """
+    later = meeting.sessions[meeting.sessions.index(bot_session) + 1 :]
+    return min((s.resume_from_s for s in later), default=float("inf"))
 
 
 HANDLERS: dict[EventType, Callable[[Session, Meeting, BotSession, CloudEvent], bool]] = {

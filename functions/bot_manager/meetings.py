@@ -7,9 +7,10 @@ from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from functions.common.bot_config import BotConfig
+from functions.common.events import BotState
 from functions.common.lifecycle import (
     LIVE,
     TERMINAL,
@@ -24,7 +25,7 @@ from functions.common.schemas import RunBotRequest
 from functions.common.settings import Settings
 from functions.common.web import ApiError
 
-from .orchestrator import BotSpec, LaunchError, Orchestrator, TransientOrchestratorError
+from .orchestrator import BotSpec, LaunchError, Orchestrator
 from .views import meeting_json
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,11 @@ def latest_meeting(db: Session, user_id: str, meeting_id: str, lock: bool = Fals
     return db.scalars(query).first()
 
 
-def run_bot(
-    db: Session, settings: Settings, orchestrator: Orchestrator, request: RunBotRequest
-) -> Meeting:
-    """Create the meeting and launch its bot; ApiError 409/429 instead of a second or surplus bot."""
+def run_bot(db: Session, settings: Settings, request: RunBotRequest) -> Meeting:
+    """Create the meeting and its first bot session; ApiError 409/429 instead of a second or surplus bot.
+
+    The caller hands the launch to a Celery task (`launch_session`) once this commits.
+    """
     with db.begin():
         # One run at a time per user, so the live-meeting and limit checks below cannot race.
         db.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(request.user_id, 0))))
@@ -100,22 +102,7 @@ def run_bot(
         running = db.scalar(select(func.count()).where(Meeting.user_id == request.user_id, Meeting.status.in_(LIVE)))
         if running >= limit:
             raise ApiError(429, "bot_limit_reached", f"user {request.user_id!r} already has {running} live bots (limit {limit})")
-        meeting = _new_meeting(db, settings, request)
-        spec = _bot_spec(settings, meeting, session_id=meeting.sessions[0].id)
-    try:
-        orchestrator.launch(spec)
-    except (LaunchError, TransientOrchestratorError) as exc:
-        with db.begin():
-            db.refresh(meeting, with_for_update=True)
-            move(db, meeting, S.FAILED, f"launch_failed: {exc}", BOT_MANAGER)
-        raise ApiError(503, "bot_launch_failed", f"the bot could not be started: {exc}", meeting=meeting_json(meeting)) from None
-    log.info("bot.launched", extra={**ids(meeting), "bot_name": spec.name})
-    with db.begin():
-        db.refresh(meeting)
-    if meeting.status == S.STOPPING:
-        # Stopped while the launch was under way, before the orchestrator knew the bot.
-        orchestrator.stop(spec.name)
-    return meeting
+        return _new_meeting(db, settings, request)
 
 
 def _new_meeting(db: Session, settings: Settings, request: RunBotRequest) -> Meeting:
@@ -132,34 +119,140 @@ def _new_meeting(db: Session, settings: Settings, request: RunBotRequest) -> Mee
         status=S.REQUESTED,
         created_at=now,
         updated_at=now,
+        sessions=[],
     )
-    session_id = uuid.uuid4().hex
-    meeting.bot_name = bot_name(meeting.user_id, meeting.meeting_id, session_id)
-    meeting.sessions = [BotSession(id=session_id, bot_name=meeting.bot_name, launched_at=now)]
     db.add(meeting)
     db.add(StatusChange(meeting_pk=meeting.id, from_status=None, to_status=S.REQUESTED, actor=API, at=now))
+    _add_session(meeting, resume_from_s=0.0)
     db.flush()
     move(db, meeting, S.STARTING, None, BOT_MANAGER)
     return meeting
 
 
-def _bot_spec(settings: Settings, meeting: Meeting, session_id: str) -> BotSpec:
+def _add_session(meeting: Meeting, resume_from_s: float) -> BotSession:
+    session_id = uuid.uuid4().hex
+    bot_session = BotSession(
+        id=session_id,
+        bot_name=bot_name(meeting.user_id, meeting.meeting_id, session_id),
+        launched_at=utcnow(),
+        resume_from_s=resume_from_s,
+        launch_requests=1,
+    )
+    meeting.sessions.append(bot_session)
+    meeting.bot_name = bot_session.bot_name
+    return bot_session
+
+
+def bot_spec(settings: Settings, meeting: Meeting, bot_session: BotSession) -> BotSpec:
+    resumed = bot_session.resume_from_s > 0 and meeting.audio_started_at is not None
     config = BotConfig.for_meeting(
         settings,
         sink_url=settings.broker_ingress_url,
         meeting_id=str(meeting.id),
         user_id=meeting.user_id,
-        session_id=session_id,
+        session_id=bot_session.id,
         platform=meeting.platform,
         meeting_url=meeting.meeting_url or "",
         language=meeting.language,
         replay_speed=meeting.replay_speed,
+        resume_from_seconds=bot_session.resume_from_s if resumed else 0.0,
+        audio_origin=meeting.audio_started_at.isoformat() if resumed else "",
     )
-    labels = {"user": meeting.user_id, "meeting": meeting.meeting_id, "session": session_id}
-    return BotSpec(name=meeting.bot_name, env=config.to_env(), labels=labels)
+    labels = {"user": meeting.user_id, "meeting": meeting.meeting_id, "session": bot_session.id}
+    return BotSpec(name=bot_session.bot_name, env=config.to_env(), labels=labels)
 
 
-def stop_bot(db: Session, orchestrator: Orchestrator, user_id: str, meeting_id: str) -> Meeting:
+def launch_session(
+    sessions: sessionmaker[Session], settings: Settings, orchestrator: Orchestrator, meeting_pk: uuid.UUID, session_id: str
+) -> bool:
+    """Launch a bot session unless it is no longer wanted; True if the orchestrator now runs it.
+
+    Idempotent (orchestrators launch a name once), so a redelivered task is harmless.
+    Raises TransientOrchestratorError for the caller to retry; a LaunchError fails the meeting.
+    """
+    with sessions() as db, db.begin():
+        meeting = lock_meeting(db, meeting_pk)
+        bot_session = _session_of(meeting, session_id)
+        if meeting is None or bot_session is None or bot_session.ended_at is not None or meeting.status in TERMINAL:
+            return False
+        if meeting.status == S.STOPPING or bot_session is not meeting.sessions[-1]:
+            # Stopped (or replaced) before its bot started: nothing to capture, nothing to wait for.
+            _end_unlaunched(bot_session, CompletionReason.STOPPED)
+            settle(db, meeting)
+            return False
+        spec = bot_spec(settings, meeting, bot_session)
+        log_ids = ids(meeting)
+    try:
+        orchestrator.launch(spec)
+    except LaunchError as exc:
+        fail_launch(sessions, meeting_pk, session_id, str(exc))
+        return False
+    log.info("bot.launched", extra={**log_ids, "bot_name": spec.name, "session_id": session_id})
+    return True
+
+
+def fail_launch(sessions: sessionmaker[Session], meeting_pk: uuid.UUID, session_id: str, error: str) -> None:
+    with sessions() as db, db.begin():
+        meeting = lock_meeting(db, meeting_pk)
+        bot_session = _session_of(meeting, session_id)
+        if meeting is None or bot_session is None or bot_session.ended_at is not None:
+            return
+        _end_unlaunched(bot_session, f"launch_failed: {error}", BotState.FAILED)
+        if bot_session is meeting.sessions[-1] and meeting.status not in TERMINAL:
+            move(db, meeting, S.FAILED, f"launch_failed: {error}", BOT_MANAGER)
+            settle(db, meeting)
+
+
+def _session_of(meeting: Meeting | None, session_id: str) -> BotSession | None:
+    return None if meeting is None else next((s for s in meeting.sessions if s.id == session_id), None)
+
+
+def _end_unlaunched(bot_session: BotSession, reason: str, state: BotState = BotState.LEFT) -> None:
+    bot_session.ended_at = utcnow()
+    bot_session.end_state = state
+    bot_session.end_reason = reason
+    bot_session.chunks_sent = 0
+
+
+def end_lost_session(db: Session, meeting: Meeting, reason: str) -> None:
+    """The current bot is gone without its final report: what was transcribed is all it sent."""
+    bot_session = meeting.sessions[-1]
+    if bot_session.ended_at is None:
+        bot_session.ended_at = utcnow()
+        bot_session.end_state = BotState.FAILED
+        bot_session.end_reason = reason
+        bot_session.chunks_sent = transcribed_chunks(db, meeting.id, bot_session.id)
+
+
+def relaunch(db: Session, meeting: Meeting, reason: str, actor: str) -> BotSession:
+    """Replace the meeting's lost or failed bot with a new session that continues its transcript.
+
+    The new bot resumes where the stored transcript ends; the meeting keeps its status,
+    and its history records the relaunch and why.
+    """
+    end_lost_session(db, meeting, reason)
+    resume_from = db.scalar(
+        select(func.coalesce(func.max(TranscribedChunk.offset_s + TranscribedChunk.duration_s), 0.0)).where(
+            TranscribedChunk.meeting_pk == meeting.id
+        )
+    )
+    attempt = len(meeting.sessions)
+    bot_session = _add_session(meeting, resume_from_s=resume_from)
+    note(db, meeting, f"relaunch {attempt}: {reason}", actor)
+    log.warning("bot.relaunch", extra={**ids(meeting), "attempt": attempt, "reason": reason, "resume_from_s": resume_from})
+    return bot_session
+
+
+def note(db: Session, meeting: Meeting, reason: str, actor: str) -> None:
+    """Record in the meeting's history something done to it that keeps its status (a relaunch, a retry)."""
+    status = MeetingStatus(meeting.status)
+    db.add(StatusChange(meeting_pk=meeting.id, from_status=status, to_status=status, reason=reason, actor=actor, at=utcnow()))
+    meeting.status_reason = reason
+    meeting.updated_at = utcnow()
+
+
+def stop_bot(db: Session, user_id: str, meeting_id: str) -> Meeting:
+    """Mark the meeting stopping; the caller hands the bot's stop to a Celery task (`stop_session`)."""
     with db.begin():
         meeting = latest_meeting(db, user_id, meeting_id, lock=True)
         if meeting is None:
@@ -169,8 +262,18 @@ def stop_bot(db: Session, orchestrator: Orchestrator, user_id: str, meeting_id: 
                 409, "meeting_finished", f"meeting {meeting_id!r} already ended ({meeting.status})", meeting=meeting_json(meeting)
             )
         move(db, meeting, S.STOPPING, CompletionReason.STOPPED, API)
-    orchestrator.stop(meeting.bot_name)
-    return meeting
+        return meeting
+
+
+def stop_session(sessions: sessionmaker[Session], orchestrator: Orchestrator, meeting_pk: uuid.UUID) -> None:
+    """Ask the meeting's current bot to leave (idempotent); TransientOrchestratorError to retry."""
+    with sessions() as db:
+        meeting = db.get(Meeting, meeting_pk)
+        if meeting is None or meeting.bot_name is None:
+            return
+        name = meeting.bot_name
+    orchestrator.stop(name)
+    log.info("bot.stop_requested", extra={"meeting_id": str(meeting_pk), "bot_name": name})
 
 
 def settle(db: Session, meeting: Meeting) -> None:

@@ -25,6 +25,7 @@ def meeting_json(meeting: Meeting, with_history: bool = False) -> dict[str, Any]
         "status_reason": meeting.status_reason,
         "bot_name": meeting.bot_name,
         "session_id": meeting.sessions[-1].id if meeting.sessions else None,
+        "relaunches": max(0, len(meeting.sessions) - 1),
         "created_at": _iso(meeting.created_at),
         "updated_at": _iso(meeting.updated_at),
         "started_at": _iso(meeting.started_at),
@@ -34,6 +35,20 @@ def meeting_json(meeting: Meeting, with_history: bool = False) -> dict[str, Any]
         body["history"] = [
             {"from": change.from_status, "to": change.to_status, "reason": change.reason, "actor": change.actor, "at": _iso(change.at)}
             for change in meeting.history
+        ]
+        body["sessions"] = [
+            {
+                "session_id": s.id,
+                "bot_name": s.bot_name,
+                "launched_at": _iso(s.launched_at),
+                "resume_from": round(s.resume_from_s, 3),
+                "ended_at": _iso(s.ended_at),
+                "end_state": s.end_state,
+                "end_reason": s.end_reason,
+                "chunks_sent": s.chunks_sent,
+                "chunks_dropped": s.chunks_dropped,
+            }
+            for s in meeting.sessions
         ]
     return body
 

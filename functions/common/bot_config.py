@@ -5,7 +5,7 @@ can never disagree; a Kubernetes Job gets exactly the same variables.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Mapping
 
 from .settings import Settings
@@ -28,6 +28,8 @@ ENV_NAMES = {
     "buffer_chunks": "BOT_BUFFER_CHUNKS",
     "drain_seconds": "BOT_DRAIN_SECONDS",
     "log_level": "LOG_LEVEL",
+    "resume_from_seconds": "VEXA_RESUME_FROM_SECONDS",
+    "audio_origin": "VEXA_AUDIO_ORIGIN",
 }
 _CONVERTERS = {"str": str, "int": int, "float": float}
 
@@ -50,6 +52,10 @@ class BotConfig:
     buffer_chunks: int
     drain_seconds: float
     log_level: str
+    # A relaunched bot: the meeting audio position to resume at, and the UTC time of the
+    # meeting's audio position 0 (ISO 8601), so its transcript continues on the same clock.
+    resume_from_seconds: float = 0.0
+    audio_origin: str = ""
 
     @classmethod
     def for_meeting(cls, settings: Settings, sink_url: str, **meeting: str | float) -> "BotConfig":
@@ -72,12 +78,15 @@ class BotConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "BotConfig":
-        missing = [ENV_NAMES[f.name] for f in fields(cls) if not environ.get(ENV_NAMES[f.name])]
+        required = [f for f in fields(cls) if f.default is MISSING]
+        missing = [ENV_NAMES[f.name] for f in required if not environ.get(ENV_NAMES[f.name])]
         if missing:
             raise ValueError(f"missing bot configuration: {', '.join(missing)}")
         values = {}
         for field in fields(cls):
-            raw = environ[ENV_NAMES[field.name]]
+            raw = environ.get(ENV_NAMES[field.name])
+            if not raw:
+                continue  # optional, and not given: its default
             try:
                 values[field.name] = _CONVERTERS[field.type](raw)
             except ValueError:

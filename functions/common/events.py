@@ -69,6 +69,8 @@ class BotStatusData(_Payload):
     # transcript is final and whether anything was lost.
     chunks_sent: int | None = Field(default=None, ge=0)
     chunks_dropped: int | None = Field(default=None, ge=0)
+    # On FAILED: whether a new bot may succeed (a crash, a network error); if not, the meeting fails.
+    retryable: bool = False
 
 
 class BotHeartbeatData(_Payload):

@@ -93,6 +93,12 @@ class BotSession(Base):
     # What the bot says it delivered; the transcript is final once that many chunks are transcribed.
     chunks_sent: Mapped[int | None] = mapped_column(Integer)
     chunks_dropped: Mapped[int | None] = mapped_column(Integer)
+    # Meeting audio position (s) this session starts at: 0 for the first, where the stored
+    # transcript ended for a relaunch. Each session owns the audio up to the next one's start.
+    resume_from_s: Mapped[float] = mapped_column(Float, nullable=False, server_default="0")
+    # Times its launch was asked for: once, plus each time the reconciler re-sent a lost one.
+    # launched_at is the latest request.
+    launch_requests: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
 
     meeting: Mapped[Meeting] = relationship(back_populates="sessions")
 

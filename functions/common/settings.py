@@ -82,6 +82,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("RECONCILE_SECONDS", "5", "How often the reconciler checks live meetings against their bots."),
         Setting("BOT_HEARTBEAT_TIMEOUT_SECONDS", "60", "A running bot silent this long is stopped; its meeting is then settled."),
         Setting("TRANSCRIPT_TIMEOUT_SECONDS", "300", "How long a stopping meeting waits for its last chunks before it completes without them."),
+        Setting("BOT_RELAUNCH_LIMIT", "3", "How many times a meeting's lost or crashed bot is relaunched before the meeting fails."),
+        Setting("BOT_RELAUNCH_BACKOFF_SECONDS", "5", "Wait before the first relaunch; doubles with each further one."),
+        Setting("LAUNCH_TIMEOUT_SECONDS", "30", "A bot its orchestrator still does not know this long after it was asked for is launched again."),
+        Setting("STATUS_CACHE_SECONDS", "1", "How long GET /bot/status answers are cached in Redis (0: no cache)."),
         Setting("LOG_LEVEL", "INFO", "Python log level."),
     ]
 }
@@ -133,6 +137,10 @@ class Settings:
     reconcile_seconds: float
     bot_heartbeat_timeout_seconds: float
     transcript_timeout_seconds: float
+    bot_relaunch_limit: int
+    bot_relaunch_backoff_seconds: float
+    launch_timeout_seconds: float
+    status_cache_seconds: float
     log_level: str
 
     @classmethod

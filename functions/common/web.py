@@ -17,6 +17,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -79,10 +80,17 @@ def parse_path_param(kind: Any, value: str, name: str) -> Any:
         raise ApiError(422, "invalid_request", f"{name} {value!r}: {exc.errors()[0]['msg']}") from None
 
 
-def install(app: Flask, service: str, max_body_bytes: int, ready: Callable[[], None] | None = None) -> None:
+def install(
+    app: Flask,
+    service: str,
+    max_body_bytes: int,
+    ready: Callable[[], None] | None = None,
+    collectors: tuple[Collector, ...] = (),
+) -> None:
     """Give `app` the shared error handling, body limit, metrics and health endpoints.
 
-    `ready` is called by /healthz and raises when a dependency is down.
+    `ready` is called by /healthz and raises when a dependency is down; `collectors`
+    add metrics computed at scrape time (e.g. from the database).
     """
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.json.sort_keys = False
@@ -120,10 +128,10 @@ def install(app: Flask, service: str, max_body_bytes: int, ready: Callable[[], N
         LATENCY.labels(service, endpoint).observe(time.perf_counter() - g.get("request_started", time.perf_counter()))
         return response
 
-    app.register_blueprint(_ops_blueprint(service, ready))
+    app.register_blueprint(_ops_blueprint(service, ready, collectors))
 
 
-def _ops_blueprint(service: str, ready: Callable[[], None] | None) -> Blueprint:
+def _ops_blueprint(service: str, ready: Callable[[], None] | None, collectors: tuple[Collector, ...]) -> Blueprint:
     ops = Blueprint("ops", __name__)
 
     @ops.get("/healthz")
@@ -142,6 +150,10 @@ def _ops_blueprint(service: str, ready: Callable[[], None] | None) -> Blueprint:
             # gunicorn runs several workers; aggregate what they all recorded.
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-        return Response(generate_latest(registry or REGISTRY), mimetype=CONTENT_TYPE_LATEST)
+        scraped = CollectorRegistry()
+        for collector in collectors:
+            scraped.register(collector)
+        body = generate_latest(registry or REGISTRY) + generate_latest(scraped)
+        return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
     return ops

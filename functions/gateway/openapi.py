@@ -5,6 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from functions.common.lifecycle import MeetingStatus
 from functions.common.schemas import ErrorResponse, MeetingId, RunBotRequest, StopBotRequest, TranscriptFormat, UserId
 from functions.common.web import type_adapter
 
@@ -22,10 +23,11 @@ _MEETING = {
             "meeting_url": ["string", "null"],
             "language": "string",
             "replay_speed": "number",
-            "status": {"enum": ["requested", "starting", "joining", "active", "stopping", "completed", "failed"]},
+            "status": {"enum": [str(status) for status in MeetingStatus]},
             "status_reason": ["string", "null"],
             "bot_name": ["string", "null"],
             "session_id": ["string", "null"],
+            "relaunches": {"type": "integer", "description": "bots that replaced a lost or crashed one"},
             "created_at": "string",
             "updated_at": "string",
             "started_at": ["string", "null"],

@@ -1,10 +1,12 @@
-"""The reconciler: live meetings whose bot is gone or silent are found and settled.
+"""The reconciler: live meetings whose bot is gone, failed or silent are relaunched or settled.
 
 Celery beat runs `reconcile` every RECONCILE_SECONDS. For each live meeting it
 compares the database with what the orchestrator reports (process or Job) and
 with the bot's last heartbeat; `decide` is a pure function of that observation,
-so every branch of the decision table is unit-tested. Bots that are still
-running for a meeting that has ended are stopped.
+so every branch of the decision table is unit-tested. A bot lost mid-meeting is
+relaunched with exponential backoff, up to BOT_RELAUNCH_LIMIT times, as a new
+session that resumes where the stored transcript ends; then the meeting fails
+with the reason. Bots still running for a meeting that has ended are stopped.
 """
 from __future__ import annotations
 
@@ -17,8 +19,19 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from functions.bot_manager.meetings import ids, lock_meeting, move, settle, transcribed_chunks
-from functions.bot_manager.orchestrator import Orchestrator, WorkerState, create_orchestrator
+from functions.bot_manager import coordination
+from functions.bot_manager.meetings import (
+    end_lost_session,
+    ids,
+    launch_session,
+    lock_meeting,
+    move,
+    note,
+    relaunch,
+    settle,
+    transcribed_chunks,
+)
+from functions.bot_manager.orchestrator import Orchestrator, TransientOrchestratorError, WorkerState
 from functions.bot_manager.orchestrator.job_spec import SHUTDOWN_MARGIN_SECONDS
 from functions.common.db import session_factory
 from functions.common.events import BotState
@@ -26,7 +39,7 @@ from functions.common.lifecycle import LIVE, TERMINAL, MeetingStatus
 from functions.common.models import BotSession, Meeting
 from functions.common.settings import Settings, get_settings
 
-from . import celery_app
+from . import TaskName, celery_app, worker_orchestrator
 
 log = logging.getLogger(__name__)
 S = MeetingStatus
@@ -36,9 +49,12 @@ ACTOR = "reconciler"
 
 class Action(StrEnum):
     NONE = "none"
-    FAIL = "fail"  # the bot is gone and the meeting was not finished
+    RELAUNCH = "relaunch"  # the bot is gone or failed mid-meeting: a new one continues the transcript
+    RETRY_LAUNCH = "retry_launch"  # the orchestrator never got the bot (a lost launch task): launch it again
+    FAIL = "fail"  # the bot is gone and relaunches are used up (or the launch never took)
     FINISH = "finish"  # stopping, and nothing more will arrive: complete with what is stored
-    STOP_SILENT_BOT = "stop_silent_bot"  # alive but silent: stop it; a later round settles the meeting
+    STOP_BOT = "stop_bot"  # stopping, but its bot still runs: ask again (the first stop may have been lost)
+    STOP_SILENT_BOT = "stop_silent_bot"  # alive but silent: stop it; a later round relaunches or settles
     STOP_LEFTOVER_BOT = "stop_leftover_bot"  # the meeting ended but its bot still runs
 
 
@@ -49,10 +65,14 @@ class Observation:
     worker: WorkerState
     worker_detail: str | None
     session_ended: bool  # the bot's own final report (left / failed) arrived
+    session_failed: bool  # ...and it said failed (a retryable failure: others fail the meeting at once)
+    end_reason: str | None
     seconds_since_launch: float
     seconds_since_heartbeat: float | None  # None: no heartbeat yet
     seconds_since_session_end: float | None
     chunks_missing: int  # delivered by the bot, not (yet) transcribed
+    relaunches: int  # sessions before the current one
+    launch_requests: int  # times the current session's launch was asked for
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,9 @@ class Policy:
     transcript_timeout_seconds: float  # how long a stopping meeting waits for its last chunks
     stop_grace_seconds: float  # how long a stopped bot may take to leave (a deleted Job's pod still drains)
     lost_grace_seconds: float  # a bot gone without a final report is judged once silent this long
+    relaunch_limit: int  # relaunches per meeting before it fails
+    relaunch_backoff_seconds: float  # wait before the first relaunch, doubling for each further one
+    launch_timeout_seconds: float  # a session its orchestrator does not know this long after it was asked for
 
 
 @dataclass(frozen=True)
@@ -73,25 +96,62 @@ def decide(seen: Observation, policy: Policy) -> Decision:
     alive = seen.worker in (W.PENDING, W.RUNNING)
     if seen.status in TERMINAL:
         return Decision(Action.STOP_LEFTOVER_BOT, f"meeting already {seen.status}") if alive else Decision(Action.NONE)
+    if seen.status == S.STOPPING:
+        return _decide_stopping(seen, policy, alive)
     if seen.session_ended:
-        # The bot reported its end; settle() completes the meeting once its chunks are in.
-        waited = seen.seconds_since_session_end or 0.0
-        if seen.status == S.STOPPING and seen.chunks_missing and waited > policy.transcript_timeout_seconds:
-            return Decision(Action.FINISH, f"{seen.chunks_missing} chunk(s) never transcribed")
-        return Decision(Action.NONE)
-    silent = seen.seconds_since_heartbeat if seen.seconds_since_heartbeat is not None else seen.seconds_since_launch
+        if not seen.session_failed:
+            return Decision(Action.NONE)  # it left: its `left` report moves the meeting on
+        return _relaunch_or_fail(seen, policy, seen.end_reason or "bot_failed", seen.seconds_since_session_end or 0.0)
+    silent = _silence(seen)
+    if seen.worker == W.MISSING and seen.seconds_since_heartbeat is None:
+        # Never seen running: the launch task was lost, or is still waiting for the orchestrator.
+        if seen.seconds_since_launch < policy.launch_timeout_seconds:
+            return Decision(Action.NONE)
+        if seen.launch_requests > policy.relaunch_limit:
+            return Decision(Action.FAIL, f"launch_failed: the bot never started ({seen.launch_requests} launch requests)")
+        return Decision(Action.RETRY_LAUNCH, f"the orchestrator has no bot {seen.seconds_since_launch:.0f} s after launch")
     if not alive:
         # A bot that just exited may have sent its final report, still in the broker.
         if silent < policy.lost_grace_seconds:
             return Decision(Action.NONE)
-        if seen.status == S.STOPPING and seen.seconds_in_status < policy.stop_grace_seconds:
-            return Decision(Action.NONE)
-        reason = f"bot_lost: {seen.worker_detail or seen.worker}"
-        return Decision(Action.FINISH if seen.status == S.STOPPING else Action.FAIL, reason)
+        return _relaunch_or_fail(seen, policy, f"bot_lost: {seen.worker_detail or seen.worker}", silent - policy.lost_grace_seconds)
     # Silence counts only once the bot runs: a pending one may still be pulling its image.
     if seen.worker == W.RUNNING and silent > policy.heartbeat_timeout_seconds:
         return Decision(Action.STOP_SILENT_BOT, f"no heartbeat for {silent:.0f} s")
     return Decision(Action.NONE)
+
+
+def _decide_stopping(seen: Observation, policy: Policy, alive: bool) -> Decision:
+    if seen.session_ended:
+        # The bot reported its end; settle() completes the meeting once its chunks are in.
+        waited = seen.seconds_since_session_end or 0.0
+        if seen.chunks_missing and waited > policy.transcript_timeout_seconds:
+            return Decision(Action.FINISH, f"{seen.chunks_missing} chunk(s) never transcribed")
+        return Decision(Action.NONE)
+    if alive:
+        if seen.seconds_in_status > policy.stop_grace_seconds:
+            return Decision(Action.STOP_BOT, f"still running {seen.seconds_in_status:.0f} s after the stop")
+        return Decision(Action.NONE)
+    if _silence(seen) < policy.lost_grace_seconds or seen.seconds_in_status < policy.stop_grace_seconds:
+        return Decision(Action.NONE)
+    return Decision(Action.FINISH, f"bot_lost: {seen.worker_detail or seen.worker}")
+
+
+def _silence(seen: Observation) -> float:
+    return seen.seconds_since_heartbeat if seen.seconds_since_heartbeat is not None else seen.seconds_since_launch
+
+
+def _relaunch_or_fail(seen: Observation, policy: Policy, reason: str, seconds_since_failure: float) -> Decision:
+    if seen.relaunches >= policy.relaunch_limit:
+        return Decision(Action.FAIL, f"{reason} (after {seen.relaunches} relaunches)")
+    if seconds_since_failure < relaunch_delay(policy, seen.relaunches):
+        return Decision(Action.NONE)
+    return Decision(Action.RELAUNCH, reason)
+
+
+def relaunch_delay(policy: Policy, relaunches: int) -> float:
+    """Exponential backoff: the wait before relaunch number `relaunches + 1`."""
+    return policy.relaunch_backoff_seconds * 2**relaunches
 
 
 def observe(db: Session, meeting: Meeting, orchestrator: Orchestrator, now: datetime) -> Observation:
@@ -104,10 +164,14 @@ def observe(db: Session, meeting: Meeting, orchestrator: Orchestrator, now: date
         worker=worker.state,
         worker_detail=worker.detail,
         session_ended=bot_session.ended_at is not None,
+        session_failed=bot_session.end_state == BotState.FAILED,
+        end_reason=bot_session.end_reason,
         seconds_since_launch=(now - bot_session.launched_at).total_seconds(),
         seconds_since_heartbeat=_age(now, bot_session.last_heartbeat_at),
         seconds_since_session_end=_age(now, bot_session.ended_at),
         chunks_missing=max(0, (bot_session.chunks_sent or 0) - transcribed),
+        relaunches=len(meeting.sessions) - 1,
+        launch_requests=bot_session.launch_requests,
     )
 
 
@@ -115,23 +179,29 @@ def _age(now: datetime, then: datetime | None) -> float | None:
     return None if then is None else (now - then).total_seconds()
 
 
-def apply(db: Session, meeting: Meeting, decision: Decision, orchestrator: Orchestrator) -> None:
+def apply(db: Session, meeting: Meeting, decision: Decision, orchestrator: Orchestrator) -> str | None:
+    """Carry out a decision inside the meeting's transaction; the session to launch once it commits."""
     bot_session = meeting.sessions[-1]
+    log.warning("reconciler.acted", extra={**ids(meeting), "action": str(decision.action), "reason": decision.reason})
+    if decision.action == Action.RELAUNCH:
+        return relaunch(db, meeting, decision.reason or "bot_lost", ACTOR).id
+    if decision.action == Action.RETRY_LAUNCH:
+        bot_session.launch_requests += 1
+        bot_session.launched_at = datetime.now(timezone.utc)
+        note(db, meeting, f"launch retry {bot_session.launch_requests - 1}: {decision.reason}", ACTOR)
+        return bot_session.id
     if decision.action == Action.FAIL:
+        end_lost_session(db, meeting, decision.reason or "bot_lost")
         move(db, meeting, S.FAILED, decision.reason, ACTOR)
     elif decision.action == Action.FINISH:
         if bot_session.ended_at is None:
-            # It never said how many chunks it sent: what was transcribed is all there is.
-            bot_session.ended_at = datetime.now(timezone.utc)
-            bot_session.end_state = BotState.FAILED
-            bot_session.end_reason = decision.reason
-            bot_session.chunks_sent = transcribed_chunks(db, meeting.id, bot_session.id)
+            end_lost_session(db, meeting, decision.reason or "bot_lost")
             settle(db, meeting)
         else:
             move(db, meeting, S.COMPLETED, f"{meeting.status_reason}; {decision.reason}", ACTOR)
-    if decision.action in (Action.STOP_SILENT_BOT, Action.STOP_LEFTOVER_BOT):
+    elif decision.action in (Action.STOP_BOT, Action.STOP_SILENT_BOT, Action.STOP_LEFTOVER_BOT):
         orchestrator.stop(bot_session.bot_name)
-    log.warning("reconciler.acted", extra={**ids(meeting), "action": str(decision.action), "reason": decision.reason})
+    return None
 
 
 def reconcile_once(settings: Settings, orchestrator: Orchestrator, now: datetime | None = None) -> dict[str, int]:
@@ -140,25 +210,46 @@ def reconcile_once(settings: Settings, orchestrator: Orchestrator, now: datetime
     `now` lets tests look at the world as it will be once grace periods have passed.
     """
     sessions = session_factory(settings.database_url)
-    policy = Policy(
-        heartbeat_timeout_seconds=settings.bot_heartbeat_timeout_seconds,
-        transcript_timeout_seconds=settings.transcript_timeout_seconds,
-        stop_grace_seconds=settings.bot_drain_seconds + SHUTDOWN_MARGIN_SECONDS,  # what its Job is granted
-        lost_grace_seconds=3 * settings.bot_heartbeat_seconds + 5,  # three missed heartbeats
-    )
+    policy = policy_from(settings)
+    locks = coordination.connect(settings.redis_url)
     counts: dict[str, int] = {}
     with sessions() as db:
         candidates = _candidates(db, orchestrator)
     for meeting_pk in candidates:
-        with sessions() as db, db.begin():
-            meeting = lock_meeting(db, meeting_pk)  # the row lock orders us with event handlers
-            if meeting is None or not meeting.sessions:
-                continue
-            decision = decide(observe(db, meeting, orchestrator, now or datetime.now(timezone.utc)), policy)
-            if decision.action != Action.NONE:
-                apply(db, meeting, decision, orchestrator)
-            counts[decision.action] = counts.get(decision.action, 0) + 1
+        try:
+            with coordination.meeting_lock(locks, meeting_pk, wait=0):
+                action = _reconcile_meeting(sessions, settings, orchestrator, policy, meeting_pk, now)
+        except coordination.MeetingBusy:
+            continue  # a launch or stop is under way; the next pass looks again
+        except TransientOrchestratorError as exc:
+            log.warning("reconciler.orchestrator_unavailable", extra={"meeting_id": str(meeting_pk), "error": str(exc)})
+            continue
+        counts[action] = counts.get(action, 0) + 1
     return counts
+
+
+def _reconcile_meeting(sessions, settings: Settings, orchestrator: Orchestrator, policy: Policy, meeting_pk, now) -> Action:
+    with sessions() as db, db.begin():
+        meeting = lock_meeting(db, meeting_pk)  # the row lock orders us with event handlers
+        if meeting is None or not meeting.sessions:
+            return Action.NONE
+        decision = decide(observe(db, meeting, orchestrator, now or datetime.now(timezone.utc)), policy)
+        to_launch = apply(db, meeting, decision, orchestrator) if decision.action != Action.NONE else None
+    if to_launch is not None:
+        launch_session(sessions, settings, orchestrator, meeting_pk, to_launch)
+    return decision.action
+
+
+def policy_from(settings: Settings) -> Policy:
+    return Policy(
+        heartbeat_timeout_seconds=settings.bot_heartbeat_timeout_seconds,
+        transcript_timeout_seconds=settings.transcript_timeout_seconds,
+        stop_grace_seconds=settings.bot_drain_seconds + SHUTDOWN_MARGIN_SECONDS,  # what its Job is granted
+        lost_grace_seconds=3 * settings.bot_heartbeat_seconds + 5,  # three missed heartbeats
+        relaunch_limit=settings.bot_relaunch_limit,
+        relaunch_backoff_seconds=settings.bot_relaunch_backoff_seconds,
+        launch_timeout_seconds=settings.launch_timeout_seconds,
+    )
 
 
 def _candidates(db: Session, orchestrator: Orchestrator) -> list:
@@ -169,20 +260,18 @@ def _candidates(db: Session, orchestrator: Orchestrator) -> list:
     return sorted(live)
 
 
-_orchestrator: Orchestrator | None = None
-
-
-@celery_app.task(name="vexa.reconcile", ignore_result=True)
+@celery_app.task(name=TaskName.RECONCILE)
 def reconcile() -> dict[str, int]:
-    global _orchestrator
     settings = get_settings()
     # Overlapping passes (a slow one, a second beat) would only repeat work: one at a time.
-    lock = redis.Redis.from_url(settings.redis_url).lock("vexa:reconcile", timeout=120, blocking=False)
+    lock = coordination.connect(settings.redis_url).lock("vexa:reconcile", timeout=120, blocking=False)
     if not lock.acquire():
         return {}
     try:
-        _orchestrator = _orchestrator or create_orchestrator(settings)
-        return reconcile_once(settings, _orchestrator)
+        return reconcile_once(settings, worker_orchestrator())
     finally:
-        lock.release()
+        try:
+            lock.release()
+        except redis.RedisError:
+            pass  # Redis restarted under us: the lock is gone anyway
 

@@ -24,6 +24,7 @@ from . import BotSpec, LaunchError, WorkerState, WorkerStatus
 _INHERITED = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 STARTUP_GRACE_SECONDS = 1.0  # the bot installs its SIGTERM handler first thing; give it that long
+NEVER_STARTED_SECONDS = 30.0  # a claimed name with no bot process after this long was never started
 
 
 class ProcessOrchestrator:
@@ -37,6 +38,8 @@ class ProcessOrchestrator:
             workdir.mkdir()
         except FileExistsError:
             return  # already launched: launching is idempotent
+        except OSError as exc:  # no space, no permission
+            raise LaunchError(f"could not create the bot's folder: {exc}") from exc
         (workdir / "spec.json").write_text(
             json.dumps({"labels": spec.labels, "launched_at": datetime.now(timezone.utc).isoformat()})
         )
@@ -74,6 +77,9 @@ class ProcessOrchestrator:
             return WorkerStatus(name, WorkerState.FAILED, detail)
         pid = self._pid(workdir)
         if pid is None:
+            if time.time() - workdir.stat().st_mtime > NEVER_STARTED_SECONDS:
+                # Its launcher died between claiming the name and starting the watcher.
+                return WorkerStatus(name, WorkerState.FAILED, "the bot process never started")
             return WorkerStatus(name, WorkerState.PENDING)
         if _alive(pid):
             return WorkerStatus(name, WorkerState.RUNNING, f"pid {pid}")

@@ -1,0 +1,79 @@
+"""What bot-manager and the Celery worker share through Redis: per-meeting locks and the status cache.
+
+PostgreSQL stays the source of truth. The lock orders the orchestrator calls made
+for one meeting (launch, stop, relaunch) across processes, which a database row
+lock cannot do without holding a transaction open across a slow API call. When
+Redis is down both degrade safely: the lock is skipped (row locks still keep the
+database consistent, and launch and stop are idempotent), and the cache is bypassed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import redis
+
+log = logging.getLogger(__name__)
+LOCK_SECONDS = 60  # longer than any launch or stop call; a crashed holder frees it by then
+LOCK_WAIT_SECONDS = 30
+
+
+class MeetingBusy(RuntimeError):
+    """Another process holds the meeting's lock for longer than we may wait."""
+
+
+def connect(redis_url: str) -> redis.Redis:
+    # Short timeouts: an unreachable Redis must cost an API call milliseconds, not minutes.
+    return redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+
+
+@contextmanager
+def meeting_lock(client: redis.Redis, meeting_pk: uuid.UUID, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Hold the meeting's lock; MeetingBusy if it stays taken for `wait` seconds."""
+    lock = client.lock(f"vexa:meeting:{meeting_pk}:lock", timeout=LOCK_SECONDS, blocking_timeout=wait)
+    try:
+        acquired = lock.acquire()
+    except redis.RedisError as exc:
+        log.warning("redis.lock_skipped", extra={"meeting_id": str(meeting_pk), "error": str(exc)})
+        yield
+        return
+    if not acquired:
+        raise MeetingBusy(f"meeting {meeting_pk} is busy")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except redis.RedisError:
+            pass  # expired or Redis gone: the timeout frees it
+
+
+def cached(client: redis.Redis, key: str, seconds: float, compute: Callable[[], Any]) -> Any:
+    """`compute()`, served from Redis for up to `seconds` (JSON-serialisable values only)."""
+    if seconds <= 0:
+        return compute()
+    key = f"vexa:cache:{key}"
+    try:
+        hit = client.get(key)
+        if hit is not None:
+            return json.loads(hit)
+    except redis.RedisError as exc:
+        log.warning("redis.cache_unavailable", extra={"error": str(exc)})
+        return compute()
+    value = compute()
+    try:
+        client.set(key, json.dumps(value), px=int(seconds * 1000))
+    except redis.RedisError:
+        pass
+    return value
+
+
+def forget(client: redis.Redis, key: str) -> None:
+    """Drop a cached value at once (after a change), so readers see the change without waiting."""
+    try:
+        client.delete(f"vexa:cache:{key}")
+    except redis.RedisError:
+        pass  # it expires by itself within its lifetime

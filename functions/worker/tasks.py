@@ -1,0 +1,49 @@
+"""Celery tasks that launch and stop bots, retrying through brief outages.
+
+Both are idempotent (a name is launched once; stopping twice is stopping once),
+which is what lets them run with acks_late: a task whose worker died is run
+again by another. A launch that keeps failing with a transient error gives up
+after its retries and fails the meeting with the reason; one whose task was
+lost altogether is re-sent by the reconciler.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from sqlalchemy.exc import DBAPIError
+
+from functions.bot_manager import coordination
+from functions.bot_manager.meetings import fail_launch, launch_session, stop_session
+from functions.bot_manager.orchestrator import TransientOrchestratorError
+from functions.common.db import session_factory
+from functions.common.settings import get_settings
+
+from . import TaskName, celery_app, worker_orchestrator
+
+log = logging.getLogger(__name__)
+# Outages worth waiting out: the orchestrator's API, the database, a busy meeting.
+TRANSIENT = (TransientOrchestratorError, DBAPIError, coordination.MeetingBusy)
+RETRIES = 7  # exponential backoff, capped at 30 s: about two minutes in all
+RETRY_POLICY = dict(autoretry_for=TRANSIENT, max_retries=RETRIES, retry_backoff=1, retry_backoff_max=30, retry_jitter=True)
+
+
+@celery_app.task(name=TaskName.LAUNCH_BOT, bind=True, **RETRY_POLICY)
+def launch_bot(task, meeting_pk: str, session_id: str) -> None:
+    settings = get_settings()
+    sessions = session_factory(settings.database_url)
+    try:
+        with coordination.meeting_lock(coordination.connect(settings.redis_url), uuid.UUID(meeting_pk)):
+            launch_session(sessions, settings, worker_orchestrator(), uuid.UUID(meeting_pk), session_id)
+    except TRANSIENT as exc:
+        if task.request.retries >= RETRIES:
+            fail_launch(sessions, uuid.UUID(meeting_pk), session_id, f"gave up after {RETRIES + 1} tries: {exc}")
+            return
+        log.warning("bot.launch_retry", extra={"meeting_id": meeting_pk, "session_id": session_id, "error": str(exc)})
+        raise
+
+
+@celery_app.task(name=TaskName.STOP_BOT, **RETRY_POLICY)
+def stop_bot(meeting_pk: str) -> None:
+    settings = get_settings()
+    with coordination.meeting_lock(coordination.connect(settings.redis_url), uuid.UUID(meeting_pk)):
+        stop_session(session_factory(settings.database_url), worker_orchestrator(), uuid.UUID(meeting_pk))

@@ -5,14 +5,16 @@ Helm v4 as a library), every Kubernetes object is validated against the Kubernet
 schemas of KUBERNETES_VERSION (kubernetes-validate, strict: unknown fields are errors), and
 every Knative object against the Knative CRDs in shared/schemas/knative, with unknown fields
 rejected wherever the CRD would prune them. On top of that, the tests assert what an operator
-relies on: scale to zero, one public service, least-privilege RBAC, non-root pods, and routing
-identical to the local broker's.
+relies on: scale to zero, one public service, least-privilege RBAC (only the Celery worker,
+which launches the bots, has a Kubernetes API token), non-root pods, routing identical to the
+local broker's, and a worker that builds bot Jobs from exactly the values the operator set.
 """
 from __future__ import annotations
 
 import copy
 import importlib.util
 import re
+import uuid
 from functools import lru_cache
 from typing import Any, Iterator
 
@@ -23,10 +25,14 @@ import pytest
 import referencing
 import yaml
 
-from functions.bot_manager.orchestrator import BotSpec
+
+from functions.bot_manager.meetings import bot_spec
 from functions.bot_manager.orchestrator.job_spec import build_job
 from functions.broker.routing import load_routing
+from functions.common.bot_config import ENV_NAMES, BotConfig
+from functions.common.models import BotSession, Meeting
 from functions.common.settings import REPO_ROOT, SETTINGS, Settings
+from functions.worker.reconciler import policy_from
 
 CHART = REPO_ROOT / "helm" / "vexa"
 PRODUCTION_VALUES = CHART / "values-production.yaml"
@@ -51,11 +57,60 @@ KNATIVE_SERVICES = {"gateway": "gateway", "bot-manager": "bot_manager", "transcr
 # Variables a Vexa container may get that are not application settings: gunicorn_conf's own
 # (README "Process-level variables").
 PROCESS_VARIABLES = {"GUNICORN_TIMEOUT", "GUNICORN_THREADS", "PROMETHEUS_MULTIPROC_DIR"}
+# The Kubernetes API identity: the Celery worker's, the only Vexa pod that talks to the API.
+WORKER = f"{RELEASE}-worker"
 LEAST_PRIVILEGE_RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
 ]
+# Where each setting the worker builds, launches and relaunches bots from comes from in
+# values.yaml. Which settings those are is not listed here but found by running the worker's
+# own code (`launch_as_the_worker`); a setting the code starts to read fails the tests until the chart
+# passes it and it is added here, to RELEASE_FACTS or to CODE_DEFAULTS.
+BOT_VALUES = {
+    "BOT_CPU_REQUEST": "bot.resources.requests.cpu",
+    "BOT_CPU_LIMIT": "bot.resources.limits.cpu",
+    "BOT_MEMORY_REQUEST": "bot.resources.requests.memory",
+    "BOT_MEMORY_LIMIT": "bot.resources.limits.memory",
+    "MAX_MEETING_SECONDS": "bot.maxMeetingSeconds",
+    "BOT_JOB_TTL_SECONDS": "bot.jobTtlSeconds",
+    "BOT_HEARTBEAT_SECONDS": "bot.heartbeatSeconds",
+    "BOT_BUFFER_CHUNKS": "bot.bufferChunks",
+    "BOT_DRAIN_SECONDS": "bot.drainSeconds",
+    "CHUNK_MIN_SECONDS": "bot.chunkMinSeconds",
+    "CHUNK_MAX_SECONDS": "bot.chunkMaxSeconds",
+    "CHUNK_PAUSE_MS": "bot.chunkPauseMs",
+    "VAD_AGGRESSIVENESS": "bot.vadAggressiveness",
+    "BOT_RELAUNCH_LIMIT": "bot.relaunchLimit",
+    "BOT_RELAUNCH_BACKOFF_SECONDS": "bot.relaunchBackoffSeconds",
+    "LAUNCH_TIMEOUT_SECONDS": "bot.launchTimeoutSeconds",
+    "LOG_LEVEL": "settings.logLevel",
+}
+# Settings the worker reads that follow from the release, not from a value of their own
+# (checked one by one in test_the_job_the_worker_builds_fits_what_the_chart_prepared).
+RELEASE_FACTS = {"ORCHESTRATOR", "KUBERNETES_NAMESPACE", "BOT_SERVICE_ACCOUNT", "BOT_IMAGE", "BROKER_INGRESS_URL"}
+# Reconciler settings the chart does not expose: the worker runs with the code's defaults.
+CODE_DEFAULTS = {"BOT_HEARTBEAT_TIMEOUT_SECONDS", "TRANSCRIPT_TIMEOUT_SECONDS"}
+# A value for every BOT_VALUES entry, each unlike its default, so the tests tell a value the
+# chart passes on from one it happens to share with the code's default.
+CUSTOM_VALUES = {
+    "image": {"registry": "registry.example.com/team", "tag": "9.9.9"},
+    "settings": {"logLevel": "DEBUG", "statusCacheSeconds": 2.5},
+    "bot": {
+        "resources": {"requests": {"cpu": "300m", "memory": "300Mi"}, "limits": {"cpu": "2", "memory": "700Mi"}},
+        "maxMeetingSeconds": 5400,
+        "jobTtlSeconds": 600,
+        "heartbeatSeconds": 2.5,
+        "bufferChunks": 90,
+        "drainSeconds": 12.5,
+        "chunkMinSeconds": 3.5,
+        "chunkMaxSeconds": 8,
+        "chunkPauseMs": 250,
+        "vadAggressiveness": 3,
+        "relaunchLimit": 7,
+        "relaunchBackoffSeconds": 1.5,
+        "launchTimeoutSeconds": 45,
+    },
+}
 
 
 # ---- rendering ----------------------------------------------------------------------------------
@@ -101,6 +156,33 @@ def rendered(request, default_objects, production_objects) -> list[dict[str, Any
     return default_objects if request.param == "default" else production_objects
 
 
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Values files layered the way Helm layers them: maps merge, anything else is replaced."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def value_at(values: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        values = values[key]
+    return values
+
+
+@pytest.fixture(scope="module", params=["default", "production", "custom"])
+def with_values(request, chart, default_objects, production_objects) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rendered objects together with the complete values they were rendered from."""
+    if request.param == "default":
+        return default_objects, chart.values
+    if request.param == "production":
+        return production_objects, merged(chart.values, production_values())
+    return objects(render(chart, CUSTOM_VALUES)), merged(chart.values, CUSTOM_VALUES)
+
+
 def of_kind(rendered: list[dict], kind: str, api_version: str | None = None) -> list[dict]:
     return [o for o in rendered if o["kind"] == kind and (api_version is None or o["apiVersion"] == api_version)]
 
@@ -137,6 +219,51 @@ def env_of(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
+def plain_env(workload: dict) -> dict[str, str]:
+    """A workload's environment as the process sees it, less what comes from Secrets."""
+    return {name: e["value"] for name, e in env_of(container_of(workload)).items() if "value" in e}
+
+
+# ---- the worker's own code, run on the worker's rendered environment ----------------------------
+
+
+class SettingsReads:
+    """Settings that note which of them the code reads."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self.names: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        self.names.add(name)
+        return getattr(self._settings, name)
+
+    @property
+    def variables(self) -> set[str]:
+        return {SETTINGS[name].env for name in self.names}
+
+
+def launch_as_the_worker(env: dict[str, str]) -> tuple[SettingsReads, str, dict]:
+    """Build a bot's Job the way the worker's launch task does, with `env` as the worker's
+    environment. Returns the settings that code read, and the namespace and Job the Kubernetes
+    orchestrator sends (`KubernetesOrchestrator.launch` posts build_job's Job to its namespace)."""
+    settings = SettingsReads(Settings.from_env(env))
+    meeting = Meeting(
+        id=uuid.uuid4(), user_id="alice", meeting_id="standup", platform="file", status="starting",
+        meeting_url="https://example.com/standup.ogg", language="en", replay_speed=1.0,
+    )  # fmt: skip
+    session = BotSession(id="s1", bot_name="bot-alice-standup-0123456789", resume_from_s=0.0, launch_requests=1)
+    assert settings.orchestrator == "kubernetes"
+    job = build_job(bot_spec(settings, meeting, session), settings)
+    policy_from(settings)  # the reconciler's relaunch policy
+    return settings, settings.kubernetes_namespace, job
+
+
+def bot_tunables() -> set[str]:
+    """The variables a bot gets from the settings of whoever launches it (BotConfig.for_meeting)."""
+    return {name for name in ENV_NAMES.values() if name in {s.env for s in SETTINGS.values()}}
+
+
 # ---- the Helm SDK: lint, schema ----------------------------------------------------------------
 
 
@@ -170,6 +297,10 @@ def test_helm_lint_strict_is_clean(values):
         ({"postgresql": {"enabled": False}}, "existingSecret"),  # no database at all
         ({"redis": {"enabled": False}}, "externalRedis"),
         ({"externalRedis": {"url": "redis://:hunter2@redis:6379/0"}}, "/externalRedis/url"),  # a password in values
+        ({"bot": {"relaunchLimit": -1}}, "/bot/relaunchLimit"),
+        ({"bot": {"relaunchLimit": 1.5}}, "/bot/relaunchLimit"),
+        ({"bot": {"launchTimeoutSeconds": 0}}, "/bot/launchTimeoutSeconds"),  # would relaunch every round
+        ({"settings": {"statusCacheSeconds": -1}}, "/settings/statusCacheSeconds"),
     ],
 )
 def test_bad_values_fail_at_install_time(chart, values, complaint):
@@ -418,8 +549,7 @@ def test_images_follow_the_registry_and_app_version(chart, default_objects, prod
             assert images[name] == f"{registry}/vexa-{name}:{tag}"
         assert images["worker"] == images["beat"] == f"{registry}/vexa-worker:{tag}"
         assert images["migrations"] == f"{registry}/vexa-bot-manager:{tag}"
-        bot_manager = container_of(knative_services(rendered)["bot-manager"])
-        assert env_of(bot_manager)["BOT_IMAGE"]["value"] == f"{registry}/vexa-bot:{tag}"
+        assert plain_env(one(rendered, "Deployment", WORKER))["BOT_IMAGE"] == f"{registry}/vexa-bot:{tag}"
     assert render(chart, {"image": {"tag": "1.2.3"}})["vexa/templates/gateway.yaml"].count("vexa-gateway:1.2.3") == 1
 
 
@@ -436,14 +566,35 @@ def test_every_variable_given_to_vexa_is_a_setting(rendered):
             assert not unknown, f"{key} sets {sorted(unknown)}, which no setting reads"
 
 
-def test_bot_manager_launches_bots_as_jobs_in_the_release_namespace(rendered):
-    env = env_of(container_of(knative_services(rendered)["bot-manager"]))
-    assert env["ORCHESTRATOR"]["value"] == "kubernetes"
-    assert env["KUBERNETES_NAMESPACE"]["value"] == NAMESPACE
+def test_the_worker_launches_bots_as_jobs_in_the_release_namespace(rendered):
+    env = plain_env(one(rendered, "Deployment", WORKER))
+    assert env["ORCHESTRATOR"] == "kubernetes"
+    assert env["KUBERNETES_NAMESPACE"] == NAMESPACE
     broker_ingress = f"http://broker-ingress.knative-eventing.svc.cluster.local/{NAMESPACE}/default"
-    assert env["BROKER_INGRESS_URL"]["value"] == broker_ingress
+    assert env["BROKER_INGRESS_URL"] == broker_ingress
     gateway = env_of(container_of(knative_services(rendered)["gateway"]))
     assert gateway["BOT_MANAGER_URL"]["value"] == f"http://bot-manager.{NAMESPACE}.svc.cluster.local"
+
+
+def test_bot_manager_gets_what_its_api_needs_and_nothing_to_launch_bots_with(with_values):
+    """bot-manager only records meetings and queues tasks: no orchestrator, no bot settings."""
+    rendered, values = with_values
+    manager = env_of(container_of(knative_services(rendered)["bot-manager"]))
+    worker = env_of(container_of(one(rendered, "Deployment", WORKER)))
+    beat = env_of(container_of(one(rendered, "Deployment", f"{RELEASE}-beat")))
+    launching = set(worker) - set(beat)  # what the worker has for launching bots, beyond Celery's own
+    assert {"ORCHESTRATOR", "KUBERNETES_NAMESPACE", "BOT_IMAGE"} <= launching
+    assert not launching & set(manager), f"bot-manager has {sorted(launching & set(manager))}"
+    assert set(manager) - PROCESS_VARIABLES == {
+        "LOG_LEVEL", "DATABASE_URL", "REDIS_URL", "MAX_BOTS_PER_USER", "MAX_EVENT_BYTES", "DEFAULT_LANGUAGE",
+        "STATUS_CACHE_SECONDS",
+    }  # fmt: skip
+    settings = Settings.from_env({name: e["value"] for name, e in manager.items() if "value" in e})
+    assert settings.max_bots_per_user == values["settings"]["maxBotsPerUser"]
+    assert settings.max_event_bytes == values["settings"]["maxEventBytes"]
+    assert settings.default_language == values["settings"]["defaultLanguage"]
+    assert settings.status_cache_seconds == values["settings"]["statusCacheSeconds"]
+    assert settings.log_level == values["settings"]["logLevel"]
 
 
 def test_database_and_redis_urls_come_from_secrets(default_objects, production_objects):
@@ -497,17 +648,22 @@ def test_rbac_is_least_privilege(rendered):
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"],
     }  # fmt: skip
-    bot_manager_account = knative_services(rendered)["bot-manager"]["spec"]["template"]["spec"]["serviceAccountName"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": bot_manager_account, "namespace": NAMESPACE}]
-    # The Celery worker (its reconciler checks on bot Jobs) shares bot-manager's account;
-    # every other pod runs without an API token, and so do bots.
-    with_token = {"Service/bot-manager", f"Deployment/{RELEASE}-worker"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": WORKER, "namespace": NAMESPACE}]
+    worker_account = one(rendered, "ServiceAccount", WORKER)
+    for o in (role, binding, worker_account):
+        assert o["metadata"]["name"] == WORKER
+        assert o["metadata"]["labels"]["app.kubernetes.io/component"] == "worker", o["kind"]
+    # The Celery worker launches, follows and stops the bot Jobs, so it alone has a token;
+    # every other pod runs without one (bot-manager only queues tasks), and so do bots.
     for key, spec in pod_specs(rendered).items():
-        if key in with_token:
-            assert spec["serviceAccountName"] == bot_manager_account, key
+        if key == f"Deployment/{WORKER}":
+            assert spec["serviceAccountName"] == WORKER, key
             assert spec.get("automountServiceAccountToken") is not False, key
         else:
             assert spec.get("automountServiceAccountToken") is False, key
+            assert spec.get("serviceAccountName", "default") != WORKER, key
+    assert "serviceAccountName" not in knative_services(rendered)["bot-manager"]["spec"]["template"]["spec"]
+    assert {o["metadata"]["name"] for o in of_kind(rendered, "ServiceAccount")} == {WORKER, "vexa-bot"}
     bot_account = one(rendered, "ServiceAccount", "vexa-bot")
     assert bot_account["automountServiceAccountToken"] is False
 
@@ -613,26 +769,75 @@ def test_bot_jobs_get_the_broker_as_their_sink(rendered):
     }  # fmt: skip
 
 
-def test_the_job_bot_manager_builds_fits_what_the_chart_prepared(rendered):
-    """The Job spec (job_spec.py) and the chart must not drift apart: same labels, account, namespace."""
-    settings = Settings.from_env({"KUBERNETES_NAMESPACE": NAMESPACE})
-    spec = BotSpec(name="bot-alice-standup-0123456789", env={"VEXA_USER_ID": "alice"},
-                   labels={"user": "alice", "meeting": "standup", "session": "s1"})  # fmt: skip
-    job = build_job(spec, settings)
+def test_the_worker_gets_every_setting_it_builds_and_relaunches_bots_from(with_values):
+    """The Celery worker alone launches bots: its environment must carry every setting its code
+    reads to do so, found by running that code, each with the value from values.yaml."""
+    rendered, values = with_values
+    worker = one(rendered, "Deployment", WORKER)
+    env = plain_env(worker)
+    settings, _, _ = launch_as_the_worker(env)
+    read = settings.variables
+    # What the worker's code reads: BotConfig.for_meeting's bot tunables, the Job's own
+    # settings (job_spec.build_job) and the reconciler's relaunch policy.
+    assert bot_tunables() <= read
+    assert {"BOT_IMAGE", "MAX_MEETING_SECONDS", "BOT_RELAUNCH_LIMIT", "LAUNCH_TIMEOUT_SECONDS"} <= read
+    # Every one is accounted for: from a value, from the release, or deliberately left at its default.
+    unaccounted = read - BOT_VALUES.keys() - RELEASE_FACTS - CODE_DEFAULTS
+    assert not unaccounted, f"the worker reads {sorted(unaccounted)}: pass them in vexa.botEnv and list them here"
+    missing = read - CODE_DEFAULTS - set(env_of(container_of(worker)))
+    assert not missing, f"the worker's Deployment lacks {sorted(missing)}; it would build bots from code defaults"
+    assert not CODE_DEFAULTS & set(env), "now passed by the chart: move it to BOT_VALUES"
+    typed = Settings.from_env(env)
+    for variable, path in BOT_VALUES.items():
+        setting = getattr(typed, variable.lower())
+        expected = value_at(values, path)
+        assert setting == (str(expected) if isinstance(setting, str) else expected), (variable, path)
+    # Only the worker: beat schedules the reconciler but launches nothing.
+    beat = set(env_of(container_of(one(rendered, "Deployment", f"{RELEASE}-beat"))))
+    launching = beat & (read - {"LOG_LEVEL"})
+    assert not launching, f"beat has {sorted(launching)}"
+
+
+def test_custom_values_differ_from_every_default(chart):
+    """Otherwise the custom case above could not tell a value passed on from a default."""
+    values = merged(chart.values, CUSTOM_VALUES)
+    for variable, path in BOT_VALUES.items():
+        assert str(value_at(values, path)) != SETTINGS[variable.lower()].default, variable
+        assert value_at(values, path) != value_at(chart.values, path), path
+
+
+def test_the_job_the_worker_builds_fits_what_the_chart_prepared(chart, with_values):
+    """The Job the worker sends (job_spec.py, from the worker's rendered environment) and the
+    chart must not drift apart: labels the SinkBinding selects, the bots' account, the release's
+    namespace and image, and the bot settings from values.yaml."""
+    rendered, values = with_values
+    _, namespace, job = launch_as_the_worker(plain_env(one(rendered, "Deployment", WORKER)))
+    assert_valid_kubernetes(job)
+    assert namespace == job["metadata"]["namespace"] == NAMESPACE
     (binding,) = of_kind(rendered, "SinkBinding")
     selector = binding["spec"]["subject"]["selector"]["matchLabels"]
     assert selector.items() <= job["metadata"]["labels"].items()  # the SinkBinding finds the Job
-    accounts = {o["metadata"]["name"]: o for o in of_kind(rendered, "ServiceAccount")}
-    account = accounts[job["spec"]["template"]["spec"]["serviceAccountName"]]
-    assert account.get("automountServiceAccountToken") is False
-    (manager,) = [o for o in of_kind(rendered, "Service") if o["metadata"]["name"] == "bot-manager"]
-    env = {e["name"]: e.get("value") for e in manager["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["KUBERNETES_NAMESPACE"] == job["metadata"]["namespace"] == NAMESPACE
-    assert env["ORCHESTRATOR"] == "kubernetes"
-    # The reconciler in the Celery worker must look for bots where bot-manager puts them.
-    worker = one(rendered, "Deployment", f"{RELEASE}-worker")["spec"]["template"]["spec"]["containers"][0]
-    worker_env = {e["name"]: e.get("value") for e in worker["env"]}
-    assert (worker_env["ORCHESTRATOR"], worker_env["KUBERNETES_NAMESPACE"]) == ("kubernetes", NAMESPACE)
+    pod = job["spec"]["template"]["spec"]
+    account = one(rendered, "ServiceAccount", pod["serviceAccountName"])
+    assert account["metadata"]["name"] == "vexa-bot" and account.get("automountServiceAccountToken") is False
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    tag = values["image"]["tag"] or chart.metadata["appVersion"]
+    assert container["image"] == f"{values['image']['registry']}/vexa-bot:{tag}"
+    resources = values["bot"]["resources"]
+    assert container["resources"] == {
+        kind: {key: str(value) for key, value in amounts.items()} for kind, amounts in resources.items()
+    }
+    assert job["spec"]["activeDeadlineSeconds"] == values["bot"]["maxMeetingSeconds"]
+    assert job["spec"]["ttlSecondsAfterFinished"] == values["bot"]["jobTtlSeconds"]
+    # The bot reads its tunables back exactly as values.yaml set them; K_SINK (the SinkBinding
+    # replaces it) falls back to the Broker's ingress.
+    bot_env = {e["name"]: e["value"] for e in container["env"]}
+    config = BotConfig.from_env(bot_env)
+    for field, variable in ENV_NAMES.items():
+        if variable in bot_tunables():
+            assert getattr(config, field) == value_at(values, BOT_VALUES[variable]), variable
+    assert bot_env["K_SINK"] == f"http://broker-ingress.knative-eventing.svc.cluster.local/{NAMESPACE}/default"
 
 
 def test_everything_lands_in_the_release_namespace(chart):

@@ -39,7 +39,14 @@ def create_celery(settings: Settings | None = None) -> Celery:
         include=["functions.worker.reconciler", "functions.worker.tasks"],
     )
     app.conf.update(
-        beat_schedule={"reconcile": {"task": TaskName.RECONCILE, "schedule": settings.reconcile_seconds}},
+        beat_schedule={
+            "reconcile": {
+                "task": TaskName.RECONCILE,
+                "schedule": settings.reconcile_seconds,
+                # Passes queued while no worker ran are dropped, not run back to back: the next one will do.
+                "options": {"expires": max(settings.reconcile_seconds, 1.0)},
+            }
+        },
         timezone="UTC",
         # One task at a time per worker process, acknowledged only once done, so a
         # worker killed mid-task leaves it to another worker instead of losing it.

@@ -1,9 +1,9 @@
 {{/*
 Helpers shared by every template. Names that other files refer to are fixed:
 the Knative Services gateway, bot-manager and transcription and the Broker
-(named in knative/*.yaml), and the bots' ServiceAccount vexa-bot (named in bot
-Jobs). So: one release per namespace. Everything else is prefixed with the
-release's full name.
+(named in knative/*.yaml), and the bots' ServiceAccount vexa-bot (named in the
+bot Jobs the Celery worker creates). So: one release per namespace. Everything
+else is prefixed with the release's full name.
 */}}
 
 {{- define "vexa.fullname" -}}
@@ -312,14 +312,72 @@ spec:
           emptyDir: {}
 {{- end -}}
 
-{{/* The Vexa container pieces shared by the worker, beat and the migrations Job. */}}
-{{- /* What bot-manager and the Celery worker (its reconciler) need to find bot Jobs. */ -}}
+{{/* ---- Bots: what the Celery worker needs to build, launch and relaunch their Jobs ----- */}}
+
+{{/*
+The bots' ServiceAccount: a fixed name, like the Knative Services', created in
+rbac.yaml and named in every bot Job (BOT_SERVICE_ACCOUNT).
+*/}}
+{{- define "vexa.botServiceAccountName" -}}vexa-bot{{- end -}}
+
+{{/* The kubernetes orchestrator: bot Jobs go to the release's namespace. */}}
 {{- define "vexa.orchestratorEnv" -}}
 - name: ORCHESTRATOR
   value: kubernetes
 - name: KUBERNETES_NAMESPACE
   value: {{ .Release.Namespace | quote }}
 {{- end -}}
+
+{{/*
+Every setting the Celery worker builds a bot's Job from (meetings.bot_spec and
+orchestrator/job_spec.py), plus the reconciler's relaunch policy. Only the worker
+gets these: bot-manager never talks to the Kubernetes API, beat only schedules.
+Integer settings go through int, so that a large number is never written as 1e+06.
+*/}}
+{{- define "vexa.botEnv" -}}
+{{- $b := .Values.bot -}}
+{{ include "vexa.orchestratorEnv" . }}
+- name: BOT_SERVICE_ACCOUNT
+  value: {{ include "vexa.botServiceAccountName" . | quote }}
+- name: BOT_IMAGE
+  value: {{ include "vexa.image" (list . "bot") | quote }}
+- name: BROKER_INGRESS_URL
+  value: {{ include "vexa.brokerIngressUrl" . | quote }}
+- name: BOT_CPU_REQUEST
+  value: {{ toString $b.resources.requests.cpu | quote }}
+- name: BOT_CPU_LIMIT
+  value: {{ toString $b.resources.limits.cpu | quote }}
+- name: BOT_MEMORY_REQUEST
+  value: {{ toString $b.resources.requests.memory | quote }}
+- name: BOT_MEMORY_LIMIT
+  value: {{ toString $b.resources.limits.memory | quote }}
+- name: MAX_MEETING_SECONDS
+  value: {{ int $b.maxMeetingSeconds | quote }}
+- name: BOT_JOB_TTL_SECONDS
+  value: {{ int $b.jobTtlSeconds | quote }}
+- name: BOT_HEARTBEAT_SECONDS
+  value: {{ toString $b.heartbeatSeconds | quote }}
+- name: BOT_BUFFER_CHUNKS
+  value: {{ int $b.bufferChunks | quote }}
+- name: BOT_DRAIN_SECONDS
+  value: {{ toString $b.drainSeconds | quote }}
+- name: CHUNK_MIN_SECONDS
+  value: {{ toString $b.chunkMinSeconds | quote }}
+- name: CHUNK_MAX_SECONDS
+  value: {{ toString $b.chunkMaxSeconds | quote }}
+- name: CHUNK_PAUSE_MS
+  value: {{ int $b.chunkPauseMs | quote }}
+- name: VAD_AGGRESSIVENESS
+  value: {{ int $b.vadAggressiveness | quote }}
+- name: BOT_RELAUNCH_LIMIT
+  value: {{ int $b.relaunchLimit | quote }}
+- name: BOT_RELAUNCH_BACKOFF_SECONDS
+  value: {{ toString $b.relaunchBackoffSeconds | quote }}
+- name: LAUNCH_TIMEOUT_SECONDS
+  value: {{ toString $b.launchTimeoutSeconds | quote }}
+{{- end -}}
+
+{{/* ---- Celery: what the worker and beat share ---------------------------------------- */}}
 
 {{- define "vexa.backgroundEnv" -}}
 {{ include "vexa.databaseUrlEnv" . }}

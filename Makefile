@@ -12,9 +12,10 @@ URL ?= local/sample/meeting.ogg
 SPEED ?= 1.0
 DEMO_SPEED ?= 2.0
 PYTEST_ARGS ?=
+RELIABILITY_REPORT ?= .vexa/reliability.jsonl
 
 .PHONY: help install up down ps logs logs-gateway logs-bot-manager logs-transcription logs-broker \
-        run-bot stop-bot demo test clean
+        run-bot stop-bot demo test reliability clean
 
 help:
 	@echo "make demo        start everything, send a bot to the sample meeting, print its transcript"
@@ -22,6 +23,7 @@ help:
 	@echo "make ps          services and bots;  make logs[-gateway|-bot-manager|-transcription|-broker]"
 	@echo "make run-bot USER=u MEETING=m [URL=recording] [SPEED=1.0]   send a bot;  make stop-bot USER=u MEETING=m"
 	@echo "make test        the test suite (needs PostgreSQL and Redis: see README)"
+	@echo "make reliability the fault-injection tests alone; measurements in $(RELIABILITY_REPORT) (docs/reliability.md)"
 	@echo "make clean       stop and delete all local state (databases, logs, bots)"
 
 # The virtual environment, rebuilt when pyproject.toml changes.
@@ -60,6 +62,12 @@ demo: up
 
 test: $(INSTALLED)
 	$(PY) -m local.testenv $(PY) -m pytest $(PYTEST_ARGS)
+
+# Fault injection (tests/test_faults.py) on a stack of its own; one JSON line per fault.
+reliability: $(INSTALLED)
+	@mkdir -p $(dir $(RELIABILITY_REPORT)) && rm -f $(RELIABILITY_REPORT)
+	RELIABILITY_REPORT=$(abspath $(RELIABILITY_REPORT)) $(PY) -m local.testenv $(PY) -m pytest tests/test_faults.py -q $(PYTEST_ARGS); \
+	    status=$$?; echo "measurements ($(RELIABILITY_REPORT)):"; cat $(RELIABILITY_REPORT) 2>/dev/null; exit $$status
 
 clean: $(INSTALLED)
 	$(STACK) clean

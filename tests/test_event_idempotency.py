@@ -150,3 +150,12 @@ def test_a_relaunched_bot_and_a_late_chunk_of_the_lost_one_store_the_overlap_onc
     assert [s["session_id"] for s in transcript["segments"]] == [lost.session_id] * 2 + [new.session_id] * 2
     assert transcript["meeting"]["relaunches"] == 1
     assert transcript["meeting"]["history"][-1]["reason"] == "relaunch 1: bot_lost: killed by signal 9"
+
+    # The lost bot's own final report arrives late: its true count replaces the reconciler's guess, once.
+    late_report = _status(lost, BotState.LEFT, START + timedelta(seconds=16), reason="stopped", chunks_sent=3, chunks_dropped=0)
+    assert _post(client, late_report) == 204
+    sessions_now = client.get(f"/transcript/erin/{_meeting_of(client, lost)}").get_json()["meeting"]["sessions"]
+    assert [s["chunks_sent"] for s in sessions_now] == [3, None]
+    before = snapshot(bot_manager.settings.database_url)
+    assert _post(client, late_report) == 204
+    assert snapshot(bot_manager.settings.database_url) == before

@@ -43,9 +43,8 @@ CRASHED = dict(worker=W.FAILED, session_ended=True, session_failed=True, end_rea
         # Gone mid-meeting without its final report: relaunched once silent past the grace and the backoff...
         (seen(**LOST, seconds_since_heartbeat=26), Decision(Action.RELAUNCH, "bot_lost: killed by signal 9")),
         (seen(S.JOINING, W.MISSING), Decision(Action.RELAUNCH, "bot_lost: missing")),
-        (seen(worker=W.SUCCEEDED, worker_detail="exit code 0"), Decision(Action.RELAUNCH, "bot_lost: exit code 0")),
         # ...not while its final report may still be in the broker, nor before the backoff (5 s, then 10, 20)...
-        (seen(worker=W.SUCCEEDED, seconds_since_heartbeat=4), Decision(Action.NONE)),
+        (seen(worker=W.FAILED, seconds_since_heartbeat=4), Decision(Action.NONE)),
         (seen(**LOST, seconds_since_heartbeat=24), Decision(Action.NONE)),
         (seen(**LOST, seconds_since_heartbeat=29, relaunches=1), Decision(Action.NONE)),
         (seen(**LOST, seconds_since_heartbeat=31, relaunches=1), Decision(Action.RELAUNCH, "bot_lost: killed by signal 9")),
@@ -56,8 +55,16 @@ CRASHED = dict(worker=W.FAILED, session_ended=True, session_failed=True, end_rea
         (seen(**CRASHED), Decision(Action.RELAUNCH, "bot_error: boom")),
         (seen(**CRASHED | {"seconds_since_session_end": 2}), Decision(Action.NONE)),
         (seen(**CRASHED, relaunches=3), Decision(Action.FAIL, "bot_error: boom (after 3 relaunches)")),
-        # A bot that left is not relaunched: its `left` report moves the meeting on.
+        # A bot that left is not relaunched: its `left` report moves the meeting on...
         (seen(worker=W.SUCCEEDED, session_ended=True, seconds_since_session_end=600), Decision(Action.NONE)),
+        # ...even when that report is held up (a database outage holds it, and drops the heartbeats);
+        # only if it never comes does the meeting complete with what is stored.
+        (seen(worker=W.SUCCEEDED, worker_detail="exit code 0", seconds_since_heartbeat=200), Decision(Action.NONE)),
+        (seen(worker=W.SUCCEEDED, worker_detail="exit code 0", seconds_since_heartbeat=301),
+         Decision(Action.FINISH, "bot_left_without_report: exit code 0")),
+        (seen(S.STOPPING, W.SUCCEEDED, worker_detail="exit code 0", seconds_since_heartbeat=200), Decision(Action.NONE)),
+        (seen(S.STOPPING, W.SUCCEEDED, worker_detail="exit code 0", seconds_since_heartbeat=301),
+         Decision(Action.FINISH, "bot_left_without_report: exit code 0")),
         # The orchestrator never got the bot (a lost launch task): launched again, then given up on.
         (seen(S.STARTING, W.MISSING, seconds_since_heartbeat=None, seconds_since_launch=10), Decision(Action.NONE)),
         (seen(S.STARTING, W.MISSING, seconds_since_heartbeat=None, seconds_since_launch=31),

@@ -131,17 +131,21 @@ def _subject(db: Session, identity: Identity) -> tuple[Meeting, BotSession]:
 def on_bot_status(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
     status: BotStatusData = payload_of(event, BotStatusData)
     if status.state in (BotState.LEFT, BotState.FAILED):
-        if bot_session.ended_at is not None:
+        if bot_session.end_reported:
             return False
-        bot_session.ended_at = status.at
-        bot_session.end_state = status.state
-        bot_session.end_reason = status.reason
+        if bot_session.ended_at is None:
+            bot_session.ended_at = status.at
+            bot_session.end_state = status.state
+            bot_session.end_reason = status.reason
+        # else the reconciler gave it up for lost; its own count of what it sent still counts.
+        bot_session.end_reported = True
         bot_session.chunks_sent = status.chunks_sent or 0
         bot_session.chunks_dropped = status.chunks_dropped or 0
         if status.chunks_dropped:
             log.warning("bot.chunks_dropped", extra={**ids(meeting), "dropped": status.chunks_dropped})
     if bot_session is not meeting.sessions[-1]:
-        return True  # a replaced session's news no longer steers the meeting
+        settle(db, meeting)  # a replaced session's news no longer steers the meeting, but its count does
+        return True
     actor = f"bot:{bot_session.id}"
     try:
         if status.state == BotState.FAILED and status.retryable and meeting.status != S.STOPPING:

@@ -283,9 +283,17 @@ def settle(db: Session, meeting: Meeting) -> None:
     sessions = meeting.sessions
     if any(s.ended_at is None for s in sessions):
         return
-    expected = sum(s.chunks_sent or 0 for s in sessions)
-    if transcribed_chunks(db, meeting.id) < expected:
+    # Per session: a lost bot's late chunks must not stand in for its successor's missing ones.
+    transcribed = dict(
+        db.execute(
+            select(TranscribedChunk.session_id, func.count())
+            .where(TranscribedChunk.meeting_pk == meeting.id)
+            .group_by(TranscribedChunk.session_id)
+        ).all()
+    )
+    if any(transcribed.get(s.id, 0) < (s.chunks_sent or 0) for s in sessions):
         return
+    expected = sum(s.chunks_sent or 0 for s in sessions)
     reason = meeting.status_reason
     if not db.scalar(select(func.count()).where(TranscriptSegment.meeting_pk == meeting.id)):
         reason = CompletionReason.NO_AUDIO if expected == 0 else CompletionReason.NO_SPEECH

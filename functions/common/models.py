@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -96,6 +98,8 @@ class BotSession(Base):
     # Meeting audio position (s) this session starts at: 0 for the first, where the stored
     # transcript ended for a relaunch. Each session owns the audio up to the next one's start.
     resume_from_s: Mapped[float] = mapped_column(Float, nullable=False, server_default="0")
+    # The bot's own final report arrived (the reconciler may have ended the session first, as lost).
+    end_reported: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
     # Times its launch was asked for: once, plus each time the reconciler re-sent a lost one.
     # launched_at is the latest request.
     launch_requests: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")

@@ -110,6 +110,8 @@ def decide(seen: Observation, policy: Policy) -> Decision:
         if seen.launch_requests > policy.relaunch_limit:
             return Decision(Action.FAIL, f"launch_failed: the bot never started ({seen.launch_requests} launch requests)")
         return Decision(Action.RETRY_LAUNCH, f"the orchestrator has no bot {seen.seconds_since_launch:.0f} s after launch")
+    if seen.worker == W.SUCCEEDED:
+        return _left_without_report(seen, policy)
     if not alive:
         # A bot that just exited may have sent its final report, still in the broker.
         if silent < policy.lost_grace_seconds:
@@ -132,9 +134,22 @@ def _decide_stopping(seen: Observation, policy: Policy, alive: bool) -> Decision
         if seen.seconds_in_status > policy.stop_grace_seconds:
             return Decision(Action.STOP_BOT, f"still running {seen.seconds_in_status:.0f} s after the stop")
         return Decision(Action.NONE)
+    if seen.worker == W.SUCCEEDED:
+        return _left_without_report(seen, policy)
     if _silence(seen) < policy.lost_grace_seconds or seen.seconds_in_status < policy.stop_grace_seconds:
         return Decision(Action.NONE)
     return Decision(Action.FINISH, f"bot_lost: {seen.worker_detail or seen.worker}")
+
+
+def _left_without_report(seen: Observation, policy: Policy) -> Decision:
+    """The bot exited 0: it left, and its `left` report (with its chunk count) is on the way.
+
+    Never relaunched. Its report can be held up as long as the broker retries (a database
+    outage holds it, and the heartbeats are dropped meanwhile), so the wait is long.
+    """
+    if _silence(seen) < policy.transcript_timeout_seconds:
+        return Decision(Action.NONE)
+    return Decision(Action.FINISH, f"bot_left_without_report: {seen.worker_detail or seen.worker}")
 
 
 def _silence(seen: Observation) -> float:
@@ -196,6 +211,7 @@ def apply(db: Session, meeting: Meeting, decision: Decision, orchestrator: Orche
     elif decision.action == Action.FINISH:
         if bot_session.ended_at is None:
             end_lost_session(db, meeting, decision.reason or "bot_lost")
+            move(db, meeting, S.STOPPING, decision.reason, ACTOR)  # no-op if it already is
             settle(db, meeting)
         else:
             move(db, meeting, S.COMPLETED, f"{meeting.status_reason}; {decision.reason}", ACTOR)

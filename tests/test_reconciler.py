@@ -147,6 +147,11 @@ def test_a_killed_bot_is_relaunched_and_then_fails_its_meeting_when_relaunches_r
     assert after["history"][-1]["actor"] == "reconciler"
     running = [w for w in bot_manager.orchestrator.list() if w.state in (W.PENDING, W.RUNNING)]
     assert running == []
+    # What an operator's dashboard shows, whichever process acted.
+    metrics = bot_manager.client.get("/metrics").get_data(as_text=True)
+    assert "vexa_bot_relaunches_total 1.0" in metrics
+    assert 'vexa_meeting_failures_total{reason="bot_lost"} 1.0' in metrics
+    assert 'vexa_meetings{status="failed"} 1.0' in metrics
     # A second pass finds nothing left to do.
     assert _reconcile(bot_manager, timedelta(minutes=3)) == {}
 

@@ -159,12 +159,12 @@ def _silence(seen: Observation) -> float:
 def _relaunch_or_fail(seen: Observation, policy: Policy, reason: str, seconds_since_failure: float) -> Decision:
     if seen.relaunches >= policy.relaunch_limit:
         return Decision(Action.FAIL, f"{reason} (after {seen.relaunches} relaunches)")
-    if seconds_since_failure < relaunch_delay(policy, seen.relaunches):
+    if seconds_since_failure < _relaunch_delay(policy, seen.relaunches):
         return Decision(Action.NONE)
     return Decision(Action.RELAUNCH, reason)
 
 
-def relaunch_delay(policy: Policy, relaunches: int) -> float:
+def _relaunch_delay(policy: Policy, relaunches: int) -> float:
     """Exponential backoff: the wait before relaunch number `relaunches + 1`."""
     return policy.relaunch_backoff_seconds * 2**relaunches
 

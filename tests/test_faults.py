@@ -111,7 +111,7 @@ def fault_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
         stack.up()
         yield RunningStack(stack, stack.database_url)
     finally:
-        # This process's pooled connections would hold up PostgreSQL's shutdown (see faults.FAST_STOP_SIGNAL).
+        # Close this process's pooled connections before its PostgreSQL goes away.
         engine_for(stack.database_url).dispose()
         if stack.running():
             stack.down()

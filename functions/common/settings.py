@@ -28,6 +28,14 @@ class Setting:
     env: str
     default: str | None
     help: str
+    secret: bool = False  # never logged or echoed by any endpoint
+
+
+# Defaults that depend on where the checkout is.
+_CHECKOUT_DEFAULTS = {
+    "KNATIVE_DIR": lambda: str(REPO_ROOT / "knative"),
+    "RECORDING_SOURCES": lambda: f"{REPO_ROOT / 'local' / 'sample'}/,https://",
+}
 
 
 # name -> (environment variable, default, what it controls)
@@ -35,9 +43,14 @@ SETTINGS: dict[str, Setting] = {
     s.env.lower(): s
     for s in [
         Setting("DATABASE_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/vexa",
-                "PostgreSQL URL (SQLAlchemy form, pg8000 driver). `make up` starts an embedded server when unset."),
+                "PostgreSQL URL (SQLAlchemy form, pg8000 driver). `make up` starts an embedded server when unset.", secret=True),
         Setting("REDIS_URL", "redis://127.0.0.1:6379/0",
-                "Redis URL for Celery. `make up` starts an embedded server when unset."),
+                "Redis URL for Celery. `make up` starts an embedded server when unset.", secret=True),
+        Setting("ADMIN_TOKEN", "", "Bearer token of the gateway's /admin API (empty: the admin API is off). "
+                "`make up` generates one into STATE_DIR/admin-token.", secret=True),
+        Setting("API_RATE_LIMIT_PER_MINUTE", "120", "Requests one API key may make per minute; more get 429 with Retry-After."),
+        Setting("RECORDING_SOURCES", None, "Comma-separated prefixes a `file` meeting_url must start with: local folders "
+                "(ending in /) and URL prefixes (default: the repo's local/sample/ and https://)."),
         Setting("GATEWAY_PORT", "8000", "Port of the public gateway."),
         Setting("BOT_MANAGER_PORT", "8080", "Port of bot-manager."),
         Setting("TRANSCRIPTION_PORT", "8081", "Port of the transcription service."),
@@ -95,6 +108,9 @@ SETTINGS: dict[str, Setting] = {
 class Settings:
     database_url: str
     redis_url: str
+    admin_token: str
+    api_rate_limit_per_minute: int
+    recording_sources: str
     gateway_port: int
     bot_manager_port: int
     transcription_port: int
@@ -151,7 +167,7 @@ class Settings:
             setting = SETTINGS[field.name]
             raw = environ.get(setting.env) or setting.default
             if raw is None:
-                raw = str(REPO_ROOT / "knative")  # KNATIVE_DIR, the one default that depends on the checkout
+                raw = _CHECKOUT_DEFAULTS[setting.env]()
             kind = _CONVERTERS[field.type]
             try:
                 values[field.name] = kind(raw)

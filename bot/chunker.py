@@ -21,13 +21,12 @@ from typing import NamedTuple
 import numpy as np
 import webrtcvad
 
-from functions.common.events import SAMPLE_RATE
+from functions.common.events import MAX_CHUNK_SECONDS, SAMPLE_RATE
 
 FRAME_MS = 30  # one of the frame lengths webrtcvad accepts
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
 FRAME_BYTES = FRAME_SAMPLES * 2  # mono, 16-bit
-# 15 s of 16 kHz s16 mono is 480,000 bytes: its WAV stays under the 500 KiB event limit.
-MAX_CHUNK_SECONDS = 15.0
+# MAX_CHUNK_SECONDS (the event contract's, 15 s) bounds max_seconds: transcription refuses longer chunks.
 FORCED_CUT_SEARCH = 0.4  # a forced cut falls in the last 40% of the chunk
 MIN_FINAL_SECONDS = 0.3  # a shorter remainder at flush() holds no word worth sending
 

@@ -25,6 +25,7 @@ from functions.common.events import (
     new_event,
 )
 from functions.common.lifecycle import CompletionReason
+from functions.common.recordings import allowed_recording, parse_sources
 
 from .chunker import Chunk, Chunker
 from .sink import EventSink
@@ -74,7 +75,7 @@ class Bot:
         return self._finish(state, reason)
 
     def _attend(self) -> tuple[BotState, str]:
-        with open_source(self.config.platform, self.config.meeting_url, self.config.replay_speed) as source:
+        with open_source(self.config.platform, self._meeting_url(), self.config.replay_speed) as source:
             if self.leave_requested:
                 return BotState.LEFT, CompletionReason.STOPPED
             self.session_start = self._resume(source) or datetime.now(timezone.utc)
@@ -86,6 +87,17 @@ class Bot:
             self._send_chunks(self.chunker.flush())
         reason = CompletionReason.STOPPED if self.leave_requested else CompletionReason.SOURCE_ENDED
         return BotState.LEFT, reason
+
+    def _meeting_url(self) -> str:
+        """The recording to open, checked against RECORDING_SOURCES here too: bot-manager checked it
+        on its own machine, but a symbolic link is resolved where the bot runs."""
+        url = self.config.meeting_url
+        if self.config.platform != "file" or not self.config.recording_sources:
+            return url
+        try:
+            return allowed_recording(url, parse_sources(self.config.recording_sources))
+        except ValueError as exc:  # RecordingNotAllowed, or a RECORDING_SOURCES no bot can use: final either way
+            raise SourceError(str(exc)) from None
 
     def _resume(self, source: AudioSource) -> datetime | None:
         """A relaunched bot continues a recording where the transcript ends, on the meeting's clock.

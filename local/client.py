@@ -4,6 +4,10 @@
     python -m local.client stop --user U --meeting M
     python -m local.client status --user U
     python -m local.client transcript --user U --meeting M [--format txt]
+
+The API key is --api-key or VEXA_API_KEY. Against the embedded stack neither is needed: the
+client creates the user and a key through the admin API, with the admin token `make up` wrote
+to STATE_DIR/admin-token, and keeps the key in STATE_DIR/keys/<user>.
 """
 from __future__ import annotations
 
@@ -51,6 +55,24 @@ class Client:
             time.sleep(1)
 
 
+def local_api_key(client: Client, user: str, state_dir: Path) -> str:
+    """The embedded stack's key for `user`, created (with the user) on first use."""
+    saved = state_dir / "keys" / user
+    if saved.exists():
+        return saved.read_text().strip()
+    token_file = state_dir / "admin-token"
+    if not token_file.exists():
+        sys.exit(f"no API key: pass --api-key or set VEXA_API_KEY ({token_file} is missing, so this is not the embedded stack)")
+    admin = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    client.call("POST", "/admin/users", expect=(201, 409), json={"user_id": user}, headers=admin)
+    key = client.call("POST", f"/admin/users/{user}/keys", expect=(201,), json={"name": "local client"}, headers=admin).json()["key"]
+    saved.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    saved.touch()
+    saved.chmod(0o600)
+    saved.write_text(key)
+    return key
+
+
 def _recording(url: str) -> str:
     """Make a local path absolute (the API wants absolute paths or URLs)."""
     if "://" in url:
@@ -61,6 +83,7 @@ def _recording(url: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m local.client", description="Talk to a running Vexa gateway.")
     parser.add_argument("--gateway", default=os.environ.get("GATEWAY_URL", f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT', '8000')}"))
+    parser.add_argument("--api-key", default=os.environ.get("VEXA_API_KEY"), help="the user's API key (X-API-Key)")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="send a bot to a meeting (a recording)")
     stop = commands.add_parser("stop", help="make a meeting's bot leave")
@@ -77,6 +100,8 @@ def main() -> None:
     transcript.add_argument("--format", default="txt", choices=["json", "txt", "srt", "vtt"])
     args = parser.parse_args()
     client = Client(args.gateway)
+    api_key = args.api_key or local_api_key(client, args.user, Path(os.environ.get("STATE_DIR", ".vexa")))
+    client.http.headers["X-API-Key"] = api_key
 
     if args.command == "run":
         meeting = client.run(args.user, args.meeting, _recording(args.url), args.speed, args.title)

@@ -15,6 +15,7 @@ import argparse
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import sys
@@ -79,11 +80,25 @@ class Stack:
             return f"redis://127.0.0.1:{self.settings.embedded_redis_port}/0"
         return self.settings.redis_url
 
+    @property
+    def admin_token(self) -> str:
+        """ADMIN_TOKEN if given, else one generated at the first `up` and kept in STATE_DIR/admin-token."""
+        if self.settings.admin_token:
+            return self.settings.admin_token
+        path = self.state / "admin-token"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            path.chmod(0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
     def service_env(self) -> dict[str, str]:
         """What every Vexa process gets: the caller's settings plus the stack's own addresses."""
         s = self.settings
         return {
             **self.environ,
+            "ADMIN_TOKEN": self.admin_token,
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "STATE_DIR": str(self.state),
@@ -165,6 +180,8 @@ class Stack:
             if program.user:
                 lines.append(f"user={program.user}")
             lines.append("")
+        self.conf.touch()
+        self.conf.chmod(0o600)  # it holds the services' environment, secrets included
         self.conf.write_text("\n".join(lines))
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,15 +23,23 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, inspect, text
 
+from functions.accounts import store as accounts
 from functions.bot_manager import create_app
 from functions.bot_manager.meetings import launch_session
 from functions.bot_manager.orchestrator import Orchestrator, create_orchestrator
 from functions.common.db import engine_for, migrate
+from functions.common.models import User
 from functions.common.settings import REPO_ROOT, Settings
 from local.stack import Stack
 
 DATABASE_SERVER = os.environ.get("TEST_DATABASE_SERVER", "postgresql+pg8000://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# What every test stack adds: recordings may come from temporary folders, and the tests' polling
+# is not rate limited (tests/test_tenants.py gives a key its own low limit).
+TEST_STACK_ENV = {
+    "RECORDING_SOURCES": f"{REPO_ROOT / 'local' / 'sample'}/,{tempfile.gettempdir()}/,https://",
+    "API_RATE_LIMIT_PER_MINUTE": "100000",
+}
 IN_PROCESS_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/14"  # a database the stack's workers do not read
 SAMPLE = REPO_ROOT / "local" / "sample" / "meeting.ogg"
 SAMPLE_TEXT = (REPO_ROOT / "local" / "sample" / "meeting.txt").read_text()
@@ -70,12 +79,22 @@ def fresh_database() -> Iterator[str]:
         admin.dispose()
 
 
+# Columns that record use, not state: a request that is refused still counts as a use of its key.
+VOLATILE_COLUMNS = {"api_keys": {"last_used_at"}}
+
+
 def snapshot(database_url: str) -> dict[str, list[tuple]]:
     """Every row of every table, to prove a request changed nothing."""
     engine = engine_for(database_url)
-    tables = [t for t in inspect(engine).get_table_names() if t != "alembic_version"]
+    inspector = inspect(engine)
+    tables = [t for t in inspector.get_table_names() if t != "alembic_version"]
+    rows = {}
     with engine.connect() as conn:
-        return {t: sorted(map(tuple, conn.execute(text(f'SELECT * FROM "{t}"'))), key=repr) for t in tables}
+        for table in tables:
+            columns = [c["name"] for c in inspector.get_columns(table) if c["name"] not in VOLATILE_COLUMNS.get(table, ())]
+            query = text(f'SELECT {", ".join(columns)} FROM "{table}"')
+            rows[table] = sorted(map(tuple, conn.execute(query)), key=repr)
+    return rows
 
 
 @dataclass
@@ -91,12 +110,15 @@ class InProcessBotManager:
         return self.app.test_client()
 
     def run(self, user: str, meeting_id: str, recording: Path | str = SAMPLE, launch: bool = True) -> dict:
+        services = self.app.extensions["vexa"]
+        with services.sessions() as db, db.begin():  # as the admin API would have
+            if db.get(User, user) is None:
+                accounts.create_user(db, user)
         body = {"user_id": user, "meeting_id": meeting_id, "meeting_url": str(recording)}
         response = self.client.post("/bot/run", json=body)
         assert response.status_code == 201, response.get_json()
         meeting = response.get_json()
         if launch:  # what the launch task does
-            services = self.app.extensions["vexa"]
             launch_session(services.sessions, self.settings, self.orchestrator, uuid.UUID(meeting["id"]), meeting["session_id"])
         return meeting
 
@@ -129,6 +151,7 @@ def _in_process_bot_manager(database_url: str, tmp_path: Path) -> Iterator[InPro
 class RunningStack:
     stack: Stack
     database_url: str
+    _keys: dict[str, str] = field(default_factory=dict)
 
     def url(self, service: str) -> str:
         s = self.stack.settings
@@ -144,16 +167,35 @@ class RunningStack:
     def bots_dir(self) -> Path:
         return self.stack.state / "bots"
 
+    def admin(self, method: str, path: str, **kwargs) -> requests.Response:
+        """A call to the gateway's /admin API with the stack's admin token."""
+        headers = {"Authorization": f"Bearer {self.stack.admin_token}"}
+        return requests.request(method, f"{self.gateway}/admin{path}", headers=headers, timeout=30, **kwargs)
+
+    def api_key(self, user: str) -> str:
+        """The user's API key; the user and key are created on first use."""
+        if user not in self._keys:
+            assert self.admin("POST", "/users", json={"user_id": user}).status_code in (201, 409)
+            response = self.admin("POST", f"/users/{user}/keys", json={"name": "tests"})
+            assert response.status_code == 201, response.text
+            self._keys[user] = response.json()["key"]
+        return self._keys[user]
+
+    def api(self, method: str, path: str, user: str, **kwargs) -> requests.Response:
+        """A call to the public API with `user`'s API key."""
+        headers = {"X-API-Key": self.api_key(user), **kwargs.pop("headers", {})}
+        return requests.request(method, f"{self.gateway}{path}", headers=headers, timeout=30, **kwargs)
+
     def run_bot(self, user: str, meeting: str, recording: Path | str = SAMPLE, speed: float = 1.0) -> requests.Response:
         body = {"user_id": user, "meeting_id": meeting, "meeting_title": "test meeting",
                 "platform": "file", "meeting_url": str(recording), "replay_speed": speed}  # fmt: skip
-        return requests.post(f"{self.gateway}/bot/run", json=body, timeout=30)
+        return self.api("POST", "/bot/run", user, json=body)
 
     def stop_bot(self, user: str, meeting: str) -> requests.Response:
-        return requests.post(f"{self.gateway}/bot/stop", json={"user_id": user, "meeting_id": meeting}, timeout=30)
+        return self.api("POST", "/bot/stop", user, json={"user_id": user, "meeting_id": meeting})
 
     def transcript(self, user: str, meeting: str) -> dict:
-        response = requests.get(f"{self.gateway}/transcript/{user}/{meeting}", timeout=30)
+        response = self.api("GET", f"/transcript/{user}/{meeting}", user)
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -186,6 +228,7 @@ def _running_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) 
         "BROKER_PORT": str(free_port()),
         "BOT_DRAIN_SECONDS": "15",
         "BOT_HEARTBEAT_SECONDS": "2",
+        **TEST_STACK_ENV,
     }
     stack = Stack(Settings.from_env(environ), environ)
     stack.up()

@@ -56,12 +56,13 @@ def _api_cases(meeting: dict) -> list[tuple[str, str, dict, int, str]]:
         ("POST", "/bot/run", {"json": {**good, "meeting_id": meeting_id, "replay_speed": -1}}, 422, "replay_speed"),
         ("POST", "/bot/stop", {"json": {"user_id": user}}, 422, "meeting_id"),
         ("POST", "/bot/stop", {"json": {"user_id": user, "meeting_id": "never-ran"}}, 404, "never-ran"),
-        ("POST", "/bot/stop", {"json": {"user_id": "nobody", "meeting_id": meeting_id}}, 404, "nobody"),
+        ("POST", "/bot/stop", {"json": {"user_id": "nobody", "meeting_id": meeting_id}}, 403, "nobody"),
         ("POST", "/bot/stop", {"json": {"user_id": user, "meeting_id": meeting_id}}, 409, "ended"),
-        ("GET", "/bot/status/nobody-here", {}, 404, "nobody-here"),
+        ("GET", "/bot/status/nobody-here", {}, 403, "nobody-here"),
         ("GET", "/bot/status/" + "u" * 200, {}, 422, "user_id"),
         ("GET", f"/transcript/{user}/never-ran", {}, 404, "never-ran"),
-        ("GET", f"/transcript/nobody/{meeting_id}", {}, 404, "nobody"),
+        ("GET", f"/transcript/nobody/{meeting_id}", {}, 403, "nobody"),
+        ("DELETE", f"/transcript/{user}/never-ran", {}, 404, "never-ran"),
         ("GET", f"/transcript/{user}/{meeting_id}?format=docx", {}, 422, "format"),
         ("GET", f"/transcript/{user}/{meeting_id}?format=txt&extra=1", {}, 422, "extra"),
         ("DELETE", "/bot/run", {}, 405, "method"),
@@ -73,7 +74,7 @@ def test_public_api_rejects_bad_requests_clearly_and_changes_nothing(stack: Runn
     meeting = finished_meeting["meeting"]
     before = snapshot(stack.database_url)
     for method, path, kwargs, status, word in _api_cases(meeting):
-        response = requests.request(method, stack.gateway + path, timeout=30, **kwargs)
+        response = stack.api(method, path, "frank", **kwargs)
         where = f"{method} {path} {str(kwargs)[:80]}"
         assert response.status_code == status, f"{where}: {response.status_code} {response.text}"
         error = response.json()["error"]

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import ipaddress
 import re
 import uuid
+from dataclasses import dataclass, field as dataclass_field
 from functools import lru_cache
 from typing import Any, Iterator
 
@@ -27,15 +29,19 @@ import yaml
 
 
 from functions.bot_manager.meetings import bot_spec
-from functions.bot_manager.orchestrator.job_spec import build_job
+from functions.bot_manager.orchestrator.job_spec import BOT_SELECTOR, build_job
 from functions.broker.routing import load_routing
+from functions.common.admission import check_run_request
 from functions.common.bot_config import ENV_NAMES, BotConfig
 from functions.common.models import BotSession, Meeting
+from functions.common.schemas import RunBotRequest
 from functions.common.settings import REPO_ROOT, SETTINGS, Settings
+from functions.common.web import ApiError
 from functions.worker.reconciler import policy_from
 
 CHART = REPO_ROOT / "helm" / "vexa"
 PRODUCTION_VALUES = CHART / "values-production.yaml"
+KIND_VALUES = REPO_ROOT / "local" / "kind" / "values-kind.yaml"  # what `make local` adds
 KNATIVE_DIR = REPO_ROOT / "knative"
 KNATIVE_SCHEMAS = REPO_ROOT.parent / "shared" / "schemas" / "knative"
 # The Kubernetes version objects are validated for and `helm lint` targets: the one the Helm
@@ -84,6 +90,7 @@ BOT_VALUES = {
     "BOT_RELAUNCH_BACKOFF_SECONDS": "bot.relaunchBackoffSeconds",
     "LAUNCH_TIMEOUT_SECONDS": "bot.launchTimeoutSeconds",
     "LOG_LEVEL": "settings.logLevel",
+    "RECORDING_SOURCES": "settings.recordingSources",  # bots check their recording against it again
 }
 # Settings the worker reads that follow from the release, not from a value of their own
 # (checked one by one in test_the_job_the_worker_builds_fits_what_the_chart_prepared).
@@ -94,7 +101,8 @@ CODE_DEFAULTS = {"BOT_HEARTBEAT_TIMEOUT_SECONDS", "TRANSCRIPT_TIMEOUT_SECONDS"}
 # chart passes on from one it happens to share with the code's default.
 CUSTOM_VALUES = {
     "image": {"registry": "registry.example.com/team", "tag": "9.9.9"},
-    "settings": {"logLevel": "DEBUG", "statusCacheSeconds": 2.5},
+    "settings": {"logLevel": "DEBUG", "statusCacheSeconds": 2.5,
+                 "recordingSources": "https://media.example.com/calls/,/srv/recordings/"},
     "bot": {
         "resources": {"requests": {"cpu": "300m", "memory": "300Mi"}, "limits": {"cpu": "2", "memory": "700Mi"}},
         "maxMeetingSeconds": 5400,
@@ -301,6 +309,10 @@ def test_helm_lint_strict_is_clean(values):
         ({"bot": {"relaunchLimit": 1.5}}, "/bot/relaunchLimit"),
         ({"bot": {"launchTimeoutSeconds": 0}}, "/bot/launchTimeoutSeconds"),  # would relaunch every round
         ({"settings": {"statusCacheSeconds": -1}}, "/settings/statusCacheSeconds"),
+        ({"settings": {"recordingSources": "ftp://files.example.com/"}}, "/settings/recordingSources"),
+        ({"networkPolicy": {"broker": {"ports": []}}}, "/networkPolicy/broker/ports"),
+        ({"networkPolicy": {"publicInternet": [{"cidr": "everywhere", "except": []}]}}, "/networkPolicy/publicInternet/0/cidr"),
+        ({"networkPolicy": {"dns": {"podSelector": {"k8s-app": "kube-dns"}}}}, "/networkPolicy/dns/podSelector"),  # not a selector
     ],
 )
 def test_bad_values_fail_at_install_time(chart, values, complaint):
@@ -317,6 +329,9 @@ def test_bad_values_fail_at_install_time(chart, values, complaint):
     [
         ({"gateway": {"autoscaling": {"minScale": 5, "maxScale": 2}}}, "minScale (5) is above autoscaling.maxScale"),
         ({"transcription": {"threads": 2, "autoscaling": {"target": 4}}}, "cannot exceed transcription.threads"),
+        # The bundled tiny.en, or any *.en model, transcribes English only.
+        ({"settings": {"defaultLanguage": "de"}}, 'settings.defaultLanguage is "de", but the transcription model'),
+        ({"settings": {"defaultLanguage": "fr"}, "transcription": {"model": "/models/small.en"}}, "English-only"),
     ],
 )
 def test_inconsistent_values_fail_with_a_clear_message(chart, values, complaint):
@@ -448,6 +463,7 @@ def test_the_chart_renders_exactly_these_kinds(default_objects, production_objec
         ("serving.knative.dev/v1", "Service"),
         ("sources.knative.dev/v1", "SinkBinding"),
         ("v1", "ServiceAccount"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
     ]
     # Bundled PostgreSQL and Redis add StatefulSets, headless Services and generated Secrets.
     assert kinds(default_objects) == sorted(common + [("apps/v1", "StatefulSet"), ("v1", "Secret"), ("v1", "Service")])
@@ -582,19 +598,23 @@ def test_bot_manager_gets_what_its_api_needs_and_nothing_to_launch_bots_with(wit
     manager = env_of(container_of(knative_services(rendered)["bot-manager"]))
     worker = env_of(container_of(one(rendered, "Deployment", WORKER)))
     beat = env_of(container_of(one(rendered, "Deployment", f"{RELEASE}-beat")))
-    launching = set(worker) - set(beat)  # what the worker has for launching bots, beyond Celery's own
+    # RECORDING_SOURCES goes to both: bot-manager refuses run requests by it, the worker hands it to bots.
+    launching = set(worker) - set(beat) - {"RECORDING_SOURCES"}  # for launching bots, beyond Celery's own
     assert {"ORCHESTRATOR", "KUBERNETES_NAMESPACE", "BOT_IMAGE"} <= launching
     assert not launching & set(manager), f"bot-manager has {sorted(launching & set(manager))}"
-    assert set(manager) - PROCESS_VARIABLES == {
+    assert set(manager) - PROCESS_VARIABLES - {"WHISPER_MODEL"} == {
         "LOG_LEVEL", "DATABASE_URL", "REDIS_URL", "MAX_BOTS_PER_USER", "MAX_EVENT_BYTES", "DEFAULT_LANGUAGE",
-        "STATUS_CACHE_SECONDS",
+        "STATUS_CACHE_SECONDS", "RECORDING_SOURCES",
     }  # fmt: skip
+    # WHISPER_MODEL, from transcription.model, lets it refuse languages the model does not know.
+    assert manager.get("WHISPER_MODEL", {}).get("value", "") == values["transcription"]["model"]
     settings = Settings.from_env({name: e["value"] for name, e in manager.items() if "value" in e})
     assert settings.max_bots_per_user == values["settings"]["maxBotsPerUser"]
     assert settings.max_event_bytes == values["settings"]["maxEventBytes"]
     assert settings.default_language == values["settings"]["defaultLanguage"]
     assert settings.status_cache_seconds == values["settings"]["statusCacheSeconds"]
     assert settings.log_level == values["settings"]["logLevel"]
+    assert settings.recording_sources == values["settings"]["recordingSources"]
 
 
 def test_database_and_redis_urls_come_from_secrets(default_objects, production_objects):
@@ -693,6 +713,183 @@ def test_every_pod_runs_non_root_and_unprivileged(rendered):
                 # A read-only root still needs somewhere to write.
                 tmp = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
                 assert tmp and tmp[0]["name"] in writable, f"{where}: no writable /tmp"
+
+
+# ---- the bots' network ---------------------------------------------------------------------------
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector selects an object labelled `labels`."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        present, values = expression["key"] in labels, expression.get("values", [])
+        matched = {
+            "In": present and labels.get(expression["key"]) in values,
+            "NotIn": not present or labels.get(expression["key"]) not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[expression["operator"]]
+        if not matched:
+            return False
+    return True
+
+
+@dataclass
+class Destination:
+    """Where a bot connects to: a pod of the cluster (its namespace and labels), or an address outside."""
+
+    ip: str
+    port: int
+    protocol: str = "TCP"
+    namespace: str | None = None  # None: outside the cluster
+    labels: dict[str, str] = dataclass_field(default_factory=dict)
+
+
+def egress_allows(policy: dict, to: Destination) -> bool:
+    """NetworkPolicy egress as the API defines it: allowed when one rule matches both the port and a peer."""
+    address = ipaddress.ip_address(to.ip)
+    for rule in policy["spec"].get("egress", []):
+        ports = rule.get("ports")
+        if ports and not any(p.get("protocol", "TCP") == to.protocol and p.get("port") in (None, to.port) for p in ports):
+            continue
+        if not rule.get("to"):
+            return True  # a rule without peers admits every destination
+        for peer in rule["to"]:
+            if "ipBlock" in peer:
+                cidr = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                excepted = [ipaddress.ip_network(e) for e in peer["ipBlock"].get("except", [])]
+                if address.version == cidr.version and address in cidr and not any(
+                    address.version == e.version and address in e for e in excepted
+                ):
+                    return True
+            elif to.namespace is not None:  # pod peers select pods; the namespace's name is one of its labels
+                in_namespace = (
+                    selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": to.namespace})
+                    if "namespaceSelector" in peer
+                    else to.namespace == policy["metadata"]["namespace"]
+                )
+                if in_namespace and selects(peer.get("podSelector", {}), to.labels):
+                    return True
+    return False
+
+
+def bot_policy(rendered: list[dict]) -> dict:
+    (policy,) = of_kind(rendered, "NetworkPolicy", "networking.k8s.io/v1")
+    return policy
+
+
+def chart_pods(rendered: list[dict]) -> dict[str, dict[str, str]]:
+    """The labels of every pod the chart runs (Knative adds its own to a Service's pods)."""
+    pods = {}
+    for o in rendered:
+        if o["kind"] in ("Deployment", "StatefulSet", "Job") or o["apiVersion"] == "serving.knative.dev/v1":
+            labels = dict(o["spec"]["template"].get("metadata", {}).get("labels", {}))
+            if o["apiVersion"] == "serving.knative.dev/v1":
+                labels["serving.knative.dev/service"] = o["metadata"]["name"]
+            pods[f"{o['kind']}/{o['metadata']['name']}"] = labels
+    return pods
+
+
+# In-cluster addresses are private (pods 10.244/16, Services 10.96/12 on kind); the rest is the internet.
+DNS_POD = Destination("10.244.0.3", 53, "UDP", "kube-system", {"k8s-app": "kube-dns", "pod-template-hash": "abc"})
+BROKER_INGRESS = Destination("10.244.1.9", 8080, "TCP", "knative-eventing",
+                             {"eventing.knative.dev/brokerRole": "ingress", "eventing.knative.dev/release": "v1.22.2"})  # fmt: skip
+PUBLIC = [Destination("93.184.215.14", 443), Destination("8.8.8.8", 80), Destination("2606:4700:4700::1111", 443)]
+NEVER = [
+    Destination("169.254.169.254", 80),  # the cloud metadata server (AWS, GCP, Azure)
+    Destination("fd00:ec2::254", 80),  # AWS's, over IPv6
+    Destination("10.96.0.1", 443),  # the Kubernetes API's Service
+    Destination("10.0.0.2", 10250),  # a node's kubelet
+    Destination("172.17.0.1", 5432),
+    Destination("192.168.1.1", 80),
+    Destination("100.64.0.10", 53),  # carrier-grade NAT space, used for pods by some clusters
+    Destination("10.244.0.3", 8080, "TCP", "kube-system", {"k8s-app": "kube-dns"}),  # DNS pods, but not DNS
+    Destination("10.244.1.8", 8080, "TCP", "knative-eventing", {"eventing.knative.dev/brokerRole": "filter"}),
+    Destination("10.244.1.9", 9092, "TCP", "knative-eventing", {"eventing.knative.dev/brokerRole": "ingress"}),  # its metrics
+]
+
+
+def test_the_bot_network_policy_selects_exactly_the_bot_pods(with_values):
+    """It applies to the pods of the Jobs the worker builds (job_spec.py), and to no other pod."""
+    rendered, _ = with_values
+    policy = bot_policy(rendered)
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    _, namespace, job = launch_as_the_worker(plain_env(one(rendered, "Deployment", WORKER)))
+    assert namespace == NAMESPACE
+    selector = policy["spec"]["podSelector"]
+    key, value = BOT_SELECTOR.split("=")
+    assert selector == {"matchLabels": {key: value}}
+    assert selects(selector, job["spec"]["template"]["metadata"]["labels"])
+    (binding,) = of_kind(rendered, "SinkBinding")
+    assert binding["spec"]["subject"]["selector"] == selector  # the same bots the Broker hears from
+    for pod, labels in chart_pods(rendered).items():
+        assert not selects(selector, labels), f"the bots' policy would also confine {pod}"
+    # Nothing may connect to a bot: Ingress is governed, and no rule admits anything.
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and not policy["spec"].get("ingress")
+
+
+def test_bots_reach_dns_the_broker_and_the_internet_and_nothing_else(rendered):
+    policy = bot_policy(rendered)
+    for allowed in [DNS_POD, Destination(**{**vars(DNS_POD), "protocol": "TCP"}), BROKER_INGRESS,
+                    Destination(**{**vars(BROKER_INGRESS), "port": 8443}), *PUBLIC]:  # fmt: skip
+        assert egress_allows(policy, allowed), allowed
+    for denied in NEVER:
+        assert not egress_allows(policy, denied), denied
+    # No pod of the release: not the database, Redis, the worker, nor a Vexa service behind the Broker's back.
+    for pod, labels in chart_pods(rendered).items():
+        for port in (80, 443, 5432, 6379, 8012, 8080):
+            assert not egress_allows(policy, Destination("10.244.2.5", port, "TCP", NAMESPACE, labels)), (pod, port)
+
+
+def test_the_bot_network_policy_can_be_turned_off(chart):
+    assert not of_kind(objects(render(chart, {"networkPolicy": {"enabled": False}})), "NetworkPolicy")
+
+
+def test_bot_manager_admits_only_the_recordings_and_languages_the_release_allows(with_values):
+    """The chart hands bot-manager what functions.common.admission needs: RECORDING_SOURCES and the model."""
+    rendered, values = with_values
+    manager = env_of(container_of(knative_services(rendered)["bot-manager"]))
+    settings = Settings.from_env({name: e["value"] for name, e in manager.items() if "value" in e})
+
+    def admitted(url: str, language: str | None = None) -> bool:
+        try:
+            check_run_request(RunBotRequest(user_id="alice", meeting_id="m", meeting_url=url, language=language), settings)
+        except ApiError as refused:
+            assert refused.status == 422 and refused.code in ("recording_not_allowed", "language_not_supported")
+            return False
+        return True
+
+    assert admitted("https://media.example.com/calls/standup.ogg")  # every values file admits this one
+    assert not admitted("http://media.example.com/calls/standup.ogg")
+    assert not admitted("https://169.254.169.254/latest/meta-data/")
+    assert not admitted(f"http://bot-manager.{NAMESPACE}.svc.cluster.local/metrics")
+    assert not admitted("/etc/passwd")
+    assert admitted("https://media.example.com/calls/standup.ogg", "en")
+    assert not admitted("https://media.example.com/calls/standup.ogg", "de")  # tiny.en in all three
+
+
+def test_make_local_lets_bots_fetch_the_in_cluster_sample_and_nothing_more(chart):
+    """local/kind/values-kind.yaml opens exactly the smoke test's sample server (sample-server.yaml)."""
+    values = helm.values_from_yaml(KIND_VALUES.read_text())
+    rendered = objects(render(chart, values, namespace="vexa"))
+    policy = bot_policy(rendered)
+    assert_valid_kubernetes(policy)
+    server = next(yaml.safe_load_all((REPO_ROOT / "local" / "kind" / "sample-server.yaml").read_text()))
+    pod = server["spec"]["template"]
+    (port,) = pod["spec"]["containers"][0]["ports"]
+    assert egress_allows(policy, Destination("10.244.3.4", port["containerPort"], "TCP", "vexa", pod["metadata"]["labels"]))
+    for denied in NEVER:
+        assert not egress_allows(policy, denied), denied
+    for name, labels in chart_pods(rendered).items():
+        assert not egress_allows(policy, Destination("10.244.2.5", port["containerPort"], "TCP", "vexa", labels)), name
+    # bot-manager accepts the sample's URL (up.sh's SAMPLE_URL), and still no other plain-HTTP one.
+    manager = env_of(container_of(knative_services(rendered)["bot-manager"]))
+    settings = Settings.from_env({name: e["value"] for name, e in manager.items() if "value" in e})
+    sample = RunBotRequest(user_id="smoke", meeting_id="m", meeting_url="http://vexa-sample.vexa.svc.cluster.local/meeting.ogg")
+    assert check_run_request(sample, settings).meeting_url == sample.meeting_url
+    with pytest.raises(ApiError, match="recording_not_allowed|not an allowed recording source"):
+        check_run_request(sample.model_copy(update={"meeting_url": "http://bot-manager.vexa.svc.cluster.local/"}), settings)
 
 
 # ---- eventing: one source of routing -----------------------------------------------------------

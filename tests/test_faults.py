@@ -36,7 +36,7 @@ from functions.common.db import engine_for
 from functions.common.events import SAMPLE_RATE, encode_wav
 from functions.common.settings import REPO_ROOT, Settings
 from local.stack import Stack
-from tests.conftest import SAMPLE, RunningStack, free_port
+from tests.conftest import SAMPLE, TEST_STACK_ENV, RunningStack, free_port
 from tests.support import faults
 from tests.support.audio import load_pcm_f32
 from tests.support.wer import normalize, word_error_rate
@@ -99,6 +99,7 @@ def fault_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
         "BROKER_PORT": str(free_port()),
         "EMBEDDED_POSTGRES_PORT": str(free_port()),
         "EMBEDDED_REDIS_PORT": str(free_port()),
+        **TEST_STACK_ENV,
         "BOT_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
         "RECONCILE_SECONDS": "1",
         "BOT_RELAUNCH_BACKOFF_SECONDS": "1",
@@ -205,7 +206,7 @@ class Outcome:
 def transcript(rs: RunningStack, user: str, meeting: str) -> dict | None:
     """GET /transcript, or None while the API cannot answer (a fault may be in progress)."""
     try:
-        response = requests.get(f"{rs.gateway}/transcript/{user}/{meeting}", timeout=10)
+        response = rs.api("GET", f"/transcript/{user}/{meeting}", user, timeout=10)
     except requests.RequestException:
         return None
     return response.json() if response.status_code == 200 else None

@@ -17,6 +17,7 @@ import av
 
 from bot.sources import AudioSource, SourceError
 from functions.common.events import SAMPLE_RATE
+from functions.common.logs import redact_url
 
 BLOCK_MS = 20
 BYTES_PER_SECOND = SAMPLE_RATE * 2  # mono, 16-bit
@@ -33,6 +34,7 @@ class FileSource(AudioSource):
         if not (math.isfinite(replay_speed) and replay_speed > 0):
             raise SourceError(f"replay speed must be a number above 0, got {replay_speed}")
         self.location = location
+        self.shown = redact_url(location)  # messages end up in logs and meeting histories: no credentials
         self.replay_speed = replay_speed
         self._target, self._protocols = _ffmpeg_target(location)
         self._container: av.container.InputContainer | None = None
@@ -47,10 +49,10 @@ class FileSource(AudioSource):
                 timeout=NETWORK_TIMEOUT_SECONDS,
             )
         except av.FFmpegError as exc:
-            raise SourceError(f"cannot open recording {self.location}: {_reason(exc)}", self._retryable(exc)) from None
+            raise SourceError(f"cannot open recording {self.shown}: {_reason(exc)}", self._retryable(exc)) from None
         if not self._container.streams.audio:
             self.close()
-            raise SourceError(f"cannot open recording {self.location}: it has no audio")
+            raise SourceError(f"cannot open recording {self.shown}: it has no audio")
 
     def frames(self) -> Iterator[bytes]:
         if self._container is None:
@@ -107,7 +109,7 @@ class FileSource(AudioSource):
             for resampled in resampler.resample(None):  # what the resampler still holds
                 yield resampled.to_ndarray().tobytes()
         except av.FFmpegError as exc:
-            raise SourceError(f"cannot decode recording {self.location}: {_reason(exc)}", self._retryable(exc)) from None
+            raise SourceError(f"cannot decode recording {self.shown}: {_reason(exc)}", self._retryable(exc)) from None
 
     def _retryable(self, exc: av.FFmpegError) -> bool:
         """A download that failed may work next time; a local file or bad data will not."""
@@ -122,13 +124,13 @@ def _ffmpeg_target(location: str) -> tuple[str, str]:
         return location, WEB_PROTOCOLS
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise SourceError(f"cannot open recording {location}: file:// URLs must point to this machine")
+            raise SourceError(f"cannot open recording {redact_url(location)}: file:// URLs must point to this machine")
         return url2pathname(parts.path), LOCAL_PROTOCOLS
     if scheme == "":
         return location, LOCAL_PROTOCOLS
     # Anything else would reach one of FFmpeg's many other protocols.
     raise SourceError(
-        f"cannot open recording {location}: use a local path or a file://, http:// or https:// URL"
+        f"cannot open recording {redact_url(location)}: use a local path or a file://, http:// or https:// URL"
     )
 
 

@@ -1,64 +1,20 @@
-"""bot-manager: owns meetings and their transcripts; Celery tasks launch and stop their bots."""
+"""bot-manager: owns meetings and their transcripts; Celery tasks launch and stop their bots.
+
+The app lives in app.py. It is imported only when an app is made, so that the package's light
+parts start fast: the process orchestrator's bot watcher, a fresh interpreter per launch.
+"""
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import redis
-from celery import Celery
-from flask import Flask
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+if TYPE_CHECKING:
+    from flask import Flask
 
-from functions.common import web
-from functions.common.db import session_factory
-from functions.common.logs import configure_logging
-from functions.common.settings import Settings, get_settings
-from functions.worker import create_celery
-
-from . import coordination
-from .metrics import MeetingMetrics
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Services:
-    settings: Settings
-    sessions: sessionmaker[Session]
-    celery: Celery  # to hand launches and stops to the workers
-    redis_client: redis.Redis  # the status cache
+    from functions.common.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or get_settings()
-    configure_logging("bot-manager", settings.log_level)
-    app = Flask(__name__)
-    services = Services(
-        settings, session_factory(settings.database_url), create_celery(settings), coordination.connect(settings.redis_url)
-    )
-    app.extensions["vexa"] = services
+    """The WSGI app, as gunicorn runs it: `functions.bot_manager:create_app()`."""
+    from .app import create_app as make_app
 
-    def ready() -> None:
-        with services.sessions() as db:
-            db.execute(text("SELECT 1"))
-
-    web.install(
-        app, "bot-manager", max_body_bytes=settings.max_event_bytes, ready=ready,
-        collectors=(MeetingMetrics(services.sessions),),
-    )  # fmt: skip
-
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(DBAPIError)
-    def database_unavailable(exc: Exception):
-        # 503 makes the broker redeliver the event once the database is back: nothing is lost.
-        log.error("database.unavailable", extra={"error": str(exc).splitlines()[0]})
-        return web.error_response(503, "database_unavailable", "the database is unavailable; retry later")
-
-    from .api import bp as api_bp
-    from .events import bp as events_bp
-
-    app.register_blueprint(api_bp)
-    app.register_blueprint(events_bp)
-    return app
+    return make_app(settings)

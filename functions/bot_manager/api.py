@@ -55,6 +55,17 @@ def _status_key(user_id: str) -> str:
     return f"status:{user_id}"
 
 
+@bp.delete("/transcript/<user_id>/<meeting_id>")
+def delete_transcript(user_id: str, meeting_id: str):
+    user_id = parse_path_param(UserId, user_id, "user_id")
+    meeting_id = parse_path_param(MeetingId, meeting_id, "meeting_id")
+    services = current_app.extensions["vexa"]
+    with services.sessions() as db:
+        deleted = meetings.delete_meeting(db, user_id, meeting_id)
+    coordination.forget(services.redis_client, _status_key(user_id))
+    return jsonify({"user_id": user_id, "meeting_id": meeting_id, "deleted": deleted})
+
+
 @bp.get("/transcript/<user_id>/<meeting_id>")
 def transcript(user_id: str, meeting_id: str):
     user_id = parse_path_param(UserId, user_id, "user_id")

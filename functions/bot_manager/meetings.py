@@ -5,10 +5,10 @@ import logging
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from functions.common.admission import check_run_request
 from functions.common.bot_config import BotConfig
 from functions.common.events import BotState
 from functions.common.lifecycle import (
@@ -85,10 +85,13 @@ def run_bot(db: Session, settings: Settings, request: RunBotRequest) -> Meeting:
 
     The caller hands the launch to a Celery task (`launch_session`) once this commits.
     """
+    request = check_run_request(request, settings)  # 422: a recording outside RECORDING_SOURCES, a language the model lacks
     with db.begin():
         # One run at a time per user, so the live-meeting and limit checks below cannot race.
         db.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(request.user_id, 0))))
-        db.execute(insert(User).values(user_id=request.user_id).on_conflict_do_nothing())
+        user = db.get(User, request.user_id)
+        if user is None:  # the gateway lets only users with a key through; bot-manager checks again
+            raise ApiError(404, "user_not_found", f"no user {request.user_id!r}")
         existing = live_meeting(db, request.user_id, request.meeting_id)
         if existing is not None:
             raise ApiError(
@@ -97,7 +100,6 @@ def run_bot(db: Session, settings: Settings, request: RunBotRequest) -> Meeting:
                 f"meeting {request.meeting_id!r} already has a live bot ({existing.status})",
                 meeting=meeting_json(existing),
             )
-        user = db.get(User, request.user_id)
         limit = user.max_bots if user.max_bots is not None else settings.max_bots_per_user
         running = db.scalar(select(func.count()).where(Meeting.user_id == request.user_id, Meeting.status.in_(LIVE)))
         if running >= limit:
@@ -314,7 +316,7 @@ def lock_meeting(db: Session, meeting_pk: uuid.UUID) -> Meeting | None:
 
 def user_meetings(db: Session, user_id: str, limit: int = 100) -> list[Meeting]:
     if db.get(User, user_id) is None:
-        raise ApiError(404, "user_not_found", f"no user {user_id!r}: a user appears with their first POST /bot/run")
+        raise ApiError(404, "user_not_found", f"no user {user_id!r}")
     return list(
         db.scalars(
             select(Meeting)
@@ -324,6 +326,28 @@ def user_meetings(db: Session, user_id: str, limit: int = 100) -> list[Meeting]:
             .limit(limit)
         )
     )
+
+
+def delete_meeting(db: Session, user_id: str, meeting_id: str) -> dict[str, int]:
+    """Delete every finished run of a meeting id with all its data: transcript, chunks, sessions, history.
+
+    For users who must not keep recordings. A live run must be stopped first (409).
+    """
+    with db.begin():
+        runs = list(db.scalars(
+            select(Meeting).where(Meeting.user_id == user_id, Meeting.meeting_id == meeting_id).with_for_update()
+        ))  # fmt: skip
+        if not runs:
+            raise ApiError(404, "meeting_not_found", f"user {user_id!r} has no meeting {meeting_id!r}")
+        live = [m for m in runs if m.status not in TERMINAL]
+        if live:
+            raise ApiError(409, "meeting_live", f"meeting {meeting_id!r} is still {live[0].status}: stop it, then delete it",
+                           meeting=meeting_json(live[0]))  # fmt: skip
+        pks = [m.id for m in runs]
+        segments = db.scalar(select(func.count()).where(TranscriptSegment.meeting_pk.in_(pks)))
+        db.execute(delete(Meeting).where(Meeting.id.in_(pks)))  # the rest goes with it (ON DELETE CASCADE)
+    log.warning("meeting.deleted", extra={"user_id": user_id, "user_meeting_id": meeting_id, "runs": len(pks), "segments": segments})
+    return {"meetings": len(pks), "segments": segments}
 
 
 def meeting_with_transcript(db: Session, user_id: str, meeting_id: str) -> tuple[Meeting, list[TranscriptSegment]]:

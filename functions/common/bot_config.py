@@ -30,6 +30,7 @@ ENV_NAMES = {
     "log_level": "LOG_LEVEL",
     "resume_from_seconds": "VEXA_RESUME_FROM_SECONDS",
     "audio_origin": "VEXA_AUDIO_ORIGIN",
+    "recording_sources": "RECORDING_SOURCES",
 }
 _CONVERTERS = {"str": str, "int": int, "float": float}
 
@@ -56,6 +57,9 @@ class BotConfig:
     # meeting's audio position 0 (ISO 8601), so its transcript continues on the same clock.
     resume_from_seconds: float = 0.0
     audio_origin: str = ""
+    # Where the recording may come from (bot-manager's RECORDING_SOURCES): the bot checks it again
+    # on its own file system before it opens anything. Empty: no second check.
+    recording_sources: str = ""
 
     @classmethod
     def for_meeting(cls, settings: Settings, sink_url: str, **meeting: str | float) -> "BotConfig":
@@ -70,6 +74,7 @@ class BotConfig:
             buffer_chunks=settings.bot_buffer_chunks,
             drain_seconds=settings.bot_drain_seconds,
             log_level=settings.log_level,
+            recording_sources=settings.recording_sources,
             **meeting,
         )
 

@@ -24,6 +24,12 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SAMPLE_RATE = 16_000  # audio chunks are 16 kHz mono signed 16-bit PCM in a WAV container
+# The longest audio chunk (the chunker cuts at CHUNK_MAX_SECONDS, which may not exceed it): 15 s
+# is 480,000 bytes of PCM, so its WAV fits in an event under MAX_EVENT_BYTES' default 512 KiB.
+MAX_CHUNK_SECONDS = 15.0
+MAX_CHUNK_PCM_BYTES = int(MAX_CHUNK_SECONDS * SAMPLE_RATE) * 2
+# A WAV body: the PCM plus its header (44 bytes as encode_wav writes it; other writers add chunks).
+MAX_CHUNK_WAV_BYTES = MAX_CHUNK_PCM_BYTES + 1024
 AUDIO_CONTENT_TYPE = "audio/wav"
 JSON_CONTENT_TYPE = "application/json"
 REQUIRED_ATTRIBUTES = frozenset({"id", "source", "specversion", "type"})
@@ -128,7 +134,16 @@ def is_retryable(status: int) -> bool:
 
 
 class BadEvent(ValueError):
-    """An event that can never be processed; answered with a 4xx so it is not redelivered."""
+    """An event that can never be processed; answered with a 4xx so it is not redelivered.
+
+    `status`: 400 for a malformed event, 413 for one too large, 422 for a well-formed one this
+    deployment cannot process (a language its model does not know). None of them is retried.
+    """
+
+    def __init__(self, message: str, status: int = 400, code: str = "bad_event"):
+        super().__init__(message)
+        self.status = status
+        self.code = code
 
 
 class _RawDataFormat(JSONFormat):
@@ -273,8 +288,21 @@ def encode_wav(pcm16: bytes, rate: int = SAMPLE_RATE) -> bytes:
     return buffer.getvalue()
 
 
-def decode_wav(body: bytes) -> bytes:
-    """The PCM inside a chunk's WAV body; BadEvent unless it is 16 kHz mono s16."""
+def decode_wav(body: bytes, max_seconds: float = MAX_CHUNK_SECONDS) -> bytes:
+    """The PCM inside a chunk's WAV body; BadEvent unless it is 16 kHz mono s16, at most `max_seconds` long.
+
+    Size and header are checked before any sample is read: 413 for a body or a declared
+    duration over the limit, 400 for anything that is not a complete 16 kHz mono 16-bit WAV.
+    """
+    max_bytes = int(max_seconds * SAMPLE_RATE) * 2 + (MAX_CHUNK_WAV_BYTES - MAX_CHUNK_PCM_BYTES)
+    if len(body) > max_bytes:
+        raise BadEvent(
+            f"audio chunk too large: {len(body)} bytes, at most {max_bytes} "
+            f"({max_seconds:g} s of {SAMPLE_RATE} Hz mono 16-bit WAV)",
+            status=413, code="payload_too_large",
+        )  # fmt: skip
+    if len(body) < 12 or body[:4] != b"RIFF" or body[8:12] != b"WAVE":
+        raise BadEvent("undecodable audio: not a WAV file (it does not start with a RIFF/WAVE header)")
     try:
         with wave.open(io.BytesIO(body), "rb") as wav:
             if (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) != (1, 2, SAMPLE_RATE):
@@ -282,10 +310,20 @@ def decode_wav(body: bytes) -> bytes:
                     f"audio must be {SAMPLE_RATE} Hz mono 16-bit WAV, got {wav.getframerate()} Hz, "
                     f"{wav.getnchannels()} channel(s), {8 * wav.getsampwidth()}-bit"
                 )
-            frames = wav.readframes(wav.getnframes())
+            declared = wav.getnframes()
+            if declared > max_seconds * SAMPLE_RATE:
+                raise BadEvent(
+                    f"audio chunk too long: {declared / SAMPLE_RATE:.2f} s, at most {max_seconds:g} s",
+                    status=413, code="payload_too_large",
+                )  # fmt: skip
+            frames = wav.readframes(declared)
     except (wave.Error, EOFError) as exc:
         raise BadEvent(f"undecodable audio: {exc}") from None
     if not frames:
         raise BadEvent("undecodable audio: the WAV holds no samples")
+    if len(frames) != declared * 2:
+        raise BadEvent(
+            f"undecodable audio: the WAV is truncated: its header declares {declared} samples, "
+            f"its data holds {len(frames) / 2:g}"
+        )
     return frames
-

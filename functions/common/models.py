@@ -40,6 +40,26 @@ class User(Base):
     max_bots: Mapped[int | None] = mapped_column(Integer)
 
 
+class ApiKey(Base):
+    """A user's API key. Only its SHA-256 is stored: the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str | None] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)  # enough to recognise it in a list
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = _now_default()
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Requests per minute for this key; the API_RATE_LIMIT_PER_MINUTE setting if null.
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_api_keys_user", "user_id"),)
+
+
 class Meeting(Base):
     """One run of a bot in a user's meeting (a meeting id may be run again once finished)."""
 

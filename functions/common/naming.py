@@ -1,11 +1,25 @@
-"""Names derived from user-supplied ids, made safe in one place."""
+"""Names derived from user-supplied ids, made safe in one place.
+
+- `bot_name`: a bot's Kubernetes Job name, its folder under STATE_DIR/bots/ (process
+  orchestrator) and its log field; a DNS-1123 label, so also a safe path component.
+- `label_value`: the user / meeting / session ids as Kubernetes label values.
+
+Raw ids appear nowhere else outside the database, JSON bodies and JSON log fields (where
+they are escaped); the API schemas already keep them to printable ASCII without slashes.
+"""
 from __future__ import annotations
 
 import hashlib
 import re
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 MAX_NAME = 63  # DNS-1123 label: Kubernetes object names, label values
+
+
+def is_dns_label(text: str) -> bool:
+    """A DNS-1123 label (what `bot_name` makes): a Kubernetes name and a path component that cannot escape."""
+    return len(text) <= MAX_NAME and _DNS_LABEL.fullmatch(text) is not None
 
 
 def dns_label(text: str, max_length: int) -> str:

@@ -70,6 +70,27 @@ class TranscriptQuery(_Body):
     format: TranscriptFormat = TranscriptFormat.JSON
 
 
+# -- the admin API ------------------------------------------------------------------------------
+BotLimit = Annotated[int, Field(ge=0, le=10_000)]
+
+
+class CreateUserRequest(_Body):
+    user_id: UserId
+    max_bots: BotLimit | None = Field(default=None, description="Concurrent bots; MAX_BOTS_PER_USER if absent.")
+
+
+class UpdateUserRequest(_Body):
+    max_bots: BotLimit | None = Field(description="Concurrent bots; null: the MAX_BOTS_PER_USER setting.")
+
+
+class CreateKeyRequest(_Body):
+    name: str | None = Field(default=None, min_length=1, max_length=100, description="What the key is for.")
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650, description="Never expires if absent.")
+    rate_limit_per_minute: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Requests per minute; API_RATE_LIMIT_PER_MINUTE if absent."
+    )
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

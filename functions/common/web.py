@@ -22,6 +22,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from .events import BadEvent, describe_validation_error
+from .logs import Redactor, secret_values
 
 log = logging.getLogger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
@@ -33,11 +34,12 @@ LATENCY = Histogram("vexa_http_request_seconds", "HTTP request latency", ["servi
 class ApiError(Exception):
     """An error the client can act on; rendered as {"error": {"code", "message"}}."""
 
-    def __init__(self, status: int, code: str, message: str, **details: Any):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}  # e.g. Retry-After, WWW-Authenticate
         self.details = details
 
 
@@ -97,13 +99,15 @@ def install(
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, **exc.details)
+        body, status = error_response(exc.status, exc.code, exc.message, **exc.details)
+        body.headers.update(exc.headers)
+        return body, status
 
     @app.errorhandler(BadEvent)
     def _bad_event(exc: BadEvent):
-        # 400 is final for a Knative broker: a malformed event is never redelivered.
-        log.warning("event.rejected", extra={"reason": str(exc), "ce_id": request.headers.get("ce-id")})
-        return error_response(400, "bad_event", str(exc))
+        # Any 4xx but 404/408/409/429 is final for a Knative broker: the event is never redelivered.
+        log.warning("event.rejected", extra={"reason": str(exc), "status": exc.status, "ce_id": request.headers.get("ce-id")})
+        return error_response(exc.status, exc.code, str(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -140,7 +144,9 @@ def _ops_blueprint(service: str, ready: Callable[[], None] | None, collectors: t
             if ready is not None:
                 ready()
         except Exception as exc:  # any failing dependency makes the service unready
-            return jsonify({"status": "unavailable", "service": service, "reason": str(exc)}), 503
+            # The dependency's own words, less any credential (a database URL, say).
+            reason = Redactor(secret_values()).text(str(exc))
+            return jsonify({"status": "unavailable", "service": service, "reason": reason}), 503
         return jsonify({"status": "ok", "service": service})
 
     @ops.get("/metrics")

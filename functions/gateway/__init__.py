@@ -1,28 +1,48 @@
-"""The gateway: Vexa's only public entry. Validates requests and forwards them to bot-manager."""
+"""The gateway: Vexa's only public entry. Authenticates and validates requests, forwards them to
+bot-manager, and serves the /admin API for users and their API keys."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import redis
 import requests
 from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 
+from functions.bot_manager import coordination
 from functions.common import web
+from functions.common.db import session_factory
 from functions.common.logs import configure_logging
 from functions.common.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    http: requests.Session  # to bot-manager
+    sessions: sessionmaker[Session]  # users and API keys
+    redis_client: redis.Redis  # rate limits
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     configure_logging("gateway", settings.log_level)
     app = Flask(__name__)
-    app.extensions["vexa"] = {"settings": settings, "http": requests.Session()}
+    services = Services(settings, requests.Session(), session_factory(settings.database_url), coordination.connect(settings.redis_url))
+    app.extensions["vexa"] = services
 
     def ready() -> None:
-        # The gateway is useless without bot-manager; report it so operators see the real cause.
-        response = app.extensions["vexa"]["http"].get(f"{settings.bot_manager_url}/healthz", timeout=3)
-        response.raise_for_status()
+        # Useless without bot-manager and the key store; report either so operators see the real cause.
+        services.http.get(f"{settings.bot_manager_url}/healthz", timeout=3).raise_for_status()
+        with services.sessions() as db:
+            db.execute(text("SELECT 1"))
 
     web.install(app, "gateway", max_body_bytes=settings.max_request_bytes, ready=ready)
 
+    from .admin import bp as admin_bp
     from .routes import bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(admin_bp)
     return app

@@ -6,7 +6,17 @@ from typing import Any
 from pydantic import BaseModel
 
 from functions.common.lifecycle import MeetingStatus
-from functions.common.schemas import ErrorResponse, MeetingId, RunBotRequest, StopBotRequest, TranscriptFormat, UserId
+from functions.common.schemas import (
+    CreateKeyRequest,
+    CreateUserRequest,
+    ErrorResponse,
+    MeetingId,
+    RunBotRequest,
+    StopBotRequest,
+    TranscriptFormat,
+    UpdateUserRequest,
+    UserId,
+)
 from functions.common.web import type_adapter
 
 _MEETING = {
@@ -71,39 +81,85 @@ def _path_param(name: str, kind: Any) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": type_adapter(kind).json_schema()}
 
 
+_USER = {
+    "type": "object",
+    "properties": {"user_id": {"type": "string"}, "max_bots": {"type": ["integer", "null"]}, "created_at": {"type": "string"}},
+    "required": ["user_id", "max_bots", "created_at"],
+}
+_API_KEY = {
+    "type": "object",
+    "description": "An API key as listed: its prefix, never the key (except `key`, once, when it is issued).",
+    "properties": {
+        **{name: {"type": "string"} for name in ("id", "user_id", "prefix", "created_at")},
+        **{name: {"type": ["string", "null"]} for name in ("name", "expires_at", "revoked_at", "last_used_at")},
+        "rate_limit_per_minute": {"type": ["integer", "null"]},
+        "key": {"type": "string", "description": "the key itself: shown only in the response that issued it"},
+    },
+    "required": ["id", "user_id", "prefix", "created_at"],
+}
+_DELETED = {
+    "type": "object",
+    "properties": {
+        "user_id": {"type": "string"},
+        "meeting_id": {"type": "string"},
+        "deleted": {"type": "object", "properties": {"meetings": {"type": "integer"}, "segments": {"type": "integer"}}},
+    },
+}
+_AS_USER = {"security": [{"ApiKey": []}]}
+_AS_ADMIN = {"security": [{"AdminToken": []}]}
+# Every user endpoint may answer these: no or a bad key, another user's id, over the rate limit.
+_USER_ERRORS = (401, 403, 429)
+_ADMIN_ERRORS = (401, 403)
+
+
 def openapi_document(server_url: str) -> dict[str, Any]:
+    # Every model's own definitions ($defs) move to components/schemas, where its refs point.
+    ref_template = "#/components/schemas/{model}"
     schemas = {
-        model.__name__: model.model_json_schema(ref_template="#/components/schemas/{model}")
-        for model in (RunBotRequest, StopBotRequest)
+        model.__name__: model.model_json_schema(ref_template=ref_template)
+        for model in (RunBotRequest, StopBotRequest, CreateUserRequest, UpdateUserRequest, CreateKeyRequest)
     }
-    schemas.update({"Meeting": _MEETING, "Segment": _SEGMENT, "Error": ErrorResponse.model_json_schema()})
+    schemas.update({"Meeting": _MEETING, "Segment": _SEGMENT, "User": _USER, "ApiKey": _API_KEY,
+                    "Error": ErrorResponse.model_json_schema(ref_template=ref_template)})  # fmt: skip
     for schema in list(schemas.values()):
         schemas.update(schema.pop("$defs", {}))
     user = _path_param("user_id", UserId)
+    meeting = _path_param("meeting_id", MeetingId)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Vexa API", "version": "1.0.0", "description": "Send bots to meetings and read their transcripts."},
+        "info": {
+            "title": "Vexa API",
+            "version": "1.0.0",
+            "description": "Send bots to meetings and read their transcripts. Every /bot and /transcript call needs the "
+            "user's API key in X-API-Key and may act only for that user; /admin needs the admin token.",
+        },
         "servers": [{"url": server_url}],
         "paths": {
             "/bot/run": {
                 "post": {
+                    **_AS_USER,
                     "summary": "Send a bot to a meeting",
                     "requestBody": _body(RunBotRequest),
                     "responses": {
                         "201": _json(_ref("Meeting"), "the meeting, its bot starting"),
-                        **_errors(400, 409, 413, 415, 422, 429, 503),
+                        **_errors(400, *_USER_ERRORS, 404, 409, 413, 415, 422, 503),
                     },
                 }
             },
             "/bot/stop": {
                 "post": {
+                    **_AS_USER,
                     "summary": "Make a meeting's bot leave; the meeting then completes",
                     "requestBody": _body(StopBotRequest),
-                    "responses": {"202": _json(_ref("Meeting"), "the meeting, stopping"), **_errors(400, 404, 409, 413, 415, 422, 503)},
+                    "responses": {
+                        "202": _json(_ref("Meeting"), "the meeting, stopping"),
+                        **_errors(400, *_USER_ERRORS, 404, 409, 413, 415, 422, 503),
+                    },
                 }
             },
             "/bot/status/{user_id}": {
                 "get": {
+                    **_AS_USER,
                     "summary": "A user's bots, newest first (at most 100)",
                     "parameters": [user],
                     "responses": {
@@ -111,16 +167,17 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                             {"type": "object", "properties": {"user_id": {"type": "string"}, "bots": {"type": "array", "items": _ref("Meeting")}}},
                             "the user's bots",
                         ),
-                        **_errors(404, 422, 503),
+                        **_errors(*_USER_ERRORS, 404, 422, 503),
                     },
                 }
             },
             "/transcript/{user_id}/{meeting_id}": {
                 "get": {
+                    **_AS_USER,
                     "summary": "The meeting's transcript so far (the latest run of that meeting id)",
                     "parameters": [
                         user,
-                        _path_param("meeting_id", MeetingId),
+                        meeting,
                         {"name": "format", "in": "query", "required": False, "schema": {"enum": [f.value for f in TranscriptFormat], "default": "json"}},
                     ],
                     "responses": {
@@ -138,11 +195,72 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                                 "text/vtt": {"schema": {"type": "string"}},
                             },
                         },
-                        **_errors(404, 422, 503),
+                        **_errors(*_USER_ERRORS, 404, 422, 503),
                     },
+                },
+                "delete": {
+                    **_AS_USER,
+                    "summary": "Delete every finished run of the meeting with its transcript and history, for good",
+                    "parameters": [user, meeting],
+                    "responses": {"200": _json(_DELETED, "what was deleted"), **_errors(*_USER_ERRORS, 404, 409, 422, 503)},
+                },
+            },
+            "/admin/users": {
+                "post": {
+                    **_AS_ADMIN,
+                    "summary": "Create a user",
+                    "requestBody": _body(CreateUserRequest),
+                    "responses": {"201": _json(_ref("User"), "the user"), **_errors(400, *_ADMIN_ERRORS, 409, 413, 415, 422, 503)},
+                }
+            },
+            "/admin/users/{user_id}": {
+                "get": {
+                    **_AS_ADMIN,
+                    "summary": "A user",
+                    "parameters": [user],
+                    "responses": {"200": _json(_ref("User"), "the user"), **_errors(*_ADMIN_ERRORS, 404, 422, 503)},
+                },
+                "patch": {
+                    **_AS_ADMIN,
+                    "summary": "Set a user's concurrent-bot limit",
+                    "parameters": [user],
+                    "requestBody": _body(UpdateUserRequest),
+                    "responses": {"200": _json(_ref("User"), "the user"), **_errors(400, *_ADMIN_ERRORS, 404, 413, 415, 422, 503)},
+                },
+            },
+            "/admin/users/{user_id}/keys": {
+                "post": {
+                    **_AS_ADMIN,
+                    "summary": "Issue an API key; the response holds the key, which is never shown again",
+                    "parameters": [user],
+                    "requestBody": _body(CreateKeyRequest),
+                    "responses": {"201": _json(_ref("ApiKey"), "the key"), **_errors(400, *_ADMIN_ERRORS, 404, 413, 415, 422, 503)},
+                },
+                "get": {
+                    **_AS_ADMIN,
+                    "summary": "A user's API keys (prefixes only)",
+                    "parameters": [user],
+                    "responses": {
+                        "200": _json({"type": "object", "properties": {"user_id": {"type": "string"}, "keys": {"type": "array", "items": _ref("ApiKey")}}}, "the keys"),
+                        **_errors(*_ADMIN_ERRORS, 404, 422, 503),
+                    },
+                },
+            },
+            "/admin/keys/{key_id}": {
+                "delete": {
+                    **_AS_ADMIN,
+                    "summary": "Revoke an API key at once",
+                    "parameters": [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}],
+                    "responses": {"200": _json(_ref("ApiKey"), "the revoked key"), **_errors(*_ADMIN_ERRORS, 404, 422, 503)},
                 }
             },
             "/healthz": {"get": {"summary": "Liveness and readiness", "responses": {"200": {"description": "ready"}, "503": {"description": "a dependency is down"}}}},
         },
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "AdminToken": {"type": "http", "scheme": "bearer", "description": "the ADMIN_TOKEN setting"},
+            },
+        },
     }

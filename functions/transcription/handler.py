@@ -26,6 +26,8 @@ from functions.common.events import (
     to_http,
 )
 
+from functions.common.languages import describe, supported_languages
+
 from .engines import TranscribedSegment
 
 log = logging.getLogger(__name__)
@@ -45,12 +47,20 @@ def transcribe_chunk():
         raise BadEvent(f"transcription handles only {EventType.AUDIO_CHUNK} events, got {event.get_type()}")
     identity = identity_of(event)
     chunk = audio_chunk_attributes(event)
+    services = current_app.extensions["vexa"]
+    supported = supported_languages(services["settings"])
+    if chunk.language not in supported:
+        raise BadEvent(
+            f"language {chunk.language!r} is not supported by this deployment's model; it transcribes: {describe(supported)}",
+            status=422, code="language_not_supported",
+        )  # fmt: skip
     data = event.get_data()
     if not isinstance(data, bytes):
         raise BadEvent("an audio chunk's data must be a WAV file (Content-Type: audio/wav)")
+    # Size, header, format and duration are checked before a sample is decoded.
     pcm = decode_wav(data)
     audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-    engine = current_app.extensions["vexa"]["engine"]
+    engine = services["engine"]
 
     started = time.perf_counter()
     transcribed = engine.transcribe(audio, chunk.language)

@@ -9,7 +9,8 @@
 #   build-images     make images REGISTRY=kind.local TAG=<version>: kind.local/vexa-<component>:<version>
 #   load-images      kind load docker-image, the five images
 #   install-chart    helm upgrade --install vexa helm/vexa -n vexa --set image.registry=kind.local
-#                    (and image.tag, transcription.engine); waits for every Knative Service to be Ready
+#                    (and image.tag, transcription.engine) -f values-kind.yaml (bots may fetch the
+#                    in-cluster sample); waits for every Knative Service to be Ready
 #   smoke-test       serves local/sample/meeting.ogg inside the cluster, sends a bot to it through
 #                    the gateway and waits for the meeting to complete with a transcript;
 #                    prints the gateway URL
@@ -104,7 +105,7 @@ install_chart() {
   run helm upgrade --install vexa "$REPO_ROOT/helm/vexa" --kube-context "$KUBE_CONTEXT" \
     -n "$NAMESPACE" --create-namespace --timeout 15m \
     --set image.registry="$REGISTRY" --set image.tag="$TAG" --set image.pullPolicy=IfNotPresent \
-    --set transcription.engine="$ENGINE" \
+    --set transcription.engine="$ENGINE" -f "$KIND_DIR/values-kind.yaml" \
     ${extra[@]+"${extra[@]}"}
   log "waiting for the Knative Services to be Ready"
   k wait ksvc --all -n "$NAMESPACE" --for=condition=Ready --timeout=900s

@@ -18,6 +18,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from functions.common.naming import is_dns_label
+
 from . import BotSpec, LaunchError, WorkerState, WorkerStatus
 
 # The only variables a bot inherits: it runs from its own configuration, like a Job.
@@ -32,8 +34,14 @@ class ProcessOrchestrator:
         self.root = Path(state_dir).resolve() / "bots"
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def _workdir(self, name: str) -> Path | None:
+        """The bot's folder; None for a name no bot can have (bot names are DNS labels: no `/`, no `..`)."""
+        return self.root / name if is_dns_label(name) else None
+
     def launch(self, spec: BotSpec) -> None:
-        workdir = self.root / spec.name
+        workdir = self._workdir(spec.name)
+        if workdir is None:
+            raise LaunchError(f"{spec.name!r} is not a bot name (a DNS-1123 label)")
         try:
             workdir.mkdir()
         except FileExistsError:
@@ -60,13 +68,13 @@ class ProcessOrchestrator:
             raise LaunchError(f"bot watcher exited with {watcher.returncode}: {watcher.stderr.decode()[-500:]}")
 
     def stop(self, name: str) -> None:
-        workdir = self.root / name
-        if workdir.is_dir() and not (workdir / "exit").exists():
+        workdir = self._workdir(name)
+        if workdir is not None and workdir.is_dir() and not (workdir / "exit").exists():
             (workdir / "stop").touch()  # the bot's watcher turns this into SIGTERM
 
     def status(self, name: str) -> WorkerStatus:
-        workdir = self.root / name
-        if not workdir.is_dir():
+        workdir = self._workdir(name)
+        if workdir is None or not workdir.is_dir():
             return WorkerStatus(name, WorkerState.MISSING)
         exit_file = workdir / "exit"
         if exit_file.exists():

@@ -375,6 +375,8 @@ Integer settings go through int, so that a large number is never written as 1e+0
   value: {{ toString $b.relaunchBackoffSeconds | quote }}
 - name: LAUNCH_TIMEOUT_SECONDS
   value: {{ toString $b.launchTimeoutSeconds | quote }}
+- name: RECORDING_SOURCES
+  value: {{ .Values.settings.recordingSources | quote }}
 {{- end -}}
 
 {{/* ---- Celery: what the worker and beat share ---------------------------------------- */}}

@@ -1,0 +1,40 @@
+"""What a run request must satisfy beyond its schema: checks that depend on the deployment.
+
+`RunBotRequest` checks a request's shape wherever it arrives; this checks it against the
+settings: the recording must come from RECORDING_SOURCES, and the language must be one the
+deployed model transcribes. bot-manager applies it to every run request before anything is
+stored, so a refused request changes nothing.
+"""
+from __future__ import annotations
+
+from .languages import describe, supported_languages
+from .recordings import RecordingNotAllowed, allowed_recording, parse_sources
+from .schemas import Platform, RunBotRequest
+from .settings import Settings
+from .web import ApiError
+
+
+def check_run_request(request: RunBotRequest, settings: Settings) -> RunBotRequest:
+    """`request` with its meeting_url normalised, or ApiError 422 naming the field at fault."""
+    check_language(request.language, settings)
+    if request.platform == Platform.FILE and request.meeting_url is not None:
+        try:
+            url = allowed_recording(request.meeting_url, parse_sources(settings.recording_sources))
+        except RecordingNotAllowed as exc:
+            raise ApiError(422, "recording_not_allowed", str(exc)) from None
+        request = request.model_copy(update={"meeting_url": url})
+    return request
+
+
+def check_language(language: str | None, settings: Settings) -> None:
+    """ApiError 422 unless `language` (DEFAULT_LANGUAGE when None) is one the deployed model transcribes."""
+    effective = language or settings.default_language
+    supported = supported_languages(settings)
+    if effective not in supported:
+        given = f"language {effective!r}" if language else f"language (DEFAULT_LANGUAGE {effective!r})"
+        model = settings.whisper_model or "the bundled tiny.en"
+        raise ApiError(
+            422,
+            "language_not_supported",
+            f"{given} is not supported by this deployment's model ({model}); it transcribes: {describe(supported)}",
+        )

@@ -2,7 +2,8 @@
 
 Tests need a PostgreSQL server and a Redis server: TEST_DATABASE_SERVER
 (default postgresql+pg8000://postgres@127.0.0.1:5432) and TEST_REDIS_URL
-(default redis://127.0.0.1:6379/15). `.ci/run` starts both if they are down.
+(default redis://127.0.0.1:6379/15, for in-process tests; each stack runs its own Redis).
+`.ci/run` starts both if they are down.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ TEST_STACK_ENV = {
     "RECORDING_SOURCES": f"{REPO_ROOT / 'local' / 'sample'}/,{tempfile.gettempdir()}/,https://",
     "API_RATE_LIMIT_PER_MINUTE": "100000",
 }
-IN_PROCESS_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/14"  # a database the stack's workers do not read
+IN_PROCESS_REDIS_URL = REDIS_URL  # stacks run a Redis of their own, so no Celery worker reads this one
 SAMPLE = REPO_ROOT / "local" / "sample" / "meeting.ogg"
 SAMPLE_TEXT = (REPO_ROOT / "local" / "sample" / "meeting.txt").read_text()
 
@@ -217,10 +218,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 def _running_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[RunningStack]:
     state = tmp_path_factory.mktemp("stack")
     state.chmod(0o755)
+    # A Redis of its own (the stack's embedded one): Celery workers of two stacks sharing a
+    # Redis database would take each other's tasks, e.g. when two test sessions run at once.
     environ = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
         "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
+        "EMBEDDED_REDIS_PORT": str(free_port()),
         "STATE_DIR": str(state),
         "GATEWAY_PORT": str(free_port()),
         "BOT_MANAGER_PORT": str(free_port()),

@@ -11,10 +11,15 @@ local broker's, and a worker that builds bot Jobs from exactly the values the op
 """
 from __future__ import annotations
 
+import base64
 import copy
 import importlib.util
 import ipaddress
+import json
 import re
+import shlex
+import shutil
+import tomllib
 import uuid
 from dataclasses import dataclass, field as dataclass_field
 from functools import lru_cache
@@ -34,7 +39,7 @@ from functions.broker.routing import load_routing
 from functions.common.admission import check_run_request
 from functions.common.bot_config import ENV_NAMES, BotConfig
 from functions.common.models import BotSession, Meeting
-from functions.common.schemas import RunBotRequest
+from functions.common.schemas import CreateKeyRequest, CreateUserRequest, RunBotRequest
 from functions.common.settings import REPO_ROOT, SETTINGS, Settings
 from functions.common.web import ApiError
 from functions.worker.reconciler import policy_from
@@ -101,7 +106,7 @@ CODE_DEFAULTS = {"BOT_HEARTBEAT_TIMEOUT_SECONDS", "TRANSCRIPT_TIMEOUT_SECONDS"}
 # chart passes on from one it happens to share with the code's default.
 CUSTOM_VALUES = {
     "image": {"registry": "registry.example.com/team", "tag": "9.9.9"},
-    "settings": {"logLevel": "DEBUG", "statusCacheSeconds": 2.5,
+    "settings": {"logLevel": "DEBUG", "statusCacheSeconds": 2.5, "apiRateLimitPerMinute": 600,
                  "recordingSources": "https://media.example.com/calls/,/srv/recordings/"},
     "bot": {
         "resources": {"requests": {"cpu": "300m", "memory": "300Mi"}, "limits": {"cpu": "2", "memory": "700Mi"}},
@@ -313,6 +318,13 @@ def test_helm_lint_strict_is_clean(values):
         ({"networkPolicy": {"broker": {"ports": []}}}, "/networkPolicy/broker/ports"),
         ({"networkPolicy": {"publicInternet": [{"cidr": "everywhere", "except": []}]}}, "/networkPolicy/publicInternet/0/cidr"),
         ({"networkPolicy": {"dns": {"podSelector": {"k8s-app": "kube-dns"}}}}, "/networkPolicy/dns/podSelector"),  # not a selector
+        ({"settings": {"apiRateLimitPerMinute": 0}}, "/settings/apiRateLimitPerMinute"),
+        ({"settings": {"apiRateLimitPerMinute": 1.5}}, "/settings/apiRateLimitPerMinute"),
+        ({"admin": {"token": "hunter2"}}, "token"),  # the admin token never goes in values
+        ({"admin": {"enabled": "no"}}, "/admin/enabled"),
+        ({"admin": {"existingSecret": "Admin_Token"}}, "/admin/existingSecret"),  # not a Secret name
+        ({"admin": {"existingSecretKey": ""}}, "/admin/existingSecretKey"),
+        ({"admin": {"existingSecretKey": "admin token"}}, "/admin/existingSecretKey"),  # not a Secret key
     ],
 )
 def test_bad_values_fail_at_install_time(chart, values, complaint):
@@ -348,9 +360,25 @@ def test_defaults_hold_no_secret(chart):
             yield path, value
 
     suspicious = re.compile(r"password|token|credential|apikey|url", re.I)
-    for path, value in walk(chart.values, ""):
-        if suspicious.search(path.rsplit(".", 1)[-1]):
-            assert value in ("", None), f"{path} has a default value: secrets must come from Secrets"
+    for values in (chart.values, production_values()):
+        for path, value in walk(values, ""):
+            if suspicious.search(path.rsplit(".", 1)[-1]):
+                assert value in ("", None), f"{path} has a default value: secrets must come from Secrets"
+    # The admin token has no value at all, only a Secret's name and key, and the schema takes no other.
+    assert set(chart.values["admin"]) == {"enabled", "existingSecret", "existingSecretKey"}
+    assert chart.schema["properties"]["admin"]["additionalProperties"] is False
+
+
+def test_secret_settings_reach_vexa_only_from_secrets(rendered):
+    """DATABASE_URL, REDIS_URL and ADMIN_TOKEN (the settings marked secret) are never written
+    into a pod spec, where anyone who may read the Deployment or Knative Service would see them."""
+    secret = {s.env for s in SETTINGS.values() if s.secret}
+    assert {"DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN"} <= secret
+    for key, spec in pod_specs(rendered).items():
+        for container in spec["containers"]:
+            for name, entry in env_of(container).items():
+                if name in secret:
+                    assert "value" not in entry and set(entry["valueFrom"]) == {"secretKeyRef"}, (key, name)
 
 
 # ---- schemas: Kubernetes and Knative -----------------------------------------------------------
@@ -640,6 +668,135 @@ def test_database_and_redis_urls_come_from_secrets(default_objects, production_o
     assert database == {"name": "vexa-database", "key": "database-url"}
     assert redis == {"name": "vexa-redis-url", "key": "redis-url"}
     assert not of_kind(production_objects, "StatefulSet") and not of_kind(production_objects, "Secret")
+
+
+def gateway_of(rendered: list[dict]) -> dict:
+    return knative_services(rendered)["gateway"]
+
+
+def secret_ref(container: dict, name: str) -> dict[str, str]:
+    return env_of(container)[name]["valueFrom"]["secretKeyRef"]
+
+
+def test_the_gateway_gets_the_key_store_rate_limits_and_admin_token(with_values):
+    """Users and API keys live in PostgreSQL and rate limits in Redis: the gateway reads them from
+    the very Secrets bot-manager does. The rate limit is the value's; ADMIN_TOKEN comes from a Secret."""
+    rendered, values = with_values
+    gateway = container_of(gateway_of(rendered))
+    manager = container_of(knative_services(rendered)["bot-manager"])
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        assert env_of(gateway)[name] == env_of(manager)[name], name
+    assert set(env_of(gateway)) - PROCESS_VARIABLES == {
+        "LOG_LEVEL", "DATABASE_URL", "REDIS_URL", "BOT_MANAGER_URL", "MAX_REQUEST_BYTES", "DEFAULT_LANGUAGE",
+        "API_RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN",
+    }  # fmt: skip
+    settings = Settings.from_env(plain_env(gateway_of(rendered)))
+    assert settings.api_rate_limit_per_minute == values["settings"]["apiRateLimitPerMinute"]
+    assert settings.max_request_bytes == values["settings"]["maxRequestBytes"]
+    admin = secret_ref(gateway, "ADMIN_TOKEN")
+    if values["admin"]["existingSecret"]:  # production: the operator's Secret; the chart makes none
+        assert admin == {"name": values["admin"]["existingSecret"], "key": values["admin"]["existingSecretKey"]}
+        assert not [s for s in of_kind(rendered, "Secret") if "admin" in s["metadata"]["name"]]
+    else:
+        assert admin == {"name": f"{RELEASE}-admin", "key": "admin-token"}
+        assert admin["key"] in one(rendered, "Secret", admin["name"])["stringData"]
+    # Only the gateway serves /admin; no other pod gets its token.
+    for key, spec in pod_specs(rendered).items():
+        if key != "Service/gateway":
+            assert all("ADMIN_TOKEN" not in env_of(c) for c in spec["containers"]), key
+    # Still no Kubernetes API identity: the gateway never talks to the API.
+    spec = gateway_of(rendered)["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False and "serviceAccountName" not in spec
+
+
+def test_custom_values_change_the_rate_limit(chart):
+    """Otherwise the custom case above could not tell the value passed on from the default."""
+    custom = CUSTOM_VALUES["settings"]["apiRateLimitPerMinute"]
+    assert custom != chart.values["settings"]["apiRateLimitPerMinute"]
+    assert str(custom) != SETTINGS["api_rate_limit_per_minute"].default
+
+
+def test_the_generated_admin_token(default_objects):
+    (secret,) = [s for s in of_kind(default_objects, "Secret") if s["metadata"]["name"] == f"{RELEASE}-admin"]
+    assert_valid_kubernetes(secret)
+    assert secret["metadata"]["namespace"] == NAMESPACE and secret["type"] == "Opaque"
+    assert set(secret["stringData"]) == {"admin-token"}
+    token = secret["stringData"]["admin-token"]
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", token)  # about 190 random bits
+    # Its own random value, not another generated password.
+    others = [s["stringData"]["password"] for s in of_kind(default_objects, "Secret") if "password" in s["stringData"]]
+    assert len(others) == 2 and token not in others
+
+
+def test_the_admin_token_comes_from_the_operators_secret_when_named(chart):
+    rendered = objects(render(chart, {"admin": {"existingSecret": "ops-admin", "existingSecretKey": "token"}}))
+    assert secret_ref(container_of(gateway_of(rendered)), "ADMIN_TOKEN") == {"name": "ops-admin", "key": "token"}
+    names = {s["metadata"]["name"] for s in of_kind(rendered, "Secret")}
+    assert names == {f"{RELEASE}-postgresql", f"{RELEASE}-redis"}  # nothing generated for the admin API
+
+
+@pytest.mark.parametrize("admin", [{"enabled": False}, {"enabled": False, "existingSecret": "ops-admin"}])
+def test_the_admin_api_can_be_turned_off(chart, admin):
+    """admin.enabled: false gives the gateway no ADMIN_TOKEN at all, so /admin answers 403."""
+    rendered = objects(render(chart, {"admin": admin}))
+    gateway = gateway_of(rendered)
+    assert "ADMIN_TOKEN" not in env_of(container_of(gateway))
+    assert Settings.from_env(plain_env(gateway)).admin_token == ""  # the admin API's off switch
+    assert "DATABASE_URL" in env_of(container_of(gateway))  # API keys still work
+    names = {s["metadata"]["name"] for s in of_kind(rendered, "Secret")}
+    assert names == {f"{RELEASE}-postgresql", f"{RELEASE}-redis"}
+
+
+# The one place the chart asks the cluster for anything: generated Secrets read back on upgrade.
+LOOKUP = '{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret -}}'
+
+
+def chart_with_cluster(tmp_path, secrets: dict[str, dict[str, str]]) -> helm.Chart:
+    """A copy of the chart whose `lookup` finds `secrets` ({name: {key: value}}), as if the cluster
+    held them. The Helm SDK renders offline, where lookup finds nothing; this stand-in answers as
+    lookup would, with the Secret's data base64-encoded, and an unknown name as nothing."""
+    copy_dir = tmp_path / "vexa"
+    shutil.copytree(CHART, copy_dir)  # follows files/knative
+    helpers = copy_dir / "templates" / "_helpers.tpl"
+    text = helpers.read_text()
+    assert text.count(LOOKUP) == 1
+    cluster = {
+        name: {"data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}}
+        for name, data in secrets.items()
+    }
+    (copy_dir / "files" / "cluster-secrets.json").write_text(json.dumps(cluster))
+    helpers.write_text(text.replace(
+        LOOKUP, '{{- $existing := get (.root.Files.Get "files/cluster-secrets.json" | fromJson) .secret -}}'
+    ))  # fmt: skip
+    return helm.Chart.load(copy_dir)
+
+
+def generated(rendered: list[dict]) -> dict[str, dict[str, str]]:
+    return {s["metadata"]["name"]: s["stringData"] for s in of_kind(rendered, "Secret")}
+
+
+def test_lookup_is_the_only_cluster_read():
+    templates = "".join(p.read_text() for p in sorted((CHART / "templates").iterdir()))
+    assert len(re.findall(r"\blookup\s+\"", templates)) == 1 and LOOKUP in templates
+
+
+def test_an_upgrade_keeps_the_generated_admin_token_and_passwords(chart, tmp_path):
+    installed = generated(objects(render(chart)))
+    assert set(installed) == {f"{RELEASE}-admin", f"{RELEASE}-postgresql", f"{RELEASE}-redis"}
+    with chart_with_cluster(tmp_path / "upgrade", installed) as upgrading:
+        manifests = upgrading.render(None, name=RELEASE, namespace=NAMESPACE, is_upgrade=True, revision=2)
+    assert generated(objects(manifests)) == installed
+    # Once the admin Secret is gone (deleted to rotate the token), or lacks its key, a new token;
+    # the database and Redis keep their passwords.
+    admin = f"{RELEASE}-admin"
+    for cluster in ({k: v for k, v in installed.items() if k != admin}, {**installed, admin: {"other": "x"}}):
+        with chart_with_cluster(tmp_path / str(len(cluster[admin]) if admin in cluster else "gone"), cluster) as upgrading:
+            manifests = upgrading.render(None, name=RELEASE, namespace=NAMESPACE, is_upgrade=True, revision=2)
+        after = generated(objects(manifests))
+        assert after[admin]["admin-token"] != installed[admin]["admin-token"]
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", after[admin]["admin-token"])
+        for name in (f"{RELEASE}-postgresql", f"{RELEASE}-redis"):
+            assert after[name] == installed[name], name
 
 
 def test_migrations_run_as_a_hook_before_new_code_serves(default_objects, production_objects):
@@ -1053,5 +1210,62 @@ def test_everything_lands_in_the_release_namespace(chart):
 def test_notes_tell_how_to_reach_the_gateway_and_send_a_bot(chart):
     notes = render(chart)["vexa/templates/NOTES.txt"]
     assert f"kubectl get ksvc gateway -n {NAMESPACE}" in notes
-    assert "curl -s \"$GATEWAY/bot/run\"" in notes and '"meeting_url"' in notes
-    assert "curl -s \"$GATEWAY/transcript/alice/standup-1\"" in notes
+    assert "curl -s \"$GATEWAY/bot/run\" -H \"$KEY\"" in notes and '"meeting_url"' in notes
+    assert "curl -s \"$GATEWAY/transcript/alice/standup-1\" -H \"$KEY\"" in notes
+    assert 'KEY="X-API-Key: ' in notes
+
+
+def admin_commands(notes: str) -> tuple[list[tuple[str, dict]], list[list[str]]]:
+    """The admin API calls (path, JSON body) and the `vexa` command lines NOTES.txt shows."""
+    calls = [(m[1], json.loads(m[2])) for m in re.finditer(
+        r'curl -s "\$GATEWAY(/admin/\S+)" -H "Authorization: Bearer \$ADMIN_TOKEN" \\\n\s+'
+        r"-H 'Content-Type: application/json' -d '([^']*)'", notes)]  # fmt: skip
+    cli = [shlex.split(line.partition(" -- ")[2]) for line in notes.splitlines() if "kubectl exec" in line]
+    return calls, cli
+
+
+@pytest.mark.parametrize("admin", [{}, {"existingSecret": "ops-admin", "existingSecretKey": "admin.token"}, {"enabled": False}])
+def test_notes_tell_how_to_read_the_admin_token_and_create_a_user_and_key(chart, admin):
+    from flask import Flask
+
+    from functions.accounts.cli import parser
+    from functions.gateway.admin import bp
+
+    notes = render(chart, {"admin": admin})["vexa/templates/NOTES.txt"]
+    calls, cli = admin_commands(notes)
+    if admin.get("enabled", True):
+        name, key = admin.get("existingSecret", f"{RELEASE}-admin"), admin.get("existingSecretKey", "admin-token")
+        jsonpath = "{.data.%s}" % key.replace(".", "\\.")  # kubectl's jsonpath escapes dots in keys
+        assert f"ADMIN_TOKEN=$(kubectl get secret {name} -n {NAMESPACE} -o jsonpath='{jsonpath}' | base64 -d)" in notes
+        # Each call is a route of the gateway's admin API with a body it accepts.
+        routes = Flask("notes")
+        routes.register_blueprint(bp)
+        urls = routes.url_map.bind("gateway")
+        assert [path for path, _ in calls] == ["/admin/users", "/admin/users/alice/keys"]
+        for path, body in calls:
+            assert urls.match(path, method="POST")[0].startswith("admin.create_")
+        CreateUserRequest.model_validate(calls[0][1])
+        CreateKeyRequest.model_validate(calls[1][1])
+    else:
+        assert "ADMIN_TOKEN" not in notes and not calls
+    # The CLI, in a pod that has DATABASE_URL: pyproject's `vexa` console script, which the
+    # worker image installs with the project's wheel.
+    pod = f"deploy/{RELEASE}-worker"
+    assert [c[:3] for c in cli] == [["vexa", "admin", "create-user"], ["vexa", "admin", "create-key"]]
+    assert all(f"kubectl exec -n {NAMESPACE} {pod} -- vexa admin" in line
+               for line in notes.splitlines() if "kubectl exec" in line)  # fmt: skip
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["vexa"] == "functions.accounts.cli:main"
+    for argv in cli:
+        parser().parse_args(argv[1:])
+    rendered = objects(render(chart, {"admin": admin}))
+    target = one(rendered, "Deployment", pod.removeprefix("deploy/"))
+    assert "DATABASE_URL" in env_of(container_of(target))
+    assert container_of(target)["image"].split("/")[-1].startswith("vexa-worker:")
+
+
+def test_notes_send_the_cli_to_beat_when_there_is_no_worker(chart):
+    """worker.replicas may be 0; beat (same image, same database) always runs one pod."""
+    notes = render(chart, {"worker": {"replicas": 0}})["vexa/templates/NOTES.txt"]
+    assert f"kubectl exec -n {NAMESPACE} deploy/{RELEASE}-beat -- vexa admin create-user" in notes
+    assert f"deploy/{RELEASE}-worker" not in notes

@@ -521,6 +521,9 @@ def _load_smoke():
     return module
 
 
+ADMIN_TOKEN, API_KEY = "admin-token-for-the-smoke-test", "vx_smoke"
+
+
 class FakeGateway(http.server.ThreadingHTTPServer):
     """Answers like the gateway: healthy, a 201 for /bot/run, then a meeting that goes active -> final."""
 
@@ -548,6 +551,8 @@ class FakeGateway(http.server.ThreadingHTTPServer):
             server.hosts.append(self.headers["Host"])
             if self.path == "/healthz":
                 return self.reply(200, {"status": "ok"})
+            if self.headers.get("X-API-Key") != API_KEY:
+                return self.reply(401, {"error": {"code": "missing_api_key"}})
             server.polls += 1
             done = server.polls > 2
             segments = [{"start": 0.0, "text": "Good morning."}] + ([{"start": 1.0, "text": server.text}] if done else [])
@@ -555,9 +560,18 @@ class FakeGateway(http.server.ThreadingHTTPServer):
             self.reply(200, {"meeting": {"status": status, "status_reason": "source_ended"}, "segments": segments})
 
         def do_POST(self):
-            self.server.hosts.append(self.headers["Host"])
-            length = int(self.headers["Content-Length"])
-            self.server.run_body = json.loads(self.rfile.read(length))
+            server = self.server
+            server.hosts.append(self.headers["Host"])
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path.startswith("/admin/"):
+                if self.headers.get("Authorization") != f"Bearer {ADMIN_TOKEN}":
+                    return self.reply(401, {"error": {"code": "invalid_admin_token"}})
+                if self.path == "/admin/users":
+                    return self.reply(201, {"user_id": body["user_id"]})
+                return self.reply(201, {"key": API_KEY})
+            if self.headers.get("X-API-Key") != API_KEY:
+                return self.reply(401, {"error": {"code": "missing_api_key"}})
+            server.run_body = body
             self.reply(201, {"status": "starting", "bot_name": "bot-smoke"})
 
 
@@ -569,6 +583,7 @@ class FakeGateway(http.server.ThreadingHTTPServer):
 def test_smoke_client_against_a_fake_gateway(tmp_path, monkeypatch, capsys, final_status, text, code):
     smoke = _load_smoke()
     monkeypatch.setattr(smoke.time, "sleep", lambda _s: None)
+    monkeypatch.setenv("VEXA_ADMIN_TOKEN", ADMIN_TOKEN)
     reference = tmp_path / "reference.txt"
     reference.write_text("Good morning. Let us start the daily meeting.\nYesterday I finished the search page.\n")
     server = FakeGateway(final_status, text)

@@ -4,7 +4,9 @@
         --connect 127.0.0.1:8880 --recording http://vexa-sample.vexa.svc.cluster.local/meeting.ogg \
         --expect local/sample/meeting.txt
 
-It waits for the gateway to answer, sends a bot (POST /bot/run, platform "file"), prints the
+It waits for the gateway to answer, creates its user and an API key through the admin API
+(the admin token comes from VEXA_ADMIN_TOKEN, never the command line), sends a bot
+(POST /bot/run, platform "file"), prints the
 segments as they arrive and passes once the meeting is `completed` with a transcript; with
 --expect, the transcript must also contain most of the words of that reference text. Exit
 status 0 on success, 1 otherwise. Only the standard library: it runs with any python3 >= 3.8,
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import re
 import sys
 import time
@@ -43,12 +46,12 @@ class Gateway:
             self.address = (parts.hostname, parts.port or (443 if self.https else 80))
         self.timeout = timeout
 
-    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict | str]:
+    def call(self, method: str, path: str, body: dict | None = None, auth: dict[str, str] | None = None) -> tuple[int, dict | str]:
         """(status, parsed JSON body or text); raises OSError when the gateway cannot be reached."""
         cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
         conn = cls(*self.address, timeout=self.timeout)
         try:
-            headers = {"Host": self.host_header, "Accept": "application/json"}
+            headers = {"Host": self.host_header, "Accept": "application/json", **(auth or {})}
             payload = None
             if body is not None:
                 payload = json.dumps(body).encode()
@@ -79,6 +82,18 @@ def wait_ready(gateway: Gateway, deadline: float) -> None:
     raise SystemExit(f"FAIL: the gateway did not become healthy: {last}")
 
 
+def api_key(gateway: Gateway, user: str, admin_token: str) -> str:
+    """A new API key for `user` (created if need be), through the admin API."""
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    status, body = gateway.call("POST", "/admin/users", {"user_id": user}, admin)
+    if status not in (201, 409):
+        raise SystemExit(f"FAIL: POST /admin/users -> {status}: {body}")
+    status, body = gateway.call("POST", f"/admin/users/{user}/keys", {"name": "make local smoke test"}, admin)
+    if status != 201 or not isinstance(body, dict):
+        raise SystemExit(f"FAIL: POST /admin/users/{user}/keys -> {status}: {body}")
+    return body["key"]
+
+
 def words(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z']+", text.lower()) if len(w) >= 4}
 
@@ -96,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of the reference's words (4+ letters) the transcript must contain")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole test")
     args = parser.parse_args(argv)
+    admin_token = os.environ.get("VEXA_ADMIN_TOKEN")
+    if not admin_token:
+        raise SystemExit("set VEXA_ADMIN_TOKEN to the chart's admin token (the <release>-admin Secret)")
 
     deadline = time.monotonic() + args.timeout
     gateway = Gateway(args.gateway, args.connect)
@@ -104,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
     body = {"user_id": args.user, "meeting_id": args.meeting, "meeting_title": "make local smoke test",
             "platform": "file", "meeting_url": args.recording, "replay_speed": args.speed}
-    status, meeting = gateway.call("POST", "/bot/run", body)
+    key = {"X-API-Key": api_key(gateway, args.user, admin_token)}
+    status, meeting = gateway.call("POST", "/bot/run", body, key)
     if status != 201 or not isinstance(meeting, dict):
         print(f"FAIL: POST /bot/run -> {status}: {meeting}", file=sys.stderr)
         return 1
@@ -113,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     shown, transcript = 0, None
     while time.monotonic() < deadline:
         try:
-            status, transcript = gateway.call("GET", f"/transcript/{args.user}/{args.meeting}")
+            status, transcript = gateway.call("GET", f"/transcript/{args.user}/{args.meeting}", auth=key)
         except OSError as exc:  # a restarting pod or a cold start: keep polling
             print(f"(gateway: {exc})", flush=True)
             time.sleep(2)

@@ -130,6 +130,12 @@ smoke_test() {
   if [[ -z ${DRY_RUN:-} ]]; then
     gateway="$(kubectl --context "$KUBE_CONTEXT" get ksvc gateway -n "$NAMESPACE" -o jsonpath='{.status.url}')"
   fi
+  if [[ -z ${DRY_RUN:-} ]]; then
+    # The chart's generated admin token: the smoke test creates its user and key with it.
+    VEXA_ADMIN_TOKEN="$(kubectl --context "$KUBE_CONTEXT" get secret vexa-admin -n "$NAMESPACE" \
+      -o jsonpath='{.data.admin-token}' | base64 -d)"
+    export VEXA_ADMIN_TOKEN
+  fi
   log "a bot on the sample meeting, through Kourier ($gateway via 127.0.0.1:$KOURIER_HOST_PORT)"
   run python3 "$KIND_DIR/smoke.py" --gateway "$gateway" --connect "127.0.0.1:$KOURIER_HOST_PORT" \
     --recording "$SAMPLE_URL" --expect "$REPO_ROOT/local/sample/meeting.txt"

@@ -127,9 +127,9 @@ imagePullSecrets:
 {{- end -}}
 
 {{/*
-A password that survives upgrades: the one already in the Secret if the cluster
-has it (lookup), a new random one otherwise. Offline renders (helm template,
-lint) have no cluster and always get a new one.
+A password (or token) that survives upgrades: the one already in the Secret if
+the cluster has it (lookup), a new random one otherwise. Offline renders (helm
+template, lint) have no cluster and always get a new one.
 Call with (dict "root" $ "secret" NAME "key" KEY).
 */}}
 {{- define "vexa.stablePassword" -}}
@@ -138,6 +138,28 @@ Call with (dict "root" $ "secret" NAME "key" KEY).
 {{- index $existing.data .key | b64dec -}}
 {{- else -}}
 {{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---- The admin API's token ------------------------------------------------------------ */}}
+
+{{/* Secret and key holding ADMIN_TOKEN: the operator's own (admin.existingSecret), or the generated one. */}}
+{{- define "vexa.adminSecretName" -}}
+{{- .Values.admin.existingSecret | default (printf "%s-admin" (include "vexa.fullname" .)) -}}
+{{- end -}}
+
+{{- define "vexa.adminSecretKey" -}}
+{{- if .Values.admin.existingSecret -}}{{ .Values.admin.existingSecretKey }}{{- else -}}admin-token{{- end -}}
+{{- end -}}
+
+{{/* ADMIN_TOKEN, always from a Secret; nothing at all when admin.enabled is false (the admin API is off). */}}
+{{- define "vexa.adminTokenEnv" -}}
+{{- if .Values.admin.enabled -}}
+- name: ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "vexa.adminSecretName" . }}
+      key: {{ include "vexa.adminSecretKey" . }}
 {{- end -}}
 {{- end -}}
 

@@ -6,15 +6,29 @@ The gateway validates with these before forwarding, bot-manager validates again
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 # Ids appear in URL paths, logs and (sanitised) Kubernetes names: printable, no slashes or spaces.
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+:-]*$")]
 MeetingId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+:-]*$")]
 Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (\\u0000)")
+    return value
+
+
+# Free text is stored in PostgreSQL, whose text cannot hold NUL: such a value is refused here (422),
+# not by the database (5xx). The pattern says so in /openapi.json.
+_NUL_FREE = (AfterValidator(_no_nul), Field(json_schema_extra={"pattern": r"^[^\x00]*$"}))
+MeetingTitle = Annotated[str, StringConstraints(max_length=500), *_NUL_FREE]
+MeetingUrl = Annotated[str, StringConstraints(max_length=2048), *_NUL_FREE]
+KeyName = Annotated[str, StringConstraints(min_length=1, max_length=100), *_NUL_FREE]
 
 
 class Platform(StrEnum):
@@ -27,13 +41,25 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+def _meeting_url_is_required(schema: dict) -> None:
+    """/openapi.json says what RunBotRequest._source_is_usable enforces: a run names its recording
+    (null is refused too). The field itself stays optional, so that a body without it gets that
+    validator's message, which explains what this version's bots do."""
+    url = schema["properties"]["meeting_url"]
+    url.update(next(option for option in url.pop("anyOf") if option["type"] == "string"))
+    url.pop("default")
+    schema["required"].append("meeting_url")
+
+
 class RunBotRequest(_Body):
+    model_config = ConfigDict(json_schema_extra=_meeting_url_is_required)
+
     user_id: UserId
     meeting_id: MeetingId
-    meeting_title: str | None = Field(default=None, max_length=500)
+    meeting_title: MeetingTitle | None = None
     platform: Platform | None = Field(default=None, description="Defaults to `file` when `meeting_url` is given.")
-    meeting_url: str | None = Field(
-        default=None, max_length=2048, description="For `file`: an absolute path, file:// or http(s):// URL of a recording."
+    meeting_url: MeetingUrl | None = Field(
+        default=None, description="For `file`: an absolute path, file:// or http(s):// URL of a recording."
     )
     language: Language | None = Field(default=None, description="Spoken language; the DEFAULT_LANGUAGE setting if absent.")
     replay_speed: float = Field(default=1.0, gt=0, le=100, description="`file` only: 1.0 replays in real time.")
@@ -71,7 +97,16 @@ class TranscriptQuery(_Body):
 
 
 # -- the admin API ------------------------------------------------------------------------------
-BotLimit = Annotated[int, Field(ge=0, le=10_000)]
+def _integral(value: Any) -> Any:
+    """JSON has one kind of number: 2.0 is the integer 2, as JSON Schema says (true and "2" are not)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# The bounds come before the validator, so that /openapi.json shows them as minimum / maximum.
+_INTEGRAL = BeforeValidator(_integral)
+BotLimit = Annotated[int, Field(ge=0, le=10_000), _INTEGRAL]
+DaysToExpiry = Annotated[int, Field(ge=1, le=3650), _INTEGRAL]
+RequestsPerMinute = Annotated[int, Field(ge=1, le=1_000_000), _INTEGRAL]
 
 
 class CreateUserRequest(_Body):
@@ -84,10 +119,10 @@ class UpdateUserRequest(_Body):
 
 
 class CreateKeyRequest(_Body):
-    name: str | None = Field(default=None, min_length=1, max_length=100, description="What the key is for.")
-    expires_in_days: int | None = Field(default=None, ge=1, le=3650, description="Never expires if absent.")
-    rate_limit_per_minute: int | None = Field(
-        default=None, ge=1, le=1_000_000, description="Requests per minute; API_RATE_LIMIT_PER_MINUTE if absent."
+    name: KeyName | None = Field(default=None, description="What the key is for.")
+    expires_in_days: DaysToExpiry | None = Field(default=None, description="Never expires if absent.")
+    rate_limit_per_minute: RequestsPerMinute | None = Field(
+        default=None, description="Requests per minute; API_RATE_LIMIT_PER_MINUTE if absent."
     )
 
 

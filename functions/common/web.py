@@ -19,6 +19,8 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from .events import BadEvent, describe_validation_error
@@ -57,7 +59,8 @@ def parse_json_body(model: type[Model]) -> Model:
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", "the request body must be a JSON object")
     try:
-        return model.model_validate(body)
+        # Strict, as JSON types are: `false` is not 0 and "5" is not 5, as /openapi.json says.
+        return model.model_validate_json(request.get_data(), strict=True)
     except ValidationError as exc:
         raise ApiError(422, "invalid_request", describe_validation_error(exc)) from None
 
@@ -109,6 +112,14 @@ def install(
         log.warning("event.rejected", extra={"reason": str(exc), "status": exc.status, "ce_id": request.headers.get("ce-id")})
         return error_response(exc.status, exc.code, str(exc))
 
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    def _database_unavailable(exc: Exception):
+        # The database cannot be reached (not: it refused what was asked, which stays a 500).
+        log.error("database.unavailable", extra={"error": str(exc).splitlines()[0]})
+        return error_response(503, "database_unavailable", "the database is unavailable; retry later")
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
@@ -124,6 +135,14 @@ def install(
     @app.before_request
     def _start_timer() -> None:
         g.request_started = time.perf_counter()
+
+    @app.before_request
+    def _no_encoded_slash() -> None:
+        # The WSGI server decodes %2F before routing, so /admin/users/a%2Fkeys would be routed as
+        # /admin/users/a/keys. No id holds a slash: a path with an encoded one names nothing.
+        raw_path = (request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "").partition("?")[0]
+        if "%2f" in raw_path.lower():
+            raise ApiError(404, "not_found", "no resource has an encoded slash (%2F) in its path")
 
     @app.after_request
     def _record(response: Response) -> Response:

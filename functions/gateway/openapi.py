@@ -102,8 +102,18 @@ _DELETED = {
     "properties": {
         "user_id": {"type": "string"},
         "meeting_id": {"type": "string"},
-        "deleted": {"type": "object", "properties": {"meetings": {"type": "integer"}, "segments": {"type": "integer"}}},
+        "deleted": {
+            "type": "object",
+            "properties": {"meetings": {"type": "integer"}, "segments": {"type": "integer"}},
+            "required": ["meetings", "segments"],
+        },
     },
+    "required": ["user_id", "meeting_id", "deleted"],
+}
+# A 409 about a meeting carries that meeting: the live one a run or a delete ran into, the finished
+# one a stop came too late for.
+_CONFLICT = {
+    "allOf": [_ref("Error"), {"properties": {"error": {"properties": {"meeting": _ref("Meeting")}, "required": ["meeting"]}}}]
 }
 _AS_USER = {"security": [{"ApiKey": []}]}
 _AS_ADMIN = {"security": [{"AdminToken": []}]}
@@ -120,7 +130,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         for model in (RunBotRequest, StopBotRequest, CreateUserRequest, UpdateUserRequest, CreateKeyRequest)
     }
     schemas.update({"Meeting": _MEETING, "Segment": _SEGMENT, "User": _USER, "ApiKey": _API_KEY,
-                    "Error": ErrorResponse.model_json_schema(ref_template=ref_template)})  # fmt: skip
+                    "Error": ErrorResponse.model_json_schema(ref_template=ref_template), "MeetingConflict": _CONFLICT})  # fmt: skip
     for schema in list(schemas.values()):
         schemas.update(schema.pop("$defs", {}))
     user = _path_param("user_id", UserId)
@@ -142,7 +152,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "requestBody": _body(RunBotRequest),
                     "responses": {
                         "201": _json(_ref("Meeting"), "the meeting, its bot starting"),
-                        **_errors(400, *_USER_ERRORS, 404, 409, 413, 415, 422, 503),
+                        "409": _json(_ref("MeetingConflict"), "the meeting already has a live bot, in `error.meeting`"),
+                        **_errors(400, *_USER_ERRORS, 404, 413, 415, 422, 503),
                     },
                 }
             },
@@ -153,7 +164,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "requestBody": _body(StopBotRequest),
                     "responses": {
                         "202": _json(_ref("Meeting"), "the meeting, stopping"),
-                        **_errors(400, *_USER_ERRORS, 404, 409, 413, 415, 422, 503),
+                        "409": _json(_ref("MeetingConflict"), "the meeting has already ended, in `error.meeting`"),
+                        **_errors(400, *_USER_ERRORS, 404, 413, 415, 422, 503),
                     },
                 }
             },
@@ -164,7 +176,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "parameters": [user],
                     "responses": {
                         "200": _json(
-                            {"type": "object", "properties": {"user_id": {"type": "string"}, "bots": {"type": "array", "items": _ref("Meeting")}}},
+                            {"type": "object", "properties": {"user_id": {"type": "string"}, "bots": {"type": "array", "items": _ref("Meeting")}},
+                             "required": ["user_id", "bots"]},
                             "the user's bots",
                         ),
                         **_errors(*_USER_ERRORS, 404, 422, 503),
@@ -188,6 +201,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                                     "schema": {
                                         "type": "object",
                                         "properties": {"meeting": _ref("Meeting"), "segments": {"type": "array", "items": _ref("Segment")}},
+                                        "required": ["meeting", "segments"],
                                     }
                                 },
                                 "text/plain": {"schema": {"type": "string"}},
@@ -202,7 +216,11 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     **_AS_USER,
                     "summary": "Delete every finished run of the meeting with its transcript and history, for good",
                     "parameters": [user, meeting],
-                    "responses": {"200": _json(_DELETED, "what was deleted"), **_errors(*_USER_ERRORS, 404, 409, 422, 503)},
+                    "responses": {
+                        "200": _json(_DELETED, "what was deleted"),
+                        "409": _json(_ref("MeetingConflict"), "a run of the meeting is still live, in `error.meeting`"),
+                        **_errors(*_USER_ERRORS, 404, 422, 503),
+                    },
                 },
             },
             "/admin/users": {
@@ -241,7 +259,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "summary": "A user's API keys (prefixes only)",
                     "parameters": [user],
                     "responses": {
-                        "200": _json({"type": "object", "properties": {"user_id": {"type": "string"}, "keys": {"type": "array", "items": _ref("ApiKey")}}}, "the keys"),
+                        "200": _json({"type": "object", "properties": {"user_id": {"type": "string"}, "keys": {"type": "array", "items": _ref("ApiKey")}},
+                                      "required": ["user_id", "keys"]}, "the keys"),
                         **_errors(*_ADMIN_ERRORS, 404, 422, 503),
                     },
                 },

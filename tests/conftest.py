@@ -185,7 +185,8 @@ class RunningStack:
     def api(self, method: str, path: str, user: str, **kwargs) -> requests.Response:
         """A call to the public API with `user`'s API key."""
         headers = {"X-API-Key": self.api_key(user), **kwargs.pop("headers", {})}
-        return requests.request(method, f"{self.gateway}{path}", headers=headers, timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return requests.request(method, f"{self.gateway}{path}", headers=headers, **kwargs)
 
     def run_bot(self, user: str, meeting: str, recording: Path | str = SAMPLE, speed: float = 1.0) -> requests.Response:
         body = {"user_id": user, "meeting_id": meeting, "meeting_title": "test meeting",

@@ -12,6 +12,7 @@ import json
 import logging
 import uuid
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 import redis
@@ -25,7 +26,9 @@ class MeetingBusy(RuntimeError):
     """Another process holds the meeting's lock for longer than we may wait."""
 
 
+@lru_cache(maxsize=8)
 def connect(redis_url: str) -> redis.Redis:
+    """One client (and connection pool) per URL and process, as db.engine_for has one engine."""
     # Short timeouts: an unreachable Redis must cost an API call milliseconds, not minutes.
     return redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
 

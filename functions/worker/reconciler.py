@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 S = MeetingStatus
 W = WorkerState
 ACTOR = "reconciler"
+PASS_LOCK_PERIODS = 3
+PASS_LOCK_MIN_SECONDS = 10.0
 
 
 class Action(StrEnum):
@@ -280,7 +282,11 @@ def _candidates(db: Session, orchestrator: Orchestrator) -> list:
 def reconcile() -> dict[str, int]:
     settings = get_settings()
     # Overlapping passes (a slow one, a second beat) would only repeat work: one at a time.
-    lock = coordination.connect(settings.redis_url).lock("vexa:reconcile", timeout=120, blocking=False)
+    # The lock is short-lived on purpose: a Redis that stops mid-pass saves it to disk
+    # unreleased, and every pass would be skipped until it expires. Outliving it is
+    # harmless, since each meeting is handled under its own lock.
+    timeout = max(PASS_LOCK_PERIODS * settings.reconcile_seconds, PASS_LOCK_MIN_SECONDS)
+    lock = coordination.connect(settings.redis_url).lock("vexa:reconcile", timeout=timeout, blocking=False)
     if not lock.acquire():
         return {}
     try:
@@ -289,5 +295,5 @@ def reconcile() -> dict[str, int]:
         try:
             lock.release()
         except redis.RedisError:
-            pass  # Redis restarted under us: the lock is gone anyway
+            pass  # Redis is down or lost the lock: it expires by itself
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from functions.common.models import Meeting, TranscriptSegment
+from sqlalchemy import Row
+
+from functions.common.models import Meeting
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -53,7 +55,8 @@ def meeting_json(meeting: Meeting, with_history: bool = False) -> dict[str, Any]
     return body
 
 
-def segment_json(segment: TranscriptSegment) -> dict[str, Any]:
+def segment_json(segment: Row) -> dict[str, Any]:
+    """`segment`: a row of meetings.SEGMENT_FIELDS."""
     return {
         "start": round(segment.start_s, 3),
         "end": round(segment.end_s, 3),

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, text
+from datetime import datetime
+
+import pg8000.converters
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,10 +19,34 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+TIMESTAMP_OID, TIMESTAMPTZ_OID = 1114, 1184
+
+
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     # pool_pre_ping: a connection broken by a database restart is replaced, not handed out.
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800)
+    if engine.dialect.driver == "pg8000":
+        event.listen(engine, "connect", _fast_timestamps)
+    return engine
+
+
+def _fast_timestamps(dbapi_connection, _record) -> None:
+    """pg8000 parses each timestamp with strptime (~10 µs); fromisoformat reads PostgreSQL's
+    output format in ~0.1 µs. Half of a 10,000-segment GET /transcript went to strptime.
+    What fromisoformat cannot read (infinity, BC dates, years past 9999) still goes to pg8000."""
+
+    def reader(fallback):
+        def parse(value: str):
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                return fallback(value)
+
+        return parse
+
+    dbapi_connection.register_in_adapter(TIMESTAMP_OID, reader(pg8000.converters.timestamp_in))
+    dbapi_connection.register_in_adapter(TIMESTAMPTZ_OID, reader(pg8000.converters.timestamptz_in))
 
 
 def session_factory(url: str) -> sessionmaker[Session]:

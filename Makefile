@@ -12,10 +12,11 @@ URL ?= local/sample/meeting.ogg
 SPEED ?= 1.0
 DEMO_SPEED ?= 2.0
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 RELIABILITY_REPORT ?= .vexa/reliability.jsonl
 
 .PHONY: help install up down ps logs logs-gateway logs-bot-manager logs-transcription logs-broker \
-        run-bot stop-bot demo test reliability clean
+        run-bot stop-bot demo test reliability bench clean
 
 help:
 	@echo "make demo        start everything, send a bot to the sample meeting, print its transcript"
@@ -24,13 +25,14 @@ help:
 	@echo "make run-bot USER=u MEETING=m [URL=recording] [SPEED=1.0]   send a bot;  make stop-bot USER=u MEETING=m"
 	@echo "make test        the test suite (needs PostgreSQL and Redis: see README)"
 	@echo "make reliability the fault-injection tests alone; measurements in $(RELIABILITY_REPORT) (docs/reliability.md)"
+	@echo "make bench       benchmarks (about 13 min): engines, pipeline, latency, capacity, WhisperLive, API load -> docs/benchmarks.md"
 	@echo "make clean       stop and delete all local state (databases, logs, bots)"
 
 # The virtual environment, rebuilt when pyproject.toml changes.
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[whisperx,test]'
+	$(PY) -m pip install --quiet -e '.[whisperx,test,bench]'
 	touch $@
 
 install: $(INSTALLED)
@@ -68,6 +70,12 @@ reliability: $(INSTALLED)
 	@mkdir -p $(dir $(RELIABILITY_REPORT)) && rm -f $(RELIABILITY_REPORT)
 	RELIABILITY_REPORT=$(abspath $(RELIABILITY_REPORT)) $(PY) -m local.testenv $(PY) -m pytest tests/test_faults.py -q $(PYTEST_ARGS); \
 	    status=$$?; echo "measurements ($(RELIABILITY_REPORT)):"; cat $(RELIABILITY_REPORT) 2>/dev/null; exit $$status
+
+# Benchmarks (local/bench/): the tables in docs/benchmarks.md come from this run. It needs wrk
+# (Debian's package; installed when missing and run as root) and builds WhisperLive, the peer,
+# in a virtual environment of its own under .vexa/bench/.
+bench: $(INSTALLED)
+	$(PY) -m local.bench $(BENCH_ARGS)
 
 clean: $(INSTALLED)
 	$(STACK) clean

@@ -143,7 +143,8 @@ class Stack:
 
         return [
             web("broker", "functions.broker", s.broker_port, 1, 8),  # one process: its queue is in memory
-            web("transcription", "functions.transcription", s.transcription_port, 1, 2),  # one model per process
+            # One process holding WHISPER_INSTANCES models, a request thread for each.
+            web("transcription", "functions.transcription", s.transcription_port, 1, max(2, s.whisper_instances)),
             web("bot-manager", "functions.bot_manager", s.bot_manager_port, 2, 4),
             web("gateway", "functions.gateway", s.gateway_port, 2, 4),
             Program("celery-worker", [sys.executable, "-m", "celery", "-A", "functions.worker:celery_app", "worker",

@@ -341,6 +341,7 @@ def test_bad_values_fail_at_install_time(chart, values, complaint):
     [
         ({"gateway": {"autoscaling": {"minScale": 5, "maxScale": 2}}}, "minScale (5) is above autoscaling.maxScale"),
         ({"transcription": {"threads": 2, "autoscaling": {"target": 4}}}, "cannot exceed transcription.threads"),
+        ({"transcription": {"threads": 2, "modelInstances": 3}}, "transcription.modelInstances (3) cannot exceed"),
         # The bundled tiny.en, or any *.en model, transcribes English only.
         ({"settings": {"defaultLanguage": "de"}}, 'settings.defaultLanguage is "de", but the transcription model'),
         ({"settings": {"defaultLanguage": "fr"}, "transcription": {"model": "/models/small.en"}}, "English-only"),
@@ -539,8 +540,11 @@ def test_transcription_gets_only_the_chunks_it_can_work_on(rendered):
     spec = knative_services(rendered)["transcription"]["spec"]["template"]["spec"]
     command = spec["containers"][0]["command"]
     workers, threads = int(command[command.index("--workers") + 1]), int(command[command.index("--threads") + 1])
-    assert workers == 1  # one process, one model in memory
+    assert workers == 1  # one process holds the models
     assert spec["containerConcurrency"] == threads * workers
+    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"] if "value" in e}
+    models = int(env["WHISPER_INSTANCES"])
+    assert models <= threads  # every model has a request thread to work for
     target = int(annotations_of(knative_services(rendered)["transcription"])["autoscaling.knative.dev/target"])
     assert target <= spec["containerConcurrency"]
 

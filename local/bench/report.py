@@ -25,7 +25,9 @@ def machine() -> dict:
         platform.processor() or "unknown CPU",
     )
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    # The document this run writes does not count as a change to what was measured.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", f":!{DOCUMENT.relative_to(REPO_ROOT)}"],
+                           cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()  # fmt: skip
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

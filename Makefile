@@ -25,7 +25,7 @@ help:
 	@echo "make run-bot USER=u MEETING=m [URL=recording] [SPEED=1.0]   send a bot;  make stop-bot USER=u MEETING=m"
 	@echo "make test        the test suite (needs PostgreSQL and Redis: see README)"
 	@echo "make reliability the fault-injection tests alone; measurements in $(RELIABILITY_REPORT) (docs/reliability.md)"
-	@echo "make bench       benchmarks (about 13 min): engines, pipeline, latency, capacity, WhisperLive, API load -> docs/benchmarks.md"
+	@echo "make bench       benchmarks (about 10 min): engines, pipeline, latency, capacity, WhisperLive, API load -> docs/benchmarks.md"
 	@echo "make clean       stop and delete all local state (databases, logs, bots)"
 
 # The virtual environment, rebuilt when pyproject.toml changes.

@@ -17,6 +17,7 @@ import os
 import pwd
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,21 @@ class Program:
     user: str | None = None
     priority: int = 500  # supervisord starts lower numbers first
     stop_signal: str = "TERM"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def isolated_environ(state: Path, base: dict[str, str]) -> dict[str, str]:
+    """`base` made into a stack of its own: state under `state`, its own embedded PostgreSQL and
+    Redis, and every service on a free port (so it runs beside `make up` and other test stacks)."""
+    environ = {k: v for k, v in base.items() if k not in ("DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN")}
+    ports = ("GATEWAY_PORT", "BOT_MANAGER_PORT", "TRANSCRIPTION_PORT", "BROKER_PORT", "EMBEDDED_POSTGRES_PORT", "EMBEDDED_REDIS_PORT")
+    return environ | {"STATE_DIR": str(state)} | {name: str(free_port()) for name in ports}
 
 
 def _gunicorn(app: str, workers: int, threads: int) -> list[str]:

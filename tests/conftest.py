@@ -8,18 +8,15 @@ Tests need a PostgreSQL server and a Redis server: TEST_DATABASE_SERVER
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
-import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import pytest
 import redis
-import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, inspect, text
@@ -31,7 +28,8 @@ from functions.bot_manager.orchestrator import Orchestrator, create_orchestrator
 from functions.common.db import engine_for, migrate
 from functions.common.models import User
 from functions.common.settings import REPO_ROOT, Settings
-from local.stack import Stack
+from local.stack import Stack, free_port
+from tests.support.stack import SAMPLE, RunningStack, wait_for  # noqa: F401 (tests import wait_for from here)
 
 DATABASE_SERVER = os.environ.get("TEST_DATABASE_SERVER", "postgresql+pg8000://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -42,26 +40,7 @@ TEST_STACK_ENV = {
     "API_RATE_LIMIT_PER_MINUTE": "100000",
 }
 IN_PROCESS_REDIS_URL = REDIS_URL  # stacks run a Redis of their own, so no Celery worker reads this one
-SAMPLE = REPO_ROOT / "local" / "sample" / "meeting.ogg"
 SAMPLE_TEXT = (REPO_ROOT / "local" / "sample" / "meeting.txt").read_text()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll `check` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @contextmanager
@@ -133,80 +112,21 @@ def bot_manager(tmp_path: Path) -> Iterator[InProcessBotManager]:
     nowhere (a closed port), so only the events a test sends reach the database. Its launch
     tasks go to a Redis database no worker reads."""
     with fresh_database() as database_url:
-        yield from _in_process_bot_manager(database_url, tmp_path)
+        yield from in_process_bot_manager(database_url, tmp_path)
 
 
-def _in_process_bot_manager(database_url: str, tmp_path: Path) -> Iterator[InProcessBotManager]:
+def in_process_bot_manager(database_url: str, state: Path, **settings_overrides: str) -> Iterator[InProcessBotManager]:
+    """What the bot_manager fixture yields, on `database_url`, with settings of the test's own."""
     settings = Settings.from_env(
-        {**os.environ, "DATABASE_URL": database_url, "STATE_DIR": str(tmp_path), "REDIS_URL": IN_PROCESS_REDIS_URL,
-         "BROKER_INGRESS_URL": f"http://127.0.0.1:{free_port()}/vexa/default", "BOT_DRAIN_SECONDS": "1"}
+        {**os.environ, "DATABASE_URL": database_url, "STATE_DIR": str(state), "REDIS_URL": IN_PROCESS_REDIS_URL,
+         "BROKER_INGRESS_URL": f"http://127.0.0.1:{free_port()}/vexa/default", "BOT_DRAIN_SECONDS": "1",
+         **settings_overrides}
     )  # fmt: skip
     orchestrator = create_orchestrator(settings)
     yield InProcessBotManager(create_app(settings), settings, orchestrator)
     for worker in orchestrator.list():
         orchestrator.stop(worker.name)
     redis.Redis.from_url(IN_PROCESS_REDIS_URL).flushdb()
-
-
-@dataclass
-class RunningStack:
-    stack: Stack
-    database_url: str
-    _keys: dict[str, str] = field(default_factory=dict)
-
-    def url(self, service: str) -> str:
-        s = self.stack.settings
-        port = {"gateway": s.gateway_port, "bot-manager": s.bot_manager_port,
-                "transcription": s.transcription_port, "broker": s.broker_port}[service]  # fmt: skip
-        return f"http://127.0.0.1:{port}"
-
-    @property
-    def gateway(self) -> str:
-        return self.url("gateway")
-
-    @property
-    def bots_dir(self) -> Path:
-        return self.stack.state / "bots"
-
-    def admin(self, method: str, path: str, **kwargs) -> requests.Response:
-        """A call to the gateway's /admin API with the stack's admin token."""
-        headers = {"Authorization": f"Bearer {self.stack.admin_token}"}
-        return requests.request(method, f"{self.gateway}/admin{path}", headers=headers, timeout=30, **kwargs)
-
-    def api_key(self, user: str) -> str:
-        """The user's API key; the user and key are created on first use."""
-        if user not in self._keys:
-            assert self.admin("POST", "/users", json={"user_id": user}).status_code in (201, 409)
-            response = self.admin("POST", f"/users/{user}/keys", json={"name": "tests"})
-            assert response.status_code == 201, response.text
-            self._keys[user] = response.json()["key"]
-        return self._keys[user]
-
-    def api(self, method: str, path: str, user: str, **kwargs) -> requests.Response:
-        """A call to the public API with `user`'s API key."""
-        headers = {"X-API-Key": self.api_key(user), **kwargs.pop("headers", {})}
-        kwargs.setdefault("timeout", 30)
-        return requests.request(method, f"{self.gateway}{path}", headers=headers, **kwargs)
-
-    def run_bot(self, user: str, meeting: str, recording: Path | str = SAMPLE, speed: float = 1.0) -> requests.Response:
-        body = {"user_id": user, "meeting_id": meeting, "meeting_title": "test meeting",
-                "platform": "file", "meeting_url": str(recording), "replay_speed": speed}  # fmt: skip
-        return self.api("POST", "/bot/run", user, json=body)
-
-    def stop_bot(self, user: str, meeting: str) -> requests.Response:
-        return self.api("POST", "/bot/stop", user, json={"user_id": user, "meeting_id": meeting})
-
-    def transcript(self, user: str, meeting: str) -> dict:
-        response = self.api("GET", f"/transcript/{user}/{meeting}", user)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def wait_status(self, user: str, meeting: str, statuses: set[str], timeout: float) -> dict:
-        return wait_for(
-            lambda: (t := self.transcript(user, meeting))["meeting"]["status"] in statuses and t,
-            timeout,
-            f"meeting {meeting} to reach {statuses}",
-        )
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from functions.common.events import (
     to_http,
 )
 from functions.common.settings import Settings
+from local.stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 IDENTITY = Identity(meeting_id="m-1", user_id="u-1", session_id="s-1")
@@ -106,12 +106,6 @@ class Subscriber:
             answer = queue.pop(0) if queue else Answer()
             self._condition.notify_all()
         return Response(answer.body, status=answer.status, headers=answer.headers)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- knative YAML ----------------------------------------------------------------

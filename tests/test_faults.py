@@ -35,8 +35,8 @@ from sqlalchemy import text
 from functions.common.db import engine_for
 from functions.common.events import SAMPLE_RATE, encode_wav
 from functions.common.settings import REPO_ROOT, Settings
-from local.stack import Stack
-from tests.conftest import SAMPLE, TEST_STACK_ENV, RunningStack, free_port
+from local.stack import Stack, isolated_environ
+from tests.conftest import SAMPLE, TEST_STACK_ENV, RunningStack
 from tests.support import faults
 from tests.support.audio import load_pcm_f32
 from tests.support.wer import normalize, word_error_rate
@@ -90,15 +90,7 @@ def fault_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
     """
     state = Path(tempfile.mkdtemp(prefix="vexa-faults-"))
     state.chmod(0o755)
-    environ = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    environ |= {
-        "STATE_DIR": str(state),
-        "GATEWAY_PORT": str(free_port()),
-        "BOT_MANAGER_PORT": str(free_port()),
-        "TRANSCRIPTION_PORT": str(free_port()),
-        "BROKER_PORT": str(free_port()),
-        "EMBEDDED_POSTGRES_PORT": str(free_port()),
-        "EMBEDDED_REDIS_PORT": str(free_port()),
+    environ = isolated_environ(state, dict(os.environ)) | {
         **TEST_STACK_ENV,
         "BOT_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
         "RECONCILE_SECONDS": "1",

@@ -23,12 +23,10 @@ from typing import Iterator
 
 import numpy as np
 import pytest
-import redis
 from flask import Flask
 from prometheus_client import REGISTRY
 from sqlalchemy.dialects.postgresql import insert
 
-from functions.bot_manager import create_app as create_bot_manager
 from functions.common import web
 from functions.common.bot_config import BotConfig
 from functions.common.events import (
@@ -51,7 +49,7 @@ from functions.common.models import User
 from functions.common.settings import REPO_ROOT, Settings
 from functions.transcription import create_app as create_transcription
 from functions.transcription.engines import model_path
-from tests.conftest import IN_PROCESS_REDIS_URL, SAMPLE, fresh_database, free_port, snapshot
+from tests.conftest import SAMPLE, fresh_database, free_port, in_process_bot_manager, snapshot
 from tests.support.audio import load_pcm_f32
 from tests.test_bot import Sink, bot_config, launch, sink, states  # noqa: F401 (launch, sink: fixtures)
 
@@ -78,17 +76,13 @@ def recordings(tmp_path: Path) -> dict[str, Path]:
 def manager(recordings: dict[str, Path], tmp_path: Path) -> Iterator[tuple[Flask, str]]:
     """bot-manager in-process, allowed to replay recordings from allowed/ and MEDIA only."""
     with fresh_database() as database_url:
-        settings = Settings.from_env({
-            **os.environ, "DATABASE_URL": database_url, "REDIS_URL": IN_PROCESS_REDIS_URL,
-            "STATE_DIR": str(tmp_path / "state"), "RECORDING_SOURCES": f"{recordings['allowed']}/,{MEDIA}",
-            "BROKER_INGRESS_URL": f"http://127.0.0.1:{free_port()}/vexa/default", "WHISPER_MODEL": "",
-            "DEFAULT_LANGUAGE": "en",
-        })  # fmt: skip
-        app = create_bot_manager(settings)
-        with app.extensions["vexa"].sessions() as db, db.begin():
-            db.execute(insert(User).values(user_id="mallory").on_conflict_do_nothing())
-        yield app, database_url
-    redis.Redis.from_url(IN_PROCESS_REDIS_URL).flushdb()
+        for bot_manager in in_process_bot_manager(
+            database_url, tmp_path / "state",
+            RECORDING_SOURCES=f"{recordings['allowed']}/,{MEDIA}", WHISPER_MODEL="", DEFAULT_LANGUAGE="en",
+        ):  # fmt: skip
+            with bot_manager.app.extensions["vexa"].sessions() as db, db.begin():
+                db.execute(insert(User).values(user_id="mallory").on_conflict_do_nothing())
+            yield bot_manager.app, database_url
 
 
 def run(app: Flask, meeting_url: str, **fields) -> tuple[int, dict]:

@@ -1,6 +1,7 @@
 """`make bench`: every benchmark in one run; results in .vexa/bench/results.json and docs/benchmarks.md.
 
     python -m local.bench [--skip-peer]
+    python -m local.bench --render     # rewrite docs/benchmarks.md's tables from the last run's results
 
 Order: the engines alone (no stack running), then the stack's parts (overhead,
 latency, capacity, API load), then the stack stops and the peer runs on the
@@ -35,7 +36,11 @@ def step(name: str, results: dict, run) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m local.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-peer", action="store_true", help="leave out WhisperLive (part 5)")
+    parser.add_argument("--render", action="store_true", help="only rewrite the document from the last results")
     args = parser.parse_args()
+    if args.render:
+        render(json.loads(RESULTS.read_text()))
+        return
     WORKDIR.mkdir(parents=True, exist_ok=True)
     settings = get_settings()
     sample, clip = Sample.load(), Sample.load(pipeline.CAPACITY_CLIP_SECONDS)
@@ -43,10 +48,9 @@ def main() -> None:
     results: dict = {"machine": report.machine(), "command": COMMAND}
 
     step("engines", results, lambda: engines.measure(settings, sample))
-    engine_alone = next(r for r in results["engines"]["runs"] if r["engine"] == settings.transcription_engine
-                        and r["chunking"] == f"{settings.chunk_min_seconds:g}-{settings.chunk_max_seconds:g} s")  # fmt: skip
+    engine_alone = results["engines"]["as_service"]
     with bench_stack(WORKDIR / "stack") as bs:
-        step("overhead", results, lambda: pipeline.overhead(bs, sample, engine_alone["wall_s"]))
+        step("overhead", results, lambda: pipeline.overhead(bs, sample, engine_alone))
         step("latency", results, lambda: pipeline.latency(bs, sample))
         step("capacity", results, lambda: pipeline.capacity(bs, clip))
         step("api", results, lambda: api_load.run(bs))
@@ -58,6 +62,11 @@ def main() -> None:
     results["total_s"] = round(time.monotonic() - started, 1)
     RESULTS.write_text(json.dumps(results, indent=2))
 
+    render(results)
+    print(f"bench: done in {results['total_s']} s; {RESULTS.relative_to(REPO_ROOT)} and docs/benchmarks.md written")
+
+
+def render(results: dict) -> None:
     sections = {
         "machine": report.render_machine(results),
         "engines": engines.render(results["engines"]),
@@ -70,7 +79,6 @@ def main() -> None:
     }
     stamp = f"\n\n<sub>{results['machine']['date']}, the machine above, `{COMMAND}`.</sub>"
     report.write({name: body + (stamp if name != "machine" else "") for name, body in sections.items()})
-    print(f"bench: done in {results['total_s']} s; {RESULTS.relative_to(REPO_ROOT)} and docs/benchmarks.md written")
 
 
 if __name__ == "__main__":

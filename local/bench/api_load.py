@@ -357,7 +357,7 @@ def measure(
 def run(bs: BenchStack, segments: int = 10_000, duration_s: int = 10, connections: int = 8, threads: int = 2) -> dict[str, Any]:
     """Seed a meeting of `segments` segments on the bench stack, then load both endpoints."""
     user_id, meeting_id = "bench-api", "bench-api-meeting"
-    api_key = bs.key(user_id)
+    api_key = bs.api_key(user_id)
     started = time.perf_counter()
     seed_meeting(bs.database_url, user_id, meeting_id, segments)
     seed_s = time.perf_counter() - started

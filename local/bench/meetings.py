@@ -94,7 +94,7 @@ def replay(
     tag = uuid.uuid4().hex[:6]
     runs = [MeetingRun(user=f"bench-{tag}-{i}", meeting_id=f"m-{tag}-{i}") for i in range(n)]
     for run in runs:
-        bs.key(run.user)  # keys first, so starting the bots is not spread out by user creation
+        bs.api_key(run.user)  # keys first, so starting the bots is not spread out by user creation
     seen: list[dict[tuple[str, float], float]] = [{} for _ in runs]
 
     services = bs.service_pids()  # once: asking supervisord costs a process start

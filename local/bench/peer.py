@@ -68,13 +68,13 @@ from websockets.sync.client import connect as connect_sync
 
 from functions.common.events import SAMPLE_RATE
 from functions.common.settings import REPO_ROOT
+from local.stack import free_port
 from tests.support.wer import word_error_rate
 
 from .pipeline import holds_peer, stagger
 from .report import table
 from .resources import ResourceMeter
 from .sample import Sample
-from .stack import free_port
 
 WHISPER_LIVE_VERSION = "0.10.0"
 # What the faster_whisper server path imports (whisper_live.server, .vad, .backend.base,
@@ -539,9 +539,13 @@ def render(result: dict, ours: dict) -> str:
     header = ["system", "N", "held", "meetings lost", "p50 s", "p95 s", "max s", "WER %",
               "transcription CPU-s per audio-s", "transcription RSS MiB"]  # fmt: skip
     largest = max((run["streams"] for run in result["runs"] if run["held"]), default=0)
+    first = result["runs"][0]
     return (
         f"{config['peer']}, {config['backend']} backend, the same tiny.en files, {config['compute_type']}, "
         f"{config['threads']} threads, one shared model (`single_model`), its VAD on; streams paced in real "
         f"time and started as far apart as Vexa's meetings, its client's rules for ending a stream. "
         f"**Largest N that held: WhisperLive {largest}, Vexa {ours['largest_n']}.**\n\n" + table(header, rows, "lrlrrrrrrr")
+        + f"\n\nWhisperLive's partial text, at N = {first['streams']}: a segment's words first appear "
+        f"{first['first_seen_latency_s']['p50']} s (p50) after its last word is spoken (negative: while it is "
+        "still being spoken). Vexa shows nothing before a chunk is transcribed."
     )

@@ -1,0 +1,88 @@
+"""A running stack seen through its public API, as the tests (and make bench) drive it."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+from functions.common.settings import REPO_ROOT
+from local.stack import Stack
+
+SAMPLE = REPO_ROOT / "local" / "sample" / "meeting.ogg"
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    """Poll `check` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    database_url: str
+    key_options: dict[str, Any] = field(default_factory=dict)  # what every key it creates gets (a rate limit, say)
+    _keys: dict[str, str] = field(default_factory=dict)
+
+    def url(self, service: str) -> str:
+        s = self.stack.settings
+        port = {"gateway": s.gateway_port, "bot-manager": s.bot_manager_port,
+                "transcription": s.transcription_port, "broker": s.broker_port}[service]  # fmt: skip
+        return f"http://127.0.0.1:{port}"
+
+    @property
+    def gateway(self) -> str:
+        return self.url("gateway")
+
+    @property
+    def bots_dir(self) -> Path:
+        return self.stack.state / "bots"
+
+    def admin(self, method: str, path: str, **kwargs) -> requests.Response:
+        """A call to the gateway's /admin API with the stack's admin token."""
+        headers = {"Authorization": f"Bearer {self.stack.admin_token}"}
+        return requests.request(method, f"{self.gateway}/admin{path}", headers=headers, timeout=30, **kwargs)
+
+    def api_key(self, user: str) -> str:
+        """The user's API key; the user and key are created on first use."""
+        if user not in self._keys:
+            assert self.admin("POST", "/users", json={"user_id": user}).status_code in (201, 409)
+            response = self.admin("POST", f"/users/{user}/keys", json={"name": "tests", **self.key_options})
+            assert response.status_code == 201, response.text
+            self._keys[user] = response.json()["key"]
+        return self._keys[user]
+
+    def api(self, method: str, path: str, user: str, **kwargs) -> requests.Response:
+        """A call to the public API with `user`'s API key."""
+        headers = {"X-API-Key": self.api_key(user), **kwargs.pop("headers", {})}
+        kwargs.setdefault("timeout", 30)
+        return requests.request(method, f"{self.gateway}{path}", headers=headers, **kwargs)
+
+    def run_bot(self, user: str, meeting: str, recording: Path | str = SAMPLE, speed: float = 1.0) -> requests.Response:
+        body = {"user_id": user, "meeting_id": meeting, "meeting_title": "test meeting",
+                "platform": "file", "meeting_url": str(recording), "replay_speed": speed}  # fmt: skip
+        return self.api("POST", "/bot/run", user, json=body)
+
+    def stop_bot(self, user: str, meeting: str) -> requests.Response:
+        return self.api("POST", "/bot/stop", user, json={"user_id": user, "meeting_id": meeting})
+
+    def transcript(self, user: str, meeting: str) -> dict:
+        response = self.api("GET", f"/transcript/{user}/{meeting}", user)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_status(self, user: str, meeting: str, statuses: set[str], timeout: float) -> dict:
+        return wait_for(
+            lambda: (t := self.transcript(user, meeting))["meeting"]["status"] in statuses and t,
+            timeout,
+            f"meeting {meeting} to reach {statuses}",
+        )

@@ -102,6 +102,10 @@ def run_concurrent(engine: Engine, pieces: list[np.ndarray], reference: str, str
     }
 
 
+def _threads(count: int) -> str:
+    return f"{count} CPU thread" + ("s" if count != 1 else "")
+
+
 def run_as_service(settings: Settings, pieces: list[np.ndarray]) -> dict:
     """One meeting's chunks through the service's own engine layout, all handed over at once
     (as a fast replay delivers them): the engine-only time the whole pipeline is compared with."""
@@ -111,7 +115,7 @@ def run_as_service(settings: Settings, pieces: list[np.ndarray]) -> dict:
     with ThreadPoolExecutor(engine.size) as pool:
         list(pool.map(lambda piece: engine.transcribe(piece, "en"), pieces))
     return {
-        "layout": f"{settings.whisper_instances} instances × {settings.whisper_cpu_threads} thread(s)",
+        "layout": f"{settings.whisper_instances} instances × {_threads(settings.whisper_cpu_threads)}",
         "wall_s": round(time.perf_counter() - started, 2),
     }
 
@@ -147,7 +151,7 @@ def measure(settings: Settings, sample: Sample) -> dict:
 
 def render(result: dict) -> str:
     intro = (
-        f"One model instance per engine, {result['threads']} CPU threads, {result['compute_type']}, beam "
+        f"One model instance per engine, {_threads(result['threads'])}, {result['compute_type']}, beam "
         f"{result['beam_size']} (whisperx batch size {result['batch_size']}). Each chunk is one "
         "`Engine.transcribe` call, as the transcription service makes it; \"whole\" is the recording in one call."
     )

@@ -3,23 +3,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
+import pg8000.converters
 from alembic import command
 from alembic.config import Config
-from datetime import datetime
-
-import pg8000.converters
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
-
-
-TIMESTAMP_OID, TIMESTAMPTZ_OID = 1114, 1184
+TIMESTAMP_OID, TIMESTAMPTZ_OID = 1114, 1184  # PostgreSQL's type ids, as pg8000 receives them
 
 
 @lru_cache(maxsize=8)

@@ -63,6 +63,18 @@ def test_a_meeting_lock_orders_two_holders_and_frees_itself_after_a_crash() -> N
         pass
 
 
+def test_a_meeting_lock_is_kept_while_its_holder_works_longer_than_its_lifetime() -> None:
+    client = coordination.connect(IN_PROCESS_REDIS_URL)
+    meeting_pk = uuid.uuid4()
+    with coordination.meeting_lock(client, meeting_pk, lifetime=1):
+        time.sleep(2.5)  # a slow orchestrator call: the holder renews the lock meanwhile
+        with pytest.raises(coordination.MeetingBusy):
+            with coordination.meeting_lock(client, meeting_pk, wait=0):
+                pass
+    with coordination.meeting_lock(client, meeting_pk, wait=0):  # released at once on exit
+        pass
+
+
 def test_without_redis_the_lock_and_the_cache_step_aside() -> None:
     # Redis unreachable: PostgreSQL still orders the work, so neither may block it.
     down = coordination.connect(f"redis://127.0.0.1:{free_port()}/0")

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 import redis
+import redis.lock
 
 log = logging.getLogger(__name__)
-LOCK_SECONDS = 60  # longer than any launch or stop call; a crashed holder frees it by then
+# A live holder renews its lock every third of this, however long its work takes; a holder
+# that died (or a lock that a Redis restart saved to disk unreleased) frees it within this.
+LOCK_SECONDS = 15
 LOCK_WAIT_SECONDS = 30
 
 
@@ -34,9 +38,12 @@ def connect(redis_url: str) -> redis.Redis:
 
 
 @contextmanager
-def meeting_lock(client: redis.Redis, meeting_pk: uuid.UUID, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+def meeting_lock(
+    client: redis.Redis, meeting_pk: uuid.UUID, wait: float = LOCK_WAIT_SECONDS, lifetime: float = LOCK_SECONDS
+) -> Iterator[None]:
     """Hold the meeting's lock; MeetingBusy if it stays taken for `wait` seconds."""
-    lock = client.lock(f"vexa:meeting:{meeting_pk}:lock", timeout=LOCK_SECONDS, blocking_timeout=wait)
+    # thread_local off: the renewing thread must see the token this thread acquired with.
+    lock = client.lock(f"vexa:meeting:{meeting_pk}:lock", timeout=lifetime, blocking_timeout=wait, thread_local=False)
     try:
         acquired = lock.acquire()
     except redis.RedisError as exc:
@@ -45,13 +52,26 @@ def meeting_lock(client: redis.Redis, meeting_pk: uuid.UUID, wait: float = LOCK_
         return
     if not acquired:
         raise MeetingBusy(f"meeting {meeting_pk} is busy")
+    done = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(lock, lifetime / 3, done), daemon=True)
+    renewer.start()
     try:
         yield
     finally:
+        done.set()
+        renewer.join()
         try:
             lock.release()
         except redis.RedisError:
             pass  # expired or Redis gone: the timeout frees it
+
+
+def _renew(lock: redis.lock.Lock, every: float, done: threading.Event) -> None:
+    while not done.wait(every):
+        try:
+            lock.reacquire()  # back to its full lifetime
+        except redis.RedisError:
+            return  # Redis gone or the lock lost: holding on is no longer ours to do
 
 
 def cached(client: redis.Redis, key: str, seconds: float, compute: Callable[[], Any]) -> Any:

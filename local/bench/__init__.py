@@ -1,5 +1,6 @@
 """`make bench`: Vexa measured on this machine, part by part, beside a peer (docs/benchmarks.md).
 
-One module per measurement (engines, pipeline, api_load, peer, cost), the meetings they replay
-(meetings, sample), the stack they run on (stack), and the document they fill in (report).
+One module per measurement (engines, pipeline, api_load, peer, cost); what they replay or seed
+(meetings, sample, seed); WhisperLive's protocol as its client speaks it (whisperlive_client);
+the stack they run on (stack), process CPU and memory (resources), and the document (report).
 """

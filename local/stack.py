@@ -56,7 +56,8 @@ def free_port() -> int:
 
 def isolated_environ(state: Path, base: dict[str, str]) -> dict[str, str]:
     """`base` made into a stack of its own: state under `state`, its own embedded PostgreSQL and
-    Redis, and every service on a free port (so it runs beside `make up` and other test stacks)."""
+    Redis (unless the caller then names a DATABASE_URL or REDIS_URL), and every service on a
+    free port (so it runs beside `make up` and other test stacks)."""
     environ = {k: v for k, v in base.items() if k not in ("DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN")}
     ports = ("GATEWAY_PORT", "BOT_MANAGER_PORT", "TRANSCRIPTION_PORT", "BROKER_PORT", "EMBEDDED_POSTGRES_PORT", "EMBEDDED_REDIS_PORT")
     return environ | {"STATE_DIR": str(state)} | {name: str(free_port()) for name in ports}

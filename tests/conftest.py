@@ -28,7 +28,7 @@ from functions.bot_manager.orchestrator import Orchestrator, create_orchestrator
 from functions.common.db import engine_for, migrate
 from functions.common.models import User
 from functions.common.settings import REPO_ROOT, Settings
-from local.stack import Stack, free_port
+from local.stack import Stack, free_port, isolated_environ
 from tests.support.stack import SAMPLE, RunningStack, wait_for  # noqa: F401 (tests import wait_for from here)
 
 DATABASE_SERVER = os.environ.get("TEST_DATABASE_SERVER", "postgresql+pg8000://postgres@127.0.0.1:5432")
@@ -141,15 +141,8 @@ def _running_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) 
     state.chmod(0o755)
     # A Redis of its own (the stack's embedded one): Celery workers of two stacks sharing a
     # Redis database would take each other's tasks, e.g. when two test sessions run at once.
-    environ = {
-        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+    environ = isolated_environ(state, dict(os.environ)) | {
         "DATABASE_URL": database_url,
-        "EMBEDDED_REDIS_PORT": str(free_port()),
-        "STATE_DIR": str(state),
-        "GATEWAY_PORT": str(free_port()),
-        "BOT_MANAGER_PORT": str(free_port()),
-        "TRANSCRIPTION_PORT": str(free_port()),
-        "BROKER_PORT": str(free_port()),
         "BOT_DRAIN_SECONDS": "15",
         "BOT_HEARTBEAT_SECONDS": "2",
         **TEST_STACK_ENV,

@@ -31,6 +31,14 @@ ENV_NAMES = {
     "resume_from_seconds": "VEXA_RESUME_FROM_SECONDS",
     "audio_origin": "VEXA_AUDIO_ORIGIN",
     "recording_sources": "RECORDING_SOURCES",
+    "display_name": "BOT_DISPLAY_NAME",
+    "waiting_room_timeout_seconds": "BOT_WAITING_ROOM_TIMEOUT_SECONDS",
+    "no_one_joined_timeout_seconds": "BOT_NO_ONE_JOINED_TIMEOUT_SECONDS",
+    "everyone_left_timeout_seconds": "BOT_EVERYONE_LEFT_TIMEOUT_SECONDS",
+    "silence_timeout_seconds": "BOT_SILENCE_TIMEOUT_SECONDS",
+    "max_duration_seconds": "VEXA_MAX_DURATION_SECONDS",
+    "chromium_path": "CHROMIUM_PATH",
+    "browser_host_rules": "BOT_BROWSER_HOST_RULES",
 }
 _CONVERTERS = {"str": str, "int": int, "float": float}
 
@@ -60,11 +68,25 @@ class BotConfig:
     # Where the recording may come from (bot-manager's RECORDING_SOURCES): the bot checks it again
     # on its own file system before it opens anything. Empty: no second check.
     recording_sources: str = ""
+    # Meeting platforms (bot/browser/): the name the bot joins under and when it leaves on its own.
+    # The meeting's own choices (RunBotRequest.automatic_leave) or else the BOT_* settings.
+    display_name: str = "Vexa Notetaker"
+    waiting_room_timeout_seconds: float = 600.0
+    no_one_joined_timeout_seconds: float = 300.0
+    everyone_left_timeout_seconds: float = 30.0
+    silence_timeout_seconds: float = 600.0
+    max_duration_seconds: float = 14_400.0
+    chromium_path: str = "/usr/bin/chromium"
+    # Chromium --host-resolver-rules: point platform hosts at a simulator or test double.
+    browser_host_rules: str = ""
 
     @classmethod
     def for_meeting(cls, settings: Settings, sink_url: str, **meeting: str | float) -> "BotConfig":
-        """The meeting's own values plus the bot tunables from bot-manager's settings."""
-        return cls(
+        """The meeting's own values plus the bot tunables from bot-manager's settings.
+
+        A meeting value (the display name, an automatic-leave timeout) overrides the setting.
+        """
+        defaults = dict(
             sink_url=sink_url,
             chunk_min_seconds=settings.chunk_min_seconds,
             chunk_max_seconds=settings.chunk_max_seconds,
@@ -75,8 +97,16 @@ class BotConfig:
             drain_seconds=settings.bot_drain_seconds,
             log_level=settings.log_level,
             recording_sources=settings.recording_sources,
-            **meeting,
+            display_name=settings.bot_display_name,
+            waiting_room_timeout_seconds=settings.bot_waiting_room_timeout_seconds,
+            no_one_joined_timeout_seconds=settings.bot_no_one_joined_timeout_seconds,
+            everyone_left_timeout_seconds=settings.bot_everyone_left_timeout_seconds,
+            silence_timeout_seconds=settings.bot_silence_timeout_seconds,
+            max_duration_seconds=settings.max_meeting_seconds,
+            chromium_path=settings.chromium_path,
+            browser_host_rules=settings.bot_browser_host_rules,
         )
+        return cls(**{**defaults, **meeting})
 
     def to_env(self) -> dict[str, str]:
         return {ENV_NAMES[name]: str(value) for name, value in asdict(self).items()}

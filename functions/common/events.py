@@ -30,6 +30,10 @@ MAX_CHUNK_SECONDS = 15.0
 MAX_CHUNK_PCM_BYTES = int(MAX_CHUNK_SECONDS * SAMPLE_RATE) * 2
 # A WAV body: the PCM plus its header (44 bytes as encode_wav writes it; other writers add chunks).
 MAX_CHUNK_WAV_BYTES = MAX_CHUNK_PCM_BYTES + 1024
+# A failed join's screenshot travels in its status event; a JPEG of the bot's 1280x720 window
+# is 30-150 KB, so this leaves room under MAX_EVENT_BYTES' default 512 KiB.
+MAX_SCREENSHOT_BASE64 = 400_000
+MAX_PARTICIPANT_NAME = 200
 AUDIO_CONTENT_TYPE = "audio/wav"
 JSON_CONTENT_TYPE = "application/json"
 REQUIRED_ATTRIBUTES = frozenset({"id", "source", "specversion", "type"})
@@ -40,6 +44,7 @@ class EventType(StrEnum):
     TRANSCRIPT_SEGMENTS = "io.vexa.transcript.segments.v1"  # transcription reply -> bot-manager
     BOT_STATUS = "io.vexa.bot.status.v1"  # bot -> bot-manager
     BOT_HEARTBEAT = "io.vexa.bot.heartbeat.v1"  # bot -> bot-manager
+    BOT_SPEAKERS = "io.vexa.bot.speakers.v1"  # bot -> bot-manager: who spoke when, who is there
 
 
 class Attr(StrEnum):
@@ -58,6 +63,7 @@ class BotState(StrEnum):
     """What a bot reports about itself in BOT_STATUS events."""
 
     JOINING = "joining"
+    AWAITING_ADMISSION = "awaiting_admission"  # asked to join; waiting for a host to let it in
     ACTIVE = "active"
     LEFT = "left"  # left on its own or when stopped; `reason` says which
     FAILED = "failed"
@@ -77,6 +83,27 @@ class BotStatusData(_Payload):
     chunks_dropped: int | None = Field(default=None, ge=0)
     # On FAILED: whether a new bot may succeed (a crash, a network error); if not, the meeting fails.
     retryable: bool = False
+    # On a failed join: what the bot's browser showed, a base64 JPEG for operators.
+    screenshot: str | None = Field(default=None, max_length=MAX_SCREENSHOT_BASE64)
+
+
+class SpeakerTurn(_Payload):
+    """A stretch of time one participant's speaking indicator was on."""
+
+    participant: str = Field(min_length=1, max_length=MAX_PARTICIPANT_NAME)
+    start_at: datetime  # UTC, on the clock of the session's audio (session start + audio position)
+    end_at: datetime
+
+
+class BotSpeakersData(_Payload):
+    """Speaker turns that ended since the bot's previous speakers event, and who has been in the meeting.
+
+    `participants` is everyone the bot has seen so far, itself excluded: a consumer can take the
+    union of any events it gets, in any order.
+    """
+
+    participants: list[str] = Field(max_length=1000)
+    turns: list[SpeakerTurn] = Field(max_length=1000)
 
 
 class BotHeartbeatData(_Payload):
@@ -115,6 +142,7 @@ class AudioChunkAttributes(_Payload):
 PAYLOAD_SCHEMAS: dict[EventType, type[_Payload]] = {
     EventType.BOT_STATUS: BotStatusData,
     EventType.BOT_HEARTBEAT: BotHeartbeatData,
+    EventType.BOT_SPEAKERS: BotSpeakersData,
     EventType.TRANSCRIPT_SEGMENTS: TranscriptSegmentsData,
 }
 

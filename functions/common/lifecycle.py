@@ -1,7 +1,9 @@
 """The meeting state machine, defined once.
 
-    requested -> starting -> joining -> active -> stopping -> completed
+    requested -> starting -> joining -> awaiting_admission -> active -> stopping -> completed
     any non-terminal state -> failed (with a reason)
+
+A bot that is let straight in (or replays a recording) skips awaiting_admission.
 
 Bot events may arrive late, twice or out of order (at-least-once delivery),
 so a step backwards is not an error for event handlers: `is_stale` tells it
@@ -16,6 +18,7 @@ class MeetingStatus(StrEnum):
     REQUESTED = "requested"
     STARTING = "starting"
     JOINING = "joining"
+    AWAITING_ADMISSION = "awaiting_admission"  # in the meeting's waiting room / lobby
     ACTIVE = "active"
     STOPPING = "stopping"
     COMPLETED = "completed"
@@ -26,14 +29,17 @@ S = MeetingStatus
 
 # The happy path, in order; a meeting may skip ahead along it (a bot that
 # joins instantly reports `active` without `joining`) but never go back.
-HAPPY_PATH: tuple[MeetingStatus, ...] = (S.REQUESTED, S.STARTING, S.JOINING, S.ACTIVE, S.STOPPING, S.COMPLETED)
+HAPPY_PATH: tuple[MeetingStatus, ...] = (
+    S.REQUESTED, S.STARTING, S.JOINING, S.AWAITING_ADMISSION, S.ACTIVE, S.STOPPING, S.COMPLETED
+)
 TERMINAL: frozenset[MeetingStatus] = frozenset({S.COMPLETED, S.FAILED})
 LIVE: frozenset[MeetingStatus] = frozenset(set(MeetingStatus) - TERMINAL)
 
 TRANSITIONS: dict[MeetingStatus, frozenset[MeetingStatus]] = {
     S.REQUESTED: frozenset({S.STARTING, S.FAILED}),
-    S.STARTING: frozenset({S.JOINING, S.ACTIVE, S.STOPPING, S.FAILED}),
-    S.JOINING: frozenset({S.ACTIVE, S.STOPPING, S.FAILED}),
+    S.STARTING: frozenset({S.JOINING, S.AWAITING_ADMISSION, S.ACTIVE, S.STOPPING, S.FAILED}),
+    S.JOINING: frozenset({S.AWAITING_ADMISSION, S.ACTIVE, S.STOPPING, S.FAILED}),
+    S.AWAITING_ADMISSION: frozenset({S.ACTIVE, S.STOPPING, S.FAILED}),
     S.ACTIVE: frozenset({S.STOPPING, S.FAILED}),
     S.STOPPING: frozenset({S.COMPLETED, S.FAILED}),
     S.COMPLETED: frozenset(),
@@ -48,6 +54,18 @@ class CompletionReason(StrEnum):
     SOURCE_ENDED = "source_ended"  # the recording / meeting ended
     NO_AUDIO = "no_audio"  # the bot captured no audio at all
     NO_SPEECH = "no_speech"  # audio arrived, but nobody spoke
+    # A meeting platform's bot (see bot/browser/) ended it:
+    ADMISSION_DENIED = "admission_denied"  # the host refused to let the bot in
+    ADMISSION_TIMEOUT = "admission_timeout"  # nobody let it in within the waiting-room timeout
+    REMOVED = "removed"  # a host removed the bot from the meeting
+    MEETING_ENDED = "meeting_ended"  # the meeting ended for everyone
+    LEFT_ALONE = "left_alone"  # nobody but bots joined, or everyone else left
+    SILENCE = "silence"  # nothing was heard for the silence timeout
+    MAX_DURATION = "max_duration"  # the bot stayed as long as it may
+
+
+# A bot that could not get through a platform's join flow fails with this reason (and a screenshot).
+JOIN_ERROR = "join_error"
 
 
 class InvalidTransition(ValueError):

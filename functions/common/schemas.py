@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
+from .platforms import MeetingLinkError, Platform, resolve_meeting
+
 # Ids appear in URL paths, logs and (sanitised) Kubernetes names: printable, no slashes or spaces.
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+:-]*$")]
 MeetingId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+:-]*$")]
@@ -28,55 +30,66 @@ def _no_nul(value: str) -> str:
 _NUL_FREE = (AfterValidator(_no_nul), Field(json_schema_extra={"pattern": r"^[^\x00]*$"}))
 MeetingTitle = Annotated[str, StringConstraints(max_length=500), *_NUL_FREE]
 MeetingUrl = Annotated[str, StringConstraints(max_length=2048), *_NUL_FREE]
+# What other participants see the bot called; printable, no control characters.
+BotDisplayName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
 KeyName = Annotated[str, StringConstraints(min_length=1, max_length=100), *_NUL_FREE]
-
-
-class Platform(StrEnum):
-    """Where a bot gets its audio. Real meeting platforms plug in behind the same bot source interface."""
-
-    FILE = "file"  # replay a recording (path or http(s) URL) as if it were a live meeting
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-def _meeting_url_is_required(schema: dict) -> None:
-    """/openapi.json says what RunBotRequest._source_is_usable enforces: a run names its recording
-    (null is refused too). The field itself stays optional, so that a body without it gets that
-    validator's message, which explains what this version's bots do."""
-    url = schema["properties"]["meeting_url"]
-    url.update(next(option for option in url.pop("anyOf") if option["type"] == "string"))
-    url.pop("default")
-    schema["required"].append("meeting_url")
+Seconds = Annotated[int, Field(ge=1, le=86_400)]
+
+
+class AutomaticLeave(_Body):
+    """When a meeting-platform bot leaves on its own; each absent value is its BOT_* setting."""
+
+    waiting_room_timeout: Seconds | None = Field(default=None, description="Leave if not let in within this (admission_timeout).")
+    no_one_joined_timeout: Seconds | None = Field(
+        default=None, description="Leave if nobody but bots has joined this long after the bot got in (left_alone)."
+    )
+    everyone_left_timeout: Seconds | None = Field(
+        default=None, description="Leave this long after the last participant other than bots left (left_alone)."
+    )
+    silence_timeout: Seconds | None = Field(default=None, description="Leave after this long without a sound (silence).")
+    max_duration: Seconds | None = Field(
+        default=None, description="Leave after this long in the meeting (max_duration); at most MAX_MEETING_SECONDS."
+    )
 
 
 class RunBotRequest(_Body):
-    model_config = ConfigDict(json_schema_extra=_meeting_url_is_required)
-
     user_id: UserId
     meeting_id: MeetingId
     meeting_title: MeetingTitle | None = None
-    platform: Platform | None = Field(default=None, description="Defaults to `file` when `meeting_url` is given.")
+    platform: Platform | None = Field(
+        default=None,
+        description="Inferred when absent: from a meeting link's host, `google_meet` for a Meet code as meeting_id, "
+        "otherwise `file`.",
+    )
     meeting_url: MeetingUrl | None = Field(
-        default=None, description="For `file`: an absolute path, file:// or http(s):// URL of a recording."
+        default=None,
+        description="The meeting link (Google Meet, Teams, Zoom), or for `file` an absolute path, file:// or "
+        "http(s):// URL of a recording. Optional for a Google Meet code given as meeting_id.",
     )
     language: Language | None = Field(default=None, description="Spoken language; the DEFAULT_LANGUAGE setting if absent.")
     replay_speed: float = Field(default=1.0, gt=0, le=100, description="`file` only: 1.0 replays in real time.")
+    bot_display_name: BotDisplayName | None = Field(
+        default=None, description="The name the bot joins a meeting under; the BOT_DISPLAY_NAME setting if absent."
+    )
+    automatic_leave: AutomaticLeave | None = None
 
     @model_validator(mode="after")
     def _source_is_usable(self) -> "RunBotRequest":
-        if self.meeting_url is None:
-            raise ValueError(
-                "meeting_url is required: this deployment's bots replay recordings (platform 'file'); "
-                "give an absolute path or an http(s) URL of the recording"
-            )
-        if self.platform is None:
-            self.platform = Platform.FILE
-        url = urlsplit(self.meeting_url)
-        is_path = url.scheme == "" and self.meeting_url.startswith("/")
-        if not (is_path or (url.scheme in ("http", "https") and url.netloc) or url.scheme == "file"):
-            raise ValueError("meeting_url must be an absolute path, a file:// URL or an http(s):// URL")
+        try:
+            self.platform, self.meeting_url = resolve_meeting(self.platform, self.meeting_url, self.meeting_id)
+        except MeetingLinkError as exc:
+            raise ValueError(str(exc)) from None
+        if self.platform == Platform.FILE:
+            url = urlsplit(self.meeting_url)
+            is_path = url.scheme == "" and self.meeting_url.startswith("/")
+            if not (is_path or (url.scheme in ("http", "https") and url.netloc) or url.scheme == "file"):
+                raise ValueError("meeting_url must be an absolute path, a file:// URL or an http(s):// URL")
         return self
 
 

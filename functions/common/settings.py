@@ -72,7 +72,16 @@ SETTINGS: dict[str, Setting] = {
         Setting("BOT_CPU_LIMIT", "1", "CPU limit of a bot Job's pod."),
         Setting("BOT_MEMORY_REQUEST", "256Mi", "Memory request of a bot Job's pod."),
         Setting("BOT_MEMORY_LIMIT", "512Mi", "Memory limit of a bot Job's pod."),
-        Setting("MAX_MEETING_SECONDS", "14400", "Longest a bot may stay in a meeting (the Job's activeDeadlineSeconds)."),
+        Setting("MAX_MEETING_SECONDS", "14400", "Longest a bot may stay in a meeting: it leaves then (max_duration), "
+                "and its Job's activeDeadlineSeconds allows this plus BOT_DRAIN_SECONDS and a minute."),
+        Setting("BOT_DISPLAY_NAME", "Vexa Notetaker", "The name meeting-platform bots join under (a run request may give its own)."),
+        Setting("BOT_WAITING_ROOM_TIMEOUT_SECONDS", "600", "A bot not let in from the waiting room within this leaves (admission_timeout)."),
+        Setting("BOT_NO_ONE_JOINED_TIMEOUT_SECONDS", "300", "A bot that is let in but sees nobody except bots this long leaves (left_alone)."),
+        Setting("BOT_EVERYONE_LEFT_TIMEOUT_SECONDS", "30", "A bot leaves this long after the last participant except bots left (left_alone)."),
+        Setting("BOT_SILENCE_TIMEOUT_SECONDS", "600", "A bot that hears nothing for this long leaves (silence)."),
+        Setting("CHROMIUM_PATH", "/usr/bin/chromium", "The Chromium meeting-platform bots drive (the bot image installs Debian's)."),
+        Setting("BOT_BROWSER_HOST_RULES", "", "Chromium --host-resolver-rules for bots, e.g. `MAP meet.google.com 127.0.0.1:8443`: "
+                "sends platform hosts to a simulator (and then accepts its certificate). Empty in production."),
         Setting("BOT_JOB_TTL_SECONDS", "3600", "How long a finished bot Job is kept before Kubernetes deletes it."),
         Setting("MAX_BOTS_PER_USER", "5", "Concurrent live bots one user may have; more get 429."),
         Setting("MAX_REQUEST_BYTES", "65536", "Largest JSON request body the API accepts (413 above)."),
@@ -132,6 +141,13 @@ class Settings:
     bot_memory_request: str
     bot_memory_limit: str
     max_meeting_seconds: int
+    bot_display_name: str
+    bot_waiting_room_timeout_seconds: float
+    bot_no_one_joined_timeout_seconds: float
+    bot_everyone_left_timeout_seconds: float
+    bot_silence_timeout_seconds: float
+    chromium_path: str
+    bot_browser_host_rules: str
     bot_job_ttl_seconds: int
     max_bots_per_user: int
     max_request_bytes: int

@@ -39,6 +39,7 @@ ENV_NAMES = {
     "max_duration_seconds": "VEXA_MAX_DURATION_SECONDS",
     "chromium_path": "CHROMIUM_PATH",
     "browser_host_rules": "BOT_BROWSER_HOST_RULES",
+    "platforms_dir": "BOT_PLATFORMS_DIR",
 }
 _CONVERTERS = {"str": str, "int": int, "float": float}
 
@@ -79,6 +80,8 @@ class BotConfig:
     chromium_path: str = "/usr/bin/chromium"
     # Chromium --host-resolver-rules: point platform hosts at a simulator or test double.
     browser_host_rules: str = ""
+    # Where the per-platform data files are (empty: the ones shipped in bot/browser/platforms/).
+    platforms_dir: str = ""
 
     @classmethod
     def for_meeting(cls, settings: Settings, sink_url: str, **meeting: str | float) -> "BotConfig":
@@ -105,6 +108,7 @@ class BotConfig:
             max_duration_seconds=settings.max_meeting_seconds,
             chromium_path=settings.chromium_path,
             browser_host_rules=settings.bot_browser_host_rules,
+            platforms_dir=settings.bot_platforms_dir,
         )
         return cls(**{**defaults, **meeting})
 

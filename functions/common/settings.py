@@ -82,6 +82,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("CHROMIUM_PATH", "/usr/bin/chromium", "The Chromium meeting-platform bots drive (the bot image installs Debian's)."),
         Setting("BOT_BROWSER_HOST_RULES", "", "Chromium --host-resolver-rules for bots, e.g. `MAP meet.google.com 127.0.0.1:8443`: "
                 "sends platform hosts to a simulator (and then accepts its certificate). Empty in production."),
+        Setting("BOT_PLATFORMS_DIR", "", "Folder of the platform data files (selectors and texts) bots use; empty: "
+                "the ones in the bot image. Mount edited copies here to follow a platform's UI change without a new image."),
         Setting("BOT_JOB_TTL_SECONDS", "3600", "How long a finished bot Job is kept before Kubernetes deletes it."),
         Setting("MAX_BOTS_PER_USER", "5", "Concurrent live bots one user may have; more get 429."),
         Setting("MAX_REQUEST_BYTES", "65536", "Largest JSON request body the API accepts (413 above)."),
@@ -148,6 +150,7 @@ class Settings:
     bot_silence_timeout_seconds: float
     chromium_path: str
     bot_browser_host_rules: str
+    bot_platforms_dir: str
     bot_job_ttl_seconds: int
     max_bots_per_user: int
     max_request_bytes: int

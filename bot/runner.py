@@ -1,25 +1,32 @@
 """One bot, one meeting: capture audio, cut it at pauses, send it as CloudEvents.
 
-Lifecycle as seen by bot-manager (BOT_STATUS events): joining -> active ->
-left (source ended, or SIGTERM: graceful leave) or failed (with a reason).
-Heartbeats go out every few seconds while the bot lives.
+Lifecycle as seen by bot-manager (BOT_STATUS events): joining ->
+(awaiting_admission) -> active -> left (the meeting or recording ended, an
+automatic-leave rule, or SIGTERM: graceful leave) or failed (with a reason).
+Heartbeats go out every few seconds while the bot lives; a meeting platform's
+bot also sends who spoke when (BOT_SPEAKERS).
 """
 from __future__ import annotations
 
+import base64
 import logging
 import signal
 import threading
 import time
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from functions.common.bot_config import BotConfig
 from functions.common.events import (
     Attr,
     BotHeartbeatData,
+    BotSpeakersData,
     BotState,
     BotStatusData,
     EventType,
     Identity,
+    SpeakerTurn,
     encode_wav,
     event_source,
     new_event,
@@ -29,7 +36,10 @@ from functions.common.recordings import allowed_recording, parse_sources
 
 from .chunker import Chunk, Chunker
 from .sink import EventSink
-from .sources import AudioSource, SourceError, open_source
+from .sources import AudioSource, NotAdmitted, SourceError, open_source
+
+if TYPE_CHECKING:
+    from .browser.speakers import Turn
 
 log = logging.getLogger(__name__)
 FINAL_STATUS_SECONDS = 10.0  # how long the last status event may take to get out
@@ -48,6 +58,7 @@ class Bot:
         self.finished = threading.Event()  # ends the heartbeats
         self.session_start: datetime | None = None
         self.chunks_made = 0
+        self.speaker_events = 0
 
     def _chunker(self, start_ms: int) -> Chunker:
         c = self.config
@@ -58,7 +69,7 @@ class Bot:
 
         Safe to call from a signal handler.
         """
-        self.leave_requested = True
+        self.leave_requested = True  # sources read it through stop_requested()
 
     def run(self) -> int:
         """Attend the meeting to its end; the process exit code."""
@@ -67,15 +78,17 @@ class Bot:
         self._status(BotState.JOINING)
         try:
             state, reason = self._attend()
+        except NotAdmitted as exc:
+            return self._finish(BotState.LEFT, exc.reason)
         except SourceError as exc:
-            return self._finish(BotState.FAILED, f"source_error: {exc}", retryable=exc.retryable)
+            return self._finish(BotState.FAILED, f"{exc.code}: {exc}", retryable=exc.retryable, screenshot=exc.screenshot)
         except Exception as exc:  # a crash must still be reported, with its cause; a new bot may do better
             log.exception("bot.crashed")
             return self._finish(BotState.FAILED, f"bot_error: {type(exc).__name__}: {exc}", retryable=True)
         return self._finish(state, reason)
 
     def _attend(self) -> tuple[BotState, str]:
-        with open_source(self.config.platform, self._meeting_url(), self.config.replay_speed) as source:
+        with open_source(replace(self.config, meeting_url=self._meeting_url()), self) as source:
             if self.leave_requested:
                 return BotState.LEFT, CompletionReason.STOPPED
             self.session_start = self._resume(source) or datetime.now(timezone.utc)
@@ -85,8 +98,29 @@ class Bot:
                 if self.leave_requested:
                     break
             self._send_chunks(self.chunker.flush())
-        reason = CompletionReason.STOPPED if self.leave_requested else CompletionReason.SOURCE_ENDED
-        return BotState.LEFT, reason
+        if self.leave_requested:
+            return BotState.LEFT, CompletionReason.STOPPED
+        return BotState.LEFT, source.end_reason or CompletionReason.SOURCE_ENDED
+
+    # -- what a live meeting reports (bot.sources.SourceListener) --------------------------------
+    def stop_requested(self) -> bool:
+        return self.leave_requested
+
+    def awaiting_admission(self) -> None:
+        self._status(BotState.AWAITING_ADMISSION)
+
+    def speakers(self, turns: list[Turn], participants: list[str]) -> None:
+        assert self.session_start is not None
+        at = self.session_start
+        data = BotSpeakersData(
+            participants=participants,
+            turns=[SpeakerTurn(participant=t.participant, start_at=at + timedelta(seconds=t.start),
+                               end_at=at + timedelta(seconds=t.end)) for t in turns],  # fmt: skip
+        )
+        self.speaker_events += 1
+        event_id = f"{self.config.session_id}:speakers:{self.speaker_events}"
+        self.sink.send(new_event(EventType.BOT_SPEAKERS, self.identity, event_id, self.source_uri, data))
+        log.info("bot.speakers", extra={"turns": len(turns), "participants": len(participants)})
 
     def _meeting_url(self) -> str:
         """The recording to open, checked against RECORDING_SOURCES here too: bot-manager checked it
@@ -112,7 +146,7 @@ class Bot:
         log.info("bot.resumed", extra={"resume_from_s": resume_from})
         return datetime.fromisoformat(origin)
 
-    def _finish(self, state: BotState, reason: str, retryable: bool = False) -> int:
+    def _finish(self, state: BotState, reason: str, retryable: bool = False, screenshot: bytes | None = None) -> int:
         self.finished.set()  # ends the heartbeats: the final status says the rest
         # Deliver the audio first, so the final status counts exactly what arrived; what
         # cannot be delivered in time is given up and counted, so the status itself still goes out.
@@ -120,7 +154,7 @@ class Bot:
             self.sink.discard_chunks()
         self._status(
             state, reason, chunks_sent=self.sink.chunks_delivered, chunks_dropped=self._undelivered_chunks(),
-            retryable=retryable,
+            retryable=retryable, screenshot=base64.b64encode(screenshot).decode() if screenshot else None,
         )
         delivered = self.sink.drain(time.monotonic() + FINAL_STATUS_SECONDS)
         left_behind = self.sink.close()
@@ -156,7 +190,7 @@ class Bot:
             self.sink.send(event, is_chunk=True)
             log.info("bot.chunk", extra={"chunk_seq": chunk.seq, "seconds": round(chunk.duration, 2)})
 
-    def _status(self, state: BotState, reason: str | None = None, **final: int | bool) -> None:
+    def _status(self, state: BotState, reason: str | None = None, **final: int | bool | str | None) -> None:
         data = BotStatusData(state=state, reason=reason, at=datetime.now(timezone.utc), **final)
         event_id = f"{self.config.session_id}:status:{state}"
         self.sink.send(new_event(EventType.BOT_STATUS, self.identity, event_id, self.source_uri, data))

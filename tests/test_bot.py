@@ -27,7 +27,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from bot.chunker import Chunk, Chunker
-from bot.sources import open_source
+from bot.sources.file import FileSource
 from functions.common.bot_config import ENV_NAMES, BotConfig
 from functions.common.events import (
     SAMPLE_RATE,
@@ -250,7 +250,7 @@ def launch(tmp_path: Path) -> Iterator[Callable[[BotConfig], BotRun]]:
 
 @pytest.fixture(scope="module")
 def sample_pcm() -> bytes:
-    with open_source("file", str(SAMPLE), 10_000.0) as source:
+    with FileSource(str(SAMPLE), 10_000.0) as source:
         return b"".join(source.frames())
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from bot.sources import SourceError, open_source
 from bot.sources.file import FileSource
+from functions.common.bot_config import BotConfig
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "local" / "sample"
 SAMPLE = SAMPLE_DIR / "meeting.ogg"
@@ -24,7 +25,7 @@ FAST = 10_000.0  # replay speed that makes pacing negligible
 
 
 def read_all(location: str, replay_speed: float = FAST) -> bytes:
-    with open_source("file", location, replay_speed) as source:
+    with FileSource(location, replay_speed) as source:
         return b"".join(source.frames())
 
 
@@ -60,7 +61,7 @@ def test_sample_decodes_to_its_full_length(sample_pcm: bytes) -> None:
 
 
 def test_blocks_are_short_whole_samples() -> None:
-    with open_source("file", str(SAMPLE), FAST) as source:
+    with FileSource(str(SAMPLE), FAST) as source:
         sizes = [len(block) for block in source.frames()]
     assert all(size % 2 == 0 for size in sizes)
     assert all(BYTES_PER_SECOND * 0.02 <= size <= BYTES_PER_SECOND * 0.1 for size in sizes[:-1])
@@ -91,7 +92,7 @@ def test_replay_is_paced_by_replay_speed() -> None:
     # 10 s of audio at 10x speed takes about a second: not instant, not real time.
     started = time.monotonic()
     received = 0
-    with open_source("file", str(SAMPLE), 10.0) as source:
+    with FileSource(str(SAMPLE), 10.0) as source:
         for block in source.frames():
             received += len(block)
             if received >= 10 * BYTES_PER_SECOND:
@@ -135,12 +136,17 @@ def test_unsupported_locations(location: str) -> None:
 @pytest.mark.parametrize("speed", [0.0, -1.0, float("nan"), float("inf")])
 def test_replay_speed_must_be_positive(speed: float) -> None:
     with pytest.raises(SourceError, match="replay speed"):
-        open_source("file", str(SAMPLE), speed)
+        FileSource(str(SAMPLE), speed)
 
 
 def test_unknown_platform() -> None:
-    with pytest.raises(SourceError, match="unknown platform 'skype': expected one of file"):
-        open_source("skype", "https://example.com/meeting", 1.0)
+    config = BotConfig(
+        meeting_id="m", user_id="u", session_id="s", platform="skype", meeting_url="https://example.com/meeting",
+        language="en", replay_speed=1.0, sink_url="http://127.0.0.1:9", chunk_min_seconds=4, chunk_max_seconds=10,
+        chunk_pause_ms=300, vad_aggressiveness=2, heartbeat_seconds=5, buffer_chunks=10, drain_seconds=1, log_level="INFO",
+    )  # fmt: skip
+    with pytest.raises(SourceError, match="unknown platform 'skype': expected one of file, google_meet, teams, zoom"):
+        open_source(config, listener=None)
 
 
 def test_stop_from_another_thread_ends_replay_promptly() -> None:

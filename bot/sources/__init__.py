@@ -9,31 +9,66 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, Protocol
+
+from functions.common.lifecycle import CompletionReason
+from functions.common.platforms import MEETING_PLATFORMS, Platform
+
+if TYPE_CHECKING:
+    from bot.browser.speakers import Turn
+    from functions.common.bot_config import BotConfig
 
 
 class SourceError(ValueError):
     """The audio source cannot be opened or read; the message says why.
 
     `retryable`: a new bot may succeed (a network error), as opposed to a
-    source that is wrong (no such file, not audio).
+    source that is wrong (no such file, not audio). `code` starts the reason the
+    meeting records (`join_error` for a meeting the bot could not get into, with
+    `screenshot`, a JPEG of what its browser showed).
     """
 
-    def __init__(self, message: str, retryable: bool = False) -> None:
+    def __init__(self, message: str, retryable: bool = False, code: str = "source_error",
+                 screenshot: bytes | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.retryable = retryable
+        self.code = code
+        self.screenshot = screenshot
+
+
+class NotAdmitted(Exception):
+    """The bot never got into the meeting, and a new bot would not either: `reason` says why."""
+
+    def __init__(self, reason: CompletionReason) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+class SourceListener(Protocol):
+    """What a live meeting tells the bot besides its audio."""
+
+    def stop_requested(self) -> bool: ...
+
+    def awaiting_admission(self) -> None: ...
+
+    def speakers(self, turns: list[Turn], participants: list[str]) -> None:
+        """Speaker turns that ended (seconds of session audio), and everyone seen so far."""
 
 
 class AudioSource(ABC):
     """A meeting's audio, used as a context manager:
 
-        with open_source(platform, url, replay_speed) as source:
+        with open_source(config, listener) as source:
             for block in source.frames():
                 ...
 
-    `open()` joins (or opens) and may raise SourceError; `close()` leaves.
+    `open()` joins (or opens) and may raise SourceError or NotAdmitted; `close()` leaves.
     `stop()` may be called from any thread and makes `frames()` end promptly.
+    `end_reason`, once frames() ends on its own: why the meeting ended for the bot
+    (None: the audio simply ran out).
     """
+
+    end_reason: CompletionReason | None = None
 
     @abstractmethod
     def open(self) -> None: ...
@@ -68,17 +103,15 @@ class AudioSource(ABC):
         self.close()
 
 
-PLATFORMS = ("file",)
-
-
-def open_source(platform: str, url: str, replay_speed: float = 1.0) -> AudioSource:
-    """The source for a meeting on `platform`; SourceError if the platform is unknown.
-
-    `replay_speed` only matters to recordings: 1.0 replays them in real time.
-    """
-    if platform == "file":
-        # Imported here so a platform's dependencies load only when it is used.
+def open_source(config: BotConfig, listener: SourceListener) -> AudioSource:
+    """The source for the meeting `config` describes; SourceError if its platform is unknown."""
+    # Imported here so a platform's dependencies (PyAV, Playwright) load only when it is used.
+    if config.platform == Platform.FILE:
         from bot.sources.file import FileSource
 
-        return FileSource(url, replay_speed)
-    raise SourceError(f"unknown platform {platform!r}: expected one of {', '.join(PLATFORMS)}")
+        return FileSource(config.meeting_url, config.replay_speed)
+    if config.platform in MEETING_PLATFORMS:
+        from bot.browser.source import BrowserSource
+
+        return BrowserSource(config, listener)
+    raise SourceError(f"unknown platform {config.platform!r}: expected one of {', '.join(Platform)}")

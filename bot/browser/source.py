@@ -1,0 +1,271 @@
+"""A meeting on Google Meet, Teams or Zoom as the bot's audio source.
+
+open() starts Chromium, runs the platform adapter's join flow and waits in the lobby until
+a host lets the bot in; frames() then hands out the meeting's remote audio (16 kHz mono
+PCM from capture.js) until the meeting ends, the bot is removed, an automatic-leave rule
+fires or stop() is called; close() leaves through the meeting's own Leave button.
+
+Playwright's sync API is single-threaded: everything here runs on the bot's main thread,
+and the page is polled every POLL_SECONDS for audio, speaker changes and its state.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
+
+from bot.sources import AudioSource, NotAdmitted, SourceError, SourceListener
+from functions.common.bot_config import BotConfig
+from functions.common.lifecycle import JOIN_ERROR, CompletionReason
+from functions.common.platforms import Platform
+
+from .adapters import ADAPTERS, JoinError
+from .autoleave import LeaveRules, Presence, is_bot
+from .speakers import SpeakerTracker
+from .spec import PlatformSpec, SpecError, load_spec
+
+log = logging.getLogger(__name__)
+CAPTURE_SCRIPT = Path(__file__).resolve().parent / "capture.js"
+POLL_SECONDS = 0.1
+ANSWER_SECONDS = 20.0  # after asking to join, the page must show the lobby or the meeting by then
+AFTER_ADMISSION_SECONDS = 15.0  # how long prompts right after admission (Zoom's audio) are looked for
+SPEAKERS_EVERY_SECONDS = 5.0  # how often ended speaker turns are sent
+SOUND_RMS = 30  # int16 RMS above this (about -60 dBFS) is a sound, for the silence rule
+SCREENSHOT_QUALITY = (70, 40, 15)  # JPEG qualities tried until the screenshot fits in its event
+MAX_SCREENSHOT_BYTES = 290_000  # base64 of this fits events.MAX_SCREENSHOT_BASE64
+VIEWPORT = {"width": 1280, "height": 720}
+
+CHROMIUM_FLAGS = [
+    "--use-fake-ui-for-media-stream",  # grant camera/microphone prompts...
+    "--use-fake-device-for-media-stream",  # ...with fake devices: the bot sends nothing real
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking",  # no update checks or sync: only the meeting's traffic
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",  # containers' /dev/shm is 64 MB
+    "--no-sandbox",  # the pod is the sandbox: non-root, no capabilities, seccomp RuntimeDefault
+]
+
+
+class BrowserSource(AudioSource):
+    def __init__(self, config: BotConfig, listener: SourceListener) -> None:
+        self.config = config
+        self.listener = listener
+        try:
+            self.spec: PlatformSpec = load_spec(config.platform, config.platforms_dir or None)
+        except SpecError as exc:
+            raise SourceError(str(exc)) from None
+        self.adapter = ADAPTERS[Platform(config.platform)](self.spec)
+        self.started = time.monotonic()
+        self.end_reason: CompletionReason | None = None
+        self._stop_requested = False
+        self._playwright: Playwright | None = None
+        self._browser: Browser | None = None
+        self._page: Page | None = None
+        self._in_meeting = False
+        self._speakers = SpeakerTracker()
+        self._participants: set[str] = set()
+        self._audio_position = 0.0  # seconds of audio captured, as of the latest poll
+
+    # -- AudioSource -------------------------------------------------------------------------
+    def open(self) -> None:
+        log.info("browser.platform", extra={"platform": self.spec.platform, "data_file": str(self.spec.path),
+                                            "data_version": self.spec.version})  # fmt: skip
+        page = self._launch()
+        try:
+            self.adapter.join(page, self.config.meeting_url, self.config.display_name, self._stopping)
+        except JoinError as exc:
+            raise self._join_error(str(exc), exc.retryable) from None
+        except PlaywrightError as exc:
+            raise self._join_error(f"the browser failed while joining: {exc.message.splitlines()[0]}", True) from None
+        if not self._stopping():
+            self._await_admission(page)
+
+    def frames(self) -> Iterator[bytes]:
+        if self._page is None or not self._in_meeting:
+            return
+        page = self._page
+        admitted = time.monotonic()
+        presence = Presence(self._rules(), started=self.started, admitted=admitted)
+        next_speakers = admitted + SPEAKERS_EVERY_SECONDS
+        prompts = list(self.adapter.spec.join.after_admission)
+        while not self._stopping():
+            snapshot = self._poll(page)
+            now = time.monotonic()
+            pcm = b"".join(base64.b64decode(batch) for batch in snapshot["audio"])
+            if pcm:
+                yield pcm
+            others = self._observe_people(snapshot)
+            presence.observe(now, bool(others), heard_sound=_loud(pcm))
+            state = snapshot["state"]
+            if state["removed"] or state["ended"] or not state["in_meeting"]:
+                self.end_reason = CompletionReason.REMOVED if state["removed"] else CompletionReason.MEETING_ENDED
+                self._in_meeting = False
+                break
+            if (reason := presence.reason_to_leave(now, bool(others))) is not None:
+                self.end_reason = reason
+                break
+            if now >= next_speakers:
+                self._send_speakers(self._speakers.take_ended())
+                next_speakers = now + SPEAKERS_EVERY_SECONDS
+            if prompts and now - admitted < AFTER_ADMISSION_SECONDS:
+                prompts = self._click_prompts(page, prompts)
+            page.wait_for_timeout(POLL_SECONDS * 1000)
+        self._send_speakers(self._speakers.close_all(self._audio_position))
+
+    def stop(self) -> None:
+        # Called from a signal handler: a plain attribute the loops read.
+        self._stop_requested = True
+
+    def close(self) -> None:
+        try:
+            if self._page is not None and self._in_meeting:
+                left = self.adapter.leave(self._page)
+                log.info("browser.left", extra={"through_leave_button": left})
+        except PlaywrightError as exc:
+            log.warning("browser.leave_failed", extra={"error": exc.message.splitlines()[0]})
+        finally:
+            self._in_meeting = False
+            for closing in (self._browser, self._playwright):
+                try:
+                    if closing is not None:
+                        closing.close() if closing is self._browser else closing.stop()
+                except Exception as exc:  # a browser that already died must not hide the real outcome
+                    log.warning("browser.close_failed", extra={"error": str(exc)[:200]})
+            self._page = self._browser = self._playwright = None
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _launch(self) -> Page:
+        args = list(CHROMIUM_FLAGS)
+        if self.config.browser_host_rules:
+            args.append(f"--host-resolver-rules={self.config.browser_host_rules}")
+        try:
+            self._playwright = sync_playwright().start()
+            self._browser = self._playwright.chromium.launch(
+                executable_path=self.config.chromium_path, headless=True, args=args
+            )
+        except PlaywrightError as exc:
+            raise SourceError(f"cannot start Chromium ({self.config.chromium_path}): {exc.message.splitlines()[0]}",
+                              retryable=True) from None  # fmt: skip
+        # Headless Chromium says so in its user agent, and platforms treat such visitors differently.
+        user_agent = self._browser.new_page().evaluate("navigator.userAgent").replace("HeadlessChrome", "Chrome")
+        context = self._browser.new_context(
+            viewport=VIEWPORT,
+            user_agent=user_agent,
+            # Only with host rules: the hosts then lead to a simulator or test double, whose
+            # certificate cannot be the platform's.
+            ignore_https_errors=bool(self.config.browser_host_rules),
+        )
+        context.add_init_script(path=str(CAPTURE_SCRIPT))
+        self._page = context.new_page()
+        return self._page
+
+    def _await_admission(self, page: Page) -> None:
+        """Wait until a host lets the bot in; NotAdmitted or a join error otherwise."""
+        asked = time.monotonic()
+        lobby_since: float | None = None
+        while True:
+            if self._stopping():
+                return
+            state = self._poll(page)["state"]
+            now = time.monotonic()
+            if state["in_meeting"] and not (state["removed"] or state["ended"]):
+                break
+            if state["denied"] or state["removed"]:
+                raise NotAdmitted(CompletionReason.ADMISSION_DENIED)
+            if state["ended"]:
+                raise NotAdmitted(CompletionReason.MEETING_ENDED)
+            if state["waiting_room"] and lobby_since is None:
+                lobby_since = now
+                self.listener.awaiting_admission()
+            if lobby_since is not None and now - lobby_since >= self.config.waiting_room_timeout_seconds:
+                raise NotAdmitted(CompletionReason.ADMISSION_TIMEOUT)
+            if lobby_since is None and now - asked >= ANSWER_SECONDS:
+                raise self._join_error(
+                    f"after asking to join, the page showed neither the waiting room nor the meeting within "
+                    f"{ANSWER_SECONDS:g} s ({self.spec.path.name} version {self.spec.version})"
+                )
+            page.wait_for_timeout(POLL_SECONDS * 1000)
+        self._in_meeting = True
+        context_state = page.evaluate("window.__vexa.start()")
+        log.info("browser.admitted", extra={"waited_s": round(time.monotonic() - asked, 1), "audio": context_state})
+
+    def _poll(self, page: Page) -> dict[str, Any]:
+        try:
+            snapshot = page.evaluate("probes => window.__vexa.poll(probes)", self.spec.page_probes())
+        except PlaywrightError as exc:
+            # The page crashed or navigated away mid-meeting: a new bot may well get back in.
+            raise SourceError(f"lost the meeting page: {exc.message.splitlines()[0]}", retryable=True) from None
+        self._audio_position = snapshot["position"]
+        return snapshot
+
+    def _observe_people(self, snapshot: dict[str, Any]) -> list[str]:
+        """Record speaker changes and participants; the people present other than bots."""
+        own = self.config.display_name
+        for change in snapshot["speakers"]:
+            if change["name"] != own:
+                self._speakers.change(change["name"], change["speaking"], change["at"])
+        self._participants.update(name for name in snapshot["seen"] if name != own)
+        return [name for name in snapshot["present"] if not is_bot(name, own)]
+
+    def _send_speakers(self, turns: list) -> None:
+        if turns or self._participants:
+            self.listener.speakers(turns, sorted(self._participants))
+
+    def _click_prompts(self, page: Page, prompts: list[str]) -> list[str]:
+        """Click whichever of `prompts` shows; those not yet seen."""
+        waiting = []
+        for prompt in prompts:
+            try:
+                if page.locator(prompt).first.is_visible():
+                    page.locator(prompt).first.click()
+                    log.info("browser.prompt_clicked", extra={"selector": prompt})
+                    continue
+            except PlaywrightError:
+                pass
+            waiting.append(prompt)
+        return waiting
+
+    def _rules(self) -> LeaveRules:
+        c = self.config
+        return LeaveRules(
+            no_one_joined=c.no_one_joined_timeout_seconds,
+            everyone_left=c.everyone_left_timeout_seconds,
+            silence=c.silence_timeout_seconds,
+            max_duration=c.max_duration_seconds,
+        )
+
+    def _stopping(self) -> bool:
+        return self._stop_requested or self.listener.stop_requested()
+
+    def _join_error(self, message: str, retryable: bool = False) -> SourceError:
+        """A join error carrying what the page showed, for operators."""
+        screenshot = self._screenshot()
+        log.error("browser.join_error", extra={"error": message, "screenshot_bytes": len(screenshot or b"")})
+        return SourceError(message, retryable=retryable, code=JOIN_ERROR, screenshot=screenshot)
+
+    def _screenshot(self) -> bytes | None:
+        if self._page is None:
+            return None
+        try:
+            for quality in SCREENSHOT_QUALITY:
+                image = self._page.screenshot(type="jpeg", quality=quality, timeout=10_000)
+                if len(image) <= MAX_SCREENSHOT_BYTES:
+                    return image
+        except PlaywrightError as exc:
+            log.warning("browser.screenshot_failed", extra={"error": exc.message.splitlines()[0]})
+        return None
+
+
+def _loud(pcm: bytes) -> bool:
+    if not pcm:
+        return False
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype=np.int16).astype(np.float32)
+    return float(np.sqrt(np.mean(samples * samples))) > SOUND_RMS

@@ -483,7 +483,7 @@ IMAGE_CHECKS = {
     "bot-manager": "from functions.bot_manager import create_app; create_app(); import functions.common.db",
     "transcription": "from functions.transcription import create_app; create_app()",
     "worker": "from functions.worker import celery_app; import functions.worker.reconciler; assert celery_app.main == 'vexa'",
-    "bot": "import bot.__main__, bot.runner, bot.chunker, bot.sources.file, functions.common.bot_config",
+    "bot": "import bot.__main__, bot.runner, bot.chunker, bot.sources.file, bot.browser.source, functions.common.bot_config",
 }
 
 

@@ -14,6 +14,7 @@ DEMO_SPEED ?= 2.0
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 RELIABILITY_REPORT ?= .vexa/reliability.jsonl
+CHROMIUM_PATH ?= /usr/bin/chromium
 
 .PHONY: help install up down ps logs logs-gateway logs-bot-manager logs-transcription logs-broker \
         run-bot stop-bot demo test reliability bench clean
@@ -36,6 +37,16 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 install: $(INSTALLED)
+
+# Meeting-platform bots (Google Meet, Teams, Zoom) drive Debian's Chromium; the tests run them
+# against local simulators. Installed with apt-get when missing, if this runs as root.
+$(CHROMIUM_PATH):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q --no-install-recommends chromium fonts-liberation >/dev/null 2>&1 \
+	    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium fonts-liberation >/dev/null; }; \
+	else echo "Chromium is needed at $@: apt-get install chromium fonts-liberation (as root), or set CHROMIUM_PATH" >&2; exit 1; fi
+	@test -x $@ || { echo "installed Chromium, but $@ is not there: set CHROMIUM_PATH" >&2; exit 1; }
 
 up: $(INSTALLED)
 	$(STACK) up
@@ -62,8 +73,8 @@ demo: up
 	$(CLIENT) run --user demo --meeting 'demo-$(shell date +%Y%m%d-%H%M%S)' --speed $(DEMO_SPEED) \
 	    --title "Sample stand-up" --follow
 
-test: $(INSTALLED)
-	$(PY) -m local.testenv $(PY) -m pytest $(PYTEST_ARGS)
+test: $(INSTALLED) $(CHROMIUM_PATH)
+	CHROMIUM_PATH=$(CHROMIUM_PATH) $(PY) -m local.testenv $(PY) -m pytest $(PYTEST_ARGS)
 
 # Fault injection (tests/test_faults.py) on a stack of its own; one JSON line per fault.
 reliability: $(INSTALLED)

@@ -29,6 +29,7 @@ from functions.common.db import engine_for, migrate
 from functions.common.models import User
 from functions.common.settings import REPO_ROOT, Settings
 from local.stack import Stack, free_port, isolated_environ
+from tests.support.bot import launch, sink  # noqa: F401 (fixtures: a bot process, the sink it sends to)
 from tests.support.stack import SAMPLE, RunningStack, wait_for  # noqa: F401 (tests import wait_for from here)
 
 DATABASE_SERVER = os.environ.get("TEST_DATABASE_SERVER", "postgresql+pg8000://postgres@127.0.0.1:5432")

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 STEP_SECONDS = 20.0  # how long one step of the join flow may take to show what it needs
 PAGE_LOAD_SECONDS = 45.0
 CHECK_SECONDS = 0.25
+LEAVE_SECONDS = 5.0  # for the leave button (and any confirmation) to do its work
+LEAVE_SETTLE_SECONDS = 1.0
 
 
 class JoinError(Exception):
@@ -70,17 +72,20 @@ class MeetingAdapter:
         """Fields beyond the name that a platform's pre-join screen may ask for."""
 
     def leave(self, page: Page) -> bool:
-        """Leave through the meeting's own controls; False if the leave button was not there."""
+        """Leave through the meeting's own controls, so others see the bot go at once;
+        False if the leave button was not there."""
         if not _visible(page, self.spec.leave_button):
             return False
         page.locator(self.spec.leave_button).first.click()
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + LEAVE_SECONDS
         pending = list(self.spec.leave_confirm)
-        while pending and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (pending or _visible(page, self.spec.leave_button)):
             for confirm in [c for c in pending if _visible(page, c)]:
                 page.locator(confirm).first.click()
                 pending.remove(confirm)
             page.wait_for_timeout(CHECK_SECONDS * 1000)
+        # The page tells the platform asynchronously; closing the browser at once could cut that off.
+        page.wait_for_timeout(LEAVE_SETTLE_SECONDS * 1000)
         return True
 
     def _wait_for(

@@ -1,0 +1,254 @@
+"""Meeting-platform bots (`python -m bot` driving real Chromium) against the local simulators.
+
+Each test configures a simulated meeting (local/simulators/), starts a real bot process
+whose Chromium maps the platforms' hosts to the simulator, plays the host through the
+simulator's control API, and checks what the bot reported to its CloudEvents sink: every
+stage of joining, each way a meeting ends and each way a join fails, with its reason.
+tests/test_browser_meetings.py takes the same bots through the whole stack.
+"""
+from __future__ import annotations
+
+import base64
+import shutil
+import signal
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from bot.browser.spec import SHIPPED
+from functions.common.bot_config import BotConfig
+from functions.common.events import BotSpeakersData, BotState, EventType
+from functions.common.lifecycle import JOIN_ERROR, CompletionReason
+from local.simulators.control import SimulatedMeeting, Simulator
+from tests.support.bot import BotRun, Sink
+
+R = CompletionReason
+BOT_NAME = "Vexa Notetaker"
+SILENT = [{"name": "Carol", "voice": None}]
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[Simulator]:
+    sim = Simulator.start()
+    yield sim
+    sim.stop()
+
+
+def meeting_config(sink: Sink, sim: Simulator, platform: str, url: str, **overrides: Any) -> BotConfig:
+    config = BotConfig(
+        meeting_id=str(uuid.uuid4()),
+        user_id="user-1",
+        session_id=f"session-{uuid.uuid4().hex[:12]}",
+        platform=platform,
+        meeting_url=url,
+        language="en",
+        replay_speed=1.0,
+        sink_url=sink.url,
+        chunk_min_seconds=2.0,
+        chunk_max_seconds=5.0,
+        chunk_pause_ms=300,
+        vad_aggressiveness=2,
+        heartbeat_seconds=1.0,
+        buffer_chunks=360,
+        drain_seconds=10.0,
+        log_level="INFO",
+        display_name=BOT_NAME,
+        browser_host_rules=sim.host_rules,
+        # Generous defaults: each test shortens only the rule it is about.
+        waiting_room_timeout_seconds=60,
+        no_one_joined_timeout_seconds=60,
+        everyone_left_timeout_seconds=60,
+        silence_timeout_seconds=60,
+        max_duration_seconds=300,
+    )
+    return replace(config, **overrides)
+
+
+def meeting_key(platform: str) -> str:
+    """A new meeting's code, id or number, as the platform writes them."""
+    letters = "".join(chr(ord("a") + int(c, 16) % 26) for c in uuid.uuid4().hex[:10])
+    return {
+        "google_meet": f"{letters[:3]}-{letters[3:7]}-{letters[7:]}",
+        "teams": f"19:meeting_{uuid.uuid4().hex[:16]}@thread.v2",
+        "zoom": str(80_000_000_000 + uuid.uuid4().int % 10_000_000_000),
+    }[platform]
+
+
+class Scene:
+    """One simulated meeting and the bot sent to it."""
+
+    def __init__(self, sim: Simulator, sink: Sink, launch: Callable[[BotConfig], BotRun], platform: str, **scenario: Any):
+        self.key = meeting_key(platform)
+        self.meeting: SimulatedMeeting = sim.meeting(platform, self.key)
+        self.meeting.configure(**scenario)
+        self.sim, self.sink, self.launch, self.platform = sim, sink, launch, platform
+
+    def send_bot(self, **overrides: Any) -> BotRun:
+        url = self.sim.url(self.platform, self.key)
+        self.bot = self.launch(meeting_config(self.sink, self.sim, self.platform, url, **overrides))
+        return self.bot
+
+    def wait_for_status(self, status: str, timeout: float = 30.0) -> dict:
+        self.bot.wait_for(lambda: self.meeting.state()["status"] == status, f"the simulator to show the bot {status}", timeout)
+        return self.meeting.state()
+
+    def states(self) -> list[BotState]:
+        return [s.state for s in self.sink.statuses()]
+
+    def finished(self, timeout: float = 60.0) -> Any:
+        exit_code = self.bot.exit_code(timeout)
+        final = self.sink.final_status()
+        assert exit_code == (0 if final.state == BotState.LEFT else 1), self.bot.output()[-3000:]
+        return final
+
+
+@pytest.fixture
+def scene(simulator: Simulator, sink: Sink, launch: Callable[[BotConfig], BotRun]) -> Callable[..., Scene]:
+    return lambda platform, **scenario: Scene(simulator, sink, launch, platform, **scenario)
+
+
+# --- joining ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("platform", ["google_meet", "teams", "zoom"])
+def test_the_bot_waits_in_the_lobby_joins_muted_under_its_name_and_leaves_when_the_host_ends(
+    scene: Callable[..., Scene], platform: str
+) -> None:
+    s = scene(platform, admission="manual", passcode="s3cret" if platform == "zoom" else None)
+    s.send_bot()
+    state = s.wait_for_status("waiting")
+    request = state["join_requests"][-1]
+    assert request["name"] == BOT_NAME
+    assert request["microphone"] is False and request["camera"] is False
+    if platform == "zoom":
+        assert request["passcode"] == "s3cret"  # from the link's pwd=
+    s.bot.wait_for(lambda: BotState.AWAITING_ADMISSION in s.states(), "awaiting_admission")
+    assert BotState.ACTIVE not in s.states()
+    s.meeting.admit()
+    s.bot.wait_for(lambda: BotState.ACTIVE in s.states(), "active", timeout=20)
+    # Both voices speak within the first seconds of the sample: audio and speaker turns arrive.
+    s.bot.wait_for(lambda: len(s.sink.of_type(EventType.AUDIO_CHUNK)) >= 2, "two audio chunks", timeout=40)
+    s.meeting.end()
+    final = s.finished()
+    assert (final.state, final.reason) == (BotState.LEFT, R.MEETING_ENDED)
+    assert s.states()[:3] == [BotState.JOINING, BotState.AWAITING_ADMISSION, BotState.ACTIVE]
+    speakers = [BotSpeakersData.model_validate(e.data) for e in s.sink.of_type(EventType.BOT_SPEAKERS)]
+    assert speakers and set(speakers[-1].participants) == {"Alice", "Bob"}  # itself excluded
+    assert {t.participant for event in speakers for t in event.turns} == {"Alice", "Bob"}
+
+
+def test_a_host_who_denies_entry_ends_the_meeting_admission_denied(scene: Callable[..., Scene]) -> None:
+    s = scene("google_meet", admission="manual")
+    s.send_bot()
+    s.wait_for_status("waiting")
+    s.meeting.deny()
+    final = s.finished()
+    assert (final.state, final.reason) == (BotState.LEFT, R.ADMISSION_DENIED)
+    assert BotState.ACTIVE not in s.states()
+
+
+def test_nobody_letting_the_bot_in_ends_the_meeting_admission_timeout(scene: Callable[..., Scene]) -> None:
+    s = scene("teams", admission="manual")
+    s.send_bot(waiting_room_timeout_seconds=3)
+    final = s.finished()
+    assert (final.state, final.reason) == (BotState.LEFT, R.ADMISSION_TIMEOUT)
+    assert s.states() == [BotState.JOINING, BotState.AWAITING_ADMISSION, BotState.LEFT]
+
+
+# --- leaving ----------------------------------------------------------------------------------
+
+
+def test_a_host_who_removes_the_bot_ends_the_meeting_removed(scene: Callable[..., Scene]) -> None:
+    s = scene("zoom")
+    s.send_bot()
+    s.wait_for_status("in_meeting")
+    s.bot.wait_for(lambda: BotState.ACTIVE in s.states(), "active")
+    s.meeting.remove()
+    final = s.finished()
+    assert (final.state, final.reason) == (BotState.LEFT, R.REMOVED)
+
+
+def test_no_one_joining_makes_the_bot_leave_alone(scene: Callable[..., Scene]) -> None:
+    s = scene("google_meet", participants=[])
+    s.send_bot(no_one_joined_timeout_seconds=3)
+    final = s.finished()
+    assert (final.state, final.reason) == (BotState.LEFT, R.LEFT_ALONE)
+    assert s.meeting.state()["status"] == "left", "it left through the meeting's leave button"
+
+
+def test_only_bots_remaining_makes_the_bot_leave_alone(scene: Callable[..., Scene]) -> None:
+    s = scene("teams", participants=[{"name": "Alice", "voice": "Alice"}, {"name": "Fireflies.ai Notetaker", "voice": None}])
+    s.send_bot(everyone_left_timeout_seconds=2)
+    s.bot.wait_for(lambda: BotState.ACTIVE in s.states(), "active")
+    s.meeting.leave("Alice")
+    final = s.finished()
+    assert (final.state, final.reason) == (BotState.LEFT, R.LEFT_ALONE)
+
+
+def test_silence_makes_the_bot_leave(scene: Callable[..., Scene]) -> None:
+    s = scene("google_meet", participants=SILENT)
+    s.send_bot(silence_timeout_seconds=3)
+    final = s.finished()
+    assert (final.state, final.reason) == (BotState.LEFT, R.SILENCE)
+
+
+def test_the_bot_leaves_at_its_maximum_duration(scene: Callable[..., Scene]) -> None:
+    s = scene("zoom")
+    s.send_bot(max_duration_seconds=10)
+    final = s.finished()
+    assert (final.state, final.reason) == (BotState.LEFT, R.MAX_DURATION)
+    assert s.sink.of_type(EventType.AUDIO_CHUNK), "it transcribed until it left"
+
+
+def test_a_stop_makes_the_bot_leave_through_the_meetings_leave_button(scene: Callable[..., Scene]) -> None:
+    s = scene("teams")
+    s.send_bot()
+    s.bot.wait_for(lambda: BotState.ACTIVE in s.states(), "active")
+    s.bot.process.send_signal(signal.SIGTERM)
+    final = s.finished()
+    assert (final.state, final.reason) == (BotState.LEFT, R.STOPPED)
+    assert s.meeting.state()["status"] == "left", "it left through the meeting's leave button"
+
+
+# --- a platform's UI changes --------------------------------------------------------------------
+
+
+# What the simulators' redesigned pages ("next" UI) offer instead of the join button the
+# shipped data files know: the selector an operator would add after looking at the screenshot.
+NEXT_UI_JOIN = {
+    "google_meet": 'button:has-text("Request to join")',
+    "teams": '[data-tid="prejoin-join-button-v2"]',
+    "zoom": "button.preview-join-button-v2",
+}
+
+
+@pytest.mark.parametrize("platform", ["google_meet", "teams", "zoom"])
+def test_a_ui_change_fails_the_join_with_a_screenshot_and_an_edit_of_the_data_file_fixes_it(
+    simulator: Simulator, launch: Callable[[BotConfig], BotRun], tmp_path: Path, platform: str
+) -> None:
+    broken, fixed = Sink(), Sink()
+    for sink in (broken, fixed):
+        sink.start()
+    try:
+        s = Scene(simulator, broken, launch, platform, ui_version="next")
+        s.send_bot()
+        final = s.finished()
+        assert final.state == BotState.FAILED and not final.retryable
+        assert final.reason.startswith(f"{JOIN_ERROR}: the join button did not appear"), final.reason
+        assert base64.b64decode(final.screenshot)[:3] == b"\xff\xd8\xff", "a JPEG of what the browser showed"
+
+        # The fix: the redesigned button's selector in a copy of the data file, nothing else.
+        shutil.copytree(SHIPPED, tmp_path, dirs_exist_ok=True)
+        data_file = tmp_path / f"{platform}.toml"
+        text = data_file.read_text()
+        data_file.write_text(text.replace("join = [", f"join = [{NEXT_UI_JOIN[platform]!r}, ", 1).replace("version = 1", "version = 2", 1))
+        again = Scene(simulator, fixed, launch, platform, ui_version="next")
+        again.send_bot(platforms_dir=str(tmp_path))
+        again.bot.wait_for(lambda: BotState.ACTIVE in again.states(), "active", timeout=40)
+        assert again.bot.logged("browser.platform", data_version=2)
+    finally:
+        for sink in (broken, fixed):
+            sink.stop()

@@ -23,7 +23,7 @@ help:
 	@echo "make demo        start everything, send a bot to the sample meeting, print its transcript"
 	@echo "make up | down   start / stop the stack (embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL)"
 	@echo "make ps          services and bots;  make logs[-gateway|-bot-manager|-transcription|-broker]"
-	@echo "make run-bot USER=u MEETING=m [URL=recording] [SPEED=1.0]   send a bot;  make stop-bot USER=u MEETING=m"
+	@echo "make run-bot USER=u MEETING=m [URL=meeting link|recording] [SPEED=1.0] [FOLLOW=1]   send a bot;  make stop-bot USER=u MEETING=m"
 	@echo "make test        the test suite (needs PostgreSQL and Redis: see README)"
 	@echo "make reliability the fault-injection tests alone; measurements in $(RELIABILITY_REPORT) (docs/reliability.md)"
 	@echo "make bench       benchmarks (about 10 min): engines, pipeline, latency, capacity, WhisperLive, API load -> docs/benchmarks.md"
@@ -64,7 +64,7 @@ logs-gateway logs-bot-manager logs-transcription logs-broker: logs-%: $(INSTALLE
 	$(STACK) logs $*
 
 run-bot: $(INSTALLED)
-	$(CLIENT) run --user '$(USER)' --meeting '$(MEETING)' --url '$(URL)' --speed $(SPEED)
+	$(CLIENT) run --user '$(USER)' --meeting '$(MEETING)' --url '$(URL)' --speed $(SPEED) $(if $(FOLLOW),--follow)
 
 stop-bot: $(INSTALLED)
 	$(CLIENT) stop --user '$(USER)' --meeting '$(MEETING)'

@@ -1,6 +1,6 @@
 """A small command-line client of the public API (used by `make run-bot` and `make demo`).
 
-    python -m local.client run --user U --meeting M [--url RECORDING] [--speed 1.0] [--follow]
+    python -m local.client run --user U --meeting M [--url LINK|RECORDING] [--speed 1.0] [--follow]
     python -m local.client stop --user U --meeting M
     python -m local.client status --user U
     python -m local.client transcript --user U --meeting M [--format txt]
@@ -21,6 +21,7 @@ from pathlib import Path
 import requests
 
 from functions.common.lifecycle import TERMINAL
+from functions.common.platforms import platform_of_url
 from functions.common.settings import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "local" / "sample" / "meeting.ogg"
@@ -38,17 +39,23 @@ class Client:
         return response
 
     def run(self, user: str, meeting: str, url: str, speed: float, title: str | None) -> dict:
-        body = {"user_id": user, "meeting_id": meeting, "meeting_title": title, "platform": "file",
-                "meeting_url": url, "replay_speed": speed}  # fmt: skip
+        """Send a bot; the platform (a recording, Google Meet, Teams, Zoom) follows from `url`."""
+        body = {"user_id": user, "meeting_id": meeting, "meeting_title": title, "meeting_url": url}
+        if platform_of_url(url) is None:
+            body["replay_speed"] = speed
         return self.call("POST", "/bot/run", expect=(201,), json=body).json()
 
     def follow(self, user: str, meeting: str, out=sys.stdout) -> dict:
         """Print segments as they arrive until the meeting ends; the final transcript."""
-        shown = 0
+        shown, status = 0, None
         while True:
             transcript = self.call("GET", f"/transcript/{user}/{meeting}").json()
+            if transcript["meeting"]["status"] != status:  # joining, awaiting_admission, active...
+                status = transcript["meeting"]["status"]
+                print(f"-- {status}", file=out, flush=True)
             for segment in transcript["segments"][shown:]:
-                print(f"[{segment['start']:7.2f}s] {segment['text']}", file=out, flush=True)
+                speaker = f" {segment['speaker']}:" if segment.get("speaker") else ""
+                print(f"[{segment['start']:7.2f}s]{speaker} {segment['text']}", file=out, flush=True)
             shown = len(transcript["segments"])
             if transcript["meeting"]["status"] in TERMINAL:
                 return transcript
@@ -74,7 +81,7 @@ def local_api_key(client: Client, user: str, state_dir: Path) -> str:
 
 
 def _recording(url: str) -> str:
-    """Make a local path absolute (the API wants absolute paths or URLs)."""
+    """Make a local path absolute (the API wants absolute paths or URLs); links stay as they are."""
     if "://" in url:
         return url
     return str(Path(url).expanduser().resolve())
@@ -93,7 +100,7 @@ def main() -> None:
         command.add_argument("--user", required=True)
     for command in (run, stop, transcript):
         command.add_argument("--meeting", required=True)
-    run.add_argument("--url", default=str(SAMPLE), help="recording: path or http(s) URL (default: the sample meeting)")
+    run.add_argument("--url", default=str(SAMPLE), help="a Google Meet, Teams or Zoom meeting link, or a recording: path or http(s) URL (default: the sample meeting)")
     run.add_argument("--speed", type=float, default=1.0, help="replay speed (1.0 = real time)")
     run.add_argument("--title", default=None)
     run.add_argument("--follow", action="store_true", help="print the transcript live until the meeting ends")

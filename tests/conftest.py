@@ -28,6 +28,7 @@ from functions.bot_manager.orchestrator import Orchestrator, create_orchestrator
 from functions.common.db import engine_for, migrate
 from functions.common.models import User
 from functions.common.settings import REPO_ROOT, Settings
+from local.simulators.control import Simulator
 from local.stack import Stack, free_port, isolated_environ
 from tests.support.bot import launch, sink  # noqa: F401 (fixtures: a bot process, the sink it sends to)
 from tests.support.stack import SAMPLE, RunningStack, wait_for  # noqa: F401 (tests import wait_for from here)
@@ -131,13 +132,24 @@ def in_process_bot_manager(database_url: str, state: Path, **settings_overrides:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    """gateway, bot-manager, transcription, broker, Celery: real gunicorn processes under supervisord."""
+def simulator() -> Iterator[Simulator]:
+    """The meeting simulators (local/simulators/): the session stack's browser bots join them."""
+    sim = Simulator.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, simulator: Simulator) -> Iterator[RunningStack]:
+    """gateway, bot-manager, transcription, broker, Celery: real gunicorn processes under supervisord.
+
+    Its meeting-platform bots reach the simulators instead of the real platforms.
+    """
     with fresh_database() as database_url:
-        yield from _running_stack(tmp_path_factory, database_url)
+        yield from _running_stack(tmp_path_factory, database_url, BOT_BROWSER_HOST_RULES=simulator.host_rules)
 
 
-def _running_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[RunningStack]:
+def _running_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, **extra_env: str) -> Iterator[RunningStack]:
     state = tmp_path_factory.mktemp("stack")
     state.chmod(0o755)
     # A Redis of its own (the stack's embedded one): Celery workers of two stacks sharing a
@@ -147,6 +159,7 @@ def _running_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) 
         "BOT_DRAIN_SECONDS": "15",
         "BOT_HEARTBEAT_SECONDS": "2",
         **TEST_STACK_ENV,
+        **extra_env,
     }
     stack = Stack(Settings.from_env(environ), environ)
     stack.up()

@@ -14,7 +14,7 @@ import signal
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -28,13 +28,6 @@ from tests.support.bot import BotRun, Sink
 R = CompletionReason
 BOT_NAME = "Vexa Notetaker"
 SILENT = [{"name": "Carol", "voice": None}]
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[Simulator]:
-    sim = Simulator.start()
-    yield sim
-    sim.stop()
 
 
 def meeting_config(sink: Sink, sim: Simulator, platform: str, url: str, **overrides: Any) -> BotConfig:

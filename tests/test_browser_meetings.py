@@ -1,0 +1,93 @@
+"""Google Meet, Teams and Zoom meetings end to end, on the simulators (local/simulators/).
+
+Through the public API of the session stack (real gunicorn services, broker, Celery, the
+whisper model): a bot in real Chromium is sent to a simulated meeting by its link, waits
+in the lobby until the host lets it in, transcribes the sample meeting played by two
+participants over WebRTC (one voice each), labels who said what from the platform's
+speaking indicators, and completes when the host ends the meeting.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from functions.common.lifecycle import CompletionReason, MeetingStatus
+from functions.common.settings import REPO_ROOT
+from local.simulators.control import Simulator
+from tests.conftest import SAMPLE_TEXT, RunningStack, wait_for
+from tests.support.wer import normalize, word_error_rate
+from tests.test_browser_bot import meeting_key
+
+TURNS = json.loads((REPO_ROOT / "local" / "sample" / "meeting.json").read_text())
+WER_MARGIN = 2.0  # percentage points a meeting platform's transcript may lose to the file source
+SPEAKER_ACCURACY = 0.9  # share of words attributed to the participant who said them
+MEETING_SECONDS = 63 + 60  # the sample in real time, plus joining and the last chunks' transcription
+S = MeetingStatus
+
+
+@pytest.fixture(scope="module")
+def file_source_wer(stack: RunningStack) -> float:
+    """The same audio through the `file` source: the mark each platform is held to."""
+    assert stack.run_bot("platforms", "file-baseline", speed=10.0).status_code == 201
+    done = stack.wait_status("platforms", "file-baseline", {S.COMPLETED, S.FAILED}, timeout=120)
+    assert done["meeting"]["status"] == S.COMPLETED, done["meeting"]
+    return word_error_rate(SAMPLE_TEXT, " ".join(s["text"] for s in done["segments"]))
+
+
+def true_speaker(start: float, end: float) -> str:
+    """Who spoke most of [start, end] in the sample (meeting.json's turns)."""
+    overlap = {}
+    for turn in TURNS:
+        shared = min(end, turn["end"]) - max(start, turn["start"])
+        overlap[turn["speaker"]] = overlap.get(turn["speaker"], 0.0) + max(0.0, shared)
+    return max(overlap, key=overlap.get)
+
+
+def speaker_accuracy(segments: list[dict[str, Any]], offset: float) -> float:
+    """Share of transcript words whose segment is labelled with the participant who said them.
+
+    `offset`: where the sample's 0 s falls on the meeting's audio clock (the voices start as
+    the bot is let in, a fraction of a second from the bot's audio position 0).
+    """
+    right = total = 0
+    for segment in segments:
+        words = len(normalize(segment["text"]).split())
+        total += words
+        if segment["speaker"] == true_speaker(segment["start"] - offset, segment["end"] - offset):
+            right += words
+    return right / total
+
+
+@pytest.mark.parametrize("platform", ["google_meet", "teams", "zoom"])
+def test_a_meeting_on_each_platform_is_transcribed_with_its_speakers(
+    stack: RunningStack, simulator: Simulator, file_source_wer: float, platform: str
+) -> None:
+    user, key = "platforms", meeting_key(platform)
+    meeting = simulator.meeting(platform, key)
+    meeting.configure(admission="manual", end_after_audio=3.0, passcode="4242" if platform == "zoom" else None)
+    body = {"user_id": user, "meeting_id": f"{platform}-standup", "meeting_url": simulator.url(platform, key),
+            "bot_display_name": "Vexa Notes"}  # fmt: skip
+    response = stack.api("POST", "/bot/run", user, json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["platform"] == platform  # inferred from the link
+
+    meeting_id = body["meeting_id"]
+    wait_for(lambda: stack.transcript(user, meeting_id)["meeting"]["status"] == S.AWAITING_ADMISSION, 60,
+             "the bot to wait in the lobby")  # fmt: skip
+    assert meeting.state()["join_requests"][-1]["name"] == "Vexa Notes"
+    meeting.admit()
+    done = stack.wait_status(user, meeting_id, {S.COMPLETED, S.FAILED}, timeout=MEETING_SECONDS + 60)
+
+    assert done["meeting"]["status"] == S.COMPLETED, done["meeting"]
+    assert done["meeting"]["status_reason"] == CompletionReason.MEETING_ENDED
+    assert done["meeting"]["participants"] == ["Alice", "Bob"]
+    path = [change["to"] for change in done["meeting"]["history"] if change["from"] != change["to"]]
+    assert path[:5] == [S.REQUESTED, S.STARTING, S.JOINING, S.AWAITING_ADMISSION, S.ACTIVE]
+    wer = word_error_rate(SAMPLE_TEXT, " ".join(s["text"] for s in done["segments"]))
+    print(f"{platform}: WER {wer:.1f}% against the file source's {file_source_wer:.1f}%")
+    assert wer <= file_source_wer + WER_MARGIN
+    accuracy = speaker_accuracy(done["segments"], offset=0.0)
+    print(f"{platform}: {accuracy:.1%} of words attributed to the right speaker")
+    assert accuracy >= SPEAKER_ACCURACY

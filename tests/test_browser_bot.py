@@ -213,8 +213,8 @@ def test_a_stop_makes_the_bot_leave_through_the_meetings_leave_button(scene: Cal
 # shipped data files know: the selector an operator would add after looking at the screenshot.
 NEXT_UI_JOIN = {
     "google_meet": 'button:has-text("Request to join")',
-    "teams": '[data-tid="prejoin-join-button-v2"]',
-    "zoom": "button.preview-join-button-v2",
+    "teams": '[data-tid="prejoin-join-meeting-button"]',
+    "zoom": "button.preview-join-btn",
 }
 
 

@@ -79,8 +79,9 @@ class Scene:
         self.meeting.configure(**scenario)
         self.sim, self.sink, self.launch, self.platform = sim, sink, launch, platform
 
-    def send_bot(self, **overrides: Any) -> BotRun:
-        url = self.sim.url(self.platform, self.key)
+    def send_bot(self, live: bool = False, **overrides: Any) -> BotRun:
+        """`live`: a teams.live.com link (Teams for personal accounts) instead of teams.microsoft.com."""
+        url = self.sim.url(self.platform, self.key, live=live)
         self.bot = self.launch(meeting_config(self.sink, self.sim, self.platform, url, **overrides))
         return self.bot
 
@@ -174,7 +175,7 @@ def test_no_one_joining_makes_the_bot_leave_alone(scene: Callable[..., Scene]) -
 
 def test_only_bots_remaining_makes_the_bot_leave_alone(scene: Callable[..., Scene]) -> None:
     s = scene("teams", participants=[{"name": "Alice", "voice": "Alice"}, {"name": "Fireflies.ai Notetaker", "voice": None}])
-    s.send_bot(everyone_left_timeout_seconds=2)
+    s.send_bot(live=True, everyone_left_timeout_seconds=2)
     s.bot.wait_for(lambda: BotState.ACTIVE in s.states(), "active")
     s.meeting.leave("Alice")
     final = s.finished()

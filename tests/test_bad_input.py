@@ -44,7 +44,18 @@ def _api_cases(meeting: dict) -> list[tuple[str, str, dict, int, str]]:
         ("POST", "/bot/run", {"json": {**good, "user_id": 42}}, 422, "user_id"),
         ("POST", "/bot/run", {"json": {**good, "replay_speed": "fast"}}, 422, "replay_speed"),
         ("POST", "/bot/run", {"json": {**good, "replay_speed": 0}}, 422, "replay_speed"),
-        ("POST", "/bot/run", {"json": {**good, "platform": "zoom"}}, 422, "platform"),
+        ("POST", "/bot/run", {"json": {**good, "platform": "skype"}}, 422, "platform"),
+        # A recording's path is no Zoom meeting, nor is a Meet link, nor plain http.
+        ("POST", "/bot/run", {"json": {**good, "platform": "zoom"}}, 422, "meeting_url"),
+        ("POST", "/bot/run", {"json": {**good, "platform": "zoom", "meeting_url": "https://meet.google.com/abc-defg-hij"}}, 422, "meeting_url"),
+        ("POST", "/bot/run", {"json": {**good, "platform": "google_meet", "meeting_url": "http://meet.google.com/abc-defg-hij"}}, 422, "https"),
+        ("POST", "/bot/run", {"json": {**good, "platform": "teams", "meeting_url": None}}, 422, "meeting_url"),
+        ("POST", "/bot/run", {"json": {**good, "automatic_leave": {"silence_timeout": 0}}}, 422, "silence_timeout"),
+        ("POST", "/bot/run", {"json": {**good, "automatic_leave": {"max_duration": 10**6}}}, 422, "max_duration"),
+        # Within the schema's bounds, but longer than this deployment's MAX_MEETING_SECONDS (bot-manager says so).
+        ("POST", "/bot/run", {"json": {**good, "automatic_leave": {"max_duration": 86_400}}}, 422, "automatic_leave.max_duration"),
+        ("POST", "/bot/run", {"json": {**good, "automatic_leave": {"leave_when": "bored"}}}, 422, "leave_when"),
+        ("POST", "/bot/run", {"json": {**good, "bot_display_name": "Vexa\nBot"}}, 422, "bot_display_name"),
         ("POST", "/bot/run", {"json": {**good, "language": "English"}}, 422, "language"),
         ("POST", "/bot/run", {"json": {**good, "surprise": True}}, 422, "surprise"),
         ("POST", "/bot/run", {"json": {**good, "user_id": "a/b"}}, 422, "user_id"),
@@ -61,6 +72,9 @@ def _api_cases(meeting: dict) -> list[tuple[str, str, dict, int, str]]:
         ("GET", "/bot/status/nobody-here", {}, 403, "nobody-here"),
         ("GET", "/bot/status/" + "u" * 200, {}, 422, "user_id"),
         ("GET", f"/transcript/{user}/never-ran", {}, 404, "never-ran"),
+        ("GET", f"/bot/screenshot/{user}/never-ran", {}, 404, "never-ran"),
+        ("GET", f"/bot/screenshot/{user}/{meeting_id}", {}, 404, "screenshot"),  # it joined: no screenshot
+        ("GET", f"/bot/screenshot/nobody/{meeting_id}", {}, 403, "nobody"),
         ("GET", f"/transcript/nobody/{meeting_id}", {}, 403, "nobody"),
         ("DELETE", f"/transcript/{user}/never-ran", {}, 404, "never-ran"),
         ("GET", f"/transcript/{user}/{meeting_id}?format=docx", {}, 422, "format"),
@@ -99,6 +113,8 @@ def _event_cases(meeting: dict) -> list[tuple[str, dict, bytes, int, str]]:
 
     status_event = new_event(EventType.BOT_STATUS, who, "x", event_source("bot", "s"), status)
     headers, body = message(status_event)
+    failed = BotStatusData(state=BotState.FAILED, at="2026-11-27T09:00:00Z", reason="join_error", screenshot="not base64!")
+    speakers = {**headers, "ce-type": EventType.BOT_SPEAKERS}
     no_id = {k: v for k, v in headers.items() if k != "ce-id"}
     wrong_payload = {**headers}
     cases = [
@@ -111,6 +127,10 @@ def _event_cases(meeting: dict) -> list[tuple[str, dict, bytes, int, str]]:
         ("bot-manager", {**headers, "ce-sessionid": "not-a-session"}, body, 422, "session"),
         ("bot-manager", *chunk(encode_wav(b"\x00\x00" * 160)), 400, "does not handle"),
         ("bot-manager", {"Content-Type": "application/cloudevents+json"}, b"[]", 400, "object"),
+        ("bot-manager", *message(new_event(EventType.BOT_STATUS, who, "y", event_source("bot", "s"), failed)), 400, "screenshot"),
+        ("bot-manager", speakers, b'{"participants": ["Ana"]}', 400, "turns"),
+        ("bot-manager", speakers, json.dumps({"participants": [], "turns": [
+            {"participant": "Ana", "start_at": "2026-11-27T09:00:05Z", "end_at": "2026-11-27T09:00:01Z"}]}).encode(), 400, "ends"),
         ("transcription", *chunk(b"RIFF....WAVEfmt garbage"), 400, "undecodable audio"),
         ("transcription", *chunk(b"\xff" * 2000), 400, "undecodable audio"),
         ("transcription", *chunk(encode_wav(b"\x00\x00" * 8000, rate=8000)), 400, "16000"),

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from functions.common.lifecycle import CompletionReason, MeetingStatus
+from functions.common.lifecycle import JOIN_ERROR, CompletionReason, MeetingStatus
 from functions.common.settings import REPO_ROOT
 from local.simulators.control import Simulator
 from tests.conftest import SAMPLE_TEXT, RunningStack, wait_for
@@ -91,3 +91,35 @@ def test_a_meeting_on_each_platform_is_transcribed_with_its_speakers(
     accuracy = speaker_accuracy(done["segments"], offset=0.0)
     print(f"{platform}: {accuracy:.1%} of words attributed to the right speaker")
     assert accuracy >= SPEAKER_ACCURACY
+
+
+def test_a_bot_the_host_turns_away_completes_the_meeting_admission_denied(
+    stack: RunningStack, simulator: Simulator
+) -> None:
+    user, key = "platforms", meeting_key("google_meet")
+    meeting = simulator.meeting("google_meet", key)
+    meeting.configure(admission="manual")
+    # A Meet code is enough: the platform and link follow from it.
+    response = stack.api("POST", "/bot/run", user, json={"user_id": user, "meeting_id": key})
+    assert response.status_code == 201, response.text
+    assert (response.json()["platform"], response.json()["meeting_url"]) == ("google_meet", f"https://meet.google.com/{key}")
+    meeting.wait_for(lambda state: state["status"] == "waiting", timeout=60)
+    meeting.deny()
+    done = stack.wait_status(user, key, {S.COMPLETED, S.FAILED}, timeout=60)
+    assert (done["meeting"]["status"], done["meeting"]["status_reason"]) == (S.COMPLETED, CompletionReason.ADMISSION_DENIED)
+    assert done["segments"] == []
+
+
+def test_a_join_the_bot_cannot_finish_fails_the_meeting_with_a_screenshot_for_operators(
+    stack: RunningStack, simulator: Simulator
+) -> None:
+    user, key = "platforms", meeting_key("zoom")
+    simulator.meeting("zoom", key).configure(ui_version="next")
+    body = {"user_id": user, "meeting_id": "zoom-redesigned", "meeting_url": simulator.url("zoom", key)}
+    assert stack.api("POST", "/bot/run", user, json=body).status_code == 201
+    done = stack.wait_status(user, "zoom-redesigned", {S.COMPLETED, S.FAILED}, timeout=90)
+    assert done["meeting"]["status"] == S.FAILED
+    assert done["meeting"]["status_reason"].startswith(f"{JOIN_ERROR}: the join button did not appear")
+    screenshot = stack.api("GET", f"/bot/screenshot/{user}/zoom-redesigned", user)
+    assert screenshot.status_code == 200 and screenshot.headers["Content-Type"] == "image/jpeg"
+    assert screenshot.content[:3] == b"\xff\xd8\xff"

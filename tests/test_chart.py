@@ -16,6 +16,7 @@ import copy
 import importlib.util
 import ipaddress
 import json
+import math
 import re
 import shlex
 import shutil
@@ -34,7 +35,7 @@ import yaml
 
 
 from functions.bot_manager.meetings import bot_spec
-from functions.bot_manager.orchestrator.job_spec import BOT_SELECTOR, build_job
+from functions.bot_manager.orchestrator.job_spec import BOT_SELECTOR, DEADLINE_MARGIN_SECONDS, build_job
 from functions.broker.routing import load_routing
 from functions.common.admission import check_run_request
 from functions.common.bot_config import ENV_NAMES, BotConfig
@@ -94,6 +95,14 @@ BOT_VALUES = {
     "BOT_RELAUNCH_LIMIT": "bot.relaunchLimit",
     "BOT_RELAUNCH_BACKOFF_SECONDS": "bot.relaunchBackoffSeconds",
     "LAUNCH_TIMEOUT_SECONDS": "bot.launchTimeoutSeconds",
+    "BOT_DISPLAY_NAME": "bot.displayName",
+    "BOT_WAITING_ROOM_TIMEOUT_SECONDS": "bot.waitingRoomTimeoutSeconds",
+    "BOT_NO_ONE_JOINED_TIMEOUT_SECONDS": "bot.noOneJoinedTimeoutSeconds",
+    "BOT_EVERYONE_LEFT_TIMEOUT_SECONDS": "bot.everyoneLeftTimeoutSeconds",
+    "BOT_SILENCE_TIMEOUT_SECONDS": "bot.silenceTimeoutSeconds",
+    "CHROMIUM_PATH": "bot.chromiumPath",
+    "BOT_BROWSER_HOST_RULES": "bot.browserHostRules",
+    "BOT_PLATFORMS_DIR": "bot.platformsDir",
     "LOG_LEVEL": "settings.logLevel",
     "RECORDING_SOURCES": "settings.recordingSources",  # bots check their recording against it again
 }
@@ -122,6 +131,14 @@ CUSTOM_VALUES = {
         "relaunchLimit": 7,
         "relaunchBackoffSeconds": 1.5,
         "launchTimeoutSeconds": 45,
+        "displayName": "Acme Minutes",
+        "waitingRoomTimeoutSeconds": 120,
+        "noOneJoinedTimeoutSeconds": 90.5,
+        "everyoneLeftTimeoutSeconds": 10,
+        "silenceTimeoutSeconds": 900,
+        "chromiumPath": "/opt/chromium/chrome",
+        "browserHostRules": "MAP meet.google.com 10.0.0.9:8443",
+        "platformsDir": "/etc/vexa/platforms",
     },
 }
 
@@ -630,13 +647,14 @@ def test_bot_manager_gets_what_its_api_needs_and_nothing_to_launch_bots_with(wit
     manager = env_of(container_of(knative_services(rendered)["bot-manager"]))
     worker = env_of(container_of(one(rendered, "Deployment", WORKER)))
     beat = env_of(container_of(one(rendered, "Deployment", f"{RELEASE}-beat")))
-    # RECORDING_SOURCES goes to both: bot-manager refuses run requests by it, the worker hands it to bots.
-    launching = set(worker) - set(beat) - {"RECORDING_SOURCES"}  # for launching bots, beyond Celery's own
+    # Two go to both: bot-manager refuses run requests by them, the worker builds bots from them.
+    admission = {"RECORDING_SOURCES", "MAX_MEETING_SECONDS"}
+    launching = set(worker) - set(beat) - admission  # for launching bots, beyond Celery's own
     assert {"ORCHESTRATOR", "KUBERNETES_NAMESPACE", "BOT_IMAGE"} <= launching
     assert not launching & set(manager), f"bot-manager has {sorted(launching & set(manager))}"
     assert set(manager) - PROCESS_VARIABLES - {"WHISPER_MODEL"} == {
         "LOG_LEVEL", "DATABASE_URL", "REDIS_URL", "MAX_BOTS_PER_USER", "MAX_EVENT_BYTES", "DEFAULT_LANGUAGE",
-        "STATUS_CACHE_SECONDS", "RECORDING_SOURCES",
+        "STATUS_CACHE_SECONDS", "RECORDING_SOURCES", "MAX_MEETING_SECONDS",
     }  # fmt: skip
     # WHISPER_MODEL, from transcription.model, lets it refuse languages the model does not know.
     assert manager.get("WHISPER_MODEL", {}).get("value", "") == values["transcription"]["model"]
@@ -647,6 +665,7 @@ def test_bot_manager_gets_what_its_api_needs_and_nothing_to_launch_bots_with(wit
     assert settings.status_cache_seconds == values["settings"]["statusCacheSeconds"]
     assert settings.log_level == values["settings"]["logLevel"]
     assert settings.recording_sources == values["settings"]["recordingSources"]
+    assert settings.max_meeting_seconds == values["bot"]["maxMeetingSeconds"]
 
 
 def test_database_and_redis_urls_come_from_secrets(default_objects, production_objects):
@@ -1186,7 +1205,9 @@ def test_the_job_the_worker_builds_fits_what_the_chart_prepared(chart, with_valu
     assert container["resources"] == {
         kind: {key: str(value) for key, value in amounts.items()} for kind, amounts in resources.items()
     }
-    assert job["spec"]["activeDeadlineSeconds"] == values["bot"]["maxMeetingSeconds"]
+    # The bot leaves after maxMeetingSeconds by itself and drains; Kubernetes ends it only after that.
+    deadline = values["bot"]["maxMeetingSeconds"] + values["bot"]["drainSeconds"] + DEADLINE_MARGIN_SECONDS
+    assert job["spec"]["activeDeadlineSeconds"] == math.ceil(deadline)
     assert job["spec"]["ttlSecondsAfterFinished"] == values["bot"]["jobTtlSeconds"]
     # The bot reads its tunables back exactly as values.yaml set them; K_SINK (the SinkBinding
     # replaces it) falls back to the Broker's ingress.

@@ -5,6 +5,7 @@ only the events this test sends reach the database.
 """
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -16,17 +17,20 @@ from functions.bot_manager.meetings import lock_meeting, relaunch
 from functions.common.events import (
     Attr,
     BotHeartbeatData,
+    BotSpeakersData,
     BotState,
     BotStatusData,
     EventType,
     Identity,
     Segment,
+    SpeakerTurn,
     TranscriptSegmentsData,
     encode_wav,
     event_source,
     new_event,
     to_http,
 )
+from functions.common.lifecycle import CompletionReason, MeetingStatus
 from functions.common.settings import Settings
 from tests.conftest import InProcessBotManager, free_port, snapshot
 
@@ -62,6 +66,16 @@ def _segments(who: Identity, seq: int, texts: list[str], offset: float | None = 
                      event_source("transcription", who.session_id), data)  # fmt: skip
 
 
+def _speakers(who: Identity, n: int, participants: list[str], turns: list[tuple[str, float, float]]) -> object:
+    """Speakers event `n`: turns as (participant, start, end) in seconds of the meeting's audio."""
+    data = BotSpeakersData(
+        participants=participants,
+        turns=[SpeakerTurn(participant=p, start_at=START + timedelta(seconds=start), end_at=START + timedelta(seconds=end))
+               for p, start, end in turns],
+    )  # fmt: skip
+    return new_event(EventType.BOT_SPEAKERS, who, f"{who.session_id}:speakers:{n}", event_source("bot", who.session_id), data)
+
+
 def _heartbeat(who: Identity, beat: int) -> object:
     data = BotHeartbeatData(at=START + timedelta(seconds=beat), chunks_sent=beat, chunks_buffered=0, chunks_dropped=0)
     return new_event(EventType.BOT_HEARTBEAT, who, f"{who.session_id}:heartbeat:{beat}", event_source("bot", who.session_id), data)
@@ -83,12 +97,15 @@ def test_every_event_type_delivered_twice_changes_nothing_the_second_time(bot_ma
     client = bot_manager.client
     deliveries = [
         ("/events", _status(who, BotState.JOINING, START)),
+        ("/events", _status(who, BotState.AWAITING_ADMISSION, START)),
         ("/events", _status(who, BotState.ACTIVE, START + timedelta(seconds=1))),
         ("/events", _heartbeat(who, 3)),
         ("/events", _segments(who, 0, ["Good morning everyone.", "Let us begin."])),
+        ("/events", _speakers(who, 1, ["Ana", "Bob"], [("Ana", 0.0, 0.95), ("Bob", 0.9, 2.0)])),
         ("/events", _segments(who, 1, [])),  # a chunk with no speech
         ("/dead-letters", _lost_chunk(who, 2)),  # the broker gave up on a chunk
         ("/events", _segments(who, 3, ["That is all."])),
+        ("/events", _speakers(who, 2, ["Cleo", "Ana"], [("Cleo", 14.0, 16.0)])),  # Bob left meanwhile
         ("/events", _status(who, BotState.LEFT, START + timedelta(seconds=20), reason="source_ended", chunks_sent=4, chunks_dropped=0)),
     ]
     for path, event in deliveries:
@@ -101,8 +118,10 @@ def test_every_event_type_delivered_twice_changes_nothing_the_second_time(bot_ma
     assert transcript["meeting"]["status"] == "completed"
     assert [s["text"] for s in transcript["segments"]] == ["Good morning everyone.", "Let us begin.", "That is all."]
     assert [c["to"] for c in transcript["meeting"]["history"]] == [
-        "requested", "starting", "joining", "active", "stopping", "completed"
+        "requested", "starting", "joining", "awaiting_admission", "active", "stopping", "completed"
     ]  # fmt: skip
+    assert transcript["meeting"]["participants"] == ["Ana", "Bob", "Cleo"]  # everyone either event saw
+    assert [s["speaker"] for s in transcript["segments"]] == ["Ana", "Bob", "Cleo"]
 
     # Late and reordered news changes nothing either.
     before = snapshot(database_url)
@@ -159,3 +178,74 @@ def test_a_relaunched_bot_and_a_late_chunk_of_the_lost_one_store_the_overlap_onc
     before = snapshot(bot_manager.settings.database_url)
     assert _post(client, late_report) == 204
     assert snapshot(bot_manager.settings.database_url) == before
+
+
+def test_speakers_events_in_any_order_give_the_same_participants_and_turns(bot_manager: InProcessBotManager) -> None:
+    who = _start_meeting(bot_manager)
+    client = bot_manager.client
+    events = [
+        _speakers(who, 1, ["Bob", "ana"], [("ana", 0.0, 2.0)]),
+        _speakers(who, 2, ["Bob", "Zoë", "ana"], [("Bob", 2.0, 4.0), ("ana", 3.0, 3.5)]),
+        _speakers(who, 3, ["Zoë"], [("Zoë", 5.0, 6.0), ("Zoë\n", 7.0, 8.0)]),  # names are stored without line breaks
+    ]
+    for event in reversed(events):
+        assert _post(client, event) == 204
+    meeting = bot_manager.meeting("erin", _meeting_of(client, who))
+    assert meeting["participants"] == ["ana", "Bob", "Zoë"]  # sorted regardless of case, each once
+    before = snapshot(bot_manager.settings.database_url)
+    for event in events:
+        assert _post(client, event) == 204
+    assert snapshot(bot_manager.settings.database_url) == before
+    assert len(before["speaker_turns"]) == 5
+    # A turn that ends before it starts is refused whole (400: never redelivered), changing nothing.
+    backwards = to_http(_speakers(who, 4, ["Dan"], [("Dan", 9.0, 8.0)]))
+    response = client.post("/events", headers=backwards.headers, data=backwards.body)
+    assert response.status_code == 400 and "ends" in response.get_json()["error"]["message"]
+    assert snapshot(bot_manager.settings.database_url) == before
+
+
+def test_a_failed_joins_screenshot_is_kept_once_and_served_as_jpeg(bot_manager: InProcessBotManager) -> None:
+    who = _start_meeting(bot_manager)
+    client = bot_manager.client
+    meeting_id = _meeting_of(client, who)
+    assert client.get(f"/bot/screenshot/erin/{meeting_id}").status_code == 404  # no failed join yet
+    jpeg = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + bytes(range(256)) + b"\xff\xd9"
+    failed = _status(who, BotState.FAILED, START + timedelta(seconds=30), reason="join_error: no join button",
+                     chunks_sent=0, chunks_dropped=0, screenshot=base64.b64encode(jpeg).decode())  # fmt: skip
+
+    # What is not a base64 JPEG is refused before anything is stored; the broker does not retry a 400.
+    before = snapshot(bot_manager.settings.database_url)
+    for bad in ("not base64!", base64.b64encode(b"GIF89a....").decode()):
+        bad_event = _status(who, BotState.FAILED, START, reason="join_error", screenshot=bad)
+        message = to_http(bad_event)
+        response = client.post("/events", headers=message.headers, data=message.body)
+        assert response.status_code == 400 and "screenshot" in response.get_json()["error"]["message"], response.get_json()
+    assert snapshot(bot_manager.settings.database_url) == before
+
+    assert _post(client, failed) == 204
+    after = snapshot(bot_manager.settings.database_url)
+    assert _post(client, failed) == 204
+    assert snapshot(bot_manager.settings.database_url) == after
+
+    response = client.get(f"/bot/screenshot/erin/{meeting_id}")
+    assert response.status_code == 200 and response.mimetype == "image/jpeg" and response.data == jpeg
+    transcript = client.get(f"/transcript/erin/{meeting_id}").get_json()
+    assert transcript["meeting"]["status"] == "failed"
+    assert [s["has_screenshot"] for s in transcript["meeting"]["sessions"]] == [True]
+    missing = client.get("/bot/screenshot/erin/never-ran")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "meeting_not_found"
+
+
+def test_a_platform_bot_that_was_never_let_in_completes_saying_so(bot_manager: InProcessBotManager) -> None:
+    """Its transcript is empty, but `admission_timeout` says more than `no_audio` would."""
+    who = _start_meeting(bot_manager)
+    client = bot_manager.client
+    for event in [
+        _status(who, BotState.JOINING, START),
+        _status(who, BotState.AWAITING_ADMISSION, START + timedelta(seconds=2)),
+        _status(who, BotState.LEFT, START + timedelta(seconds=600), reason=CompletionReason.ADMISSION_TIMEOUT,
+                chunks_sent=0, chunks_dropped=0),
+    ]:
+        assert _post(client, event) == 204
+    meeting = bot_manager.meeting("erin", _meeting_of(client, who))
+    assert (meeting["status"], meeting["status_reason"]) == (MeetingStatus.COMPLETED, CompletionReason.ADMISSION_TIMEOUT)

@@ -51,7 +51,8 @@ from functions.transcription import create_app as create_transcription
 from functions.transcription.engines import model_path
 from tests.conftest import SAMPLE, fresh_database, free_port, in_process_bot_manager, snapshot
 from tests.support.audio import load_pcm_f32
-from tests.test_bot import Sink, bot_config, launch, sink, states  # noqa: F401 (launch, sink: fixtures)
+from tests.support.bot import Sink
+from tests.test_bot import bot_config, states
 
 # ---- recordings: what bot-manager accepts ---------------------------------------------------------
 

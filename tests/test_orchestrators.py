@@ -33,7 +33,7 @@ from functions.bot_manager.orchestrator import (
     create_orchestrator,
 )
 from functions.bot_manager.orchestrator import kubernetes as kube
-from functions.bot_manager.orchestrator.job_spec import build_job
+from functions.bot_manager.orchestrator.job_spec import DEADLINE_MARGIN_SECONDS, build_job
 from functions.bot_manager.orchestrator.kubernetes import KubernetesOrchestrator
 from functions.bot_manager.orchestrator.process import ProcessOrchestrator
 from functions.common.bot_config import BotConfig
@@ -489,7 +489,7 @@ def test_the_job_runs_the_bot_once_within_the_meeting_limits(job: dict[str, Any]
     spec = job["spec"]
     assert job["metadata"]["namespace"] == NAMESPACE
     assert spec["backoffLimit"] == 0
-    assert spec["activeDeadlineSeconds"] == 7200
+    assert spec["activeDeadlineSeconds"] == 7200 + 30 + DEADLINE_MARGIN_SECONDS  # the bot leaves and drains first
     assert spec["ttlSecondsAfterFinished"] == 600
     assert spec["podFailurePolicy"]["rules"] == [
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},

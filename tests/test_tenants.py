@@ -67,6 +67,7 @@ def test_every_user_endpoint_serves_only_the_keys_own_user(stack: RunningStack, 
         ("GET", f"/bot/status/{alice}", {}),
         ("GET", f"/transcript/{alice}/{meeting}", {}),
         ("GET", f"/transcript/{alice}/{meeting}?format=txt", {}),
+        ("GET", f"/bot/screenshot/{alice}/{meeting}", {}),
         ("DELETE", f"/transcript/{alice}/{meeting}", {}),
     ]
     credentials = {
@@ -91,7 +92,7 @@ def test_every_user_endpoint_serves_only_the_keys_own_user(stack: RunningStack, 
 
     # The owner's key does all of it (last: the delete).
     own = {"X-API-Key": stack.api_key(alice)}
-    expected = [201, 409, 200, 200, 200, 200]  # stop: the meeting had already ended
+    expected = [201, 409, 200, 200, 200, 404, 200]  # stop: the meeting had already ended; screenshot: it joined
     for (method, path, kwargs), status in zip(endpoints, expected):
         response = requests.request(method, f"{stack.gateway}{path}", headers=own, timeout=30, **kwargs)
         assert response.status_code == status, f"{method} {path} with own key: {response.status_code} {response.text}"

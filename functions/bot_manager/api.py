@@ -72,8 +72,19 @@ def transcript(user_id: str, meeting_id: str):
     meeting_id = parse_path_param(MeetingId, meeting_id, "meeting_id")
     query = parse_query(TranscriptQuery)
     with current_app.extensions["vexa"].sessions() as db:
-        meeting, segments = meetings.meeting_with_transcript(db, user_id, meeting_id)
+        meeting, segments, speakers = meetings.meeting_with_transcript(db, user_id, meeting_id)
         if query.format == TranscriptFormat.JSON:
-            return jsonify({"meeting": meeting_json(meeting, with_history=True), "segments": [segment_json(s) for s in segments]})
+            body = {"meeting": meeting_json(meeting, with_history=True),
+                    "segments": [segment_json(s, who) for s, who in zip(segments, speakers)]}  # fmt: skip
+            return jsonify(body)
         render, mimetype = RENDERERS[query.format]
-        return Response(render(segments), mimetype=mimetype)
+        return Response(render(segments, speakers), mimetype=mimetype)
+
+
+@bp.get("/bot/screenshot/<user_id>/<meeting_id>")
+def screenshot(user_id: str, meeting_id: str):
+    user_id = parse_path_param(UserId, user_id, "user_id")
+    meeting_id = parse_path_param(MeetingId, meeting_id, "meeting_id")
+    with current_app.extensions["vexa"].sessions() as db:
+        image = meetings.failure_screenshot(db, user_id, meeting_id)
+    return Response(image, mimetype="image/jpeg")

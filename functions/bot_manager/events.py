@@ -1,4 +1,4 @@
-"""bot-manager's CloudEvent subscriber: bot status, heartbeats and transcript segments.
+"""bot-manager's CloudEvent subscriber: bot status, heartbeats, speakers and transcript segments.
 
 Delivery is at-least-once and unordered, so every handler is idempotent: a
 duplicate, late or reordered event leaves the database as it was. Answers:
@@ -8,7 +8,9 @@ database is unavailable so the broker retries.
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
+import unicodedata
 import uuid
 from typing import Callable
 
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session
 from functions.common.events import (
     BadEvent,
     BotHeartbeatData,
+    BotSpeakersData,
     BotState,
     BotStatusData,
     EventType,
@@ -33,7 +36,7 @@ from functions.common.events import (
     payload_of,
 )
 from functions.common.lifecycle import InvalidTransition, MeetingStatus
-from functions.common.models import BotSession, Meeting, TranscribedChunk, TranscriptSegment
+from functions.common.models import BotSession, Meeting, SpeakerTurn, TranscribedChunk, TranscriptSegment
 from functions.common.web import ApiError
 
 from .meetings import ids, lock_meeting, move, settle
@@ -46,7 +49,12 @@ EVENTS = Counter("vexa_bot_manager_events_total", "CloudEvents handled", ["type"
 DEAD_LETTERS = Counter("vexa_dead_letters_total", "Events the broker gave up delivering", ["type"])
 
 # What a bot's own state means for its meeting.
-BOT_STATE_TO_MEETING = {BotState.JOINING: S.JOINING, BotState.ACTIVE: S.ACTIVE}
+BOT_STATE_TO_MEETING = {
+    BotState.JOINING: S.JOINING,
+    BotState.AWAITING_ADMISSION: S.AWAITING_ADMISSION,
+    BotState.ACTIVE: S.ACTIVE,
+}
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 @bp.post("/events")
@@ -130,6 +138,7 @@ def _subject(db: Session, identity: Identity) -> tuple[Meeting, BotSession]:
 
 def on_bot_status(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
     status: BotStatusData = payload_of(event, BotStatusData)
+    screenshot = _jpeg(status.screenshot) if status.screenshot is not None else None
     if status.state in (BotState.LEFT, BotState.FAILED):
         if bot_session.end_reported:
             return False
@@ -139,6 +148,8 @@ def on_bot_status(db: Session, meeting: Meeting, bot_session: BotSession, event:
             bot_session.end_reason = status.reason
         # else the reconciler gave it up for lost; its own count of what it sent still counts.
         bot_session.end_reported = True
+        if status.state == BotState.FAILED and screenshot is not None:
+            bot_session.failure_screenshot = screenshot
         bot_session.chunks_sent = status.chunks_sent or 0
         bot_session.chunks_dropped = status.chunks_dropped or 0
         if status.chunks_dropped:
@@ -162,6 +173,17 @@ def on_bot_status(db: Session, meeting: Meeting, bot_session: BotSession, event:
         # Not retryable and not the sender's fault (e.g. news for a meeting that already ended).
         log.warning("meeting.transition_ignored", extra={**ids(meeting), "reason": str(exc)})
     return True
+
+
+def _jpeg(screenshot: str) -> bytes:
+    """A status event's screenshot as the JPEG it must be; BadEvent (400, never redelivered) if it is not."""
+    try:
+        image = base64.b64decode(screenshot, validate=True)
+    except binascii.Error as exc:
+        raise BadEvent(f"data.screenshot is not base64: {exc}") from None
+    if not image.startswith(JPEG_MAGIC):
+        raise BadEvent("data.screenshot is not a JPEG image")
+    return image
 
 
 def on_heartbeat(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
@@ -213,6 +235,37 @@ def on_segments(db: Session, meeting: Meeting, bot_session: BotSession, event: C
     return True
 
 
+def on_speakers(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
+    """Add who was seen to the meeting's participants and store the turns; nothing twice."""
+    data: BotSpeakersData = payload_of(event, BotSpeakersData)
+    turns = [(participant_name(t.participant), t.start_at, t.end_at) for t in data.turns]
+    for who, start_at, end_at in turns:
+        if end_at < start_at:
+            raise BadEvent(f"data.turns: {who!r}'s turn ends ({end_at.isoformat()}) before it starts ({start_at.isoformat()})")
+    # A turn's speaker is a participant too, so a meeting with turns always has participants.
+    seen = {participant_name(name) for name in data.participants} | {who for who, _, _ in turns}
+    seen.discard("")  # a name of nothing but spaces names no one
+    participants = sorted(seen.union(meeting.participants), key=lambda name: (name.casefold(), name))
+    changed = participants != meeting.participants
+    if changed:
+        meeting.participants = participants
+    rows = [
+        {"meeting_pk": meeting.id, "session_id": bot_session.id, "participant": who, "start_at": start_at, "end_at": end_at}
+        for who, start_at, end_at in turns
+        if who
+    ]
+    if rows:
+        stored = db.execute(insert(SpeakerTurn).values(rows).on_conflict_do_nothing().returning(SpeakerTurn.start_at)).all()
+        changed = changed or bool(stored)
+    return changed
+
+
+def participant_name(name: str) -> str:
+    """A participant's name as shown and stored: control characters (a NUL, which PostgreSQL cannot
+    store; line breaks, which would split a subtitle cue) become spaces, runs of spaces one."""
+    return " ".join("".join(" " if unicodedata.category(c) == "Cc" else c for c in name).split())
+
+
 def _audio_owned_until(meeting: Meeting, bot_session: BotSession) -> float:
     """Where a relaunched bot took over from this session (meeting audio seconds), if one did.
 
@@ -226,5 +279,6 @@ def _audio_owned_until(meeting: Meeting, bot_session: BotSession) -> float:
 HANDLERS: dict[EventType, Callable[[Session, Meeting, BotSession, CloudEvent], bool]] = {
     EventType.BOT_STATUS: on_bot_status,
     EventType.BOT_HEARTBEAT: on_heartbeat,
+    EventType.BOT_SPEAKERS: on_speakers,
     EventType.TRANSCRIPT_SEGMENTS: on_segments,
 }

@@ -23,6 +23,8 @@ def meeting_json(meeting: Meeting, with_history: bool = False) -> dict[str, Any]
         "meeting_url": meeting.meeting_url,
         "language": meeting.language,
         "replay_speed": meeting.replay_speed,
+        # As the run request gave it; null: the BOT_DISPLAY_NAME setting.
+        "bot_display_name": (meeting.bot_options or {}).get("bot_display_name"),
         "status": meeting.status,
         "status_reason": meeting.status_reason,
         "bot_name": meeting.bot_name,
@@ -32,6 +34,7 @@ def meeting_json(meeting: Meeting, with_history: bool = False) -> dict[str, Any]
         "updated_at": _iso(meeting.updated_at),
         "started_at": _iso(meeting.started_at),
         "ended_at": _iso(meeting.ended_at),
+        "participants": meeting.participants or [],
     }
     if with_history:
         body["history"] = [
@@ -49,14 +52,15 @@ def meeting_json(meeting: Meeting, with_history: bool = False) -> dict[str, Any]
                 "end_reason": s.end_reason,
                 "chunks_sent": s.chunks_sent,
                 "chunks_dropped": s.chunks_dropped,
+                "has_screenshot": s.has_screenshot,
             }
             for s in meeting.sessions
         ]
     return body
 
 
-def segment_json(segment: Row) -> dict[str, Any]:
-    """`segment`: a row of meetings.SEGMENT_FIELDS."""
+def segment_json(segment: Row, speaker: str | None) -> dict[str, Any]:
+    """`segment`: a row of meetings.SEGMENT_FIELDS; `speaker`: who said it, if known."""
     return {
         "start": round(segment.start_s, 3),
         "end": round(segment.end_s, 3),
@@ -65,4 +69,5 @@ def segment_json(segment: Row) -> dict[str, Any]:
         "text": segment.text,
         "language": segment.language,
         "session_id": segment.session_id,
+        "speaker": speaker,
     }

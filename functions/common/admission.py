@@ -1,15 +1,16 @@
 """What a run request must satisfy beyond its schema: checks that depend on the deployment.
 
 `RunBotRequest` checks a request's shape wherever it arrives; this checks it against the
-settings: the recording must come from RECORDING_SOURCES, and the language must be one the
-deployed model transcribes. bot-manager applies it to every run request before anything is
-stored, so a refused request changes nothing.
+settings: a recording must come from RECORDING_SOURCES, the language must be one the
+deployed model transcribes, and a bot may stay no longer than MAX_MEETING_SECONDS. bot-manager
+applies it to every run request before anything is stored, so a refused request changes nothing.
 """
 from __future__ import annotations
 
 from .languages import describe, supported_languages
+from .platforms import Platform
 from .recordings import RecordingNotAllowed, allowed_recording, parse_sources
-from .schemas import Platform, RunBotRequest
+from .schemas import RunBotRequest
 from .settings import Settings
 from .web import ApiError
 
@@ -17,6 +18,7 @@ from .web import ApiError
 def check_run_request(request: RunBotRequest, settings: Settings) -> RunBotRequest:
     """`request` with its meeting_url normalised, or ApiError 422 naming the field at fault."""
     check_language(request.language, settings)
+    check_max_duration(request, settings)
     if request.platform == Platform.FILE and request.meeting_url is not None:
         try:
             url = allowed_recording(request.meeting_url, parse_sources(settings.recording_sources))
@@ -37,4 +39,16 @@ def check_language(language: str | None, settings: Settings) -> None:
             422,
             "language_not_supported",
             f"{given} is not supported by this deployment's model ({model}); it transcribes: {describe(supported)}",
+        )
+
+
+def check_max_duration(request: RunBotRequest, settings: Settings) -> None:
+    """ApiError 422 if the request asks its bot to stay longer than MAX_MEETING_SECONDS allows."""
+    leave = request.automatic_leave
+    if leave is not None and leave.max_duration is not None and leave.max_duration > settings.max_meeting_seconds:
+        raise ApiError(
+            422,
+            "max_duration_too_long",
+            f"automatic_leave.max_duration {leave.max_duration} s is longer than this deployment allows "
+            f"(MAX_MEETING_SECONDS: {settings.max_meeting_seconds} s)",
         )

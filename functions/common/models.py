@@ -12,14 +12,18 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     false,
     func,
+    text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
+from .events import MAX_PARTICIPANT_NAME
 from .lifecycle import HAPPY_PATH, LIVE
 
 
@@ -73,7 +77,9 @@ class Meeting(Base):
     meeting_url: Mapped[str | None] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(16), nullable=False)
     replay_speed: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    # The run request's bot_display_name and automatic_leave, as given (absent ones: the BOT_* settings).
+    bot_options: Mapped[dict | None] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
     status_reason: Mapped[str | None] = mapped_column(Text)
     bot_name: Mapped[str | None] = mapped_column(String(63))
     created_at: Mapped[datetime] = _now_default()
@@ -82,6 +88,8 @@ class Meeting(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # UTC time of audio position 0 of the first bot session: segment times count from here.
     audio_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Everyone the bots have seen in the meeting (themselves excluded), sorted.
+    participants: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list, server_default=text("'[]'::jsonb"))
 
     sessions: Mapped[list[BotSession]] = relationship(order_by="BotSession.launched_at", back_populates="meeting")
     history: Mapped[list[StatusChange]] = relationship(order_by="StatusChange.id")
@@ -123,6 +131,10 @@ class BotSession(Base):
     # Times its launch was asked for: once, plus each time the reconciler re-sent a lost one.
     # launched_at is the latest request.
     launch_requests: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    # What the bot's browser showed when it failed to join (JPEG). Deferred: sessions are loaded
+    # with every event of their meeting, the image only by GET /bot/screenshot.
+    failure_screenshot: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    has_screenshot: Mapped[bool] = column_property(failure_screenshot.is_not(None))
 
     meeting: Mapped[Meeting] = relationship(back_populates="sessions")
 
@@ -136,8 +148,8 @@ class StatusChange(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), nullable=False)
-    from_status: Mapped[str | None] = mapped_column(String(16))
-    to_status: Mapped[str] = mapped_column(String(16), nullable=False)
+    from_status: Mapped[str | None] = mapped_column(String(32))
+    to_status: Mapped[str] = mapped_column(String(32), nullable=False)
     reason: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(100), nullable=False)  # api, bot:<session>, bot-manager
     at: Mapped[datetime] = _now_default()
@@ -181,3 +193,21 @@ class TranscriptSegment(Base):
         UniqueConstraint("meeting_pk", "session_id", "chunk_seq", "segment_index", name="uq_segment_identity"),
         Index("ix_segments_meeting_start", "meeting_pk", "start_at"),
     )
+
+
+class SpeakerTurn(Base):
+    """A stretch of time one participant's speaking indicator was on, as a bot saw it.
+
+    Keyed by who started speaking when in which bot session, so a redelivered speakers event
+    inserts nothing twice.
+    """
+
+    __tablename__ = "speaker_turns"
+
+    meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    participant: Mapped[str] = mapped_column(String(MAX_PARTICIPANT_NAME), primary_key=True)
+    start_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    end_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (Index("ix_speaker_turns_meeting_start", "meeting_pk", "start_at"),)

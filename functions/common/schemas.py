@@ -30,8 +30,14 @@ def _no_nul(value: str) -> str:
 _NUL_FREE = (AfterValidator(_no_nul), Field(json_schema_extra={"pattern": r"^[^\x00]*$"}))
 MeetingTitle = Annotated[str, StringConstraints(max_length=500), *_NUL_FREE]
 MeetingUrl = Annotated[str, StringConstraints(max_length=2048), *_NUL_FREE]
-# What other participants see the bot called; printable, no control characters.
-BotDisplayName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# What other participants see the bot called: no control characters, and not only spaces. Kept as
+# given (not stripped), so that a name is accepted exactly when /openapi.json's pattern says so.
+BotDisplayName = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=100, strip_whitespace=False, pattern=r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+    ),
+]
 KeyName = Annotated[str, StringConstraints(min_length=1, max_length=100), *_NUL_FREE]
 
 
@@ -39,7 +45,14 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-Seconds = Annotated[int, Field(ge=1, le=86_400)]
+def _integral(value: Any) -> Any:
+    """JSON has one kind of number: 2.0 is the integer 2, as JSON Schema says (true and "2" are not)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# The bounds come before the validator, so that /openapi.json shows them as minimum / maximum.
+_INTEGRAL = BeforeValidator(_integral)
+Seconds = Annotated[int, Field(ge=1, le=86_400), _INTEGRAL]
 
 
 class AutomaticLeave(_Body):
@@ -110,13 +123,6 @@ class TranscriptQuery(_Body):
 
 
 # -- the admin API ------------------------------------------------------------------------------
-def _integral(value: Any) -> Any:
-    """JSON has one kind of number: 2.0 is the integer 2, as JSON Schema says (true and "2" are not)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-# The bounds come before the validator, so that /openapi.json shows them as minimum / maximum.
-_INTEGRAL = BeforeValidator(_integral)
 BotLimit = Annotated[int, Field(ge=0, le=10_000), _INTEGRAL]
 DaysToExpiry = Annotated[int, Field(ge=1, le=3650), _INTEGRAL]
 RequestsPerMinute = Annotated[int, Field(ge=1, le=1_000_000), _INTEGRAL]

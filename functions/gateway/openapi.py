@@ -19,6 +19,10 @@ from functions.common.schemas import (
 )
 from functions.common.web import type_adapter
 
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 _MEETING = {
     "type": "object",
     "description": "A meeting and its bot.",
@@ -33,6 +37,7 @@ _MEETING = {
             "meeting_url": ["string", "null"],
             "language": "string",
             "replay_speed": "number",
+            "bot_display_name": {"type": ["string", "null"], "description": "as the run request gave it; null: BOT_DISPLAY_NAME"},
             "status": {"enum": [str(status) for status in MeetingStatus]},
             "status_reason": ["string", "null"],
             "bot_name": ["string", "null"],
@@ -42,9 +47,36 @@ _MEETING = {
             "updated_at": "string",
             "started_at": ["string", "null"],
             "ended_at": ["string", "null"],
+            "participants": {"type": "array", "items": {"type": "string"}, "description": "everyone the bots saw, sorted"},
+            "history": {"type": "array", "items": _ref("StatusChange"), "description": "in GET /transcript only"},
+            "sessions": {"type": "array", "items": _ref("BotSession"), "description": "in GET /transcript only"},
         }.items()
     },
     "required": ["id", "user_id", "meeting_id", "status", "created_at"],
+}
+_STATUS_CHANGE = {
+    "type": "object",
+    "properties": {
+        "from": {"type": ["string", "null"]},
+        "to": {"type": "string"},
+        "reason": {"type": ["string", "null"]},
+        "actor": {"type": "string"},
+        "at": {"type": "string"},
+    },
+    "required": ["from", "to", "actor", "at"],
+}
+_BOT_SESSION = {
+    "type": "object",
+    "description": "One bot launched for the meeting: the first, or one that replaced a lost bot.",
+    "properties": {
+        **{name: {"type": "string"} for name in ("session_id", "bot_name", "launched_at")},
+        **{name: {"type": ["string", "null"]} for name in ("ended_at", "end_state", "end_reason")},
+        "resume_from": {"type": "number", "description": "where in the meeting's audio it started (s)"},
+        "chunks_sent": {"type": ["integer", "null"]},
+        "chunks_dropped": {"type": ["integer", "null"]},
+        "has_screenshot": {"type": "boolean", "description": "it failed to join and left a screenshot: GET /bot/screenshot"},
+    },
+    "required": ["session_id", "bot_name", "launched_at", "has_screenshot"],
 }
 _SEGMENT = {
     "type": "object",
@@ -56,13 +88,10 @@ _SEGMENT = {
         "text": {"type": "string"},
         "language": {"type": "string"},
         "session_id": {"type": "string"},
+        "speaker": {"type": ["string", "null"], "description": "the participant who spoke most of it; null: unknown"},
     },
     "required": ["start", "end", "start_at", "end_at", "text", "language"],
 }
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -129,7 +158,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         model.__name__: model.model_json_schema(ref_template=ref_template)
         for model in (RunBotRequest, StopBotRequest, CreateUserRequest, UpdateUserRequest, CreateKeyRequest)
     }
-    schemas.update({"Meeting": _MEETING, "Segment": _SEGMENT, "User": _USER, "ApiKey": _API_KEY,
+    schemas.update({"Meeting": _MEETING, "StatusChange": _STATUS_CHANGE, "BotSession": _BOT_SESSION, "Segment": _SEGMENT,
+                    "User": _USER, "ApiKey": _API_KEY,
                     "Error": ErrorResponse.model_json_schema(ref_template=ref_template), "MeetingConflict": _CONFLICT})  # fmt: skip
     for schema in list(schemas.values()):
         schemas.update(schema.pop("$defs", {}))
@@ -222,6 +252,20 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         **_errors(*_USER_ERRORS, 404, 422, 503),
                     },
                 },
+            },
+            "/bot/screenshot/{user_id}/{meeting_id}": {
+                "get": {
+                    **_AS_USER,
+                    "summary": "What the browser of a bot that could not join showed (the latest run's latest such bot)",
+                    "parameters": [user, meeting],
+                    "responses": {
+                        "200": {
+                            "description": "the screenshot",
+                            "content": {"image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}},
+                        },
+                        **_errors(*_USER_ERRORS, 404, 422, 503),
+                    },
+                }
             },
             "/admin/users": {
                 "post": {

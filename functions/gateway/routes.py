@@ -66,13 +66,18 @@ def delete_transcript(user_id: str, meeting_id: str):
     return _forward("DELETE", _meeting_path(user_id, meeting_id))
 
 
-def _meeting_path(user_id: str, meeting_id: str) -> str:
-    """bot-manager's path for one of the caller's own meetings."""
+@bp.get("/bot/screenshot/<user_id>/<meeting_id>")
+def screenshot(user_id: str, meeting_id: str):
+    return _forward("GET", _meeting_path(user_id, meeting_id, "/bot/screenshot"))
+
+
+def _meeting_path(user_id: str, meeting_id: str, resource: str = "/transcript") -> str:
+    """bot-manager's path for `resource` of one of the caller's own meetings."""
     key_user = authenticate()
     user_id = parse_path_param(UserId, user_id, "user_id")
     meeting_id = parse_path_param(MeetingId, meeting_id, "meeting_id")
     authorize(key_user, user_id)
-    return f"/transcript/{quote(user_id, safe='')}/{quote(meeting_id, safe='')}"
+    return f"{resource}/{quote(user_id, safe='')}/{quote(meeting_id, safe='')}"
 
 
 @bp.get("/openapi.json")

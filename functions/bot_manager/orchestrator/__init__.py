@@ -25,6 +25,8 @@ class BotSpec:
     name: str  # unique, DNS-1123-safe (functions.common.naming.bot_name)
     env: dict[str, str]  # the bot's whole configuration (functions.common.bot_config)
     labels: dict[str, str]  # user / meeting / session, for listing
+    # How long the bot stays before it leaves on its own (max_duration); None: MAX_MEETING_SECONDS.
+    max_duration_seconds: float | None = None
 
 
 @dataclass(frozen=True)

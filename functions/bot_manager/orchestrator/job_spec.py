@@ -22,6 +22,9 @@ SCRATCH = "/tmp"
 # Grace after SIGTERM beyond the bot's drain: its last status event (up to 10 s), closing
 # its sink (up to 11 s) and leaving; a bot killed short of that would look failed.
 SHUTDOWN_MARGIN_SECONDS = 30
+# Beyond the bot's own max duration and drain: Kubernetes ends the Job only if the bot did not
+# leave by itself (its start-up, and its last events, take some of this).
+DEADLINE_MARGIN_SECONDS = 60
 SINK_VARIABLE = "K_SINK"
 
 
@@ -34,12 +37,18 @@ def build_job(spec: BotSpec, settings: Settings) -> dict[str, Any]:
         "metadata": {"name": spec.name, "namespace": settings.kubernetes_namespace, "labels": labels},
         "spec": {
             "backoffLimit": 0,  # a failed bot is not rerun here: retrying is Celery's job
-            "activeDeadlineSeconds": settings.max_meeting_seconds,
+            "activeDeadlineSeconds": active_deadline_seconds(spec, settings),
             "ttlSecondsAfterFinished": settings.bot_job_ttl_seconds,
             "podFailurePolicy": _pod_failure_policy(),
             "template": {"metadata": {"labels": labels}, "spec": _pod_spec(spec, settings)},
         },
     }
+
+
+def active_deadline_seconds(spec: BotSpec, settings: Settings) -> int:
+    """The Job's deadline: the bot's max duration, its drain and a margin, so the bot leaves first."""
+    max_duration = spec.max_duration_seconds if spec.max_duration_seconds is not None else settings.max_meeting_seconds
+    return math.ceil(max_duration + settings.bot_drain_seconds) + DEADLINE_MARGIN_SECONDS
 
 
 def _labels(spec: BotSpec) -> dict[str, str]:

@@ -399,6 +399,22 @@ Integer settings go through int, so that a large number is never written as 1e+0
   value: {{ toString $b.launchTimeoutSeconds | quote }}
 - name: RECORDING_SOURCES
   value: {{ .Values.settings.recordingSources | quote }}
+- name: BOT_DISPLAY_NAME
+  value: {{ $b.displayName | quote }}
+- name: BOT_WAITING_ROOM_TIMEOUT_SECONDS
+  value: {{ toString $b.waitingRoomTimeoutSeconds | quote }}
+- name: BOT_NO_ONE_JOINED_TIMEOUT_SECONDS
+  value: {{ toString $b.noOneJoinedTimeoutSeconds | quote }}
+- name: BOT_EVERYONE_LEFT_TIMEOUT_SECONDS
+  value: {{ toString $b.everyoneLeftTimeoutSeconds | quote }}
+- name: BOT_SILENCE_TIMEOUT_SECONDS
+  value: {{ toString $b.silenceTimeoutSeconds | quote }}
+- name: CHROMIUM_PATH
+  value: {{ $b.chromiumPath | quote }}
+- name: BOT_BROWSER_HOST_RULES
+  value: {{ $b.browserHostRules | quote }}
+- name: BOT_PLATFORMS_DIR
+  value: {{ $b.platformsDir | quote }}
 {{- end -}}
 
 {{/* ---- Celery: what the worker and beat share ---------------------------------------- */}}

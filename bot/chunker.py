@@ -8,6 +8,10 @@ the speaker stops rather than when someone speaks again. Without a pause, a
 chunk that reaches the maximum length is cut at its quietest point near the
 end.
 
+A live meeting also says when someone else starts speaking (speaker_changed):
+the chunk being built then ends in the pause before, however short it is, so
+that no chunk, and so no transcript segment, holds two speakers' words.
+
 The stream is analysed in 30 ms frames with the WebRTC voice activity
 detector. Cuts fall on frame boundaries, and the chunks are contiguous:
 joined together they are exactly the audio that was fed in.
@@ -29,6 +33,12 @@ FRAME_BYTES = FRAME_SAMPLES * 2  # mono, 16-bit
 # MAX_CHUNK_SECONDS (the event contract's, 15 s) bounds max_seconds: transcription refuses longer chunks.
 FORCED_CUT_SEARCH = 0.4  # a forced cut falls in the last 40% of the chunk
 MIN_FINAL_SECONDS = 0.3  # a shorter remainder at flush() holds no word worth sending
+# A speaker change is seen a little after the new voice starts (indicators lag), and turns
+# are separated by pauses of up to about a second: the cut is sought this far back.
+SPEAKER_CUT_SEARCH_MS = 1500
+# Less audio than this before a speaker change stays with the next speaker's: whisper does
+# worse on very short chunks than a segment does with a few words of another speaker.
+MIN_SPEAKER_CHUNK_MS = 2000
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,19 @@ class Chunker:
             return []
         return [self._chunk(pcm, speech_ms)]
 
+    def speaker_changed(self, at_ms: int) -> list[Chunk]:
+        """Someone else started speaking at stream position `at_ms`: end the chunk being built
+        at the quietest point of the SPEAKER_CUT_SEARCH_MS before; the chunk it completes, if any."""
+        at_frame = (at_ms * SAMPLE_RATE // 1000 - self._offset_samples) // FRAME_SAMPLES
+        at_frame = min(at_frame, len(self._frames))
+        first = max(MIN_SPEAKER_CHUNK_MS // FRAME_MS, at_frame - SPEAKER_CUT_SEARCH_MS // FRAME_MS)
+        if at_frame < first:
+            return []
+        candidates = range(first, at_frame + 1)
+        quietest = min(map(self._loudness, candidates))
+        tied = [boundary for boundary in candidates if self._loudness(boundary) == quietest]
+        return [self._cut(tied[len(tied) // 2])]  # the middle of a silence: neither voice is clipped
+
     def _add(self, pcm: bytes) -> Chunk | None:
         speech = self._vad.is_speech(pcm, SAMPLE_RATE)
         self._frames.append(_Frame(pcm, speech, _rms(pcm)))
@@ -132,12 +155,12 @@ class Chunker:
         """
         frames = self._frames
         first = max(self._min_frames, math.ceil(len(frames) * (1 - FORCED_CUT_SEARCH)))
+        return min(reversed(range(first, len(frames))), key=self._loudness, default=len(frames))
 
-        def loudness(boundary: int) -> tuple[int, float]:
-            before, after = frames[boundary - 1], frames[boundary]
-            return before.speech + after.speech, max(before.rms, after.rms)
-
-        return min(reversed(range(first, len(frames))), key=loudness, default=len(frames))
+    def _loudness(self, boundary: int) -> tuple[int, float]:
+        """How likely a cut before frame `boundary` is to split a word (lower: less)."""
+        near = self._frames[max(0, boundary - 1) : boundary + 1]
+        return sum(frame.speech for frame in near), max(frame.rms for frame in near)
 
     def _cut(self, boundary: int) -> Chunk:
         taken, self._frames = self._frames[:boundary], self._frames[boundary:]

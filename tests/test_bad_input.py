@@ -122,6 +122,7 @@ def _event_cases(meeting: dict) -> list[tuple[str, dict, bytes, int, str]]:
         ("bot-manager", no_id, body, 400, "id"),
         ("bot-manager", {**headers, "ce-type": "com.example.unknown"}, body, 400, "unknown event type"),
         ("bot-manager", wrong_payload, b'{"state": "dancing"}', 400, "state"),
+        ("bot-manager", wrong_payload, b'{"state": "left", "at": "2026-11-27T09:00:00Z", "reason": "bye\\u0000"}', 400, "reason"),
         ("bot-manager", {**headers, "ce-meetingid": ""}, body, 400, "meeting_id"),
         ("bot-manager", *message(new_event(EventType.BOT_STATUS, stranger, "x", "/t", status)), 422, "no meeting"),
         ("bot-manager", {**headers, "ce-sessionid": "not-a-session"}, body, 422, "session"),

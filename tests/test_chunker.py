@@ -197,3 +197,21 @@ def test_silence_makes_chunks_without_speech() -> None:
 def test_invalid_settings(settings: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Chunker(**settings)
+
+
+def test_a_new_speaker_ends_the_chunk_in_the_pause_before_them() -> None:
+    # Alice speaks 2 s, a 0.7 s pause, then Bob: the change is seen 0.1 s into Bob's words.
+    pcm = as_pcm(voice(2.0, pitch=220.0), silence(0.7), voice(2.0, pitch=110.0))
+    chunker = Chunker(min_seconds=4.0, max_seconds=10.0)
+    assert chunker.feed(pcm[: int(2.8 * 16_000) * 2]) == []  # no pause after 4 s: nothing cut yet
+    (alice,) = chunker.speaker_changed(2800)
+    assert 2.2 < alice.duration < 2.5, "cut in the middle of the pause"
+    rest = chunker.feed(pcm[int(2.8 * 16_000) * 2 :]) + chunker.flush()
+    assert b"".join(c.pcm for c in [alice, *rest]) == pcm
+    assert rest[0].offset_ms == round(alice.duration * 1000)
+
+
+def test_a_speaker_change_right_at_the_start_of_a_chunk_cuts_nothing() -> None:
+    chunker = Chunker(min_seconds=4.0, max_seconds=10.0)
+    chunker.feed(as_pcm(voice(1.5)))
+    assert chunker.speaker_changed(1500) == []  # under 2 s: stays with the next speaker's words

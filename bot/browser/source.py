@@ -72,6 +72,7 @@ class BrowserSource(AudioSource):
         self._in_meeting = False
         self._speakers = SpeakerTracker()
         self._participants: set[str] = set()
+        self._last_speaker: str | None = None
         self._audio_position = 0.0  # seconds of audio captured, as of the latest poll
 
     # -- AudioSource -------------------------------------------------------------------------
@@ -96,13 +97,18 @@ class BrowserSource(AudioSource):
         presence = Presence(self._rules(), started=self.started, admitted=admitted)
         next_speakers = admitted + SPEAKERS_EVERY_SECONDS
         prompts = list(self.adapter.spec.join.after_admission)
+        # Speaker changes are handed on one poll late: the audio of their moment may still be on
+        # its way from the page when the change is seen.
+        changes: list[float] = []
         while not self._stopping():
             snapshot = self._poll(page)
             now = time.monotonic()
             pcm = b"".join(base64.b64decode(batch) for batch in snapshot["audio"])
             if pcm:
                 yield pcm
-            others = self._observe_people(snapshot)
+            for at in changes:
+                self.listener.speaker_changed(at)
+            others, changes = self._observe_people(snapshot)
             presence.observe(now, bool(others), heard_sound=_loud(pcm))
             state = snapshot["state"]
             if state["removed"] or state["ended"] or not state["in_meeting"]:
@@ -206,14 +212,21 @@ class BrowserSource(AudioSource):
         self._audio_position = snapshot["position"]
         return snapshot
 
-    def _observe_people(self, snapshot: dict[str, Any]) -> list[str]:
-        """Record speaker changes and participants; the people present other than bots."""
+    def _observe_people(self, snapshot: dict[str, Any]) -> tuple[list[str], list[float]]:
+        """Record speaker changes and participants: the people present other than bots, and
+        the audio positions where someone other than the last speaker started speaking."""
         own = self.config.display_name
+        new_speaker_at = []
         for change in snapshot["speakers"]:
-            if change["name"] != own:
-                self._speakers.change(change["name"], change["speaking"], change["at"])
+            if change["name"] == own:
+                continue
+            self._speakers.change(change["name"], change["speaking"], change["at"])
+            if change["speaking"] and change["name"] != self._last_speaker:
+                if self._last_speaker is not None:
+                    new_speaker_at.append(change["at"])
+                self._last_speaker = change["name"]
         self._participants.update(name for name in snapshot["seen"] if name != own)
-        return [name for name in snapshot["present"] if not is_bot(name, own)]
+        return [name for name in snapshot["present"] if not is_bot(name, own)], new_speaker_at
 
     def _send_speakers(self, turns: list) -> None:
         if turns or self._participants:

@@ -75,7 +75,8 @@ class _Payload(BaseModel):
 
 class BotStatusData(_Payload):
     state: BotState
-    reason: str | None = Field(default=None, max_length=500)
+    # PostgreSQL text cannot hold NUL: such a reason is refused (400), not left to the database (5xx).
+    reason: str | None = Field(default=None, max_length=500, pattern=r"^[^\x00]*$")
     at: datetime
     # On LEFT/FAILED: what the bot delivered, so bot-manager knows when the
     # transcript is final and whether anything was lost.

@@ -83,6 +83,10 @@ BOT_VALUES = {
     "BOT_CPU_LIMIT": "bot.resources.limits.cpu",
     "BOT_MEMORY_REQUEST": "bot.resources.requests.memory",
     "BOT_MEMORY_LIMIT": "bot.resources.limits.memory",
+    "BROWSER_BOT_CPU_REQUEST": "bot.browserResources.requests.cpu",
+    "BROWSER_BOT_CPU_LIMIT": "bot.browserResources.limits.cpu",
+    "BROWSER_BOT_MEMORY_REQUEST": "bot.browserResources.requests.memory",
+    "BROWSER_BOT_MEMORY_LIMIT": "bot.browserResources.limits.memory",
     "MAX_MEETING_SECONDS": "bot.maxMeetingSeconds",
     "BOT_JOB_TTL_SECONDS": "bot.jobTtlSeconds",
     "BOT_HEARTBEAT_SECONDS": "bot.heartbeatSeconds",
@@ -119,6 +123,7 @@ CUSTOM_VALUES = {
                  "recordingSources": "https://media.example.com/calls/,/srv/recordings/"},
     "bot": {
         "resources": {"requests": {"cpu": "300m", "memory": "300Mi"}, "limits": {"cpu": "2", "memory": "700Mi"}},
+        "browserResources": {"requests": {"cpu": "750m", "memory": "1500Mi"}, "limits": {"cpu": "3", "memory": "3Gi"}},
         "maxMeetingSeconds": 5400,
         "jobTtlSeconds": 600,
         "heartbeatSeconds": 2.5,

@@ -13,7 +13,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from functions.bot_manager.orchestrator import kubernetes as kube
 from functions.bot_manager.orchestrator.job_spec import DEADLINE_MARGIN_SECONDS, build_job
 from functions.bot_manager.orchestrator.kubernetes import KubernetesOrchestrator
 from functions.bot_manager.orchestrator.process import ProcessOrchestrator
-from functions.common.bot_config import BotConfig
+from functions.common.bot_config import ENV_NAMES, BotConfig
 from functions.common.naming import bot_name, label_value
 from functions.common.settings import Settings
 from tests.conftest import SAMPLE, free_port, wait_for
@@ -499,11 +499,23 @@ def test_the_job_runs_the_bot_once_within_the_meeting_limits(job: dict[str, Any]
     assert pod["restartPolicy"] == "Never"
     assert pod["terminationGracePeriodSeconds"] == 30 + 30  # the drain, then the last status event and closing
     [container] = pod["containers"]
-    assert container["name"] == "bot" and container["command"] == ["python", "-m", "bot"]
+    assert container["name"] == "bot" and container["command"] == ["/usr/bin/tini", "--", "python", "-m", "bot"]
     assert container["image"] == "ghcr.io/vexa-ai/vexa-bot:0.1.0"
     assert container["resources"] == {
         "requests": {"cpu": "250m", "memory": "256Mi"},
         "limits": {"cpu": "1", "memory": "512Mi"},
+    }
+
+
+@pytest.mark.parametrize("platform", ["google_meet", "teams", "zoom"])
+def test_a_meeting_platform_bot_gets_chromiums_resources(platform: str) -> None:
+    settings = make_settings()
+    spec = make_spec(settings)
+    spec = replace(spec, env={**spec.env, ENV_NAMES["platform"]: platform})
+    [container] = build_job(spec, settings)["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": "2", "memory": "2Gi"},
     }
 
 

@@ -72,6 +72,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("BOT_CPU_LIMIT", "1", "CPU limit of a bot Job's pod."),
         Setting("BOT_MEMORY_REQUEST", "256Mi", "Memory request of a bot Job's pod."),
         Setting("BOT_MEMORY_LIMIT", "512Mi", "Memory limit of a bot Job's pod."),
+        Setting("BROWSER_BOT_CPU_REQUEST", "500m", "CPU request of a meeting-platform bot's pod (Chromium; `make bench` measures it)."),
+        Setting("BROWSER_BOT_CPU_LIMIT", "2", "CPU limit of a meeting-platform bot's pod (joining takes a core for a few seconds)."),
+        Setting("BROWSER_BOT_MEMORY_REQUEST", "1Gi", "Memory request of a meeting-platform bot's pod (about 0.75 GiB measured on a simulated meeting)."),
+        Setting("BROWSER_BOT_MEMORY_LIMIT", "2Gi", "Memory limit of a meeting-platform bot's pod (real pages, with video, weigh more than the simulators)."),
         Setting("MAX_MEETING_SECONDS", "14400", "Longest a bot may stay in a meeting: it leaves then (max_duration), "
                 "and its Job's activeDeadlineSeconds allows this plus BOT_DRAIN_SECONDS and a minute."),
         Setting("BOT_DISPLAY_NAME", "Vexa Notetaker", "The name meeting-platform bots join under (a run request may give its own)."),
@@ -142,6 +146,10 @@ class Settings:
     bot_cpu_limit: str
     bot_memory_request: str
     bot_memory_limit: str
+    browser_bot_cpu_request: str
+    browser_bot_cpu_limit: str
+    browser_bot_memory_request: str
+    browser_bot_memory_limit: str
     max_meeting_seconds: int
     bot_display_name: str
     bot_waiting_room_timeout_seconds: float

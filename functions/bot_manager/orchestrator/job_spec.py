@@ -10,7 +10,9 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
+from functions.common.bot_config import ENV_NAMES
 from functions.common.naming import label_value
+from functions.common.platforms import MEETING_PLATFORMS
 from functions.common.settings import Settings
 
 from . import BotSpec
@@ -51,6 +53,19 @@ def active_deadline_seconds(spec: BotSpec, settings: Settings) -> int:
     return math.ceil(max_duration + settings.bot_drain_seconds) + DEADLINE_MARGIN_SECONDS
 
 
+def _resources(spec: BotSpec, settings: Settings) -> dict[str, dict[str, str]]:
+    """A meeting-platform bot runs Chromium, which needs several times a recording bot's memory."""
+    if spec.env.get(ENV_NAMES["platform"]) in MEETING_PLATFORMS:
+        return {
+            "requests": {"cpu": settings.browser_bot_cpu_request, "memory": settings.browser_bot_memory_request},
+            "limits": {"cpu": settings.browser_bot_cpu_limit, "memory": settings.browser_bot_memory_limit},
+        }
+    return {
+        "requests": {"cpu": settings.bot_cpu_request, "memory": settings.bot_memory_request},
+        "limits": {"cpu": settings.bot_cpu_limit, "memory": settings.bot_memory_limit},
+    }
+
+
 def _labels(spec: BotSpec) -> dict[str, str]:
     """`app=bot` plus the bot's user / meeting / session as `vexa.io/<key>`."""
     labels = {f"vexa.io/{key}": label_value(value) for key, value in sorted(spec.labels.items())}
@@ -87,12 +102,10 @@ def _pod_spec(spec: BotSpec, settings: Settings) -> dict[str, Any]:
             {
                 "name": CONTAINER,
                 "image": settings.bot_image,
-                "command": ["python", "-m", "bot"],
+                # tini (the image's entrypoint) as PID 1: it reaps Chromium's orphaned helpers.
+                "command": ["/usr/bin/tini", "--", "python", "-m", "bot"],
                 "env": _env(spec),
-                "resources": {
-                    "requests": {"cpu": settings.bot_cpu_request, "memory": settings.bot_memory_request},
-                    "limits": {"cpu": settings.bot_cpu_limit, "memory": settings.bot_memory_limit},
-                },
+                "resources": _resources(spec, settings),
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "capabilities": {"drop": ["ALL"]},

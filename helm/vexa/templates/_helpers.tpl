@@ -373,6 +373,14 @@ Integer settings go through int, so that a large number is never written as 1e+0
   value: {{ toString $b.resources.requests.memory | quote }}
 - name: BOT_MEMORY_LIMIT
   value: {{ toString $b.resources.limits.memory | quote }}
+- name: BROWSER_BOT_CPU_REQUEST
+  value: {{ toString $b.browserResources.requests.cpu | quote }}
+- name: BROWSER_BOT_CPU_LIMIT
+  value: {{ toString $b.browserResources.limits.cpu | quote }}
+- name: BROWSER_BOT_MEMORY_REQUEST
+  value: {{ toString $b.browserResources.requests.memory | quote }}
+- name: BROWSER_BOT_MEMORY_LIMIT
+  value: {{ toString $b.browserResources.limits.memory | quote }}
 - name: MAX_MEETING_SECONDS
   value: {{ int $b.maxMeetingSeconds | quote }}
 - name: BOT_JOB_TTL_SECONDS

@@ -54,11 +54,16 @@ def fresh_database() -> Iterator[str]:
     try:
         yield url
     finally:
-        engine_for(url).dispose()
-        admin = create_engine(f"{DATABASE_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(url)
+
+
+def drop_database(url: str) -> None:
+    """Drop a test database on DATABASE_SERVER, closing whatever still uses it."""
+    engine_for(url).dispose()
+    admin = create_engine(f"{DATABASE_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    admin.dispose()
 
 
 # Columns that record use, not state: a request that is refused still counts as a use of its key.

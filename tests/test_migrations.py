@@ -6,12 +6,12 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from alembic import command
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from functions.common.db import alembic_config, engine_for, ensure_database
 from functions.common.lifecycle import HAPPY_PATH, LIVE
 from functions.common.models import Base
-from tests.conftest import DATABASE_SERVER, fresh_database
+from tests.conftest import DATABASE_SERVER, drop_database, fresh_database
 
 
 @contextmanager
@@ -23,11 +23,7 @@ def _database_from_models() -> Iterator[str]:
         Base.metadata.create_all(engine_for(url))
         yield url
     finally:
-        engine_for(url).dispose()
-        admin = create_engine(f"{DATABASE_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(url)
 
 
 def _schema(url: str) -> dict[str, list[tuple]]:

@@ -92,8 +92,11 @@
     if (context) connect(track.id, track);
   }
 
+  const streams = new WeakSet(); // streams whose later tracks are already listened for
   function addStream(stream) {
     for (const track of stream.getAudioTracks()) addTrack(track);
+    if (streams.has(stream)) return;
+    streams.add(stream);
     stream.addEventListener("addtrack", (event) => addTrack(event.track));
   }
 

@@ -36,6 +36,7 @@ POLL_SECONDS = 0.1
 ANSWER_SECONDS = 20.0  # after asking to join, the page must show the lobby or the meeting by then
 AFTER_ADMISSION_SECONDS = 15.0  # how long prompts right after admission (Zoom's audio) are looked for
 SPEAKERS_EVERY_SECONDS = 5.0  # how often ended speaker turns are sent
+GONE_SECONDS = 3.0  # the meeting's controls missing this long, with no end shown: the meeting is gone
 SOUND_RMS = 30  # int16 RMS above this (about -60 dBFS) is a sound, for the silence rule
 SCREENSHOT_QUALITY = (70, 40, 15)  # JPEG qualities tried until the screenshot fits in its event
 MAX_SCREENSHOT_BYTES = 290_000  # base64 of this fits events.MAX_SCREENSHOT_BASE64
@@ -63,6 +64,7 @@ class BrowserSource(AudioSource):
         except SpecError as exc:
             raise SourceError(str(exc)) from None
         self.adapter = ADAPTERS[Platform(config.platform)](self.spec)
+        self._probes = self.spec.page_probes()
         self.started = time.monotonic()
         self.end_reason: CompletionReason | None = None
         self._stop_requested = False
@@ -100,6 +102,7 @@ class BrowserSource(AudioSource):
         # Speaker changes are handed on one poll late: the audio of their moment may still be on
         # its way from the page when the change is seen.
         changes: list[float] = []
+        last_in_meeting = admitted
         while not self._stopping():
             snapshot = self._poll(page)
             now = time.monotonic()
@@ -111,7 +114,11 @@ class BrowserSource(AudioSource):
             others, changes = self._observe_people(snapshot)
             presence.observe(now, bool(others), heard_sound=_loud(pcm))
             state = snapshot["state"]
-            if state["removed"] or state["ended"] or not state["in_meeting"]:
+            if state["in_meeting"]:
+                last_in_meeting = now
+            # A page that re-renders may hide its meeting controls for a moment: without an
+            # explicit end, only their absence for a few seconds means the meeting is gone.
+            if state["removed"] or state["ended"] or now - last_in_meeting >= GONE_SECONDS:
                 self.end_reason = CompletionReason.REMOVED if state["removed"] else CompletionReason.MEETING_ENDED
                 self._in_meeting = False
                 break
@@ -127,7 +134,7 @@ class BrowserSource(AudioSource):
         self._send_speakers(self._speakers.close_all(self._audio_position))
 
     def stop(self) -> None:
-        # Called from a signal handler: a plain attribute the loops read.
+        # A plain attribute the loops read, so that a signal handler may call it too.
         self._stop_requested = True
 
     def close(self) -> None:
@@ -207,7 +214,7 @@ class BrowserSource(AudioSource):
 
     def _poll(self, page: Page) -> dict[str, Any]:
         try:
-            snapshot = page.evaluate("probes => window.__vexa.poll(probes)", self.spec.page_probes())
+            snapshot = page.evaluate("probes => window.__vexa.poll(probes)", self._probes)
         except PlaywrightError as exc:
             # The page crashed or navigated away mid-meeting: a new bot may well get back in.
             raise SourceError(f"lost the meeting page: {exc.message.splitlines()[0]}", retryable=True) from None

@@ -206,8 +206,10 @@ def run(state: Path, settings: Settings, command: str) -> dict:
         "end_after_audio_s": END_AFTER_AUDIO_SECONDS,
         "sample_every_s": SAMPLE_SECONDS,
         "bots": bots,
-        "job": {"cpu_request": settings.bot_cpu_request, "cpu_limit": settings.bot_cpu_limit,
-                "memory_request": settings.bot_memory_request, "memory_limit": settings.bot_memory_limit},  # fmt: skip
+        # What a meeting-platform bot's Job is given (job_spec._resources).
+        "job": {"cpu_request": settings.browser_bot_cpu_request, "cpu_limit": settings.browser_bot_cpu_limit,
+                "memory_request": settings.browser_bot_memory_request,
+                "memory_limit": settings.browser_bot_memory_limit},  # fmt: skip
         "cpu_count": os.cpu_count(),
         "command": command,
     }
@@ -384,7 +386,7 @@ def verdict(result: dict) -> str:
     cpu_limit = millicores(job["cpu_limit"]) / 1000
     fits = "within" if b["peak_pss_mib"] <= limit else "**over**"
     return (
-        f"The bot Job's defaults: requests {job['cpu_request']} CPU and {job['memory_request']}, limits {job['cpu_limit']} "
+        f"A meeting-platform bot's Job (BROWSER_BOT_*): requests {job['cpu_request']} CPU and {job['memory_request']}, limits {job['cpu_limit']} "
         f"CPU and {job['memory_limit']}. The largest browser bot ({worst}) peaked at {b['peak_pss_mib']} MiB PSS, {fits} "
         f"the {limit:g} MiB limit and {b['peak_pss_mib'] / request:.1f}× the request; {b['peak_pss_unreclaimable_mib']} "
         f"MiB of it anonymous or shared memory, which without swap cannot be given back. In the meeting it used "

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from functions.common.bot_config import BotConfig
 from functions.common.events import (
+    MAX_REASON,
     Attr,
     BotHeartbeatData,
     BotSpeakersData,
@@ -195,6 +196,8 @@ class Bot:
             log.info("bot.chunk", extra={"chunk_seq": chunk.seq, "seconds": round(chunk.duration, 2)})
 
     def _status(self, state: BotState, reason: str | None = None, **final: int | bool | str | None) -> None:
+        if reason is not None and len(reason) > MAX_REASON:  # a browser's error text can be long
+            reason = reason[: MAX_REASON - 1] + "…"
         data = BotStatusData(state=state, reason=reason, at=datetime.now(timezone.utc), **final)
         event_id = f"{self.config.session_id}:status:{state}"
         self.sink.send(new_event(EventType.BOT_STATUS, self.identity, event_id, self.source_uri, data))

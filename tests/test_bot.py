@@ -24,6 +24,7 @@ from bot.chunker import Chunk, Chunker
 from bot.sources.file import FileSource
 from functions.common.bot_config import ENV_NAMES, BotConfig
 from functions.common.events import (
+    MAX_REASON,
     SAMPLE_RATE,
     AudioChunkAttributes,
     BotHeartbeatData,
@@ -298,6 +299,17 @@ def test_a_missing_recording_fails_with_a_reason(
     assert failed.retryable is False  # a relaunched bot would not find it either: the meeting fails at once
     assert not sink.of_type(EventType.AUDIO_CHUNK)
     assert "Traceback" not in bot.output()
+
+
+def test_a_reason_too_long_for_a_status_event_is_shortened_not_lost(
+    sink: Sink, launch: Callable[[BotConfig], BotRun], tmp_path: Path
+) -> None:
+    missing = tmp_path / ("very-" * 120 + "long.ogg")[:250] / ("deep-" * 60 + ".ogg")
+    bot = launch(bot_config(sink.url, meeting_url=str(missing)))
+    assert bot.exit_code() == 1, bot.output()
+    failed = sink.final_status()
+    assert failed.state == BotState.FAILED
+    assert failed.reason is not None and len(failed.reason) == MAX_REASON and failed.reason.endswith("…")
 
 
 def test_a_relaunched_bot_resumes_the_recording_on_the_meetings_clock(

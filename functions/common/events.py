@@ -34,6 +34,7 @@ MAX_CHUNK_WAV_BYTES = MAX_CHUNK_PCM_BYTES + 1024
 # is 30-150 KB, so this leaves room under MAX_EVENT_BYTES' default 512 KiB.
 MAX_SCREENSHOT_BASE64 = 400_000
 MAX_PARTICIPANT_NAME = 200
+MAX_REASON = 500  # a status reason's length: a sender shortens a longer one
 AUDIO_CONTENT_TYPE = "audio/wav"
 JSON_CONTENT_TYPE = "application/json"
 REQUIRED_ATTRIBUTES = frozenset({"id", "source", "specversion", "type"})
@@ -76,7 +77,7 @@ class _Payload(BaseModel):
 class BotStatusData(_Payload):
     state: BotState
     # PostgreSQL text cannot hold NUL: such a reason is refused (400), not left to the database (5xx).
-    reason: str | None = Field(default=None, max_length=500, pattern=r"^[^\x00]*$")
+    reason: str | None = Field(default=None, max_length=MAX_REASON, pattern=r"^[^\x00]*$")
     at: datetime
     # On LEFT/FAILED: what the bot delivered, so bot-manager knows when the
     # transcript is final and whether anything was lost.

@@ -7,39 +7,59 @@ participants (one voice each), labels who said what from the platform's speaking
 indicators, and completes when the host ends the meeting.
 
 The voices reach the page as media elements here, losslessly, so that the WER comparison
-with the `file` source measures the bot's own path (capture, mixing, resampling, chunking
-at speaker changes). Over WebRTC, as tests/test_browser_bot.py also runs them, Opus and the
+with the `file` source on the same audio (the sample after the same lead-in) measures the
+bot's own path (capture, mixing, resampling, chunking at speaker changes). Over WebRTC, as tests/test_browser_bot.py also runs them, Opus and the
 jitter buffer cost tiny.en a few points of WER more (docs/benchmarks.md), which is the
 platform's loss, not the bot's.
 """
 from __future__ import annotations
 
 import json
+import statistics
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from functions.common.lifecycle import JOIN_ERROR, CompletionReason, MeetingStatus
 from functions.common.settings import REPO_ROOT
+from bot.sources.file import FileSource
+from functions.common.events import SAMPLE_RATE, encode_wav
 from local.simulators.control import Simulator
-from tests.conftest import SAMPLE_TEXT, RunningStack, wait_for
+from tests.conftest import SAMPLE, SAMPLE_TEXT, RunningStack, wait_for
 from tests.support.wer import normalize, word_error_rate
 from tests.test_browser_bot import meeting_key
 
 TURNS = json.loads((REPO_ROOT / "local" / "sample" / "meeting.json").read_text())
-WER_MARGIN = 2.0  # percentage points a meeting platform's transcript may lose to the file source
+WER_MARGIN = 2.0  # percentage points a meeting platform's transcript may lose to the file source on the same audio
 SPEAKER_ACCURACY = 0.9  # share of words attributed to the participant who said them
 MEETING_SECONDS = 63 + 60  # the sample in real time, plus joining and the last chunks' transcription
 S = MeetingStatus
 
 
-@pytest.fixture(scope="module")
-def file_source_wer(stack: RunningStack) -> float:
-    """The same audio through the `file` source: the mark each platform is held to."""
-    assert stack.run_bot("platforms", "file-baseline", speed=10.0).status_code == 201
-    done = stack.wait_status("platforms", "file-baseline", {S.COMPLETED, S.FAILED}, timeout=120)
-    assert done["meeting"]["status"] == S.COMPLETED, done["meeting"]
-    return word_error_rate(SAMPLE_TEXT, " ".join(s["text"] for s in done["segments"]))
+def file_source_wer(stack: RunningStack, folder: Path, lead_in: float, name: str) -> float:
+    """WER of the `file` source on the audio the bot heard: the sample after the same lead-in.
+
+    tiny.en's WER on the sample is not one number: it moves by a few points (8-12 % measured)
+    as the audio's alignment to the chunker's 30 ms frames shifts by a fraction of a second,
+    which moves the pauses and forced cuts. So the recording is run at three alignments around
+    the bot's, at once, and the median is the mark.
+    """
+    with FileSource(str(SAMPLE), 10_000.0) as source:
+        sample = b"".join(source.frames())
+    runs = []
+    for shift_ms in (-10, 0, 10):
+        recording = folder / f"{name}{shift_ms:+d}.wav"
+        recording.write_bytes(encode_wav(bytes(2 * round((lead_in + shift_ms / 1000) * SAMPLE_RATE)) + sample))
+        assert stack.run_bot("platforms", recording.stem, recording, speed=10.0).status_code == 201
+        runs.append(recording.stem)
+    wers = []
+    for run in runs:
+        done = stack.wait_status("platforms", run, {S.COMPLETED, S.FAILED}, timeout=180)
+        assert done["meeting"]["status"] == S.COMPLETED, done["meeting"]
+        wers.append(word_error_rate(SAMPLE_TEXT, " ".join(s["text"] for s in done["segments"])))
+    print(f"file source after {lead_in:.2f} s ± 10 ms: WER {', '.join(f'{w:.1f}' for w in wers)} %")
+    return statistics.median(wers)
 
 
 def true_speaker(start: float, end: float) -> str:
@@ -68,7 +88,7 @@ def speaker_accuracy(segments: list[dict[str, Any]], offset: float) -> float:
 
 @pytest.mark.parametrize("platform", ["google_meet", "teams", "zoom"])
 def test_a_meeting_on_each_platform_is_transcribed_with_its_speakers(
-    stack: RunningStack, simulator: Simulator, file_source_wer: float, platform: str
+    stack: RunningStack, simulator: Simulator, tmp_path: Path, platform: str
 ) -> None:
     user, key = "platforms", meeting_key(platform)
     meeting = simulator.meeting(platform, key)
@@ -93,9 +113,12 @@ def test_a_meeting_on_each_platform_is_transcribed_with_its_speakers(
     path = [change["to"] for change in done["meeting"]["history"] if change["from"] != change["to"]]
     assert path[:5] == [S.REQUESTED, S.STARTING, S.JOINING, S.AWAITING_ADMISSION, S.ACTIVE]
     wer = word_error_rate(SAMPLE_TEXT, " ".join(s["text"] for s in done["segments"]))
-    print(f"{platform}: WER {wer:.1f}% against the file source's {file_source_wer:.1f}%")
-    assert wer <= file_source_wer + WER_MARGIN
-    accuracy = speaker_accuracy(done["segments"], offset=0.0)
+    # The voices start as the bot is let in, a fraction of a second into its audio.
+    lead_in = max(0.01, done["segments"][0]["start"] - TURNS[0]["start"])
+    baseline = file_source_wer(stack, tmp_path, lead_in, f"{platform}-as-a-recording")
+    print(f"{platform}: WER {wer:.1f}% against the file source's {baseline:.1f}% on the same audio")
+    assert wer <= baseline + WER_MARGIN
+    accuracy = speaker_accuracy(done["segments"], offset=lead_in)
     print(f"{platform}: {accuracy:.1%} of words attributed to the right speaker")
     assert accuracy >= SPEAKER_ACCURACY
 

@@ -19,7 +19,7 @@ from tests.support.wer import word_error_rate
 
 SAMPLE_DIR = REPO_ROOT / "local" / "sample"
 # WER measured on local/sample/meeting.ogg with tiny.en, int8, 2 CPU threads:
-# whisperx 13.5% (decoding with timestamp tokens), faster-whisper 11.1%. The
+# whisperx 12.3% (decoding with timestamp tokens), faster-whisper 11.1%. The
 # bounds leave room for other CPUs and compute types, not for a real regression.
 MAX_WER = {"whisperx": 20.0, "faster-whisper": 18.0}
 # How far the first and last segment may sit from the true speech edges
@@ -89,6 +89,16 @@ def test_concurrent_calls_match_a_single_call(engine: Engine, sample_audio: np.n
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda _: engine.transcribe(first_turns, "en"), range(2)))
     assert results == [expected, expected]
+
+
+def test_a_chunk_is_transcribed_past_its_first_sentence(engine: Engine, sample_audio: np.ndarray) -> None:
+    # The chunk the bot cuts from 17.53 s to 26.44 s of the sample (as it does when the audio
+    # starts 0.227 s late): the last words of Bob's turn, then Alice's two sentences. Decoded
+    # as one batch piece, tiny.en stops after Bob's "So I moved them apart." (5 words of 27).
+    alice = "That sounds good. On my side, I spent most of the day on the billing problem that customers reported last week."
+    chunk = sample_audio[round(17.533 * SAMPLE_RATE) : round(26.443 * SAMPLE_RATE)]
+    heard = " ".join(segment.text for segment in engine.transcribe(chunk, "en"))
+    assert word_error_rate(alice, heard.split("apart.")[-1]) < 35.0, heard
 
 
 def test_unknown_engine_names_the_choices() -> None:

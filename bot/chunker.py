@@ -9,8 +9,11 @@ chunk that reaches the maximum length is cut at its quietest point near the
 end.
 
 A live meeting also says when someone else starts speaking (speaker_changed):
-the chunk being built then ends in the pause before, however short it is, so
-that no chunk, and so no transcript segment, holds two speakers' words.
+the chunk being built then ends in the pause before, if it is long enough by
+then, so that a chunk holds one speaker's words. A shorter turn stays in the
+next speaker's chunk rather than going alone: whisper loses words on a chunk of
+a few seconds (docs/benchmarks.md, part 1), and it usually ends a segment
+between the two turns, so each segment still gets its own speaker.
 
 The stream is analysed in 30 ms frames with the WebRTC voice activity
 detector. Cuts fall on frame boundaries, and the chunks are contiguous:
@@ -36,9 +39,6 @@ MIN_FINAL_SECONDS = 0.3  # a shorter remainder at flush() holds no word worth se
 # A speaker change is seen a little after the new voice starts (indicators lag), and turns
 # are separated by pauses of up to about a second: the cut is sought this far back.
 SPEAKER_CUT_SEARCH_MS = 1500
-# Less audio than this before a speaker change stays with the next speaker's: whisper does
-# worse on very short chunks than a segment does with a few words of another speaker.
-MIN_SPEAKER_CHUNK_MS = 2000
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,11 @@ class Chunker:
 
     def speaker_changed(self, at_ms: int) -> list[Chunk]:
         """Someone else started speaking at stream position `at_ms`: end the chunk being built
-        at the quietest point of the SPEAKER_CUT_SEARCH_MS before; the chunk it completes, if any."""
+        at the quietest point of the SPEAKER_CUT_SEARCH_MS before, if that leaves it min_seconds
+        long; the chunk it completes, if any."""
         at_frame = (at_ms * SAMPLE_RATE // 1000 - self._offset_samples) // FRAME_SAMPLES
         at_frame = min(at_frame, len(self._frames))
-        first = max(MIN_SPEAKER_CHUNK_MS // FRAME_MS, at_frame - SPEAKER_CUT_SEARCH_MS // FRAME_MS)
+        first = max(self._min_frames, at_frame - SPEAKER_CUT_SEARCH_MS // FRAME_MS)
         if at_frame < first:
             return []
         candidates = range(first, at_frame + 1)

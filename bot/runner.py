@@ -111,7 +111,7 @@ class Bot:
         self._status(BotState.AWAITING_ADMISSION)
 
     def speaker_changed(self, at: float) -> None:
-        # One speaker per chunk, so that each transcript segment has one speaker too.
+        # One speaker per chunk where the chunk is long enough (Chunker.speaker_changed).
         self._send_chunks(self.chunker.speaker_changed(round(at * 1000)))
 
     def speakers(self, turns: list[Turn], participants: list[str]) -> None:

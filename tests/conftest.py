@@ -8,6 +8,7 @@ Tests need a PostgreSQL server and a Redis server: TEST_DATABASE_SERVER
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import Iterator
 
 import pytest
 import redis
+import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, inspect, text
@@ -26,11 +28,12 @@ from functions.bot_manager import create_app
 from functions.bot_manager.meetings import launch_session
 from functions.bot_manager.orchestrator import Orchestrator, create_orchestrator
 from functions.common.db import engine_for, migrate
+from functions.common.events import Attr, EventType
 from functions.common.models import User
 from functions.common.settings import REPO_ROOT, Settings
 from local.simulators.control import Simulator
 from local.stack import Stack, free_port, isolated_environ
-from tests.support.bot import launch, sink  # noqa: F401 (fixtures: a bot process, the sink it sends to)
+from tests.support.bot import Sink, launch, sink  # noqa: F401 (fixtures: a bot process, the sink it sends to)
 from tests.support.stack import SAMPLE, RunningStack, wait_for  # noqa: F401 (tests import wait_for from here)
 
 DATABASE_SERVER = os.environ.get("TEST_DATABASE_SERVER", "postgresql+pg8000://postgres@127.0.0.1:5432")
@@ -43,6 +46,9 @@ TEST_STACK_ENV = {
 }
 IN_PROCESS_REDIS_URL = REDIS_URL  # stacks run a Redis of their own, so no Celery worker reads this one
 SAMPLE_TEXT = (REPO_ROOT / "local" / "sample" / "meeting.txt").read_text()
+# The session stack's broker also hands this user's audio chunks to the `audio_recorder`
+# fixture, through a Trigger of its own: a test can then hear what that user's bots sent.
+RECORDED_USER = "recorded"
 
 
 @contextmanager
@@ -145,13 +151,43 @@ def simulator() -> Iterator[Simulator]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, simulator: Simulator) -> Iterator[RunningStack]:
+def audio_recorder() -> Iterator[Sink]:
+    """Every audio chunk RECORDED_USER's bots send through the session stack, as delivered."""
+    recorder = Sink()
+    recorder.start()
+    yield recorder
+    recorder.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, simulator: Simulator, audio_recorder: Sink) -> Iterator[RunningStack]:
     """gateway, bot-manager, transcription, broker, Celery: real gunicorn processes under supervisord.
 
-    Its meeting-platform bots reach the simulators instead of the real platforms.
+    Its meeting-platform bots reach the simulators instead of the real platforms, and its broker
+    routes as knative/ says, plus RECORDED_USER's audio chunks to `audio_recorder`.
     """
+    routing = tmp_path_factory.mktemp("knative")
+    for path in (REPO_ROOT / "knative").glob("*.yaml"):
+        shutil.copy(path, routing)
+    (routing / "test-recorder.yaml").write_text(recorder_trigger(audio_recorder.url))
     with fresh_database() as database_url:
-        yield from _running_stack(tmp_path_factory, database_url, BOT_BROWSER_HOST_RULES=simulator.host_rules)
+        yield from _running_stack(tmp_path_factory, database_url, BOT_BROWSER_HOST_RULES=simulator.host_rules,
+                                  KNATIVE_DIR=str(routing))  # fmt: skip
+
+
+def recorder_trigger(url: str) -> str:
+    """A Trigger on knative/'s Broker that hands RECORDED_USER's audio chunks to `url`."""
+    broker = yaml.safe_load((REPO_ROOT / "knative" / "broker.yaml").read_text())["metadata"]
+    return yaml.safe_dump({
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": "test-audio-recorder", "namespace": broker["namespace"]},
+        "spec": {
+            "broker": broker["name"],
+            "filter": {"attributes": {"type": str(EventType.AUDIO_CHUNK), str(Attr.USER_ID): RECORDED_USER}},
+            "subscriber": {"uri": url},
+        },
+    })  # fmt: skip
 
 
 def _running_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, **extra_env: str) -> Iterator[RunningStack]:

@@ -12,11 +12,10 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 
@@ -34,40 +33,10 @@ from functions.common.events import (
     audio_chunk_attributes,
     decode_wav,
 )
-from tests.support.bot import EXIT_TIMEOUT, BotRun, Sink, bot_env
+from tests.support.bot import CHUNK_MAX, CHUNK_MIN, CHUNK_PAUSE_MS, EXIT_TIMEOUT, ROOT, SAMPLE, VAD_MODE, BotRun, Sink, bot_config, bot_env
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "local" / "sample" / "meeting.ogg"
 BYTES_PER_SECOND = SAMPLE_RATE * 2
-FAST = 24.0  # replay speed: the 63 s sample takes under 3 s
-# Shorter chunks than production, so even a few seconds of audio make several.
-CHUNK_MIN, CHUNK_MAX, CHUNK_PAUSE_MS, VAD_MODE = 2.0, 5.0, 300, 2
 MAX_EVENT_BYTES = 512 * 1024
-
-
-# --- the bot's configuration ----------------------------------------------
-
-
-def bot_config(sink_url: str, **overrides: Any) -> BotConfig:
-    config = BotConfig(
-        meeting_id=str(uuid.uuid4()),
-        user_id="user-1",
-        session_id=f"session-{uuid.uuid4().hex[:12]}",
-        platform="file",
-        meeting_url=str(SAMPLE),
-        language="en",
-        replay_speed=FAST,
-        sink_url=sink_url,
-        chunk_min_seconds=CHUNK_MIN,
-        chunk_max_seconds=CHUNK_MAX,
-        chunk_pause_ms=CHUNK_PAUSE_MS,
-        vad_aggressiveness=VAD_MODE,
-        heartbeat_seconds=0.5,
-        buffer_chunks=360,
-        drain_seconds=20.0,
-        log_level="INFO",
-    )
-    return replace(config, **overrides)
 
 
 # --- the recording, as the bot should cut it ---------------------------------

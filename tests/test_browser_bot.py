@@ -12,7 +12,6 @@ import base64
 import shutil
 import signal
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +23,7 @@ from functions.common.events import BotSpeakersData, BotState, EventType
 from functions.common.lifecycle import JOIN_ERROR, CompletionReason
 from functions.common.settings import Settings
 from local.simulators.control import SimulatedMeeting, Simulator
-from tests.support.bot import BotRun, Sink
+from tests.support.bot import BotRun, Sink, bot_config
 
 R = CompletionReason
 BOT_NAME = "Vexa Notetaker"
@@ -32,23 +31,13 @@ SILENT = [{"name": "Carol", "voice": None}]
 
 
 def meeting_config(sink: Sink, sim: Simulator, platform: str, url: str, **overrides: Any) -> BotConfig:
-    config = BotConfig(
-        meeting_id=str(uuid.uuid4()),
-        user_id="user-1",
-        session_id=f"session-{uuid.uuid4().hex[:12]}",
+    """A bot for a simulated meeting, in real time, with every leave rule far off."""
+    meeting = dict(
         platform=platform,
         meeting_url=url,
-        language="en",
         replay_speed=1.0,
-        sink_url=sink.url,
-        chunk_min_seconds=2.0,
-        chunk_max_seconds=5.0,
-        chunk_pause_ms=300,
-        vad_aggressiveness=2,
         heartbeat_seconds=1.0,
-        buffer_chunks=360,
         drain_seconds=10.0,
-        log_level="INFO",
         display_name=BOT_NAME,
         chromium_path=Settings.from_env().chromium_path,  # CHROMIUM_PATH, as `make test` passes it
         browser_host_rules=sim.host_rules,
@@ -59,7 +48,7 @@ def meeting_config(sink: Sink, sim: Simulator, platform: str, url: str, **overri
         silence_timeout_seconds=60,
         max_duration_seconds=300,
     )
-    return replace(config, **overrides)
+    return bot_config(sink.url, **{**meeting, **overrides})
 
 
 def meeting_key(platform: str) -> str:

@@ -52,7 +52,8 @@ from functions.transcription.engines import model_path
 from tests.conftest import SAMPLE, fresh_database, free_port, in_process_bot_manager, snapshot
 from tests.support.audio import load_pcm_f32
 from tests.support.bot import Sink
-from tests.test_bot import bot_config, states
+from tests.support.bot import bot_config
+from tests.test_bot import states
 
 # ---- recordings: what bot-manager accepts ---------------------------------------------------------
 

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 STEP_SECONDS = 20.0  # how long one step of the join flow may take to show what it needs
 PAGE_LOAD_SECONDS = 45.0
 CHECK_SECONDS = 0.25
+CLICK_SECONDS = 2.0  # a shown control that cannot be clicked by then is tried again later
 LEAVE_SECONDS = 5.0  # for the leave button (and any confirmation) to do its work
 LEAVE_SETTLE_SECONDS = 1.0
 
@@ -61,8 +62,7 @@ class MeetingAdapter:
         self.fill_extra_fields(page, link)
         for control in (steps.microphone_off, steps.camera_off):
             # Already off, or not offered to guests: either way nothing will be sent.
-            if _visible(page, control):
-                page.locator(control).first.click()
+            click_if_visible(page, control)
         join = self._wait_for("the join button", steps.join, page, stop_requested)
         if join is not None:
             page.locator(join).first.click()
@@ -74,15 +74,12 @@ class MeetingAdapter:
     def leave(self, page: Page) -> bool:
         """Leave through the meeting's own controls, so others see the bot go at once;
         False if the leave button was not there."""
-        if not _visible(page, self.spec.leave_button):
+        if not click_if_visible(page, self.spec.leave_button):
             return False
-        page.locator(self.spec.leave_button).first.click()
         deadline = time.monotonic() + LEAVE_SECONDS
         pending = list(self.spec.leave_confirm)
         while time.monotonic() < deadline and (pending or _visible(page, self.spec.leave_button)):
-            for confirm in [c for c in pending if _visible(page, c)]:
-                page.locator(confirm).first.click()
-                pending.remove(confirm)
+            pending = [confirm for confirm in pending if not click_if_visible(page, confirm)]
             page.wait_for_timeout(CHECK_SECONDS * 1000)
         # The page tells the platform asynchronously; closing the browser at once could cut that off.
         page.wait_for_timeout(LEAVE_SETTLE_SECONDS * 1000)
@@ -104,8 +101,7 @@ class MeetingAdapter:
             if found:
                 return found
             for prompt in dismiss:
-                if _visible(page, prompt):
-                    page.locator(prompt).first.click()
+                click_if_visible(page, prompt)
             page.wait_for_timeout(CHECK_SECONDS * 1000)
         raise JoinError(
             f"{what} did not appear within {self.step_seconds:g} s "
@@ -143,3 +139,14 @@ def _visible(page: Page, selector: str) -> bool:
         return page.locator(selector).first.is_visible()
     except PlaywrightError:  # a selector the page cannot parse, or a page mid-navigation
         return False
+
+
+def click_if_visible(page: Page, selector: str) -> bool:
+    """Click what `selector` finds first if it shows; whether it was clicked."""
+    if not _visible(page, selector):
+        return False
+    try:
+        page.locator(selector).first.click(timeout=CLICK_SECONDS * 1000)
+    except PlaywrightError:  # it went away, or something covers it: look again on the next check
+        return False
+    return True

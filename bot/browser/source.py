@@ -25,7 +25,7 @@ from functions.common.bot_config import BotConfig
 from functions.common.lifecycle import JOIN_ERROR, CompletionReason
 from functions.common.platforms import Platform
 
-from .adapters import ADAPTERS, JoinError
+from .adapters import ADAPTERS, JoinError, click_if_visible
 from .autoleave import LeaveRules, Presence, is_bot
 from .speakers import SpeakerTracker
 from .spec import PlatformSpec, SpecError, load_spec
@@ -245,14 +245,10 @@ class BrowserSource(AudioSource):
         """Click whichever of `prompts` shows; those not yet seen."""
         waiting = []
         for prompt in prompts:
-            try:
-                if page.locator(prompt).first.is_visible():
-                    page.locator(prompt).first.click()
-                    log.info("browser.prompt_clicked", extra={"selector": prompt})
-                    continue
-            except PlaywrightError:
-                pass
-            waiting.append(prompt)
+            if click_if_visible(page, prompt):
+                log.info("browser.prompt_clicked", extra={"selector": prompt})
+            else:
+                waiting.append(prompt)
         return waiting
 
     def _rules(self) -> LeaveRules:

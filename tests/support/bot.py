@@ -7,7 +7,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -20,7 +21,37 @@ from functions.common.bot_config import BotConfig
 from functions.common.events import BadEvent, BotState, BotStatusData, EventType, parse_http
 
 ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "local" / "sample" / "meeting.ogg"
 EXIT_TIMEOUT = 60.0  # generous: a loaded machine must not make a test flaky
+FAST = 24.0  # replay speed: the 63 s sample takes under 3 s
+# Shorter chunks than production, so even a few seconds of audio make several.
+CHUNK_MIN, CHUNK_MAX, CHUNK_PAUSE_MS, VAD_MODE = 2.0, 5.0, 300, 2
+
+
+# --- the bot's configuration ----------------------------------------------------
+
+
+def bot_config(sink_url: str, **overrides: Any) -> BotConfig:
+    """A file bot replaying the sample fast into `sink_url`; `overrides` change any field."""
+    config = BotConfig(
+        meeting_id=str(uuid.uuid4()),
+        user_id="user-1",
+        session_id=f"session-{uuid.uuid4().hex[:12]}",
+        platform="file",
+        meeting_url=str(SAMPLE),
+        language="en",
+        replay_speed=FAST,
+        sink_url=sink_url,
+        chunk_min_seconds=CHUNK_MIN,
+        chunk_max_seconds=CHUNK_MAX,
+        chunk_pause_ms=CHUNK_PAUSE_MS,
+        vad_aggressiveness=VAD_MODE,
+        heartbeat_seconds=0.5,
+        buffer_chunks=360,
+        drain_seconds=20.0,
+        log_level="INFO",
+    )
+    return replace(config, **overrides)
 
 
 # --- the sink -----------------------------------------------------------------

@@ -40,6 +40,11 @@ WER_MARGIN = 2.0
 # Measured 74 dB: the browser's resampling is all that touches the audio. Below this, the
 # capture itself would be losing something.
 MIN_CAPTURE_SNR_DB = 40.0
+# Half seconds that may fall below it: where the page stalled the voices' playback for a
+# moment, which shifts all that follows (seen in some runs on each platform: 32 ms, about
+# 30 s in), and its neighbour.
+MAX_STALLED_WINDOWS = 2
+SPEECH_RMS = 100  # int16 RMS (about -50 dBFS): a quieter half second of the sample is a pause
 SPEAKER_ACCURACY = 0.9  # share of words attributed to the participant who said them
 MEETING_SECONDS = 63 + 60  # the sample in real time, plus joining and the last chunks' transcription
 S = MeetingStatus
@@ -65,32 +70,43 @@ def recorded_audio(recorder: Sink, meeting_pk: str) -> bytes:
 
 
 def where_the_sample_starts(heard: np.ndarray, sample: np.ndarray) -> int:
-    """The sample index in `heard` at which `sample` begins (cross-correlation peak)."""
+    """The index in `heard` from which `sample` differs least from it (least squares)."""
+    assert len(heard) >= len(sample), f"the bot heard {len(heard) / SAMPLE_RATE:.1f} s, less than the {len(sample) / SAMPLE_RATE:.1f} s sought"
     size = 1 << (len(heard) + len(sample)).bit_length()
     correlation = np.fft.irfft(np.fft.rfft(heard, size) * np.conj(np.fft.rfft(sample, size)), size)
-    return int(np.argmax(correlation[: len(heard)]))
+    energy = np.concatenate(([0.0], np.cumsum(heard**2)))
+    # |heard[i:i+n] - sample|² = energy of heard[i:i+n] - 2 correlation[i] + energy of sample
+    return int(np.argmax(2 * correlation[: len(heard) - len(sample) + 1] - (energy[len(sample) :] - energy[: -len(sample)])))
 
 
-def capture_snr(heard_pcm: bytes, sample: bytes) -> tuple[float, float]:
-    """How faithfully the bot heard the sample: (signal-to-noise ratio in dB, where it starts in s).
+def capture_snr(heard_pcm: bytes, sample: bytes) -> tuple[dict[str, float], float]:
+    """How faithfully the bot heard the sample: the signal-to-noise ratio in dB of each half
+    second of every turn (keyed by its time in the sample and its speaker), and where the
+    sample starts in what the bot heard, in s.
 
-    Each voice plays from a media element of its own, started on its own, so the voices reach
-    the bot a few milliseconds apart from how the sample mixes them: each turn is lined up
-    with what the bot heard on its own, near where the sample as a whole lines up.
+    Each half second is lined up with what the bot heard on its own, near where the sample as
+    a whole lines up: the voices play from media elements of their own, started a few
+    milliseconds apart, and a busy page now and then stalls their playback for a few tens of
+    milliseconds, which shifts everything after without changing it.
     """
     heard = np.frombuffer(heard_pcm, dtype="<i2").astype(np.float64)
     original = np.frombuffer(sample, dtype="<i2").astype(np.float64)
     start = where_the_sample_starts(heard, original)
-    slack = SAMPLE_RATE // 2
-    signal = noise = 0.0
+    window, slack = SAMPLE_RATE // 2, SAMPLE_RATE // 4
+    snrs = {}
     for turn in TURNS:
-        said = original[round(turn["start"] * SAMPLE_RATE) : round(turn["end"] * SAMPLE_RATE)]
-        near = max(0, start + round(turn["start"] * SAMPLE_RATE) - slack)
-        at = near + where_the_sample_starts(heard[near : near + len(said) + 2 * slack], said)
-        assert at + len(said) <= len(heard), f"the bot's audio ends before {turn['speaker']}'s turn at {turn['start']} s does"
-        signal += float(np.sum(said**2))
-        noise += float(np.sum((heard[at : at + len(said)] - said) ** 2))
-    return 10 * np.log10(signal / max(noise, 1.0)), start / SAMPLE_RATE
+        for at in range(round(turn["start"] * SAMPLE_RATE), round(turn["end"] * SAMPLE_RATE) - window, window):
+            said = original[at : at + window]
+            if np.sqrt(np.mean(said**2)) < SPEECH_RMS:
+                continue  # a pause within the turn: nothing to line up
+            near = max(0, start + at - slack)
+            found = near + where_the_sample_starts(heard[near : near + window + 2 * slack], said)
+            snrs[f"{at / SAMPLE_RATE:.1f} s {turn['speaker']}"] = _db(np.sum(said**2), np.sum((heard[found : found + window] - said) ** 2))
+    return snrs, start / SAMPLE_RATE
+
+
+def _db(signal: float, noise: float) -> float:
+    return 10 * float(np.log10(signal / max(noise, 1.0)))
 
 
 def file_source_wer(stack: RunningStack, heard: bytes, recording: Path) -> float:
@@ -155,9 +171,11 @@ def test_a_meeting_on_each_platform_is_transcribed_with_its_speakers(
 
     # What the bot heard is the sample, untouched: captured, mixed and resampled without loss.
     heard = recorded_audio(audio_recorder, done["meeting"]["id"])
-    snr, lead_in = capture_snr(heard, sample_pcm())
-    print(f"{platform}: the bot heard the sample from {lead_in:.3f} s at {snr:.0f} dB SNR")
-    assert snr >= MIN_CAPTURE_SNR_DB
+    snrs, lead_in = capture_snr(heard, sample_pcm())
+    poor = {moment: snr for moment, snr in snrs.items() if snr < MIN_CAPTURE_SNR_DB}
+    print(f"{platform}: the bot heard the sample from {lead_in:.3f} s, {len(snrs) - len(poor)} of {len(snrs)} "
+          f"half seconds at {MIN_CAPTURE_SNR_DB:g} dB SNR or more (median {np.median(list(snrs.values())):.0f} dB)")  # fmt: skip
+    assert len(poor) <= MAX_STALLED_WINDOWS, f"heard poorly: {', '.join(f'{m}: {snr:.0f} dB' for m, snr in poor.items())}"
     # Its transcript is as good as the file source's on that same audio.
     wer = word_error_rate(SAMPLE_TEXT, " ".join(s["text"] for s in done["segments"]))
     baseline = file_source_wer(stack, heard, tmp_path / f"{platform}-as-heard.wav")

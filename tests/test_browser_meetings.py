@@ -86,7 +86,7 @@ def capture_snr(heard_pcm: bytes, sample: bytes) -> tuple[dict[str, float], floa
 
     Each half second is lined up with what the bot heard on its own, near where the sample as
     a whole lines up: the voices play from media elements of their own, started a few
-    milliseconds apart, and a busy page now and then stalls their playback for a few tens of
+    milliseconds apart, and now and then their playback stalls for a few tens of
     milliseconds, which shifts everything after without changing it.
     """
     heard = np.frombuffer(heard_pcm, dtype="<i2").astype(np.float64)

@@ -23,6 +23,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, inspect, text
 
+from bot.sources.file import FileSource
 from functions.accounts import store as accounts
 from functions.bot_manager import create_app
 from functions.bot_manager.meetings import launch_session
@@ -148,6 +149,13 @@ def simulator() -> Iterator[Simulator]:
     sim = Simulator.start()
     yield sim
     sim.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_pcm() -> bytes:
+    """The sample meeting as 16 kHz mono s16le PCM, decoded once."""
+    with FileSource(str(SAMPLE), 10_000.0) as source:
+        return b"".join(source.frames())
 
 
 @pytest.fixture(scope="session")

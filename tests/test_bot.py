@@ -20,7 +20,6 @@ from typing import Callable
 import pytest
 
 from bot.chunker import Chunk, Chunker
-from bot.sources.file import FileSource
 from functions.common.bot_config import ENV_NAMES, BotConfig
 from functions.common.events import (
     MAX_REASON,
@@ -33,19 +32,13 @@ from functions.common.events import (
     audio_chunk_attributes,
     decode_wav,
 )
-from tests.support.bot import CHUNK_MAX, CHUNK_MIN, CHUNK_PAUSE_MS, EXIT_TIMEOUT, ROOT, SAMPLE, VAD_MODE, BotRun, Sink, bot_config, bot_env
+from tests.support.bot import CHUNK_MAX, CHUNK_MIN, CHUNK_PAUSE_MS, EXIT_TIMEOUT, ROOT, VAD_MODE, BotRun, Sink, bot_config, bot_env
 
 BYTES_PER_SECOND = SAMPLE_RATE * 2
 MAX_EVENT_BYTES = 512 * 1024
 
 
 # --- the recording, as the bot should cut it ---------------------------------
-
-
-@pytest.fixture(scope="module")
-def sample_pcm() -> bytes:
-    with FileSource(str(SAMPLE), 10_000.0) as source:
-        return b"".join(source.frames())
 
 
 @pytest.fixture(scope="module")

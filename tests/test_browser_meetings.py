@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bot.sources.file import FileSource
 from functions.common.events import SAMPLE_RATE, Attr, EventType, decode_wav, encode_wav
 from functions.common.lifecycle import JOIN_ERROR, CompletionReason, MeetingStatus
 from functions.common.settings import REPO_ROOT
 from local.simulators.control import Simulator
-from tests.conftest import RECORDED_USER, SAMPLE, SAMPLE_TEXT, RunningStack, wait_for
+from tests.conftest import RECORDED_USER, SAMPLE_TEXT, RunningStack, wait_for
 from tests.support.bot import Sink
 from tests.support.wer import normalize, word_error_rate
 from tests.test_browser_bot import meeting_key
@@ -48,12 +47,6 @@ SPEECH_RMS = 100  # int16 RMS (about -50 dBFS): a quieter half second of the sam
 SPEAKER_ACCURACY = 0.9  # share of words attributed to the participant who said them
 MEETING_SECONDS = 63 + 60  # the sample in real time, plus joining and the last chunks' transcription
 S = MeetingStatus
-
-
-def sample_pcm() -> bytes:
-    """The sample meeting as 16 kHz mono s16le PCM."""
-    with FileSource(str(SAMPLE), 10_000.0) as source:
-        return b"".join(source.frames())
 
 
 def recorded_audio(recorder: Sink, meeting_pk: str) -> bytes:
@@ -144,7 +137,7 @@ def speaker_accuracy(segments: list[dict[str, Any]], offset: float) -> float:
 
 @pytest.mark.parametrize("platform", ["google_meet", "teams", "zoom"])
 def test_a_meeting_on_each_platform_is_transcribed_with_its_speakers(
-    stack: RunningStack, simulator: Simulator, audio_recorder: Sink, tmp_path: Path, platform: str
+    stack: RunningStack, simulator: Simulator, audio_recorder: Sink, sample_pcm: bytes, tmp_path: Path, platform: str
 ) -> None:
     user, key = RECORDED_USER, meeting_key(platform)
     meeting = simulator.meeting(platform, key)
@@ -171,7 +164,7 @@ def test_a_meeting_on_each_platform_is_transcribed_with_its_speakers(
 
     # What the bot heard is the sample, untouched: captured, mixed and resampled without loss.
     heard = recorded_audio(audio_recorder, done["meeting"]["id"])
-    snrs, lead_in = capture_snr(heard, sample_pcm())
+    snrs, lead_in = capture_snr(heard, sample_pcm)
     poor = {moment: snr for moment, snr in snrs.items() if snr < MIN_CAPTURE_SNR_DB}
     print(f"{platform}: the bot heard the sample from {lead_in:.3f} s, {len(snrs) - len(poor)} of {len(snrs)} "
           f"half seconds at {MIN_CAPTURE_SNR_DB:g} dB SNR or more (median {np.median(list(snrs.values())):.0f} dB)")  # fmt: skip

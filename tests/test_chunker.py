@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from bot.chunker import Chunk, Chunker
-from bot.sources.file import FileSource
 from functions.common.events import encode_wav
 from functions.common.settings import SETTINGS
 
@@ -56,12 +55,6 @@ def silence(seconds: float) -> np.ndarray:
 
 def as_pcm(*parts: np.ndarray) -> bytes:
     return np.concatenate(parts).astype(np.int16).tobytes()
-
-
-@pytest.fixture(scope="module")
-def sample_pcm() -> bytes:
-    with FileSource(str(SAMPLE_DIR / "meeting.ogg"), replay_speed=10_000) as source:
-        return b"".join(source.frames())
 
 
 @pytest.fixture(scope="module")

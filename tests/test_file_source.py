@@ -29,11 +29,6 @@ def read_all(location: str, replay_speed: float = FAST) -> bytes:
         return b"".join(source.frames())
 
 
-@pytest.fixture(scope="module")
-def sample_pcm() -> bytes:
-    return read_all(str(SAMPLE))
-
-
 @pytest.fixture
 def web_server() -> Iterator[str]:
     """An http:// address serving the sample folder."""

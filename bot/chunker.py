@@ -8,12 +8,12 @@ the speaker stops rather than when someone speaks again. Without a pause, a
 chunk that reaches the maximum length is cut at its quietest point near the
 end.
 
-A live meeting also says when someone else starts speaking (speaker_changed):
-the chunk being built then ends in the pause before, if it is long enough by
-then, so that a chunk holds one speaker's words. A shorter turn stays in the
-next speaker's chunk rather than going alone: whisper loses words on a chunk of
-a few seconds (docs/benchmarks.md, part 1), and it usually ends a segment
-between the two turns, so each segment still gets its own speaker.
+Who speaks is not the chunker's concern: a chunk may hold several speakers'
+turns, and the transcript's sentences are attributed to them one by one (the
+transcription engines split a chunk's text at whisper's sentence timestamps).
+So a live meeting's chunks are exactly those of the same audio played from a
+file, and a short turn is not cut off into a chunk of its own: whisper loses
+words on a chunk of a few seconds (docs/benchmarks.md, part 1).
 
 The stream is analysed in 30 ms frames with the WebRTC voice activity
 detector. Cuts fall on frame boundaries, and the chunks are contiguous:
@@ -36,9 +36,6 @@ FRAME_BYTES = FRAME_SAMPLES * 2  # mono, 16-bit
 # MAX_CHUNK_SECONDS (the event contract's, 15 s) bounds max_seconds: transcription refuses longer chunks.
 FORCED_CUT_SEARCH = 0.4  # a forced cut falls in the last 40% of the chunk
 MIN_FINAL_SECONDS = 0.3  # a shorter remainder at flush() holds no word worth sending
-# A speaker change is seen a little after the new voice starts (indicators lag), and turns
-# are separated by pauses of up to about a second: the cut is sought this far back.
-SPEAKER_CUT_SEARCH_MS = 1500
 
 
 @dataclass(frozen=True)
@@ -116,20 +113,6 @@ class Chunker:
             self._offset_samples += len(pcm) // 2
             return []
         return [self._chunk(pcm, speech_ms)]
-
-    def speaker_changed(self, at_ms: int) -> list[Chunk]:
-        """Someone else started speaking at stream position `at_ms`: end the chunk being built
-        at the quietest point of the SPEAKER_CUT_SEARCH_MS before, if that leaves it min_seconds
-        long; the chunk it completes, if any."""
-        at_frame = (at_ms * SAMPLE_RATE // 1000 - self._offset_samples) // FRAME_SAMPLES
-        at_frame = min(at_frame, len(self._frames))
-        first = max(self._min_frames, at_frame - SPEAKER_CUT_SEARCH_MS // FRAME_MS)
-        if at_frame < first:
-            return []
-        candidates = range(first, at_frame + 1)
-        quietest = min(map(self._loudness, candidates))
-        tied = [boundary for boundary in candidates if self._loudness(boundary) == quietest]
-        return [self._cut(tied[len(tied) // 2])]  # the middle of a silence: neither voice is clipped
 
     def _add(self, pcm: bytes) -> Chunk | None:
         speech = self._vad.is_speech(pcm, SAMPLE_RATE)

@@ -110,10 +110,6 @@ class Bot:
     def awaiting_admission(self) -> None:
         self._status(BotState.AWAITING_ADMISSION)
 
-    def speaker_changed(self, at: float) -> None:
-        # One speaker per chunk where the chunk is long enough (Chunker.speaker_changed).
-        self._send_chunks(self.chunker.speaker_changed(round(at * 1000)))
-
     def speakers(self, turns: list[Turn], participants: list[str]) -> None:
         assert self.session_start is not None
         at = self.session_start

@@ -114,15 +114,19 @@ def test_the_bot_waits_in_the_lobby_joins_muted_under_its_name_and_leaves_when_t
     assert BotState.ACTIVE not in s.states()
     s.meeting.admit()
     s.bot.wait_for(lambda: BotState.ACTIVE in s.states(), "active", timeout=20)
-    # Both voices speak within the first seconds of the sample: audio and speaker turns arrive.
-    s.bot.wait_for(lambda: len(s.sink.of_type(EventType.AUDIO_CHUNK)) >= 2, "two audio chunks", timeout=40)
+    # Both voices speak within the first seconds of the sample (Bob's first turn ends at 8.5 s):
+    # audio chunks arrive while the meeting runs, and the turns of both.
+    def turns_of() -> set[str]:
+        return {t.participant for e in s.sink.of_type(EventType.BOT_SPEAKERS) for t in BotSpeakersData.model_validate(e.data).turns}
+
+    s.bot.wait_for(lambda: len(s.sink.of_type(EventType.AUDIO_CHUNK)) >= 2 and "Bob" in turns_of(), "audio and Bob's turn", timeout=40)
     s.meeting.end()
     final = s.finished()
     assert (final.state, final.reason) == (BotState.LEFT, R.MEETING_ENDED)
     assert s.states()[:3] == [BotState.JOINING, BotState.AWAITING_ADMISSION, BotState.ACTIVE]
     speakers = [BotSpeakersData.model_validate(e.data) for e in s.sink.of_type(EventType.BOT_SPEAKERS)]
     assert speakers and set(speakers[-1].participants) == {"Alice", "Bob"}  # itself excluded
-    assert {t.participant for event in speakers for t in event.turns} == {"Alice", "Bob"}
+    assert turns_of() == {"Alice", "Bob"}
 
 
 def test_a_host_who_denies_entry_ends_the_meeting_admission_denied(scene: Callable[..., Scene]) -> None:

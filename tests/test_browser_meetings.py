@@ -9,10 +9,9 @@ indicators, and completes when the host ends the meeting.
 The voices reach the page as media elements here, losslessly. The broker hands the bot's audio
 chunks to a recorder as well, so the test hears what the bot heard: the sample, at a high
 signal-to-noise ratio (capture, mixing and resampling lose nothing), and the `file` source's
-transcript of that same audio is the mark for the bot's (whose chunks may also end at speaker
-changes). Over WebRTC, as tests/test_browser_bot.py also runs them, Opus and the
-jitter buffer cost tiny.en a few points of WER more (docs/benchmarks.md), which is the
-platform's loss, not the bot's.
+transcript of that same audio is the mark for the bot's. Over WebRTC, as
+tests/test_browser_bot.py also runs them, Opus and the jitter buffer cost tiny.en a few points
+of WER more (docs/benchmarks.md), which is the platform's loss, not the bot's.
 """
 from __future__ import annotations
 
@@ -111,27 +110,31 @@ def file_source_wer(stack: RunningStack, heard: bytes, recording: Path) -> float
     return word_error_rate(SAMPLE_TEXT, " ".join(s["text"] for s in done["segments"]))
 
 
-def true_speaker(start: float, end: float) -> str:
-    """Who spoke most of [start, end] in the sample (meeting.json's turns)."""
-    overlap = {}
+def who_spoke(start: float, end: float) -> dict[str, float]:
+    """How many seconds of [start, end] each participant spoke in the sample (meeting.json's turns)."""
+    spoken: dict[str, float] = {}
     for turn in TURNS:
         shared = min(end, turn["end"]) - max(start, turn["start"])
-        overlap[turn["speaker"]] = overlap.get(turn["speaker"], 0.0) + max(0.0, shared)
-    return max(overlap, key=overlap.get)
+        if shared > 0:
+            spoken[turn["speaker"]] = spoken.get(turn["speaker"], 0.0) + shared
+    return spoken
 
 
 def speaker_accuracy(segments: list[dict[str, Any]], offset: float) -> float:
-    """Share of transcript words whose segment is labelled with the participant who said them.
+    """Share of transcript words attributed to the participant who said them.
 
-    `offset`: where the sample's 0 s falls on the meeting's audio clock (the voices start as
-    the bot is let in, a fraction of a second from the bot's audio position 0).
+    A segment's words count as its speaker's share of the speech it spans, so one that spans
+    two turns counts as partly wrong, whichever of the two it is given to. `offset`: where the
+    sample's 0 s falls on the meeting's audio clock (the voices start as the bot is let in, a
+    fraction of a second from the bot's audio position 0).
     """
-    right = total = 0
+    right = total = 0.0
     for segment in segments:
         words = len(normalize(segment["text"]).split())
+        spoken = who_spoke(segment["start"] - offset, segment["end"] - offset)
         total += words
-        if segment["speaker"] == true_speaker(segment["start"] - offset, segment["end"] - offset):
-            right += words
+        if spoken:
+            right += words * spoken.get(segment["speaker"], 0.0) / sum(spoken.values())
     return right / total
 
 

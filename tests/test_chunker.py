@@ -190,26 +190,3 @@ def test_silence_makes_chunks_without_speech() -> None:
 def test_invalid_settings(settings: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Chunker(**settings)
-
-
-def test_a_new_speaker_ends_the_chunk_in_the_pause_before_them() -> None:
-    # Alice speaks 4.5 s, Bob answers 0.2 s later (too soon for a pause to end the chunk), and the
-    # change is seen 0.1 s into Bob's words.
-    pcm = as_pcm(voice(4.5, pitch=220.0), silence(0.2), voice(2.0, pitch=110.0))
-    chunker = Chunker(min_seconds=4.0, max_seconds=10.0)
-    assert chunker.feed(pcm[: int(4.8 * 16_000) * 2]) == []
-    (alice,) = chunker.speaker_changed(4800)
-    assert 4.5 <= alice.duration <= 4.7, "cut in the gap between them"
-    rest = chunker.feed(pcm[int(4.8 * 16_000) * 2 :]) + chunker.flush()
-    assert b"".join(c.pcm for c in [alice, *rest]) == pcm
-    assert rest[0].offset_ms == round(alice.duration * 1000)
-
-
-def test_a_turn_shorter_than_a_chunk_stays_with_the_next_speakers_words() -> None:
-    # Bob's question takes 2 s: alone, it would be a chunk too short for whisper to hear well.
-    pcm = as_pcm(voice(2.0, pitch=110.0), silence(0.7), voice(6.0, pitch=220.0))
-    chunker = Chunker(min_seconds=4.0, max_seconds=10.0)
-    assert chunker.feed(pcm[: int(2.8 * 16_000) * 2]) == []
-    assert chunker.speaker_changed(2800) == []
-    chunks = chunker.feed(pcm[int(2.8 * 16_000) * 2 :]) + chunker.flush()
-    assert chunks[0].offset_ms == 0 and chunks[0].duration > 4.0

@@ -25,6 +25,8 @@ MAX_WER = {"whisperx": 20.0, "faster-whisper": 18.0}
 # How far the first and last segment may sit from the true speech edges
 # (VAD padding and whisper's 20 ms timestamp steps).
 EDGE_TOLERANCE_SECONDS = 1.0
+# How far a segment's timestamp may stray past the silence it should fall in.
+TIMESTAMP_SLACK_SECONDS = 0.2
 
 
 def _refuse_network(*args, **kwargs):
@@ -99,6 +101,20 @@ def test_a_chunk_is_transcribed_past_its_first_sentence(engine: Engine, sample_a
     chunk = sample_audio[round(17.533 * SAMPLE_RATE) : round(26.443 * SAMPLE_RATE)]
     heard = " ".join(segment.text for segment in engine.transcribe(chunk, "en"))
     assert word_error_rate(alice, heard.split("apart.")[-1]) < 35.0, heard
+
+
+def test_each_turn_in_a_chunk_gets_segments_of_its_own(engine: Engine, sample_audio: np.ndarray) -> None:
+    # A chunk of 3.5-12.5 s of the sample: Bob's turn, half a second of silence, Alice's answer.
+    # Their segments meet in that silence, so each is attributed to one speaker.
+    _, bob, alice, *_ = json.loads((SAMPLE_DIR / "meeting.json").read_text())
+    start = 3.5
+    segments = engine.transcribe(sample_audio[round(start * SAMPLE_RATE) : round(12.5 * SAMPLE_RATE)], "en")
+    silence = (bob["end"] - start - TIMESTAMP_SLACK_SECONDS, alice["start"] - start + TIMESTAMP_SLACK_SECONDS)
+    bobs = [s for s in segments if s.end <= silence[1]]
+    alices = [s for s in segments if s.start >= silence[0]]
+    assert bobs + alices == segments, f"a segment spans both turns: {segments}"
+    assert word_error_rate(bob["text"], " ".join(s.text for s in bobs)) < 35.0, bobs
+    assert word_error_rate(alice["text"], " ".join(s.text for s in alices)) < 35.0, alices
 
 
 def test_unknown_engine_names_the_choices() -> None:

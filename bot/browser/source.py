@@ -74,7 +74,6 @@ class BrowserSource(AudioSource):
         self._in_meeting = False
         self._speakers = SpeakerTracker()
         self._participants: set[str] = set()
-        self._last_speaker: str | None = None
         self._audio_position = 0.0  # seconds of audio captured, as of the latest poll
 
     # -- AudioSource -------------------------------------------------------------------------
@@ -99,9 +98,6 @@ class BrowserSource(AudioSource):
         presence = Presence(self._rules(), started=self.started, admitted=admitted)
         next_speakers = admitted + SPEAKERS_EVERY_SECONDS
         prompts = list(self.adapter.spec.join.after_admission)
-        # Speaker changes are handed on one poll late: the audio of their moment may still be on
-        # its way from the page when the change is seen.
-        changes: list[float] = []
         last_in_meeting = admitted
         while not self._stopping():
             snapshot = self._poll(page)
@@ -109,9 +105,7 @@ class BrowserSource(AudioSource):
             pcm = b"".join(base64.b64decode(batch) for batch in snapshot["audio"])
             if pcm:
                 yield pcm
-            for at in changes:
-                self.listener.speaker_changed(at)
-            others, changes = self._observe_people(snapshot)
+            others = self._observe_people(snapshot)
             presence.observe(now, bool(others), heard_sound=_loud(pcm))
             state = snapshot["state"]
             if state["in_meeting"]:
@@ -221,21 +215,14 @@ class BrowserSource(AudioSource):
         self._audio_position = snapshot["position"]
         return snapshot
 
-    def _observe_people(self, snapshot: dict[str, Any]) -> tuple[list[str], list[float]]:
-        """Record speaker changes and participants: the people present other than bots, and
-        the audio positions where someone other than the last speaker started speaking."""
+    def _observe_people(self, snapshot: dict[str, Any]) -> list[str]:
+        """Record speaker changes and participants; the people present other than bots."""
         own = self.config.display_name
-        new_speaker_at = []
         for change in snapshot["speakers"]:
-            if change["name"] == own:
-                continue
-            self._speakers.change(change["name"], change["speaking"], change["at"])
-            if change["speaking"] and change["name"] != self._last_speaker:
-                if self._last_speaker is not None:
-                    new_speaker_at.append(change["at"])
-                self._last_speaker = change["name"]
+            if change["name"] != own:
+                self._speakers.change(change["name"], change["speaking"], change["at"])
         self._participants.update(name for name in snapshot["seen"] if name != own)
-        return [name for name in snapshot["present"] if not is_bot(name, own)], new_speaker_at
+        return [name for name in snapshot["present"] if not is_bot(name, own)]
 
     def _send_speakers(self, turns: list) -> None:
         if turns or self._participants:

@@ -51,9 +51,6 @@ class SourceListener(Protocol):
 
     def awaiting_admission(self) -> None: ...
 
-    def speaker_changed(self, at: float) -> None:
-        """Someone other than the last speaker started speaking, `at` seconds into the session's audio."""
-
     def speakers(self, turns: list[Turn], participants: list[str]) -> None:
         """Speaker turns that ended (seconds of session audio), and everyone seen so far."""
 

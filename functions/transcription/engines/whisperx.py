@@ -1,5 +1,11 @@
 """whisperx: pyannote VAD cuts speech into <=30 s pieces, faster-whisper decodes them in batches.
 
+whisperx gives one segment per piece, and a chunk of a few seconds is one piece: a segment
+would span every sentence of the chunk, and every speaker. Whisper marks where each sentence
+starts and ends with timestamp tokens, which whisperx drops; this engine keeps the decoded
+tokens and splits each piece at them, so a segment is a sentence, and a speaker change between
+two sentences of a chunk is a change between two segments.
+
 Everything loads from local files: the whisper model from WHISPER_MODEL (or the bundled tiny.en)
 and the pyannote segmentation model bundled in the whisperx wheel
 (whisperx/assets/pytorch_model.bin). No word-alignment model is used, since it
@@ -11,6 +17,7 @@ import logging
 import os
 import threading
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +33,7 @@ from . import TranscribedSegment, build_segments, model_path
 # second, and a VAD piece is mostly speech.
 RECHECK_SECONDS = 3.0
 FEWEST_WORDS_PER_SECOND = 1.0
+TIMESTAMP_SECONDS = 0.02  # whisper's timestamp tokens count in steps of 20 ms
 log = logging.getLogger(__name__)
 
 # pyannote.audio 4 sends usage telemetry to otel.pyannote.ai unless told not to;
@@ -54,7 +62,7 @@ class WhisperXEngine:
             import whisperx.vads.pyannote  # noqa: F401 - loads pyannote and lightning, which set up their loggers
 
             _use_our_log_handlers("whisperx", "lightning", "lightning_fabric", "pytorch_lightning")
-            self._pipeline = whisperx.load_model(
+            pipeline = whisperx.load_model(
                 model_path(settings),
                 settings.whisper_device,
                 compute_type=settings.whisper_compute_type,
@@ -65,21 +73,32 @@ class WhisperXEngine:
                 # first sentence of a chunk (sample cut at pauses: 32% WER without, 10.5% with).
                 asr_options={"beam_size": settings.whisper_beam_size, "without_timestamps": False},
             )
+        self._decoder = _RecordingDecoder(pipeline.model.model)
+        pipeline.model.model = self._decoder
+        self._pipeline = pipeline
 
     def transcribe(self, audio: np.ndarray, language: str) -> list[TranscribedSegment]:
         if audio.size == 0:
             return []  # pyannote rejects a waveform with no samples
         with self._lock:
+            self._decoder.sequences.clear()
             result = self._pipeline.transcribe(audio, batch_size=self._batch_size, language=language)
-            pieces = [piece for s in result["segments"] for piece in self._complete(audio, s, language)]
+            decoded = list(self._decoder.sequences)  # one per piece, in order
+            if len(decoded) != len(result["segments"]):
+                raise RuntimeError(f"whisperx decoded {len(decoded)} sequences for {len(result['segments'])} pieces")
+            pieces = []
+            for segment, tokens in zip(result["segments"], decoded):
+                whole = (segment["start"], segment["end"], segment["text"])
+                pieces += self._decoded_again(audio, whole, language) or sentences(whole, tokens, self._pipeline.tokenizer)
         return build_segments(pieces, audio)
 
-    def _complete(self, audio: np.ndarray, segment: dict, language: str) -> list[tuple[float, float, str]]:
-        """`segment` as (start, end, text) pieces, decoded again if it stopped short (see RECHECK_SECONDS)."""
-        start, end, text = segment["start"], segment["end"], segment["text"]
+    def _decoded_again(self, audio: np.ndarray, piece: tuple[float, float, str], language: str) -> list[tuple[float, float, str]]:
+        """`piece` (start, end, text) decoded again, in sentences, if it stopped short (see
+        RECHECK_SECONDS) and that finds more words; otherwise nothing."""
+        start, end, text = piece
         seconds = end - start
         if seconds < RECHECK_SECONDS or len(text.split()) >= seconds * FEWEST_WORDS_PER_SECOND:
-            return [(start, end, text)]
+            return []
         span = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
         # The batched pipeline's own model, decoding with faster-whisper's sequential loop.
         decoded, _ = self._pipeline.model.transcribe(
@@ -87,9 +106,46 @@ class WhisperXEngine:
         )
         pieces = [(start + p.start, start + p.end, p.text) for p in decoded]
         if sum(len(p[2].split()) for p in pieces) <= len(text.split()):
-            return [(start, end, text)]
+            return []
         log.info("whisperx.segment_completed", extra={"seconds": round(seconds, 2), "words_before": len(text.split())})
         return pieces
+
+
+class _RecordingDecoder:
+    """The CTranslate2 Whisper model, passed through, keeping the token sequence (timestamp
+    tokens included) of every batch item `generate` decodes."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.sequences: list[list[int]] = []
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        results = self._model.generate(*args, **kwargs)
+        self.sequences.extend(result.sequences_ids[0] for result in results)
+        return results
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def sentences(piece: tuple[float, float, str], tokens: list[int], tokenizer: Any) -> list[tuple[float, float, str]]:
+    """`piece` (start, end, text) split where whisper's timestamp tokens in `tokens` mark a
+    sentence's start and end; the piece whole if they mark none."""
+    start, end, _ = piece
+    found: list[tuple[float, float, str]] = []
+    opened_at, words = 0.0, []
+    for token in tokens:
+        if token < tokenizer.eot:
+            words.append(token)
+        elif token >= tokenizer.timestamp_begin:
+            at = (token - tokenizer.timestamp_begin) * TIMESTAMP_SECONDS
+            if words:
+                found.append((min(start + opened_at, end), min(start + at, end), tokenizer.decode(words)))
+                words = []
+            opened_at = at
+    if words:
+        found.append((min(start + opened_at, end), end, tokenizer.decode(words)))
+    return found if len(found) > 1 else [piece]
 
 
 def _use_our_log_handlers(*prefixes: str) -> None:

@@ -52,8 +52,8 @@ class WhisperXEngine:
         torch.set_num_threads(settings.whisper_cpu_threads)
         self._batch_size = settings.whisper_batch_size
         self._beam_size = settings.whisper_beam_size
-        # The pipeline swaps its tokenizer and counters on each call, so one
-        # call at a time.
+        # The pipeline swaps its tokenizer and counters on each call, and the decoder records
+        # one call's token sequences, so one call at a time.
         self._lock = threading.Lock()
         with warnings.catch_warnings():
             # pyannote warns that torchcodec cannot decode files; it is only

@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from functions.common.bot_config import BotConfig
+from functions.common.bot_config import FINAL_STATUS_SECONDS, BotConfig
 from functions.common.events import (
     MAX_REASON,
     Attr,
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from .browser.speakers import Turn
 
 log = logging.getLogger(__name__)
-FINAL_STATUS_SECONDS = 10.0  # how long the last status event may take to get out
 
 
 class Bot:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import requests
 from cloudevents.core.v1.event import CloudEvent
 
+from functions.common.bot_config import SINK_REQUEST_SECONDS
 from functions.common.events import is_retryable, to_http
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class _Pending:
 
 
 class EventSink:
-    def __init__(self, url: str, capacity: int, timeout: float = 10.0):
+    def __init__(self, url: str, capacity: int, timeout: float = SINK_REQUEST_SECONDS):
         self.url = url
         self.capacity = capacity
         self.timeout = timeout

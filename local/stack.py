@@ -31,7 +31,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from functions.common.processes import pid_alive
 from functions.common.settings import REPO_ROOT, Settings
+from functions.worker.orchestrator import BotRunState, ProcessOrchestrator
 
 PG_USER = "vexa-postgres"  # PostgreSQL refuses to run as root
 
@@ -164,9 +166,9 @@ class Stack:
             web("transcription", "functions.transcription", s.transcription_port, 1, max(2, s.whisper_instances)),
             web("bot-manager", "functions.bot_manager", s.bot_manager_port, 2, 4),
             web("gateway", "functions.gateway", s.gateway_port, 2, 4),
-            Program("celery-worker", [sys.executable, "-m", "celery", "-A", "functions.worker:celery_app", "worker",
+            Program("celery-worker", [sys.executable, "-m", "celery", "-A", "functions.worker.app:celery_app", "worker",
                                       "--loglevel", "INFO", "--concurrency", "2"], env),  # fmt: skip
-            Program("celery-beat", [sys.executable, "-m", "celery", "-A", "functions.worker:celery_app", "beat",
+            Program("celery-beat", [sys.executable, "-m", "celery", "-A", "functions.worker.app:celery_app", "beat",
                                     "--loglevel", "INFO", "--schedule", str(self.state / "celerybeat-schedule")], env),  # fmt: skip
         ]
 
@@ -276,19 +278,16 @@ class Stack:
         self._stop_bots()
         pid = int((self.state / "supervisord.pid").read_text())
         self.ctl("shutdown", check=False)
-        _wait(lambda: not _process_exists(pid), "supervisord to stop its programs", 90)
+        _wait(lambda: not pid_alive(pid), "supervisord to stop its programs", 90)
         print("Vexa is down")
 
     def _stop_bots(self) -> None:
-        from functions.bot_manager.orchestrator import WorkerState
-        from functions.bot_manager.orchestrator.process import ProcessOrchestrator
-
         bots = ProcessOrchestrator(str(self.state))
-        live = [w.name for w in bots.list() if w.state in (WorkerState.PENDING, WorkerState.RUNNING)]
+        live = [w.name for w in bots.list() if w.state in (BotRunState.PENDING, BotRunState.RUNNING)]
         for name in live:
             bots.stop(name)
         # Give bots the time to leave and flush while the broker and services still run.
-        _wait(lambda: all(bots.status(n).state not in (WorkerState.PENDING, WorkerState.RUNNING) for n in live),
+        _wait(lambda: all(bots.status(n).state not in (BotRunState.PENDING, BotRunState.RUNNING) for n in live),
               "bots to leave", self.settings.bot_drain_seconds + 10)  # fmt: skip
 
     def ps(self) -> None:
@@ -296,10 +295,8 @@ class Stack:
             print("not running")
             return
         print(self.ctl("status", check=False).stdout, end="")
-        from functions.bot_manager.orchestrator.process import ProcessOrchestrator
-
-        for worker in ProcessOrchestrator(str(self.state)).list():
-            print(f"{worker.name:<63} {worker.state:<10} {worker.detail or ''}")
+        for bot in ProcessOrchestrator(str(self.state)).list():
+            print(f"{bot.name:<63} {bot.state:<10} {bot.detail or ''}")
 
     def logs_of(self, service: str | None) -> None:
         files = [self.logs / f"{service}.log"] if service else sorted(self.logs.glob("*.log"))
@@ -365,14 +362,6 @@ def _wait(ready, what: str, seconds: float, log: Path | None = None) -> None:
             hint = f"; see {log}" if log else ""
             sys.exit(f"timed out after {seconds:.0f}s waiting for {what}{hint}")
         time.sleep(0.5)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _ensure_system_user(name: str) -> None:

@@ -26,8 +26,8 @@ from sqlalchemy import create_engine, inspect, text
 from bot.sources.file import FileSource
 from functions.accounts import store as accounts
 from functions.bot_manager import create_app
-from functions.bot_manager.meetings import launch_session
-from functions.bot_manager.orchestrator import Orchestrator, create_orchestrator
+from functions.worker.launching import launch_session
+from functions.worker.orchestrator import Orchestrator, create_orchestrator
 from functions.common.db import engine_for, migrate
 from functions.common.events import Attr, EventType
 from functions.common.models import User
@@ -35,7 +35,7 @@ from functions.common.settings import REPO_ROOT, Settings
 from local.simulators.control import Simulator
 from local.stack import Stack, free_port, isolated_environ
 from tests.support.bot import Sink, launch, sink  # noqa: F401 (fixtures: a bot process, the sink it sends to)
-from tests.support.stack import SAMPLE, RunningStack, wait_for  # noqa: F401 (tests import wait_for from here)
+from local.stack_client import SAMPLE, RunningStack, wait_for  # noqa: F401 (tests import wait_for from here)
 
 DATABASE_SERVER = os.environ.get("TEST_DATABASE_SERVER", "postgresql+pg8000://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -105,7 +105,7 @@ class InProcessBotManager:
 
     def run(self, user: str, meeting_id: str, recording: Path | str = SAMPLE, launch: bool = True) -> dict:
         services = self.app.extensions["vexa"]
-        with services.sessions() as db, db.begin():  # as the admin API would have
+        with services.db_sessions() as db, db.begin():  # as the admin API would have
             if db.get(User, user) is None:
                 accounts.create_user(db, user)
         body = {"user_id": user, "meeting_id": meeting_id, "meeting_url": str(recording)}
@@ -113,7 +113,7 @@ class InProcessBotManager:
         assert response.status_code == 201, response.get_json()
         meeting = response.get_json()
         if launch:  # what the launch task does
-            launch_session(services.sessions, self.settings, self.orchestrator, uuid.UUID(meeting["id"]), meeting["session_id"])
+            launch_session(services.db_sessions, self.settings, self.orchestrator, uuid.UUID(meeting["id"]), meeting["session_id"])
         return meeting
 
     def meeting(self, user: str, meeting_id: str) -> dict:
@@ -179,8 +179,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, simulator: Simulator, audio_
         shutil.copy(path, routing)
     (routing / "test-recorder.yaml").write_text(recorder_trigger(audio_recorder.url))
     with fresh_database() as database_url:
+        # A join step the simulators answer in a second gets 10 s, not 20: a join that cannot finish fails sooner.
         yield from _running_stack(tmp_path_factory, database_url, BOT_BROWSER_HOST_RULES=simulator.host_rules,
-                                  KNATIVE_DIR=str(routing))  # fmt: skip
+                                  KNATIVE_DIR=str(routing), BOT_JOIN_STEP_SECONDS="10")  # fmt: skip
 
 
 def recorder_trigger(url: str) -> str:

@@ -47,6 +47,7 @@ def meeting_config(sink: Sink, sim: Simulator, platform: str, url: str, **overri
         everyone_left_timeout_seconds=60,
         silence_timeout_seconds=60,
         max_duration_seconds=300,
+        join_step_seconds=15,
     )
     return bot_config(sink.url, **{**meeting, **overrides})
 
@@ -223,7 +224,7 @@ def test_a_ui_change_fails_the_join_with_a_screenshot_and_an_edit_of_the_data_fi
         sink.start()
     try:
         s = Scene(simulator, broken, launch, platform, ui_version="next")
-        s.send_bot()
+        s.send_bot(join_step_seconds=5)  # how long the bot looks for the join button before it gives up
         final = s.finished()
         assert final.state == BotState.FAILED and not final.retryable
         assert final.reason.startswith(f"{JOIN_ERROR}: the join button did not appear"), final.reason

@@ -65,7 +65,7 @@ def test_a_missing_data_file_is_refused(tmp_path: Path) -> None:
     ],
 )
 def test_zoom_links_open_in_the_web_client(link: str, opened: str) -> None:
-    assert ZoomAdapter(load_spec("zoom")).meeting_link(link) == opened
+    assert ZoomAdapter(load_spec("zoom"), step_seconds=20).meeting_link(link) == opened
 
 
 def test_speaker_turns_run_from_indicator_on_to_off() -> None:

@@ -34,15 +34,15 @@ import referencing
 import yaml
 
 
-from functions.bot_manager.meetings import bot_spec
-from functions.bot_manager.orchestrator.job_spec import BOT_SELECTOR, DEADLINE_MARGIN_SECONDS, build_job
+from functions.worker.launching import bot_spec
+from functions.worker.orchestrator.job_spec import BOT_SELECTOR, DEADLINE_MARGIN_SECONDS, build_job
 from functions.broker.routing import load_routing
 from functions.common.admission import check_run_request
 from functions.common.bot_config import ENV_NAMES, BotConfig
 from functions.common.models import BotSession, Meeting
 from functions.common.schemas import CreateKeyRequest, CreateUserRequest, RunBotRequest
 from functions.common.settings import REPO_ROOT, SETTINGS, Settings
-from functions.common.web import ApiError
+from functions.common.errors import Unacceptable
 from functions.worker.reconciler import policy_from
 
 CHART = REPO_ROOT / "helm" / "vexa"
@@ -72,7 +72,7 @@ PROCESS_VARIABLES = {"GUNICORN_TIMEOUT", "GUNICORN_THREADS", "PROMETHEUS_MULTIPR
 # The Kubernetes API identity: the Celery worker's, the only Vexa pod that talks to the API.
 WORKER = f"{RELEASE}-worker"
 LEAST_PRIVILEGE_RULES = [
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "delete"]},
 ]
 # Where each setting the worker builds, launches and relaunches bots from comes from in
 # values.yaml. Which settings those are is not listed here but found by running the worker's
@@ -104,6 +104,7 @@ BOT_VALUES = {
     "BOT_NO_ONE_JOINED_TIMEOUT_SECONDS": "bot.noOneJoinedTimeoutSeconds",
     "BOT_EVERYONE_LEFT_TIMEOUT_SECONDS": "bot.everyoneLeftTimeoutSeconds",
     "BOT_SILENCE_TIMEOUT_SECONDS": "bot.silenceTimeoutSeconds",
+    "BOT_JOIN_STEP_SECONDS": "bot.joinStepSeconds",
     "CHROMIUM_PATH": "bot.chromiumPath",
     "BOT_BROWSER_HOST_RULES": "bot.browserHostRules",
     "BOT_PLATFORMS_DIR": "bot.platformsDir",
@@ -141,6 +142,7 @@ CUSTOM_VALUES = {
         "noOneJoinedTimeoutSeconds": 90.5,
         "everyoneLeftTimeoutSeconds": 10,
         "silenceTimeoutSeconds": 900,
+        "joinStepSeconds": 35,
         "chromiumPath": "/opt/chromium/chrome",
         "browserHostRules": "MAP meet.google.com 10.0.0.9:8443",
         "platformsDir": "/etc/vexa/platforms",
@@ -601,8 +603,8 @@ def test_services_run_gunicorn_on_the_app_factories(rendered):
 def test_celery_worker_and_a_single_beat(rendered):
     worker = one(rendered, "Deployment", f"{RELEASE}-worker")
     beat = one(rendered, "Deployment", f"{RELEASE}-beat")
-    assert container_of(worker)["command"][:4] == ["celery", "-A", "functions.worker:celery_app", "worker"]
-    assert container_of(beat)["command"][:4] == ["celery", "-A", "functions.worker:celery_app", "beat"]
+    assert container_of(worker)["command"][:4] == ["celery", "-A", "functions.worker.app:celery_app", "worker"]
+    assert container_of(beat)["command"][:4] == ["celery", "-A", "functions.worker.app:celery_app", "beat"]
     assert importlib.util.find_spec("functions.worker") is not None
     # Never two schedulers, not even during a rollout.
     assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"] == {"type": "Recreate"}
@@ -1040,8 +1042,8 @@ def test_bot_manager_admits_only_the_recordings_and_languages_the_release_allows
     def admitted(url: str, language: str | None = None) -> bool:
         try:
             check_run_request(RunBotRequest(user_id="alice", meeting_id="m", meeting_url=url, language=language), settings)
-        except ApiError as refused:
-            assert refused.status == 422 and refused.code in ("recording_not_allowed", "language_not_supported")
+        except Unacceptable as refused:
+            assert refused.code in ("recording_not_allowed", "language_not_supported")
             return False
         return True
 
@@ -1073,7 +1075,7 @@ def test_make_local_lets_bots_fetch_the_in_cluster_sample_and_nothing_more(chart
     settings = Settings.from_env({name: e["value"] for name, e in manager.items() if "value" in e})
     sample = RunBotRequest(user_id="smoke", meeting_id="m", meeting_url="http://vexa-sample.vexa.svc.cluster.local/meeting.ogg")
     assert check_run_request(sample, settings).meeting_url == sample.meeting_url
-    with pytest.raises(ApiError, match="recording_not_allowed|not an allowed recording source"):
+    with pytest.raises(Unacceptable, match="recording_not_allowed|not an allowed recording source"):
         check_run_request(sample.model_copy(update={"meeting_url": "http://bot-manager.vexa.svc.cluster.local/"}), settings)
 
 

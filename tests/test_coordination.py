@@ -8,7 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from functions.bot_manager import coordination
+from functions.common import coordination
 from functions.common.db import engine_for
 from tests.conftest import IN_PROCESS_REDIS_URL, InProcessBotManager, free_port, wait_for
 

@@ -14,8 +14,8 @@ import pytest
 from functions.common.settings import REPO_ROOT, Settings
 from functions.common.events import SAMPLE_RATE
 from functions.transcription.engines import Engine, TranscribedSegment, load_engine
-from tests.support.audio import load_pcm_f32
-from tests.support.wer import word_error_rate
+from local.audio import load_pcm_f32
+from local.wer import word_error_rate
 
 SAMPLE_DIR = REPO_ROOT / "local" / "sample"
 # WER measured on local/sample/meeting.ogg with tiny.en, int8, 2 CPU threads:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from flask.testing import FlaskClient
 
 from functions.bot_manager import create_app
-from functions.bot_manager.meetings import lock_meeting, relaunch
+from functions.meetings.state import lock_meeting, relaunch
 from functions.common.events import (
     Attr,
     BotHeartbeatData,
@@ -56,7 +56,7 @@ def _segments(who: Identity, seq: int, texts: list[str], offset: float | None = 
     """Chunk `seq` of 5 s, at `offset` seconds of the meeting's audio (5 s per chunk by default)."""
     offset = 5.0 * seq if offset is None else offset
     segments = [
-        Segment(index=i, start=offset + i, end=offset + i + 0.9, start_at=START + timedelta(seconds=offset + i),
+        Segment(index=i, start_at=START + timedelta(seconds=offset + i),
                 end_at=START + timedelta(seconds=offset + i + 0.9), text=t, language="en")  # fmt: skip
         for i, t in enumerate(texts)
     ]
@@ -76,8 +76,8 @@ def _speakers(who: Identity, n: int, participants: list[str], turns: list[tuple[
     return new_event(EventType.BOT_SPEAKERS, who, f"{who.session_id}:speakers:{n}", event_source("bot", who.session_id), data)
 
 
-def _heartbeat(who: Identity, beat: int) -> object:
-    data = BotHeartbeatData(at=START + timedelta(seconds=beat), chunks_sent=beat, chunks_buffered=0, chunks_dropped=0)
+def _heartbeat(who: Identity, beat: int, buffered: int = 0, dropped: int = 0) -> object:
+    data = BotHeartbeatData(at=START + timedelta(seconds=beat), chunks_sent=beat, chunks_buffered=buffered, chunks_dropped=dropped)
     return new_event(EventType.BOT_HEARTBEAT, who, f"{who.session_id}:heartbeat:{beat}", event_source("bot", who.session_id), data)
 
 
@@ -130,6 +130,25 @@ def test_every_event_type_delivered_twice_changes_nothing_the_second_time(bot_ma
     assert snapshot(database_url) == before
 
 
+def test_a_live_bots_heartbeats_show_its_delivery_until_its_final_report(bot_manager: InProcessBotManager) -> None:
+    who = _start_meeting(bot_manager)
+    client = bot_manager.client
+
+    def session() -> dict:
+        meeting = client.get(f"/transcript/erin/{_meeting_of(client, who)}").get_json()["meeting"]
+        return next(s for s in meeting["sessions"] if s["session_id"] == who.session_id)
+
+    assert _post(client, _status(who, BotState.ACTIVE, START)) == 204
+    assert _post(client, _heartbeat(who, 6, buffered=4, dropped=1)) == 204
+    assert (session()["chunks_sent"], session()["chunks_buffered"], session()["chunks_dropped"]) == (6, 4, 1)
+    assert _post(client, _heartbeat(who, 5, buffered=9)) == 204  # an older beat, late: changes nothing
+    assert (session()["chunks_sent"], session()["chunks_buffered"]) == (6, 4)
+    left = _status(who, BotState.LEFT, START + timedelta(seconds=9), reason="stopped", chunks_sent=9, chunks_dropped=1)
+    assert _post(client, left) == 204
+    assert _post(client, _heartbeat(who, 8, buffered=2)) == 204  # sent before the end, delivered after it
+    assert (session()["chunks_sent"], session()["chunks_buffered"], session()["chunks_dropped"]) == (9, 0, 1)
+
+
 def _meeting_of(client: FlaskClient, who: Identity) -> str:
     bots = client.get(f"/bot/status/{who.user_id}").get_json()["bots"]
     return next(b["meeting_id"] for b in bots if b["id"] == who.meeting_id)
@@ -154,7 +173,7 @@ def test_a_relaunched_bot_and_a_late_chunk_of_the_lost_one_store_the_overlap_onc
     for seq, text in enumerate(["First words.", "Second words."]):
         assert _post(client, _segments(lost, seq, [text])) == 204
     # The reconciler replaces the lost bot; the new one resumes where the transcript ends (10 s).
-    sessions = bot_manager.app.extensions["vexa"].sessions
+    sessions = bot_manager.app.extensions["vexa"].db_sessions
     with sessions() as db, db.begin():
         replacement = relaunch(db, lock_meeting(db, uuid.UUID(lost.meeting_id)), "bot_lost: killed by signal 9", "test")
         assert replacement.resume_from_s == 10.0

@@ -36,10 +36,11 @@ from functions.common.db import engine_for
 from functions.common.events import SAMPLE_RATE, encode_wav
 from functions.common.settings import REPO_ROOT, Settings
 from local.stack import Stack, isolated_environ
+from local.stack_client import wait_for
 from tests.conftest import SAMPLE, TEST_STACK_ENV, RunningStack
 from tests.support import faults
-from tests.support.audio import load_pcm_f32
-from tests.support.wer import normalize, word_error_rate
+from local.audio import load_pcm_f32
+from local.wer import normalize, word_error_rate
 
 SAMPLE_LINES = REPO_ROOT / "local" / "sample" / "meeting.json"
 CLIP_TARGET_SECONDS = 30.0  # the clip ends at the last sentence boundary before this
@@ -205,7 +206,7 @@ def transcript(rs: RunningStack, user: str, meeting: str) -> dict | None:
 
 
 def wait_transcript(rs: RunningStack, user: str, meeting: str, ready: Callable[[dict], bool], timeout: float, what: str) -> dict:
-    return faults.wait_until(lambda: (t := transcript(rs, user, meeting)) is not None and ready(t) and t, timeout, what, 0.25)
+    return wait_for(lambda: (t := transcript(rs, user, meeting)) is not None and ready(t) and t, timeout, what, 0.25)
 
 
 def run_meeting(
@@ -289,7 +290,7 @@ def assert_bots_exited(rs: RunningStack, outcome: Outcome, expected: int = 1, ti
     folders = sorted(p.name for p in rs.bots_dir.iterdir() if p.name.startswith(prefix))
     assert folders == sorted(names), f"bot folders {folders} for sessions {names}"
     # Its watcher records a bot's exit status a moment after the process ends.
-    faults.wait_until(
+    wait_for(
         lambda: not faults.bots_alive(rs.bots_dir, prefix) and all((rs.bots_dir / n / "exit").exists() for n in names),
         timeout,
         f"the bots of {outcome.meeting_id} to exit",
@@ -309,7 +310,7 @@ def chunks_made(rs: RunningStack, bot_name: str) -> int:
 def wait_chunk_in_flight(rs: RunningStack, live: dict, timeout: float = 30) -> int:
     """Wait until the bot has made a chunk whose transcript is not stored yet; how many are in flight."""
     bot, meeting_pk = live["meeting"]["bot_name"], live["meeting"]["id"]
-    return faults.wait_until(
+    return wait_for(
         lambda: (n := chunks_made(rs, bot) - len(stored_times(rs.database_url, meeting_pk))) > 0 and n, timeout, "a chunk in flight", 0.05
     )
 
@@ -452,10 +453,10 @@ def test_2_postgres_down_for_10_s_mid_meeting(fault_stack: RunningStack, clip: C
 
     def inject(user: str, meeting: str, live: dict) -> tuple[faults.Fault, dict]:
         stopped = faults.stop(rs.stack, "postgres")
-        unhealthy = faults.wait_until(lambda: _status(health) == 503 and time.time(), PG_OUTAGE_SECONDS, "bot-manager to report the database down")
+        unhealthy = wait_for(lambda: _status(health) == 503 and time.time(), PG_OUTAGE_SECONDS, "bot-manager to report the database down", 0.1)
         time.sleep(max(0.0, PG_OUTAGE_SECONDS - (time.time() - stopped)))
         started = faults.start(rs.stack, "postgres")
-        healthy = faults.wait_until(lambda: _status(health) == 200 and time.time(), 60, "bot-manager to find the database again")
+        healthy = wait_for(lambda: _status(health) == 200 and time.time(), 60, "bot-manager to find the database again", 0.1)
         fault = faults.Fault(f"PostgreSQL stopped for {PG_OUTAGE_SECONDS} s", stopped, started)
         return fault, {"detection_s": round(unhealthy - stopped, 2), "healthy_again_s": round(healthy - started, 2)}
 
@@ -492,7 +493,7 @@ def test_2b_postgres_down_while_the_bot_leaves(fault_stack: RunningStack, clip: 
 
     def inject(user: str, meeting: str, live: dict) -> tuple[faults.Fault, dict]:
         bot = live["meeting"]["bot_name"]
-        faults.wait_until(lambda: chunks_made(rs, bot) >= baseline.counts.chunks_sent - 1, 60, "the bot's last-but-one chunk", 0.05)
+        wait_for(lambda: chunks_made(rs, bot) >= baseline.counts.chunks_sent - 1, 60, "the bot's last-but-one chunk", 0.05)
         fault = faults.stop_for(rs.stack, "postgres", LEAVING_OUTAGE_SECONDS)
         fault = replace(fault, what=f"PostgreSQL stopped for {LEAVING_OUTAGE_SECONDS} s as the bot leaves")
         exit_file = rs.bots_dir / bot / "exit"
@@ -617,7 +618,7 @@ def test_4_celery_worker_killed_during_a_launch(fault_stack: RunningStack, clip:
     time.sleep(2)  # the frozen worker's Redis connection may take the task meanwhile
     os.killpg(group, signal.SIGKILL)
     killed = time.time()
-    faults.wait_until(lambda: faults.new_running_pid(rs.stack, "celery-worker", pid), 60, "supervisord to restart the worker")
+    wait_for(lambda: faults.new_running_pid(rs.stack, "celery-worker", pid), 60, "supervisord to restart the worker")
     bot_dir = rs.bots_dir / created.json()["bot_name"]
     faults.bot_pid(rs.bots_dir, bot_dir.name, timeout=60)
     launched_after = (bot_dir / "pid").stat().st_mtime - killed
@@ -710,7 +711,7 @@ def test_6_bot_manager_restarted_mid_meeting(fault_stack: RunningStack, clip: Cl
     def inject(user: str, meeting: str, live: dict) -> tuple[faults.Fault, dict]:
         in_flight = wait_chunk_in_flight(rs, live)  # its transcript comes back while bot-manager is away
         fault = replace(faults.restart(rs.stack, "bot-manager"), what="bot-manager restarted (SIGTERM, then started)")
-        healthy = faults.wait_until(lambda: _status(health) == 200 and time.time(), 60, "bot-manager to answer again")
+        healthy = wait_for(lambda: _status(health) == 200 and time.time(), 60, "bot-manager to answer again", 0.1)
         return fault, {"in_flight": in_flight, "down_s": round(healthy - fault.started, 2)}
 
     outcome = run_meeting(rs, clip, "bm-restart", inject)

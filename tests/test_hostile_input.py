@@ -50,7 +50,7 @@ from functions.common.settings import REPO_ROOT, Settings
 from functions.transcription import create_app as create_transcription
 from functions.transcription.engines import model_path
 from tests.conftest import SAMPLE, fresh_database, free_port, in_process_bot_manager, snapshot
-from tests.support.audio import load_pcm_f32
+from local.audio import load_pcm_f32
 from tests.support.bot import Sink
 from tests.support.bot import bot_config
 from tests.test_bot import states
@@ -82,7 +82,7 @@ def manager(recordings: dict[str, Path], tmp_path: Path) -> Iterator[tuple[Flask
             database_url, tmp_path / "state",
             RECORDING_SOURCES=f"{recordings['allowed']}/,{MEDIA}", WHISPER_MODEL="", DEFAULT_LANGUAGE="en",
         ):  # fmt: skip
-            with bot_manager.app.extensions["vexa"].sessions() as db, db.begin():
+            with bot_manager.app.extensions["vexa"].db_sessions() as db, db.begin():
                 db.execute(insert(User).values(user_id="mallory").on_conflict_do_nothing())
             yield bot_manager.app, database_url
 
@@ -183,7 +183,7 @@ def test_the_bot_replays_a_recording_inside_its_sources(sink: Sink, launch, reco
 
 def test_bot_manager_hands_bots_its_recording_sources():
     settings = Settings.from_env({"RECORDING_SOURCES": f"/srv/recordings/,{MEDIA}"})
-    config = BotConfig.for_meeting(settings, "http://sink", meeting_id="m", user_id="u", session_id="s",
+    config = BotConfig.for_meeting(settings, sink_url="http://sink", meeting_id="m", user_id="u", session_id="s",
                                    platform="file", meeting_url=f"{MEDIA}a.ogg", language="en", replay_speed=1.0)  # fmt: skip
     assert BotConfig.from_env(config.to_env()).recording_sources == f"/srv/recordings/,{MEDIA}"
 

@@ -387,7 +387,7 @@ def test_dockerfile_rules(component):
     elif component == "bot":
         assert cmd == ["python", "-m", "bot"]
     else:
-        assert cmd[:3] == ["celery", "-A", "functions.worker:celery_app"]
+        assert cmd[:3] == ["celery", "-A", "functions.worker.app:celery_app"]
 
 
 def test_the_five_dockerfiles_share_their_steps():
@@ -482,8 +482,8 @@ IMAGE_CHECKS = {
     "gateway": "from functions.gateway import create_app; create_app()",
     "bot-manager": "from functions.bot_manager import create_app; create_app(); import functions.common.db",
     "transcription": "from functions.transcription import create_app; create_app()",
-    "worker": "from functions.worker import celery_app; import functions.worker.reconciler; assert celery_app.main == 'vexa'",
-    "bot": "import bot.__main__, bot.runner, bot.chunker, bot.sources.file, bot.browser.source, functions.common.bot_config",
+    "worker": "from functions.worker.app import celery_app; import functions.worker.reconciler; assert celery_app.main == 'vexa'",
+    "bot": "import bot.__main__, bot.runner, bot.chunker, bot.sources.file, bot.sources.browser, functions.common.bot_config",
 }
 
 

@@ -23,19 +23,19 @@ import pytest
 from kubernetes import client
 from kubernetes.config import kube_config
 
-from functions.bot_manager.orchestrator import (
+from functions.worker.orchestrator import (
     BotSpec,
-    LaunchError,
+    OrchestratorError,
     Orchestrator,
     TransientOrchestratorError,
-    WorkerState,
-    WorkerStatus,
+    BotRunState,
+    BotRunStatus,
     create_orchestrator,
 )
-from functions.bot_manager.orchestrator import kubernetes as kube
-from functions.bot_manager.orchestrator.job_spec import DEADLINE_MARGIN_SECONDS, build_job
-from functions.bot_manager.orchestrator.kubernetes import KubernetesOrchestrator
-from functions.bot_manager.orchestrator.process import ProcessOrchestrator
+from functions.worker.orchestrator import kubernetes as kube
+from functions.worker.orchestrator.job_spec import DEADLINE_MARGIN_SECONDS, build_job
+from functions.worker.orchestrator.kubernetes import KubernetesOrchestrator
+from functions.worker.orchestrator.process import ProcessOrchestrator
 from functions.common.bot_config import ENV_NAMES, BotConfig
 from functions.common.naming import bot_name, label_value
 from functions.common.settings import Settings
@@ -43,7 +43,7 @@ from tests.conftest import SAMPLE, free_port, wait_for
 
 NAMESPACE = "vexa"
 JOBS = kmock.resource("batch", "v1", "jobs")
-LIVE = (WorkerState.PENDING, WorkerState.RUNNING)
+LIVE = (BotRunState.PENDING, BotRunState.RUNNING)
 # The oldest Kubernetes this Job is for (1.33: Job success policy, SuccessCriteriaMet, is stable)
 # and the newest whose schema kubernetes-validate ships.
 SCHEMA_VERSIONS = ("1.33.0", kubernetes_validate.latest_version())
@@ -156,7 +156,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         orchestrator = ProcessOrchestrator(str(tmp_path))
 
         def running(name: str) -> None:
-            wait_for(lambda: orchestrator.status(name).state == WorkerState.RUNNING, 15, f"{name} to run")
+            wait_for(lambda: orchestrator.status(name).state == BotRunState.RUNNING, 15, f"{name} to run")
 
         yield Backend(orchestrator, settings, running)
         for worker in orchestrator.list():
@@ -176,13 +176,13 @@ def test_a_bot_is_launched_listed_and_stopped(backend: Backend) -> None:
     orchestrator.launch(spec)
     assert orchestrator.status(spec.name).state in LIVE
     backend.start(spec.name)
-    assert orchestrator.status(spec.name).state == WorkerState.RUNNING
-    assert [(w.name, w.state) for w in orchestrator.list()] == [(spec.name, WorkerState.RUNNING)]
+    assert orchestrator.status(spec.name).state == BotRunState.RUNNING
+    assert [(w.name, w.state) for w in orchestrator.list()] == [(spec.name, BotRunState.RUNNING)]
 
     orchestrator.stop(spec.name)
     wait_for(lambda: orchestrator.status(spec.name).state not in LIVE, 20, "the bot to end")
     ended = orchestrator.status(spec.name)
-    assert ended.state in (WorkerState.SUCCEEDED, WorkerState.MISSING), ended  # it left; it did not crash
+    assert ended.state in (BotRunState.SUCCEEDED, BotRunState.MISSING), ended  # it left; it did not crash
 
 
 def test_launching_twice_is_a_no_op(backend: Backend) -> None:
@@ -193,8 +193,8 @@ def test_launching_twice_is_a_no_op(backend: Backend) -> None:
 
 
 def test_unknown_bots_are_missing_and_stopping_them_is_a_no_op(backend: Backend) -> None:
-    assert backend.orchestrator.status("bot-nobody-nothing-0123456789") == WorkerStatus(
-        "bot-nobody-nothing-0123456789", WorkerState.MISSING
+    assert backend.orchestrator.status("bot-nobody-nothing-0123456789") == BotRunStatus(
+        "bot-nobody-nothing-0123456789", BotRunState.MISSING
     )
     backend.orchestrator.stop("bot-nobody-nothing-0123456789")
     assert backend.orchestrator.list() == []
@@ -210,25 +210,25 @@ def _condition(kind: str, reason: str = "", message: str = "", status: str = "Tr
 @pytest.mark.parametrize(
     ("job_status", "state", "detail"),
     [
-        ({}, WorkerState.PENDING, None),
-        ({"active": 1}, WorkerState.RUNNING, "1 active pod(s), 0 ready"),
-        ({"active": 1, "ready": 1}, WorkerState.RUNNING, "1 active pod(s), 1 ready"),
+        ({}, BotRunState.PENDING, None),
+        ({"active": 1}, BotRunState.RUNNING, "1 active pod(s), 0 ready"),
+        ({"active": 1, "ready": 1}, BotRunState.RUNNING, "1 active pod(s), 1 ready"),
         ({"conditions": [_condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods")]},
-         WorkerState.SUCCEEDED, "CompletionsReached: Reached expected number of succeeded pods"),
-        ({"succeeded": 1, "conditions": [_condition("Complete")]}, WorkerState.SUCCEEDED, "Complete"),
+         BotRunState.SUCCEEDED, "CompletionsReached: Reached expected number of succeeded pods"),
+        ({"succeeded": 1, "conditions": [_condition("Complete")]}, BotRunState.SUCCEEDED, "Complete"),
         ({"conditions": [_condition("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")]},
-         WorkerState.FAILED, "DeadlineExceeded: Job was active longer than specified deadline"),
+         BotRunState.FAILED, "DeadlineExceeded: Job was active longer than specified deadline"),
         ({"conditions": [_condition("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]},
-         WorkerState.FAILED, "BackoffLimitExceeded: Job has reached the specified backoff limit"),
+         BotRunState.FAILED, "BackoffLimitExceeded: Job has reached the specified backoff limit"),
         ({"active": 1, "conditions": [_condition("FailureTarget", "PodFailurePolicy",
                                                  "Container bot for pod vexa/x failed with exit code 2 matching FailJob rule at index 1")]},
-         WorkerState.FAILED, "PodFailurePolicy: Container bot for pod vexa/x failed with exit code 2 matching FailJob rule at index 1"),
+         BotRunState.FAILED, "PodFailurePolicy: Container bot for pod vexa/x failed with exit code 2 matching FailJob rule at index 1"),
         ({"active": 1, "conditions": [_condition("Failed", "DeadlineExceeded", status="False")]},
-         WorkerState.RUNNING, "1 active pod(s), 0 ready"),  # only true conditions count
+         BotRunState.RUNNING, "1 active pod(s), 0 ready"),  # only true conditions count
     ],
 )  # fmt: skip
 def test_job_status_maps_to_worker_state(
-    emulator: KubeEmulator, job_status: dict[str, Any], state: WorkerState, detail: str | None
+    emulator: KubeEmulator, job_status: dict[str, Any], state: BotRunState, detail: str | None
 ) -> None:
     settings = make_settings()
     orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
@@ -237,8 +237,8 @@ def test_job_status_maps_to_worker_state(
 
     emulator.set_job_status(spec.name, job_status)
 
-    assert orchestrator.status(spec.name) == WorkerStatus(spec.name, state, detail)
-    assert orchestrator.list() == [WorkerStatus(spec.name, state, detail)]
+    assert orchestrator.status(spec.name) == BotRunStatus(spec.name, state, detail)
+    assert orchestrator.list() == [BotRunStatus(spec.name, state, detail)]
 
 
 def test_stop_deletes_the_job_in_the_background(emulator: KubeEmulator) -> None:
@@ -252,7 +252,7 @@ def test_stop_deletes_the_job_in_the_background(emulator: KubeEmulator) -> None:
     [delete] = emulator.requests(kmock.action.DELETE)
     assert delete.name == spec.name and delete.namespace == NAMESPACE
     assert delete.params["propagationPolicy"] == "Background"  # the pod goes too, after its grace period
-    assert orchestrator.status(spec.name).state == WorkerState.MISSING
+    assert orchestrator.status(spec.name).state == BotRunState.MISSING
 
 
 def test_bots_are_listed_by_label(emulator: KubeEmulator) -> None:
@@ -274,7 +274,7 @@ def test_launch_twice_meets_409_already_exists_and_lets_it_be(emulator: KubeEmul
     orchestrator.launch(spec)  # the emulator answers 409
 
     assert len(emulator.requests(kmock.action.CREATE)) == 2
-    assert orchestrator.status(spec.name).state == WorkerState.RUNNING  # the Job was left alone
+    assert orchestrator.status(spec.name).state == BotRunState.RUNNING  # the Job was left alone
 
 
 # --- kubernetes: API errors -------------------------------------------------------------------
@@ -296,7 +296,7 @@ def test_a_refused_launch_is_a_launch_error_with_the_apis_reason(
     settings = make_settings()
     orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
 
-    with pytest.raises(LaunchError) as raised:
+    with pytest.raises(OrchestratorError) as raised:
         orchestrator.launch(make_spec(settings))
 
     assert str(raised.value) == f"{reason}: {message}"
@@ -324,7 +324,7 @@ def test_a_transient_error_that_passes_is_invisible(emulator: KubeEmulator) -> N
     unavailable = iter([kmock.KubernetesError(status=503)] * 2)
     emulator.kmock[kmock.action.FETCH, JOBS] << (lambda: next(unavailable, StopIteration))  # then the emulator answers
 
-    assert orchestrator.status(spec.name).state == WorkerState.PENDING
+    assert orchestrator.status(spec.name).state == BotRunState.PENDING
     assert len(emulator.requests(kmock.action.FETCH)) == 3
 
 
@@ -375,99 +375,6 @@ def test_create_orchestrator_finds_the_api_through_kubeconfig(
     assert isinstance(orchestrator, KubernetesOrchestrator)
     assert orchestrator.list() == []
     assert emulator.requests(kmock.action.LIST)[0].headers["Authorization"] == "Bearer not-a-secret"
-
-
-# --- kubernetes: watching ---------------------------------------------------------------------
-
-
-class Recorder:
-    """A watch handler that remembers what it was told, for waiting on it."""
-
-    def __init__(self) -> None:
-        self.seen: list[WorkerStatus] = []
-
-    def __call__(self, status: WorkerStatus) -> None:
-        self.seen.append(status)
-
-    def saw(self, name: str, state: WorkerState) -> bool:
-        return any(s.name == name and s.state == state for s in self.seen)
-
-
-@pytest.fixture()
-def quick_watch_stop(monkeypatch: pytest.MonkeyPatch) -> None:
-    # kmock ignores timeoutSeconds, so a quiet watch ends only at the client's read timeout.
-    monkeypatch.setattr(kube, "WATCH_READ_MARGIN", 1)
-
-
-@contextlib.contextmanager
-def watching(orchestrator: KubernetesOrchestrator, handler: Recorder) -> Iterator[threading.Event]:
-    stop = threading.Event()
-    thread = threading.Thread(target=orchestrator.watch, args=(handler, stop), kwargs={"poll_seconds": 1})
-    thread.start()
-    try:
-        yield stop
-    finally:
-        stop.set()
-        thread.join(kube.WATCH_READ_MARGIN + 5)
-        assert not thread.is_alive(), "the watch did not stop"
-
-
-@pytest.mark.usefixtures("quick_watch_stop")
-def test_watch_reports_every_job_then_each_change(emulator: KubeEmulator) -> None:
-    settings = make_settings()
-    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
-    first, second = make_spec(settings), make_spec(settings)
-    orchestrator.launch(first)
-    seen = Recorder()
-
-    with watching(orchestrator, seen):
-        wait_for(lambda: seen.saw(first.name, WorkerState.PENDING), 10, "the listed Job")
-        orchestrator.launch(second)
-        emulator.set_job_status(second.name, {"active": 1})
-        orchestrator.stop(first.name)
-        wait_for(lambda: seen.saw(second.name, WorkerState.RUNNING), 10, "the new Job to run")
-        wait_for(lambda: seen.saw(first.name, WorkerState.MISSING), 10, "the deleted Job")
-
-    [watch, *_] = emulator.requests(kmock.action.WATCH)
-    assert watch.params["labelSelector"] == "app=bot" and watch.params["allowWatchBookmarks"] == "True"
-
-
-@pytest.mark.usefixtures("quick_watch_stop")
-def test_watch_relists_and_resumes_after_410_gone(emulator: KubeEmulator) -> None:
-    # kmock keeps no resourceVersions, so the lists here carry made-up ones, and the first watch
-    # request answers as an API server does once its version is compacted away: 200, then an
-    # ERROR event with a 410 Status. Later watches are the emulator's own.
-    settings = make_settings()
-    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
-    spec = make_spec(settings)
-    orchestrator.launch(spec)
-    versions = iter(["7", "42"])
-    expire = threading.Event()
-
-    def job_list() -> dict[str, Any]:
-        items = [obj.raw for obj in emulator.kmock.objects.values() if not obj.deleted]
-        return {"apiVersion": "batch/v1", "kind": "JobList", "metadata": {"resourceVersion": next(versions)}, "items": items}
-
-    async def until_expired() -> None:
-        await asyncio.to_thread(expire.wait, 10)
-
-    gone = {"type": "ERROR", "object": {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 410,
-                                        "reason": "Expired", "message": "too old resource version: 7 (42)"}}  # fmt: skip
-    emulator.kmock[kmock.action.LIST, JOBS][:2] << job_list
-    emulator.kmock[kmock.action.WATCH, JOBS][:1] << (b"", until_expired, gone)
-    seen = Recorder()
-
-    with watching(orchestrator, seen):
-        wait_for(lambda: seen.saw(spec.name, WorkerState.PENDING), 10, "the listed Job")
-        emulator.set_job_status(spec.name, {"conditions": [_condition("Complete")]})  # a change the watch misses
-        expire.set()
-        wait_for(lambda: seen.saw(spec.name, WorkerState.SUCCEEDED), 10, "the re-listed Job")
-        wait_for(lambda: len(emulator.requests(kmock.action.WATCH)) == 2, 10, "the watch to resume")
-
-    lists = emulator.requests(kmock.action.LIST)
-    watches = emulator.requests(kmock.action.WATCH)
-    assert len(lists) == 2
-    assert [w.params["resourceVersion"] for w in watches[:2]] == ["7", "42"]  # resumed from the new list
 
 
 # --- the Job itself ---------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from functions.common.events import SAMPLE_RATE, encode_wav
 from functions.common.settings import Settings
 from functions.transcription.engines import load_engine
 from tests.conftest import SAMPLE, SAMPLE_TEXT, RunningStack, wait_for
-from tests.support.audio import load_pcm_f32
-from tests.support.wer import word_error_rate
+from local.audio import load_pcm_f32
+from local.wer import word_error_rate
 
 HAPPY_PATH = [str(s) for s in lifecycle.HAPPY_PATH]
 

@@ -9,15 +9,15 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from functions.bot_manager.meetings import bot_spec
-from functions.bot_manager.orchestrator.job_spec import DEADLINE_MARGIN_SECONDS, build_job
+from functions.worker.launching import bot_spec
+from functions.worker.orchestrator.job_spec import DEADLINE_MARGIN_SECONDS, build_job
 from functions.common.admission import check_run_request
 from functions.common.bot_config import BotConfig
 from functions.common.models import BotSession, Meeting, User
 from functions.common.platforms import MeetingLinkError, Platform, platform_of_url, resolve_meeting
 from functions.common.schemas import RunBotRequest
 from functions.common.settings import Settings
-from functions.common.web import ApiError
+from functions.common.errors import Unacceptable
 from tests.conftest import InProcessBotManager, snapshot
 
 P = Platform
@@ -91,9 +91,9 @@ def _request(**fields) -> RunBotRequest:
 def test_a_bot_may_not_be_asked_to_stay_longer_than_max_meeting_seconds() -> None:
     settings = Settings.from_env({"MAX_MEETING_SECONDS": "3600"})
     assert check_run_request(_request(automatic_leave={"max_duration": 3600}), settings).automatic_leave.max_duration == 3600
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(Unacceptable) as refused:
         check_run_request(_request(automatic_leave={"max_duration": 3601}), settings)
-    assert refused.value.status == 422 and refused.value.code == "max_duration_too_long"
+    assert refused.value.code == "max_duration_too_long"
     assert "automatic_leave.max_duration" in refused.value.message and "3600" in refused.value.message
 
 
@@ -101,7 +101,7 @@ def test_recording_sources_apply_to_recordings_only() -> None:
     settings = Settings.from_env({"RECORDING_SOURCES": "/srv/recordings/"})
     meet = check_run_request(_request(), settings)  # meet.google.com is no recording source, and needs none
     assert meet.meeting_url == "https://meet.google.com/abc-defg-hij"
-    with pytest.raises(ApiError, match="RECORDING_SOURCES|allowed"):
+    with pytest.raises(Unacceptable, match="RECORDING_SOURCES|allowed"):
         check_run_request(_request(meeting_id="m", meeting_url="https://media.example.com/a.ogg"), settings)
 
 
@@ -158,7 +158,7 @@ def test_the_job_deadline_rounds_a_fractional_drain_up() -> None:
 
 
 def _with_user(bot_manager: InProcessBotManager, user: str) -> None:
-    with bot_manager.app.extensions["vexa"].sessions() as db, db.begin():
+    with bot_manager.app.extensions["vexa"].db_sessions() as db, db.begin():
         if db.get(User, user) is None:
             db.add(User(user_id=user))
 
@@ -173,7 +173,7 @@ def test_a_meet_code_runs_a_google_meet_bot_and_keeps_its_options_as_given(bot_m
     assert (meeting["platform"], meeting["meeting_url"]) == ("google_meet", "https://meet.google.com/abc-defg-hij")
     assert meeting["bot_display_name"] == "Gail's notes" and meeting["participants"] == []
     services = bot_manager.app.extensions["vexa"]
-    with services.sessions() as db:
+    with services.db_sessions() as db:
         stored = db.get(Meeting, uuid.UUID(meeting["id"]))
         assert stored.bot_options == {"bot_display_name": "Gail's notes", "automatic_leave": {"everyone_left_timeout": 5}}
         config = BotConfig.from_env(bot_spec(bot_manager.settings, stored, stored.sessions[-1]).env)
@@ -184,7 +184,7 @@ def test_a_meet_code_runs_a_google_meet_bot_and_keeps_its_options_as_given(bot_m
     response = bot_manager.client.post("/bot/run", json={"user_id": "gail", "meeting_id": "other",
                                                          "meeting_url": "https://zoom.us/j/85123456789"})  # fmt: skip
     assert response.status_code == 201 and response.get_json()["bot_display_name"] is None
-    with services.sessions() as db:
+    with services.db_sessions() as db:
         assert db.get(Meeting, uuid.UUID(response.get_json()["id"])).bot_options is None
 
 

@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from functions.bot_manager.orchestrator import BotSpec
-from functions.bot_manager.orchestrator.job_spec import build_job
-from functions.bot_manager.orchestrator.process import ProcessOrchestrator
+from functions.worker.orchestrator import BotSpec
+from functions.worker.orchestrator.job_spec import build_job
+from functions.worker.orchestrator.process import ProcessOrchestrator
 from functions.common.lifecycle import (
     HAPPY_PATH,
     LIVE,

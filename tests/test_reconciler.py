@@ -10,28 +10,28 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from functions.bot_manager.meetings import launch_session
-from functions.bot_manager.orchestrator import WorkerState
+from functions.worker.launching import launch_session
+from functions.worker.orchestrator import BotRunState
 from functions.common.db import engine_for
 from functions.common.lifecycle import MeetingStatus
 from functions.common.settings import Settings
 from functions.worker.reconciler import Action, Decision, Observation, Policy, decide, reconcile_once
 from tests.conftest import InProcessBotManager, wait_for
 
-S, W = MeetingStatus, WorkerState
+S, W = MeetingStatus, BotRunState
 POLICY = Policy(heartbeat_timeout_seconds=60, transcript_timeout_seconds=300, stop_grace_seconds=60, lost_grace_seconds=20,
                 relaunch_limit=3, relaunch_backoff_seconds=5, launch_timeout_seconds=30)  # fmt: skip
 
 
-def seen(status: MeetingStatus = S.ACTIVE, worker: WorkerState = W.RUNNING, **changes) -> Observation:
-    values = dict(status=status, seconds_in_status=120.0, worker=worker, worker_detail=None, session_ended=False,
+def seen(status: MeetingStatus = S.ACTIVE, bot_run: BotRunState = W.RUNNING, **changes) -> Observation:
+    values = dict(status=status, seconds_in_status=120.0, bot_run=bot_run, bot_run_detail=None, session_ended=False,
                   session_failed=False, end_reason=None, seconds_since_launch=90.0, seconds_since_heartbeat=30.0,
                   seconds_since_session_end=None, chunks_missing=0, relaunches=0, launch_requests=1)  # fmt: skip
     return Observation(**(values | changes))
 
 
-LOST = dict(worker=W.FAILED, worker_detail="killed by signal 9")
-CRASHED = dict(worker=W.FAILED, session_ended=True, session_failed=True, end_reason="bot_error: boom", seconds_since_session_end=6)
+LOST = dict(bot_run=W.FAILED, bot_run_detail="killed by signal 9")
+CRASHED = dict(bot_run=W.FAILED, session_ended=True, session_failed=True, end_reason="bot_error: boom", seconds_since_session_end=6)
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ CRASHED = dict(worker=W.FAILED, session_ended=True, session_failed=True, end_rea
         (seen(**LOST, seconds_since_heartbeat=26), Decision(Action.RELAUNCH, "bot_lost: killed by signal 9")),
         (seen(S.JOINING, W.MISSING), Decision(Action.RELAUNCH, "bot_lost: missing")),
         # ...not while its final report may still be in the broker, nor before the backoff (5 s, then 10, 20)...
-        (seen(worker=W.FAILED, seconds_since_heartbeat=4), Decision(Action.NONE)),
+        (seen(bot_run=W.FAILED, seconds_since_heartbeat=4), Decision(Action.NONE)),
         (seen(**LOST, seconds_since_heartbeat=24), Decision(Action.NONE)),
         (seen(**LOST, seconds_since_heartbeat=29, relaunches=1), Decision(Action.NONE)),
         (seen(**LOST, seconds_since_heartbeat=31, relaunches=1), Decision(Action.RELAUNCH, "bot_lost: killed by signal 9")),
@@ -56,14 +56,14 @@ CRASHED = dict(worker=W.FAILED, session_ended=True, session_failed=True, end_rea
         (seen(**CRASHED | {"seconds_since_session_end": 2}), Decision(Action.NONE)),
         (seen(**CRASHED, relaunches=3), Decision(Action.FAIL, "bot_error: boom (after 3 relaunches)")),
         # A bot that left is not relaunched: its `left` report moves the meeting on...
-        (seen(worker=W.SUCCEEDED, session_ended=True, seconds_since_session_end=600), Decision(Action.NONE)),
+        (seen(bot_run=W.SUCCEEDED, session_ended=True, seconds_since_session_end=600), Decision(Action.NONE)),
         # ...even when that report is held up (a database outage holds it, and drops the heartbeats);
         # only if it never comes does the meeting complete with what is stored.
-        (seen(worker=W.SUCCEEDED, worker_detail="exit code 0", seconds_since_heartbeat=200), Decision(Action.NONE)),
-        (seen(worker=W.SUCCEEDED, worker_detail="exit code 0", seconds_since_heartbeat=301),
+        (seen(bot_run=W.SUCCEEDED, bot_run_detail="exit code 0", seconds_since_heartbeat=200), Decision(Action.NONE)),
+        (seen(bot_run=W.SUCCEEDED, bot_run_detail="exit code 0", seconds_since_heartbeat=301),
          Decision(Action.FINISH, "bot_left_without_report: exit code 0")),
-        (seen(S.STOPPING, W.SUCCEEDED, worker_detail="exit code 0", seconds_since_heartbeat=200), Decision(Action.NONE)),
-        (seen(S.STOPPING, W.SUCCEEDED, worker_detail="exit code 0", seconds_since_heartbeat=301),
+        (seen(S.STOPPING, W.SUCCEEDED, bot_run_detail="exit code 0", seconds_since_heartbeat=200), Decision(Action.NONE)),
+        (seen(S.STOPPING, W.SUCCEEDED, bot_run_detail="exit code 0", seconds_since_heartbeat=301),
          Decision(Action.FINISH, "bot_left_without_report: exit code 0")),
         # The orchestrator never got the bot (a lost launch task): launched again, then given up on.
         (seen(S.STARTING, W.MISSING, seconds_since_heartbeat=None, seconds_since_launch=10), Decision(Action.NONE)),
@@ -75,7 +75,7 @@ CRASHED = dict(worker=W.FAILED, session_ended=True, session_failed=True, end_rea
         (seen(seconds_since_heartbeat=61), Decision(Action.STOP_SILENT_BOT, "no heartbeat for 61 s")),
         (seen(S.STARTING, seconds_since_heartbeat=None, seconds_since_launch=90), Decision(Action.STOP_SILENT_BOT, "no heartbeat for 90 s")),
         # Stopping, gone without its final report: completes with what arrived, once past the graces.
-        (seen(S.STOPPING, W.FAILED, worker_detail="exit code 137"), Decision(Action.FINISH, "bot_lost: exit code 137")),
+        (seen(S.STOPPING, W.FAILED, bot_run_detail="exit code 137"), Decision(Action.FINISH, "bot_lost: exit code 137")),
         (seen(S.STOPPING, W.MISSING, seconds_in_status=5), Decision(Action.NONE)),
         (seen(S.STOPPING, W.FAILED, seconds_since_heartbeat=3), Decision(Action.NONE)),
         # Stopping and still running: the stop is asked for again once overdue (the first may be lost).
@@ -110,7 +110,7 @@ def _kill(bot_manager: InProcessBotManager, bot_name: str) -> None:
     orchestrator = bot_manager.orchestrator
     pid = wait_for(lambda: orchestrator._pid(orchestrator.root / bot_name), 20, "the bot's pid")
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: orchestrator.status(bot_name).state == WorkerState.FAILED, 20, "the bot's death to be recorded")
+    wait_for(lambda: orchestrator.status(bot_name).state == BotRunState.FAILED, 20, "the bot's death to be recorded")
 
 
 def _reconcile(bot_manager: InProcessBotManager, after: timedelta = timedelta(0), **overrides: str) -> dict[str, int]:
@@ -137,7 +137,7 @@ def test_a_killed_bot_is_relaunched_and_then_fails_its_meeting_when_relaunches_r
     assert second["history"][-1] == second["history"][-1] | {"from": "starting", "to": "starting", "actor": "reconciler",
                                                             "reason": "relaunch 1: bot_lost: killed by signal 9"}  # fmt: skip
     assert [s["end_reason"] for s in second["sessions"]] == ["bot_lost: killed by signal 9", None]
-    wait_for(lambda: bot_manager.orchestrator.status(second["bot_name"]).state == WorkerState.RUNNING, 20, "the new bot to run")
+    wait_for(lambda: bot_manager.orchestrator.status(second["bot_name"]).state == BotRunState.RUNNING, 20, "the new bot to run")
 
     _kill(bot_manager, second["bot_name"])
     assert _reconcile(bot_manager, timedelta(minutes=2), BOT_RELAUNCH_LIMIT="1")["fail"] == 1
@@ -161,10 +161,10 @@ def test_a_lost_launch_is_launched_again_exactly_once(bot_manager: InProcessBotM
     meeting = bot_manager.run("gina", meeting_id, launch=False)  # as if the launch task were lost
     assert _reconcile(bot_manager).get("retry_launch", 0) == 0  # within LAUNCH_TIMEOUT_SECONDS it may still come
     assert _reconcile(bot_manager, timedelta(seconds=31))["retry_launch"] == 1
-    wait_for(lambda: bot_manager.orchestrator.status(meeting["bot_name"]).state == WorkerState.RUNNING, 20, "the bot to run")
+    wait_for(lambda: bot_manager.orchestrator.status(meeting["bot_name"]).state == BotRunState.RUNNING, 20, "the bot to run")
     # The late task arrives after all: the launch is idempotent, so still one bot.
     services = bot_manager.app.extensions["vexa"]
-    launch_session(services.sessions, bot_manager.settings, bot_manager.orchestrator, uuid.UUID(meeting["id"]), meeting["session_id"])
+    launch_session(services.db_sessions, bot_manager.settings, bot_manager.orchestrator, uuid.UUID(meeting["id"]), meeting["session_id"])
     assert [w.name for w in bot_manager.orchestrator.list()] == [meeting["bot_name"]]
     after = bot_manager.meeting("gina", meeting_id)
     assert [s["session_id"] for s in after["sessions"]] == [meeting["session_id"]]
@@ -178,7 +178,7 @@ def test_a_launch_the_orchestrator_refuses_fails_the_meeting_with_the_reason(bot
     bots.rmdir()
     bots.write_text("")  # the process orchestrator cannot create the bot's folder in it
     services = bot_manager.app.extensions["vexa"]
-    assert not launch_session(services.sessions, bot_manager.settings, bot_manager.orchestrator,
+    assert not launch_session(services.db_sessions, bot_manager.settings, bot_manager.orchestrator,
                               uuid.UUID(meeting["id"]), meeting["session_id"])  # fmt: skip
     bots.unlink()
     bots.mkdir()
@@ -203,8 +203,8 @@ def test_a_bot_killed_while_leaving_still_completes_its_meeting(bot_manager: InP
 def test_a_bot_still_running_for_an_ended_meeting_is_stopped(bot_manager: InProcessBotManager) -> None:
     meeting = bot_manager.run("gina", f"rec-{uuid.uuid4().hex[:8]}")
     orchestrator = bot_manager.orchestrator
-    wait_for(lambda: orchestrator.status(meeting["bot_name"]).state == WorkerState.RUNNING, 20, "the bot to run")
+    wait_for(lambda: orchestrator.status(meeting["bot_name"]).state == BotRunState.RUNNING, 20, "the bot to run")
     with engine_for(bot_manager.settings.database_url).begin() as conn:  # as if an operator failed the meeting by hand
         conn.execute(text("UPDATE meetings SET status = 'failed', status_reason = 'operator' WHERE id = :id"), {"id": meeting["id"]})
     assert _reconcile(bot_manager)["stop_leftover_bot"] == 1
-    assert wait_for(lambda: orchestrator.status(meeting["bot_name"]).state == WorkerState.SUCCEEDED, 30, "the bot to leave")
+    assert wait_for(lambda: orchestrator.status(meeting["bot_name"]).state == BotRunState.SUCCEEDED, 30, "the bot to leave")

@@ -5,5 +5,5 @@
     capture.js    injected into the page: remote audio, speaker indicators, state probes
     speakers.py   speaker indicator changes -> speaker turns
     autoleave.py  when a bot leaves on its own
-    source.py     all of it as the bot's AudioSource
+    (bot/sources/browser.py puts all of it together as the bot's AudioSource)
 """

@@ -20,7 +20,6 @@ from functions.common.platforms import Platform
 from .spec import PlatformSpec
 
 log = logging.getLogger(__name__)
-STEP_SECONDS = 20.0  # how long one step of the join flow may take to show what it needs
 PAGE_LOAD_SECONDS = 45.0
 CHECK_SECONDS = 0.25
 CLICK_SECONDS = 2.0  # a shown control that cannot be clicked by then is tried again later
@@ -39,7 +38,8 @@ class JoinError(Exception):
 class MeetingAdapter:
     """The guest join flow, driven by the platform's data file."""
 
-    def __init__(self, spec: PlatformSpec, step_seconds: float = STEP_SECONDS):
+    def __init__(self, spec: PlatformSpec, step_seconds: float):
+        """`step_seconds`: how long one step of the join flow may take to show what it needs (BOT_JOIN_STEP_SECONDS)."""
         self.spec = spec
         self.step_seconds = step_seconds
 
@@ -91,7 +91,7 @@ class MeetingAdapter:
     ) -> str | None:  # fmt: skip
         """The first of `selectors` to become visible, clicking away `dismiss` prompts meanwhile.
 
-        None if a stop is requested first; JoinError once STEP_SECONDS pass.
+        None if a stop is requested first; JoinError once step_seconds pass.
         """
         deadline = time.monotonic() + self.step_seconds
         while time.monotonic() < deadline:

@@ -15,9 +15,10 @@ from urllib.request import url2pathname
 
 import av
 
-from bot.sources import AudioSource, SourceError
 from functions.common.events import SAMPLE_RATE
 from functions.common.logs import redact_url
+
+from .base import AudioSource, SourceError
 
 BLOCK_MS = 20
 BYTES_PER_SECOND = SAMPLE_RATE * 2  # mono, 16-bit

@@ -14,45 +14,55 @@ import argparse
 import json
 import sys
 import uuid
-from typing import Any, Callable
+from typing import Callable
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from functions.common.db import session_factory
+from functions.common.errors import DomainError
+from functions.common.responses import ApiKeyView, IssuedApiKeyView, UserView
 from functions.common.schemas import BotLimit, CreateKeyRequest, CreateUserRequest, UpdateUserRequest
 from functions.common.settings import get_settings
-from functions.common.web import ApiError
 
 from . import store
+
+# What a command prints, as JSON: the same bodies as the admin API's.
+Output = BaseModel | list[BaseModel]
+
+
+def _as_json(output: Output) -> object:
+    if isinstance(output, list):
+        return [item.model_dump(mode="json", by_alias=True) for item in output]
+    return output.model_dump(mode="json", by_alias=True)
 
 
 def _limit(raw: str) -> BotLimit | None:
     return None if raw.lower() == "none" else int(raw)
 
 
-def create_user(db: Session, args: argparse.Namespace) -> Any:
+def create_user(db: Session, args: argparse.Namespace) -> Output:
     request = CreateUserRequest(user_id=args.user_id, max_bots=args.max_bots)
-    return store.user_json(store.create_user(db, request.user_id, request.max_bots))
+    return UserView.of(store.create_user(db, request.user_id, request.max_bots))
 
 
-def set_limit(db: Session, args: argparse.Namespace) -> Any:
+def set_limit(db: Session, args: argparse.Namespace) -> Output:
     request = UpdateUserRequest(max_bots=args.max_bots)
-    return store.user_json(store.set_bot_limit(db, args.user_id, request.max_bots))
+    return UserView.of(store.set_bot_limit(db, args.user_id, request.max_bots))
 
 
-def create_key(db: Session, args: argparse.Namespace) -> Any:
+def create_key(db: Session, args: argparse.Namespace) -> Output:
     request = CreateKeyRequest(name=args.name, expires_in_days=args.expires_in_days, rate_limit_per_minute=args.rate_limit)
     record, key = store.issue_key(db, args.user_id, request.name, request.expires_in_days, request.rate_limit_per_minute)
-    return store.key_json(record, key)
+    return IssuedApiKeyView.issued(record, key)
 
 
-def list_keys(db: Session, args: argparse.Namespace) -> Any:
-    return [store.key_json(k) for k in store.list_keys(db, args.user_id)]
+def list_keys(db: Session, args: argparse.Namespace) -> Output:
+    return [ApiKeyView.of(k) for k in store.list_keys(db, args.user_id)]
 
 
-def revoke_key(db: Session, args: argparse.Namespace) -> Any:
-    return store.key_json(store.revoke_key(db, args.key_id))
+def revoke_key(db: Session, args: argparse.Namespace) -> Output:
+    return ApiKeyView.of(store.revoke_key(db, args.key_id))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
     areas = top.add_subparsers(dest="area", required=True)
     admin = areas.add_parser("admin", help="users and API keys").add_subparsers(dest="command", required=True)
 
-    def command(name: str, run: Callable[[Session, argparse.Namespace], Any], help: str) -> argparse.ArgumentParser:
+    def command(name: str, run: Callable[[Session, argparse.Namespace], Output], help: str) -> argparse.ArgumentParser:
         sub = admin.add_parser(name, help=help)
         sub.set_defaults(run=run)
         return sub
@@ -89,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sessions() as db, db.begin():
             result = args.run(db, args)
-    except ApiError as exc:
+    except DomainError as exc:
         print(f"vexa: {exc.message}", file=sys.stderr)
         return 1
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
         print(f"vexa: {problems}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2))
+    print(json.dumps(_as_json(result), indent=2))
     return 0
 
 

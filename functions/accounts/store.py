@@ -10,14 +10,13 @@ import hashlib
 import secrets
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from functions.common.models import ApiKey, User
-from functions.common.web import ApiError
+from functions.common.errors import Conflict, NotFound, Unauthenticated
 
 KEY_PREFIX = "vx_"
 SHOWN_PREFIX_LENGTH = 10  # "vx_" and 7 characters: enough to tell keys apart in a list
@@ -34,20 +33,20 @@ def hash_key(key: str) -> str:
 
 def create_user(db: Session, user_id: str, max_bots: int | None = None) -> User:
     if db.get(User, user_id) is not None:
-        raise ApiError(409, "user_exists", f"user {user_id!r} already exists")
+        raise Conflict("user_exists", f"user {user_id!r} already exists")
     user = User(user_id=user_id, max_bots=max_bots, created_at=utcnow())
     db.add(user)
     try:
         db.flush()
     except IntegrityError:  # created concurrently
-        raise ApiError(409, "user_exists", f"user {user_id!r} already exists") from None
+        raise Conflict("user_exists", f"user {user_id!r} already exists") from None
     return user
 
 
 def get_user(db: Session, user_id: str) -> User:
     user = db.get(User, user_id)
     if user is None:
-        raise ApiError(404, "user_not_found", f"no user {user_id!r}")
+        raise NotFound("user_not_found", f"no user {user_id!r}")
     return user
 
 
@@ -83,46 +82,24 @@ def revoke_key(db: Session, key_id: uuid.UUID) -> ApiKey:
     """Revoke a key at once; revoking it again changes nothing."""
     record = db.get(ApiKey, key_id)
     if record is None:
-        raise ApiError(404, "key_not_found", f"no API key {key_id}")
+        raise NotFound("key_not_found", f"no API key {key_id}")
     if record.revoked_at is None:
         record.revoked_at = utcnow()
     return record
 
 
 def authenticate(db: Session, presented: str | None) -> ApiKey:
-    """The live key `presented` (an X-API-Key header); ApiError 401 saying what is wrong with it."""
+    """The live key `presented` (an X-API-Key header); Unauthenticated saying what is wrong with it."""
     if not presented:
-        raise ApiError(401, "missing_api_key", "send your API key in the X-API-Key header")
+        raise Unauthenticated("missing_api_key", "send your API key in the X-API-Key header")
     record = db.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(presented)))
     if record is None:
-        raise ApiError(401, "invalid_api_key", "the X-API-Key is not a valid API key")
+        raise Unauthenticated("invalid_api_key", "the X-API-Key is not a valid API key")
     now = utcnow()
     if record.revoked_at is not None:
-        raise ApiError(401, "api_key_revoked", f"the API key {record.prefix}… was revoked")
+        raise Unauthenticated("api_key_revoked", f"the API key {record.prefix}… was revoked")
     if record.expires_at is not None and record.expires_at <= now:
-        raise ApiError(401, "api_key_expired", f"the API key {record.prefix}… expired at {record.expires_at.isoformat()}")
+        raise Unauthenticated("api_key_expired", f"the API key {record.prefix}… expired at {record.expires_at.isoformat()}")
     if record.last_used_at is None or now - record.last_used_at > LAST_USED_RESOLUTION:
         record.last_used_at = now
     return record
-
-
-def user_json(user: User) -> dict[str, Any]:
-    return {"user_id": user.user_id, "max_bots": user.max_bots, "created_at": user.created_at.isoformat()}
-
-
-def key_json(record: ApiKey, key: str | None = None) -> dict[str, Any]:
-    """A key as the admin API shows it: never the key, except once (`key`) when it is issued."""
-    body: dict[str, Any] = {
-        "id": str(record.id),
-        "user_id": record.user_id,
-        "name": record.name,
-        "prefix": record.prefix,
-        "created_at": record.created_at.isoformat(),
-        "expires_at": record.expires_at.isoformat() if record.expires_at else None,
-        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
-        "last_used_at": record.last_used_at.isoformat() if record.last_used_at else None,
-        "rate_limit_per_minute": record.rate_limit_per_minute,
-    }
-    if key is not None:
-        body["key"] = key
-    return body

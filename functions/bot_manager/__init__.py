@@ -1,20 +1,57 @@
-"""bot-manager: owns meetings and their transcripts; Celery tasks launch and stop their bots.
+"""bot-manager: owns meetings and their transcripts. It serves the API the gateway forwards
+(api.py) and the bots' CloudEvents (events.py), and hands bot launches and stops to the worker
+as Celery tasks; it never calls an orchestrator itself.
 
-The app lives in app.py. It is imported only when an app is made, so that the package's light
-parts start fast: the process orchestrator's bot watcher, a fresh interpreter per launch.
+gunicorn runs `functions.bot_manager:create_app()`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-if TYPE_CHECKING:
-    from flask import Flask
+import redis
+from celery import Celery
+from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 
-    from functions.common.settings import Settings
+from functions.common import coordination, web
+from functions.common.db import session_factory
+from functions.common.logs import configure_logging
+from functions.common.recordings import parse_sources
+from functions.common.settings import Settings, get_settings
+from functions.common.tasks import create_celery
+
+from .api import bp as api_bp
+from .events import bp as events_bp
+from .metrics import MeetingMetrics
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    db_sessions: sessionmaker[Session]
+    celery: Celery  # to hand launches and stops to the workers
+    redis_client: redis.Redis  # the status cache
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """The WSGI app, as gunicorn runs it: `functions.bot_manager:create_app()`."""
-    from .app import create_app as make_app
+    settings = settings or get_settings()
+    configure_logging("bot-manager", settings.log_level)
+    parse_sources(settings.recording_sources)  # a malformed RECORDING_SOURCES stops bot-manager at start
+    app = Flask(__name__)
+    services = Services(
+        settings, session_factory(settings.database_url), create_celery(settings), coordination.connect(settings.redis_url)
+    )
+    app.extensions["vexa"] = services
 
-    return make_app(settings)
+    def ready() -> None:
+        with services.db_sessions() as db:
+            db.execute(text("SELECT 1"))
+
+    web.install(
+        app, "bot-manager", max_body_bytes=settings.max_event_bytes, ready=ready,
+        collectors=(MeetingMetrics(services.db_sessions),),
+    )  # fmt: skip
+    app.register_blueprint(api_bp)
+    app.register_blueprint(events_bp)
+    return app

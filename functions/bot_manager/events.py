@@ -37,9 +37,7 @@ from functions.common.events import (
 )
 from functions.common.lifecycle import InvalidTransition, MeetingStatus
 from functions.common.models import BotSession, Meeting, SpeakerTurn, TranscribedChunk, TranscriptSegment
-from functions.common.web import ApiError
-
-from .meetings import ids, lock_meeting, move, settle
+from functions.meetings.state import bot_actor, ids, lock_meeting, move, session_of, settle
 
 log = logging.getLogger(__name__)
 bp = Blueprint("events", __name__)
@@ -65,7 +63,7 @@ def receive():
     if handler is None:
         raise BadEvent(f"bot-manager does not handle {kind} events")
     identity = identity_of(event)
-    with current_app.extensions["vexa"].sessions() as db, db.begin():
+    with current_app.extensions["vexa"].db_sessions() as db, db.begin():
         meeting, bot_session = _subject(db, identity)
         changed = handler(db, meeting, bot_session, event)
     EVENTS.labels(str(kind), "applied" if changed else "duplicate").inc()
@@ -105,7 +103,7 @@ def dead_letter():
 def _record_lost_chunk(event: CloudEvent, error: str) -> None:
     identity = identity_of(event)
     chunk = audio_chunk_attributes(event)
-    with current_app.extensions["vexa"].sessions() as db, db.begin():
+    with current_app.extensions["vexa"].db_sessions() as db, db.begin():
         meeting, bot_session = _subject(db, identity)
         _claim_chunk(db, bot_session, chunk.chunk_seq, offset_s=chunk.offset_ms / 1000, duration_s=0.0, segment_count=0, error=error)
         settle(db, meeting)
@@ -123,16 +121,17 @@ def _claim_chunk(db: Session, bot_session: BotSession, chunk_seq: int, **columns
 
 
 def _subject(db: Session, identity: Identity) -> tuple[Meeting, BotSession]:
+    """The meeting and bot session an event is about, the meeting's row locked; BadEvent (422) if there are none."""
     try:
         meeting_pk = uuid.UUID(identity.meeting_id)
     except ValueError:
-        raise ApiError(422, "unknown_meeting", f"meetingid {identity.meeting_id!r} is not a meeting id") from None
+        raise BadEvent(f"meetingid {identity.meeting_id!r} is not a meeting id", 422, "unknown_meeting") from None
     meeting = lock_meeting(db, meeting_pk)
     if meeting is None or meeting.user_id != identity.user_id:
-        raise ApiError(422, "unknown_meeting", f"no meeting {identity.meeting_id} for user {identity.user_id!r}")
-    bot_session = next((s for s in meeting.sessions if s.id == identity.session_id), None)
+        raise BadEvent(f"no meeting {identity.meeting_id} for user {identity.user_id!r}", 422, "unknown_meeting")
+    bot_session = session_of(meeting, identity.session_id)
     if bot_session is None:
-        raise ApiError(422, "unknown_session", f"meeting {identity.meeting_id} has no bot session {identity.session_id!r}")
+        raise BadEvent(f"meeting {identity.meeting_id} has no bot session {identity.session_id!r}", 422, "unknown_session")
     return meeting, bot_session
 
 
@@ -152,12 +151,13 @@ def on_bot_status(db: Session, meeting: Meeting, bot_session: BotSession, event:
             bot_session.failure_screenshot = screenshot
         bot_session.chunks_sent = status.chunks_sent or 0
         bot_session.chunks_dropped = status.chunks_dropped or 0
+        bot_session.chunks_buffered = 0
         if status.chunks_dropped:
             log.warning("bot.chunks_dropped", extra={**ids(meeting), "dropped": status.chunks_dropped})
     if bot_session is not meeting.sessions[-1]:
         settle(db, meeting)  # a replaced session's news no longer steers the meeting, but its count does
         return True
-    actor = f"bot:{bot_session.id}"
+    actor = bot_actor(bot_session)
     try:
         if status.state == BotState.FAILED and status.retryable and meeting.status != S.STOPPING:
             # The reconciler relaunches it (or fails the meeting once relaunches run out).
@@ -187,10 +187,15 @@ def _jpeg(screenshot: str) -> bytes:
 
 
 def on_heartbeat(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
+    """The bot lives; while its session does, its delivery counts are the latest heartbeat's."""
     beat: BotHeartbeatData = payload_of(event, BotHeartbeatData)
     if bot_session.last_heartbeat_at is not None and bot_session.last_heartbeat_at >= beat.at:
         return False
     bot_session.last_heartbeat_at = beat.at
+    if bot_session.ended_at is None:  # an ended session's counts are its final report's
+        bot_session.chunks_sent = beat.chunks_sent
+        bot_session.chunks_dropped = beat.chunks_dropped
+        bot_session.chunks_buffered = beat.chunks_buffered
     return True
 
 

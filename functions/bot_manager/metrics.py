@@ -30,14 +30,14 @@ def failure_code(reason: str | None) -> str:
 
 
 class MeetingMetrics(Collector):
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self.sessions = sessions
+    def __init__(self, db_sessions: sessionmaker[Session]) -> None:
+        self.db_sessions = db_sessions
 
     def collect(self) -> Iterator[Metric]:
         try:
-            with self.sessions() as db:
+            with self.db_sessions() as db:
                 by_status = dict(db.execute(select(Meeting.status, func.count()).group_by(Meeting.status)).all())
-                sessions = db.scalar(select(func.count()).select_from(BotSession))
+                bot_sessions = db.scalar(select(func.count()).select_from(BotSession))
                 failures = db.execute(select(Meeting.status_reason).where(Meeting.status == MeetingStatus.FAILED)).scalars()
                 by_reason: dict[str, int] = {}
                 for reason in failures:
@@ -50,7 +50,7 @@ class MeetingMetrics(Collector):
             meetings.add_metric([str(status)], by_status.get(str(status), 0))
         yield meetings
         relaunches = CounterMetricFamily("vexa_bot_relaunches", "Bots launched to replace a lost or crashed one")
-        relaunches.add_metric([], sessions - sum(by_status.values()))
+        relaunches.add_metric([], bot_sessions - sum(by_status.values()))
         yield relaunches
         failed = CounterMetricFamily("vexa_meeting_failures", "Failed meetings by reason", labels=["reason"])
         for code, count in sorted(by_reason.items()):

@@ -7,47 +7,45 @@ applies it to every run request before anything is stored, so a refused request 
 """
 from __future__ import annotations
 
+from .errors import Unacceptable
 from .languages import describe, supported_languages
 from .platforms import Platform
 from .recordings import RecordingNotAllowed, allowed_recording, parse_sources
 from .schemas import RunBotRequest
 from .settings import Settings
-from .web import ApiError
 
 
 def check_run_request(request: RunBotRequest, settings: Settings) -> RunBotRequest:
-    """`request` with its meeting_url normalised, or ApiError 422 naming the field at fault."""
+    """`request` with its meeting_url normalised; Unacceptable naming the field at fault."""
     check_language(request.language, settings)
     check_max_duration(request, settings)
     if request.platform == Platform.FILE and request.meeting_url is not None:
         try:
             url = allowed_recording(request.meeting_url, parse_sources(settings.recording_sources))
         except RecordingNotAllowed as exc:
-            raise ApiError(422, "recording_not_allowed", str(exc)) from None
+            raise Unacceptable("recording_not_allowed", str(exc)) from None
         request = request.model_copy(update={"meeting_url": url})
     return request
 
 
 def check_language(language: str | None, settings: Settings) -> None:
-    """ApiError 422 unless `language` (DEFAULT_LANGUAGE when None) is one the deployed model transcribes."""
+    """Unacceptable unless `language` (DEFAULT_LANGUAGE when None) is one the deployed model transcribes."""
     effective = language or settings.default_language
     supported = supported_languages(settings)
     if effective not in supported:
         given = f"language {effective!r}" if language else f"language (DEFAULT_LANGUAGE {effective!r})"
         model = settings.whisper_model or "the bundled tiny.en"
-        raise ApiError(
-            422,
+        raise Unacceptable(
             "language_not_supported",
             f"{given} is not supported by this deployment's model ({model}); it transcribes: {describe(supported)}",
         )
 
 
 def check_max_duration(request: RunBotRequest, settings: Settings) -> None:
-    """ApiError 422 if the request asks its bot to stay longer than MAX_MEETING_SECONDS allows."""
+    """Unacceptable if the request asks its bot to stay longer than MAX_MEETING_SECONDS allows."""
     leave = request.automatic_leave
     if leave is not None and leave.max_duration is not None and leave.max_duration > settings.max_meeting_seconds:
-        raise ApiError(
-            422,
+        raise Unacceptable(
             "max_duration_too_long",
             f"automatic_leave.max_duration {leave.max_duration} s is longer than this deployment allows "
             f"(MAX_MEETING_SECONDS: {settings.max_meeting_seconds} s)",

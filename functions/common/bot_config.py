@@ -1,133 +1,112 @@
 """A bot's whole configuration, passed as environment variables.
 
-bot-manager builds it (`to_env`) and the bot reads it (`from_env`), so the two
-can never disagree; a Kubernetes Job gets exactly the same variables.
+The worker builds it (`for_meeting`, `to_env`) and the bot reads it (`from_env`), so the two can
+never disagree; a Kubernetes Job gets exactly the same variables. A field is either the
+meeting's own (`meeting_value`, a VEXA_* variable) or a bot tunable of the settings
+(`tunable`), which takes that setting's variable, type and default from settings.py.
 """
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Mapping
 
-from .settings import Settings
+from .settings import SETTINGS, TYPES, Settings
 
-# field -> environment variable. K_SINK is the name Knative's SinkBinding injects.
-ENV_NAMES = {
-    "meeting_id": "VEXA_MEETING_ID",
-    "user_id": "VEXA_USER_ID",
-    "session_id": "VEXA_SESSION_ID",
-    "platform": "VEXA_PLATFORM",
-    "meeting_url": "VEXA_MEETING_URL",
-    "language": "VEXA_LANGUAGE",
-    "replay_speed": "VEXA_REPLAY_SPEED",
-    "sink_url": "K_SINK",
-    "chunk_min_seconds": "CHUNK_MIN_SECONDS",
-    "chunk_max_seconds": "CHUNK_MAX_SECONDS",
-    "chunk_pause_ms": "CHUNK_PAUSE_MS",
-    "vad_aggressiveness": "VAD_AGGRESSIVENESS",
-    "heartbeat_seconds": "BOT_HEARTBEAT_SECONDS",
-    "buffer_chunks": "BOT_BUFFER_CHUNKS",
-    "drain_seconds": "BOT_DRAIN_SECONDS",
-    "log_level": "LOG_LEVEL",
-    "resume_from_seconds": "VEXA_RESUME_FROM_SECONDS",
-    "audio_origin": "VEXA_AUDIO_ORIGIN",
-    "recording_sources": "RECORDING_SOURCES",
-    "display_name": "BOT_DISPLAY_NAME",
-    "waiting_room_timeout_seconds": "BOT_WAITING_ROOM_TIMEOUT_SECONDS",
-    "no_one_joined_timeout_seconds": "BOT_NO_ONE_JOINED_TIMEOUT_SECONDS",
-    "everyone_left_timeout_seconds": "BOT_EVERYONE_LEFT_TIMEOUT_SECONDS",
-    "silence_timeout_seconds": "BOT_SILENCE_TIMEOUT_SECONDS",
-    "max_duration_seconds": "VEXA_MAX_DURATION_SECONDS",
-    "chromium_path": "CHROMIUM_PATH",
-    "browser_host_rules": "BOT_BROWSER_HOST_RULES",
-    "platforms_dir": "BOT_PLATFORMS_DIR",
-}
-_CONVERTERS = {"str": str, "int": int, "float": float}
+# A leaving bot's timing beyond BOT_DRAIN_SECONDS of flushing, which whoever stops it must allow
+# (the Job's termination grace, the reconciler's patience with a stopping bot):
+SINK_REQUEST_SECONDS = 10.0  # one delivery attempt to the sink; closing the sink waits for the one under way
+FINAL_STATUS_SECONDS = 10.0  # the last status event may take this long to get out
+EXIT_SECONDS = 9.0  # leaving the meeting page, closing Chromium, the interpreter's exit
+SHUTDOWN_MARGIN_SECONDS = FINAL_STATUS_SECONDS + (SINK_REQUEST_SECONDS + 1) + EXIT_SECONDS
+
+
+def meeting_value(env: str, default: Any = MISSING, setting: str | None = None) -> Any:
+    """A value of the meeting (or its bot session) itself, in variable `env`; without a default, required.
+
+    `setting`: the setting whose value it takes when the meeting gives none (for_meeting).
+    """
+    return field(default=default, metadata={"env": env, "setting": setting})
+
+
+def tunable(setting: str, default: Any = None) -> Any:
+    """A bot tunable: the setting's own variable (and default, unless the bot's differs); the
+    worker passes the setting's value on."""
+    described = SETTINGS[setting]
+    default = described.kind(described.default) if default is None else default
+    return field(default=default, metadata={"env": described.env, "setting": setting})
+
+
+def env_name(f: Field) -> str:
+    return f.metadata["env"]
 
 
 @dataclass(frozen=True)
 class BotConfig:
-    meeting_id: str  # bot-manager's meeting id (a UUID), carried on every event
-    user_id: str
-    session_id: str
-    platform: str
-    meeting_url: str
-    language: str
-    replay_speed: float
-    sink_url: str
-    chunk_min_seconds: float
-    chunk_max_seconds: float
-    chunk_pause_ms: int
-    vad_aggressiveness: int
-    heartbeat_seconds: float
-    buffer_chunks: int
-    drain_seconds: float
-    log_level: str
+    # K_SINK is the name Knative's SinkBinding injects.
+    sink_url: str = meeting_value("K_SINK")
+    meeting_id: str = meeting_value("VEXA_MEETING_ID")  # bot-manager's meeting id (a UUID), carried on every event
+    user_id: str = meeting_value("VEXA_USER_ID")
+    session_id: str = meeting_value("VEXA_SESSION_ID")
+    platform: str = meeting_value("VEXA_PLATFORM")
+    meeting_url: str = meeting_value("VEXA_MEETING_URL")
+    language: str = meeting_value("VEXA_LANGUAGE")
+    replay_speed: float = meeting_value("VEXA_REPLAY_SPEED")
     # A relaunched bot: the meeting audio position to resume at, and the UTC time of the
     # meeting's audio position 0 (ISO 8601), so its transcript continues on the same clock.
-    resume_from_seconds: float = 0.0
-    audio_origin: str = ""
+    resume_from_seconds: float = meeting_value("VEXA_RESUME_FROM_SECONDS", 0.0)
+    audio_origin: str = meeting_value("VEXA_AUDIO_ORIGIN", "")
+    # When the bot leaves on its own: the meeting's automatic_leave.max_duration, else MAX_MEETING_SECONDS.
+    max_duration_seconds: float = meeting_value(
+        "VEXA_MAX_DURATION_SECONDS", float(SETTINGS["max_meeting_seconds"].default), setting="max_meeting_seconds"
+    )
+
+    chunk_min_seconds: float = tunable("chunk_min_seconds")
+    chunk_max_seconds: float = tunable("chunk_max_seconds")
+    chunk_pause_ms: int = tunable("chunk_pause_ms")
+    vad_aggressiveness: int = tunable("vad_aggressiveness")
+    heartbeat_seconds: float = tunable("bot_heartbeat_seconds")
+    buffer_chunks: int = tunable("bot_buffer_chunks")
+    drain_seconds: float = tunable("bot_drain_seconds")
+    log_level: str = tunable("log_level")
     # Where the recording may come from (bot-manager's RECORDING_SOURCES): the bot checks it again
-    # on its own file system before it opens anything. Empty: no second check.
-    recording_sources: str = ""
-    # Meeting platforms (bot/browser/): the name the bot joins under and when it leaves on its own.
-    # The meeting's own choices (RunBotRequest.automatic_leave) or else the BOT_* settings.
-    display_name: str = "Vexa Notetaker"
-    waiting_room_timeout_seconds: float = 600.0
-    no_one_joined_timeout_seconds: float = 300.0
-    everyone_left_timeout_seconds: float = 30.0
-    silence_timeout_seconds: float = 600.0
-    max_duration_seconds: float = 14_400.0
-    chromium_path: str = "/usr/bin/chromium"
-    # Chromium --host-resolver-rules: point platform hosts at a simulator or test double.
-    browser_host_rules: str = ""
-    # Where the per-platform data files are (empty: the ones shipped in bot/browser/platforms/).
-    platforms_dir: str = ""
+    # on its own file system before it opens anything. Not given: no second check.
+    recording_sources: str = tunable("recording_sources", default="")
+    # Meeting platforms (bot/browser/): the name the bot joins under and when it leaves on its own,
+    # the meeting's own choices (RunBotRequest.bot_display_name, .automatic_leave) or else the settings'.
+    display_name: str = tunable("bot_display_name")
+    waiting_room_timeout_seconds: float = tunable("bot_waiting_room_timeout_seconds")
+    no_one_joined_timeout_seconds: float = tunable("bot_no_one_joined_timeout_seconds")
+    everyone_left_timeout_seconds: float = tunable("bot_everyone_left_timeout_seconds")
+    silence_timeout_seconds: float = tunable("bot_silence_timeout_seconds")
+    join_step_seconds: float = tunable("bot_join_step_seconds")
+    chromium_path: str = tunable("chromium_path")
+    browser_host_rules: str = tunable("bot_browser_host_rules")
+    platforms_dir: str = tunable("bot_platforms_dir")
 
     @classmethod
-    def for_meeting(cls, settings: Settings, sink_url: str, **meeting: str | float) -> "BotConfig":
-        """The meeting's own values plus the bot tunables from bot-manager's settings.
-
-        A meeting value (the display name, an automatic-leave timeout) overrides the setting.
-        """
-        defaults = dict(
-            sink_url=sink_url,
-            chunk_min_seconds=settings.chunk_min_seconds,
-            chunk_max_seconds=settings.chunk_max_seconds,
-            chunk_pause_ms=settings.chunk_pause_ms,
-            vad_aggressiveness=settings.vad_aggressiveness,
-            heartbeat_seconds=settings.bot_heartbeat_seconds,
-            buffer_chunks=settings.bot_buffer_chunks,
-            drain_seconds=settings.bot_drain_seconds,
-            log_level=settings.log_level,
-            recording_sources=settings.recording_sources,
-            display_name=settings.bot_display_name,
-            waiting_room_timeout_seconds=settings.bot_waiting_room_timeout_seconds,
-            no_one_joined_timeout_seconds=settings.bot_no_one_joined_timeout_seconds,
-            everyone_left_timeout_seconds=settings.bot_everyone_left_timeout_seconds,
-            silence_timeout_seconds=settings.bot_silence_timeout_seconds,
-            max_duration_seconds=settings.max_meeting_seconds,
-            chromium_path=settings.chromium_path,
-            browser_host_rules=settings.bot_browser_host_rules,
-            platforms_dir=settings.bot_platforms_dir,
-        )
-        return cls(**{**defaults, **meeting})
+    def for_meeting(cls, settings: Settings, **meeting: str | float) -> BotConfig:
+        """The meeting's own values, and the settings' for every field linked to a setting that it leaves out."""
+        from_settings = {f.name: getattr(settings, f.metadata["setting"]) for f in fields(cls) if f.metadata["setting"]}
+        return cls(**{**from_settings, **meeting})
 
     def to_env(self) -> dict[str, str]:
-        return {ENV_NAMES[name]: str(value) for name, value in asdict(self).items()}
+        return {env_name(f): str(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> "BotConfig":
-        required = [f for f in fields(cls) if f.default is MISSING]
-        missing = [ENV_NAMES[f.name] for f in required if not environ.get(ENV_NAMES[f.name])]
+    def from_env(cls, environ: Mapping[str, str]) -> BotConfig:
+        missing = [env_name(f) for f in fields(cls) if f.default is MISSING and not environ.get(env_name(f))]
         if missing:
             raise ValueError(f"missing bot configuration: {', '.join(missing)}")
         values = {}
-        for field in fields(cls):
-            raw = environ.get(ENV_NAMES[field.name])
+        for f in fields(cls):
+            raw = environ.get(env_name(f))
             if not raw:
                 continue  # optional, and not given: its default
             try:
-                values[field.name] = _CONVERTERS[field.type](raw)
+                values[f.name] = TYPES[f.type](raw)
             except ValueError:
-                raise ValueError(f"{ENV_NAMES[field.name]}={raw!r} is not a valid {field.type}") from None
+                raise ValueError(f"{env_name(f)}={raw!r} is not a valid {f.type}") from None
         return cls(**values)
+
+
+ENV_NAMES: dict[str, str] = {f.name: env_name(f) for f in fields(BotConfig)}  # field -> its environment variable

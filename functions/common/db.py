@@ -14,6 +14,9 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from .logs import configure_logging
+from .settings import get_settings
+
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 TIMESTAMP_OID, TIMESTAMPTZ_OID = 1114, 1184  # PostgreSQL's type ids, as pg8000 receives them
@@ -78,9 +81,6 @@ def migrate(url: str) -> None:
 
 
 def main() -> None:
-    from .logs import configure_logging
-    from .settings import get_settings
-
     parser = argparse.ArgumentParser(description="Vexa database schema")
     parser.add_argument("action", choices=["upgrade"], help="upgrade: apply every pending migration")
     parser.parse_args()

@@ -109,17 +109,17 @@ class BotSpeakersData(_Payload):
 
 
 class BotHeartbeatData(_Payload):
+    """The bot lives, and how its delivery stands (shown on its session while it runs)."""
+
     at: datetime
-    chunks_sent: int = Field(ge=0)
-    chunks_buffered: int = Field(ge=0)
-    chunks_dropped: int = Field(ge=0)
+    chunks_sent: int = Field(ge=0)  # delivered to the sink
+    chunks_buffered: int = Field(ge=0)  # held while the sink does not take them
+    chunks_dropped: int = Field(ge=0)  # given up on (the buffer was full)
 
 
 class Segment(_Payload):
     index: int = Field(ge=0)  # position within its chunk
-    start: float = Field(ge=0)  # seconds from the session's audio start
-    end: float = Field(ge=0)
-    start_at: datetime  # absolute UTC
+    start_at: datetime  # UTC, on the session's clock (session start + audio position)
     end_at: datetime
     text: str = Field(max_length=10_000)
     language: str = Field(max_length=16)

@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 from urllib.parse import unquote, urlsplit
 
+from .settings import SETTINGS
+
 # Attributes every LogRecord has; anything else was passed through `extra`.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -71,8 +73,6 @@ def redact_url(text: str) -> str:
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """What `environ` sets for the settings marked secret: the password of a URL, any other value whole."""
-    from .settings import SETTINGS  # settings imports nothing from here; late to keep this module light
-
     environ = os.environ if environ is None else environ
     values: set[str] = set()
     for setting in SETTINGS.values():

@@ -120,9 +120,11 @@ class BotSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     end_state: Mapped[str | None] = mapped_column(String(16))  # a BotState: left / failed
     end_reason: Mapped[str | None] = mapped_column(Text)
-    # What the bot says it delivered; the transcript is final once that many chunks are transcribed.
+    # What the bot says it delivered: as of its latest heartbeat while it runs, then its final
+    # report's count; the transcript is final once that many chunks are transcribed.
     chunks_sent: Mapped[int | None] = mapped_column(Integer)
     chunks_dropped: Mapped[int | None] = mapped_column(Integer)
+    chunks_buffered: Mapped[int | None] = mapped_column(Integer)  # held, not yet delivered (0 once it ended)
     # Meeting audio position (s) this session starts at: 0 for the first, where the stored
     # transcript ended for a relaunch. Each session owns the audio up to the next one's start.
     resume_from_s: Mapped[float] = mapped_column(Float, nullable=False, server_default="0")

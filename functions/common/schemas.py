@@ -1,4 +1,4 @@
-"""Request bodies and query parameters of the public API.
+"""Request bodies and query parameters of the public and admin API (responses: responses.py).
 
 The gateway validates with these before forwarding, bot-manager validates again
 (it is reachable inside the cluster), and /openapi.json is generated from them.
@@ -143,13 +143,3 @@ class CreateKeyRequest(_Body):
     rate_limit_per_minute: RequestsPerMinute | None = Field(
         default=None, description="Requests per minute; API_RATE_LIMIT_PER_MINUTE if absent."
     )
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-

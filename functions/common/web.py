@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any, Callable, TypeVar
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask.typing import ResponseReturnValue
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -19,10 +20,12 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from .api import HEALTHZ, PATH_PARAMETERS, Route
+from .errors import Conflict, DomainError, LimitReached, NotFound, Unacceptable, Unauthenticated
 from .events import BadEvent, describe_validation_error
 from .logs import Redactor, secret_values
 
@@ -33,8 +36,22 @@ REQUESTS = Counter("vexa_http_requests_total", "HTTP requests served", ["service
 LATENCY = Histogram("vexa_http_request_seconds", "HTTP request latency", ["service", "endpoint"])
 
 
+# The one table from what the domain refuses to the HTTP status that says so.
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    Unauthenticated: 401,
+    NotFound: 404,
+    Conflict: 409,
+    Unacceptable: 422,
+    LimitReached: 429,
+}
+# SQLSTATE classes that mean "the database cannot serve now", not "it refused this request":
+# connection exceptions, insufficient resources, operator intervention (a shutdown, say).
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+
+
 class ApiError(Exception):
-    """An error the client can act on; rendered as {"error": {"code", "message"}}."""
+    """An error of the HTTP exchange itself the client can act on (a body that is not JSON, a bad
+    key); rendered as {"error": {"code", "message"}}. What the domain refuses is a DomainError."""
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any):
         super().__init__(message)
@@ -47,6 +64,29 @@ class ApiError(Exception):
 
 def error_response(status: int, code: str, message: str, **details: Any) -> tuple[Response, int]:
     return jsonify({"error": {"code": code, "message": message, **details}}), status
+
+
+def domain_status(exc: DomainError) -> int:
+    """The HTTP status of what the domain refused: its kind's entry in DOMAIN_STATUS."""
+    return next(DOMAIN_STATUS[kind] for kind in type(exc).__mro__ if kind in DOMAIN_STATUS)
+
+
+def database_unavailable(exc: Exception) -> bool:
+    """True when a database error means it cannot serve now (retry later), not that it refused the request."""
+    if isinstance(exc, (PoolTimeout, OperationalError, InterfaceError)):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    # pg8000 carries the server's error fields as a dict: C is the SQLSTATE.
+    fields = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    return isinstance(fields, dict) and str(fields.get("C", ""))[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+
+
+def _plain(value: Any) -> Any:
+    """A detail of a DomainError as JSON data (a response model, functions/common/responses.py, as its JSON)."""
+    return value.model_dump(mode="json", by_alias=True) if isinstance(value, BaseModel) else value
 
 
 def parse_json_body(model: type[Model]) -> Model:
@@ -85,6 +125,34 @@ def parse_path_param(kind: Any, value: str, name: str) -> Any:
         raise ApiError(422, "invalid_request", f"{name} {value!r}: {exc.errors()[0]['msg']}") from None
 
 
+def json_response(view: BaseModel, status: int = 200) -> Response:
+    """A response model (functions/common/responses.py) as the JSON answer."""
+    return Response(view.model_dump_json(by_alias=True), status=status, mimetype="application/json")
+
+
+def serves(blueprint: Blueprint, route: Route) -> Callable[[Callable[..., ResponseReturnValue]], Callable[..., ResponseReturnValue]]:
+    """Register the decorated function as `route`'s view on `blueprint`.
+
+    It is called with the route's path parameters validated (functions/common/api.py's
+    PATH_PARAMETERS), and with `body` and `query` as the route's models when it has them; a
+    value that does not validate is a 422 (400, 413, 415 for a body that is no JSON object).
+    """
+
+    def register(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
+        def handle(**path: str) -> ResponseReturnValue:
+            arguments: dict[str, Any] = {name: parse_path_param(PATH_PARAMETERS[name], value, name) for name, value in path.items()}
+            if route.body is not None:
+                arguments["body"] = parse_json_body(route.body)
+            if route.query is not None:
+                arguments["query"] = parse_query(route.query)
+            return view(**arguments)
+
+        blueprint.add_url_rule(route.flask_rule, route.name, handle, methods=[route.method])
+        return view
+
+    return register
+
+
 def install(
     app: Flask,
     service: str,
@@ -112,11 +180,17 @@ def install(
         log.warning("event.rejected", extra={"reason": str(exc), "status": exc.status, "ce_id": request.headers.get("ce-id")})
         return error_response(exc.status, exc.code, str(exc))
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(InterfaceError)
+    @app.errorhandler(DomainError)
+    def _domain_error(exc: DomainError):
+        details = {name: _plain(value) for name, value in exc.details.items()}
+        return error_response(domain_status(exc), exc.code, exc.message, **details)
+
+    @app.errorhandler(DBAPIError)
     @app.errorhandler(PoolTimeout)
-    def _database_unavailable(exc: Exception):
-        # The database cannot be reached (not: it refused what was asked, which stays a 500).
+    def _database_error(exc: Exception):
+        if not database_unavailable(exc):
+            return _unexpected(exc)  # it refused what was asked: a bug, not an outage
+        # 503: clients retry, and the broker redelivers an event once the database is back.
         log.error("database.unavailable", extra={"error": str(exc).splitlines()[0]})
         return error_response(503, "database_unavailable", "the database is unavailable; retry later")
 
@@ -157,7 +231,7 @@ def install(
 def _ops_blueprint(service: str, ready: Callable[[], None] | None, collectors: tuple[Collector, ...]) -> Blueprint:
     ops = Blueprint("ops", __name__)
 
-    @ops.get("/healthz")
+    @ops.get(HEALTHZ.path)
     def healthz():
         try:
             if ready is not None:

@@ -22,16 +22,18 @@ API_KEY_HEADER = "X-API-Key"
 RATE_WINDOW_SECONDS = 60
 
 
-def authenticate() -> str:
-    """The user whose live API key came with the request; ApiError 401 or 429 otherwise."""
+def authenticate() -> None:
+    """Find the user whose live API key came with the request (`g.user_id`); 401 or 429 otherwise.
+
+    A before_request hook of the user routes: it returns nothing, so the request goes on.
+    """
     services = current_app.extensions["vexa"]
-    with services.sessions() as db, db.begin():
+    with services.db_sessions() as db, db.begin():
         record = store.authenticate(db, request.headers.get(API_KEY_HEADER))
         key_id, user_id = record.id, record.user_id
         per_minute = record.rate_limit_per_minute or services.settings.api_rate_limit_per_minute
     _within_rate_limit(services.redis_client, key_id, per_minute)
     g.user_id = user_id
-    return user_id
 
 
 def authorize(user_id: str, claimed: str) -> None:

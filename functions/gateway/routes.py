@@ -1,24 +1,47 @@
-"""The public REST API. Each route validates its input here, then bot-manager does the work."""
+"""The public user routes: authenticate, validate, check the key acts for its own user, forward.
+
+Every route in functions/common/api.py's USER_ROUTES is served here by the same view; bot-manager
+does the work and its answer goes back as it is.
+"""
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import quote
 
 import requests
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g
+from pydantic import BaseModel
 
-from functions.common.schemas import MeetingId, RunBotRequest, StopBotRequest, TranscriptQuery, UserId
-from functions.common.web import ApiError, parse_json_body, parse_path_param, parse_query
+from functions.common.api import USER_ROUTES, Route
+from functions.common.web import ApiError, serves
 
 from .auth import authenticate, authorize
-from .openapi import openapi_document
 
 log = logging.getLogger(__name__)
 bp = Blueprint("public", __name__)
+bp.before_request(authenticate)  # 401 and 429 come before anything about the request itself
 _HOP_HEADERS = {"content-type"}
 
 
-def _forward(method: str, path: str, **kwargs) -> Response:
+def forwarding_view(route: Route):
+    """The view that serves `route` by forwarding it to bot-manager."""
+
+    def forward(body: BaseModel | None = None, query: BaseModel | None = None, **path: str) -> Response:
+        claimed = path["user_id"] if "user_id" in path else getattr(body, "user_id")
+        authorize(g.user_id, claimed)
+        upstream_path = route.path_for(**{name: quote(value, safe="") for name, value in path.items()})
+        options: dict[str, Any] = {}
+        if body is not None:
+            options["json"] = body.model_dump(mode="json")
+        if query is not None:
+            options["params"] = query.model_dump(mode="json")
+        return _forward(route.method, upstream_path, **options)
+
+    return forward
+
+
+def _forward(method: str, path: str, **kwargs: Any) -> Response:
     services = current_app.extensions["vexa"]
     url = f"{services.settings.bot_manager_url}{path}"
     try:
@@ -30,56 +53,5 @@ def _forward(method: str, path: str, **kwargs) -> Response:
     return Response(upstream.content, status=upstream.status_code, headers=headers)
 
 
-@bp.post("/bot/run")
-def run_bot():
-    user_id = authenticate()
-    body = parse_json_body(RunBotRequest)
-    authorize(user_id, body.user_id)
-    return _forward("POST", "/bot/run", json=body.model_dump(mode="json"))
-
-
-@bp.post("/bot/stop")
-def stop_bot():
-    user_id = authenticate()
-    body = parse_json_body(StopBotRequest)
-    authorize(user_id, body.user_id)
-    return _forward("POST", "/bot/stop", json=body.model_dump(mode="json"))
-
-
-@bp.get("/bot/status/<user_id>")
-def bot_status(user_id: str):
-    key_user = authenticate()
-    user_id = parse_path_param(UserId, user_id, "user_id")
-    authorize(key_user, user_id)
-    return _forward("GET", f"/bot/status/{quote(user_id, safe='')}")
-
-
-@bp.get("/transcript/<user_id>/<meeting_id>")
-def transcript(user_id: str, meeting_id: str):
-    path = _meeting_path(user_id, meeting_id)
-    query = parse_query(TranscriptQuery)
-    return _forward("GET", path, params={"format": str(query.format)})
-
-
-@bp.delete("/transcript/<user_id>/<meeting_id>")
-def delete_transcript(user_id: str, meeting_id: str):
-    return _forward("DELETE", _meeting_path(user_id, meeting_id))
-
-
-@bp.get("/bot/screenshot/<user_id>/<meeting_id>")
-def screenshot(user_id: str, meeting_id: str):
-    return _forward("GET", _meeting_path(user_id, meeting_id, "/bot/screenshot"))
-
-
-def _meeting_path(user_id: str, meeting_id: str, resource: str = "/transcript") -> str:
-    """bot-manager's path for `resource` of one of the caller's own meetings."""
-    key_user = authenticate()
-    user_id = parse_path_param(UserId, user_id, "user_id")
-    meeting_id = parse_path_param(MeetingId, meeting_id, "meeting_id")
-    authorize(key_user, user_id)
-    return f"{resource}/{quote(user_id, safe='')}/{quote(meeting_id, safe='')}"
-
-
-@bp.get("/openapi.json")
-def openapi():
-    return jsonify(openapi_document(request.host_url.rstrip("/")))
+for _route in USER_ROUTES:
+    serves(bp, _route)(forwarding_view(_route))

@@ -12,6 +12,7 @@ from functions.common.logs import configure_logging
 from functions.common.settings import Settings, get_settings
 
 from .engines import load_engine
+from .handler import bp
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -21,8 +22,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Loaded once per process, before the first request: a chunk never waits for a model load.
     app.extensions["vexa"] = {"settings": settings, "engine": load_engine(settings)}
     web.install(app, "transcription", max_body_bytes=settings.max_event_bytes)
-
-    from .handler import bp
-
     app.register_blueprint(bp)
     return app

@@ -103,14 +103,11 @@ def transcribe_chunk():
 
 
 def _on_session_clock(index: int, piece: TranscribedSegment, offset: float, chunk: AudioChunkAttributes) -> Segment:
-    """A segment timed from the chunk's start, re-timed from the session's audio start and in UTC."""
-    start, end = offset + piece.start, offset + piece.end
+    """A segment timed from the chunk's start, re-timed in UTC on the session's clock."""
     return Segment(
         index=index,
-        start=start,
-        end=end,
-        start_at=chunk.session_start + timedelta(seconds=start),
-        end_at=chunk.session_start + timedelta(seconds=end),
+        start_at=chunk.session_start + timedelta(seconds=offset + piece.start),
+        end_at=chunk.session_start + timedelta(seconds=offset + piece.end),
         text=piece.text,
         language=chunk.language,
     )

@@ -11,42 +11,39 @@ with the reason. Bots still running for a meeting that has ended are stopped.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
 
 import redis
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from functions.bot_manager import coordination
-from functions.bot_manager.meetings import (
-    end_lost_session,
-    ids,
-    launch_session,
-    lock_meeting,
-    move,
-    note,
-    relaunch,
-    settle,
-    transcribed_chunks,
-)
-from functions.bot_manager.orchestrator import Orchestrator, TransientOrchestratorError, WorkerState
-from functions.bot_manager.orchestrator.job_spec import SHUTDOWN_MARGIN_SECONDS
+from functions.common import coordination
+from functions.common.bot_config import SHUTDOWN_MARGIN_SECONDS
 from functions.common.db import session_factory
 from functions.common.events import BotState
 from functions.common.lifecycle import LIVE, TERMINAL, MeetingStatus
 from functions.common.models import BotSession, Meeting
 from functions.common.settings import Settings, get_settings
+from functions.common.tasks import TaskName
+from functions.meetings.state import Actor, end_lost_session, ids, lock_meeting, move, note, relaunch, settle, transcribed_chunks
 
-from . import TaskName, celery_app, worker_orchestrator
+from .app import celery_app, worker_orchestrator
+from .launching import launch_session
+from .orchestrator import BotRunState, Orchestrator, TransientOrchestratorError
 
 log = logging.getLogger(__name__)
 S = MeetingStatus
-W = WorkerState
-ACTOR = "reconciler"
+W = BotRunState
+ACTOR = Actor.RECONCILER
 PASS_LOCK_PERIODS = 3
 PASS_LOCK_MIN_SECONDS = 10.0
+# A bot is judged lost once it missed this many heartbeats, plus the time a heartbeat sent just
+# before it died may still spend on its way (the broker's retries for heartbeats, knative/triggers.yaml).
+MISSED_HEARTBEATS = 3
+HEARTBEAT_IN_FLIGHT_SECONDS = 5.0
 
 
 class Action(StrEnum):
@@ -64,8 +61,8 @@ class Action(StrEnum):
 class Observation:
     status: MeetingStatus
     seconds_in_status: float
-    worker: WorkerState
-    worker_detail: str | None
+    bot_run: BotRunState  # what the orchestrator says of the current session's bot
+    bot_run_detail: str | None
     session_ended: bool  # the bot's own final report (left / failed) arrived
     session_failed: bool  # ...and it said failed (a retryable failure: others fail the meeting at once)
     end_reason: str | None
@@ -95,7 +92,7 @@ class Decision:
 
 
 def decide(seen: Observation, policy: Policy) -> Decision:
-    alive = seen.worker in (W.PENDING, W.RUNNING)
+    alive = seen.bot_run in (W.PENDING, W.RUNNING)
     if seen.status in TERMINAL:
         return Decision(Action.STOP_LEFTOVER_BOT, f"meeting already {seen.status}") if alive else Decision(Action.NONE)
     if seen.status == S.STOPPING:
@@ -105,22 +102,22 @@ def decide(seen: Observation, policy: Policy) -> Decision:
             return Decision(Action.NONE)  # it left: its `left` report moves the meeting on
         return _relaunch_or_fail(seen, policy, seen.end_reason or "bot_failed", seen.seconds_since_session_end or 0.0)
     silent = _silence(seen)
-    if seen.worker == W.MISSING and seen.seconds_since_heartbeat is None:
+    if seen.bot_run == W.MISSING and seen.seconds_since_heartbeat is None:
         # Never seen running: the launch task was lost, or is still waiting for the orchestrator.
         if seen.seconds_since_launch < policy.launch_timeout_seconds:
             return Decision(Action.NONE)
         if seen.launch_requests > policy.relaunch_limit:
             return Decision(Action.FAIL, f"launch_failed: the bot never started ({seen.launch_requests} launch requests)")
         return Decision(Action.RETRY_LAUNCH, f"the orchestrator has no bot {seen.seconds_since_launch:.0f} s after launch")
-    if seen.worker == W.SUCCEEDED:
+    if seen.bot_run == W.SUCCEEDED:
         return _left_without_report(seen, policy)
     if not alive:
         # A bot that just exited may have sent its final report, still in the broker.
         if silent < policy.lost_grace_seconds:
             return Decision(Action.NONE)
-        return _relaunch_or_fail(seen, policy, f"bot_lost: {seen.worker_detail or seen.worker}", silent - policy.lost_grace_seconds)
+        return _relaunch_or_fail(seen, policy, f"bot_lost: {seen.bot_run_detail or seen.bot_run}", silent - policy.lost_grace_seconds)
     # Silence counts only once the bot runs: a pending one may still be pulling its image.
-    if seen.worker == W.RUNNING and silent > policy.heartbeat_timeout_seconds:
+    if seen.bot_run == W.RUNNING and silent > policy.heartbeat_timeout_seconds:
         return Decision(Action.STOP_SILENT_BOT, f"no heartbeat for {silent:.0f} s")
     return Decision(Action.NONE)
 
@@ -136,11 +133,11 @@ def _decide_stopping(seen: Observation, policy: Policy, alive: bool) -> Decision
         if seen.seconds_in_status > policy.stop_grace_seconds:
             return Decision(Action.STOP_BOT, f"still running {seen.seconds_in_status:.0f} s after the stop")
         return Decision(Action.NONE)
-    if seen.worker == W.SUCCEEDED:
+    if seen.bot_run == W.SUCCEEDED:
         return _left_without_report(seen, policy)
     if _silence(seen) < policy.lost_grace_seconds or seen.seconds_in_status < policy.stop_grace_seconds:
         return Decision(Action.NONE)
-    return Decision(Action.FINISH, f"bot_lost: {seen.worker_detail or seen.worker}")
+    return Decision(Action.FINISH, f"bot_lost: {seen.bot_run_detail or seen.bot_run}")
 
 
 def _left_without_report(seen: Observation, policy: Policy) -> Decision:
@@ -151,7 +148,7 @@ def _left_without_report(seen: Observation, policy: Policy) -> Decision:
     """
     if _silence(seen) < policy.transcript_timeout_seconds:
         return Decision(Action.NONE)
-    return Decision(Action.FINISH, f"bot_left_without_report: {seen.worker_detail or seen.worker}")
+    return Decision(Action.FINISH, f"bot_left_without_report: {seen.bot_run_detail or seen.bot_run}")
 
 
 def _silence(seen: Observation) -> float:
@@ -173,13 +170,13 @@ def _relaunch_delay(policy: Policy, relaunches: int) -> float:
 
 def observe(db: Session, meeting: Meeting, orchestrator: Orchestrator, now: datetime) -> Observation:
     bot_session = meeting.sessions[-1]
-    worker = orchestrator.status(bot_session.bot_name)
+    bot_run = orchestrator.status(bot_session.bot_name)
     transcribed = transcribed_chunks(db, meeting.id, bot_session.id)
     return Observation(
         status=S(meeting.status),
         seconds_in_status=(now - meeting.updated_at).total_seconds(),
-        worker=worker.state,
-        worker_detail=worker.detail,
+        bot_run=bot_run.state,
+        bot_run_detail=bot_run.detail,
         session_ended=bot_session.ended_at is not None,
         session_failed=bot_session.end_state == BotState.FAILED,
         end_reason=bot_session.end_reason,
@@ -227,16 +224,16 @@ def reconcile_once(settings: Settings, orchestrator: Orchestrator, now: datetime
 
     `now` lets tests look at the world as it will be once grace periods have passed.
     """
-    sessions = session_factory(settings.database_url)
+    db_sessions = session_factory(settings.database_url)
     policy = policy_from(settings)
     locks = coordination.connect(settings.redis_url)
     counts: dict[str, int] = {}
-    with sessions() as db:
+    with db_sessions() as db:
         candidates = _candidates(db, orchestrator)
     for meeting_pk in candidates:
         try:
             with coordination.meeting_lock(locks, meeting_pk, wait=0):
-                action = _reconcile_meeting(sessions, settings, orchestrator, policy, meeting_pk, now)
+                action = _reconcile_meeting(db_sessions, settings, orchestrator, policy, meeting_pk, now)
         except coordination.MeetingBusy:
             continue  # a launch or stop is under way; the next pass looks again
         except TransientOrchestratorError as exc:
@@ -246,15 +243,18 @@ def reconcile_once(settings: Settings, orchestrator: Orchestrator, now: datetime
     return counts
 
 
-def _reconcile_meeting(sessions, settings: Settings, orchestrator: Orchestrator, policy: Policy, meeting_pk, now) -> Action:
-    with sessions() as db, db.begin():
+def _reconcile_meeting(
+    db_sessions: sessionmaker[Session], settings: Settings, orchestrator: Orchestrator, policy: Policy,
+    meeting_pk: uuid.UUID, now: datetime | None,
+) -> Action:
+    with db_sessions() as db, db.begin():
         meeting = lock_meeting(db, meeting_pk)  # the row lock orders us with event handlers
         if meeting is None or not meeting.sessions:
             return Action.NONE
         decision = decide(observe(db, meeting, orchestrator, now or datetime.now(timezone.utc)), policy)
         to_launch = apply(db, meeting, decision, orchestrator) if decision.action != Action.NONE else None
     if to_launch is not None:
-        launch_session(sessions, settings, orchestrator, meeting_pk, to_launch)
+        launch_session(db_sessions, settings, orchestrator, meeting_pk, to_launch)
     return decision.action
 
 
@@ -263,16 +263,16 @@ def policy_from(settings: Settings) -> Policy:
         heartbeat_timeout_seconds=settings.bot_heartbeat_timeout_seconds,
         transcript_timeout_seconds=settings.transcript_timeout_seconds,
         stop_grace_seconds=settings.bot_drain_seconds + SHUTDOWN_MARGIN_SECONDS,  # what its Job is granted
-        lost_grace_seconds=3 * settings.bot_heartbeat_seconds + 5,  # three missed heartbeats
+        lost_grace_seconds=MISSED_HEARTBEATS * settings.bot_heartbeat_seconds + HEARTBEAT_IN_FLIGHT_SECONDS,
         relaunch_limit=settings.bot_relaunch_limit,
         relaunch_backoff_seconds=settings.bot_relaunch_backoff_seconds,
         launch_timeout_seconds=settings.launch_timeout_seconds,
     )
 
 
-def _candidates(db: Session, orchestrator: Orchestrator) -> list:
+def _candidates(db: Session, orchestrator: Orchestrator) -> list[uuid.UUID]:
     live = set(db.scalars(select(Meeting.id).where(Meeting.status.in_(LIVE))))
-    running = [w.name for w in orchestrator.list() if w.state in (W.PENDING, W.RUNNING)]
+    running = [run.name for run in orchestrator.list() if run.state in (W.PENDING, W.RUNNING)]
     if running:
         live |= set(db.scalars(select(BotSession.meeting_pk).where(BotSession.bot_name.in_(running))))
     return sorted(live)

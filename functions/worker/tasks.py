@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+
 from sqlalchemy.exc import DBAPIError
 
-from functions.bot_manager import coordination
-from functions.bot_manager.meetings import fail_launch, launch_session, stop_session
-from functions.bot_manager.orchestrator import TransientOrchestratorError
+from functions.common import coordination
 from functions.common.db import session_factory
 from functions.common.settings import get_settings
+from functions.common.tasks import TaskName
 
-from . import TaskName, celery_app, worker_orchestrator
+from .app import celery_app, worker_orchestrator
+from .launching import fail_launch, launch_session, stop_session
+from .orchestrator import TransientOrchestratorError
 
 log = logging.getLogger(__name__)
 # Outages worth waiting out: the orchestrator's API, the database, a busy meeting.
@@ -30,13 +32,13 @@ RETRY_POLICY = dict(autoretry_for=TRANSIENT, max_retries=RETRIES, retry_backoff=
 @celery_app.task(name=TaskName.LAUNCH_BOT, bind=True, **RETRY_POLICY)
 def launch_bot(task, meeting_pk: str, session_id: str) -> None:
     settings = get_settings()
-    sessions = session_factory(settings.database_url)
+    db_sessions = session_factory(settings.database_url)
     try:
         with coordination.meeting_lock(coordination.connect(settings.redis_url), uuid.UUID(meeting_pk)):
-            launch_session(sessions, settings, worker_orchestrator(), uuid.UUID(meeting_pk), session_id)
+            launch_session(db_sessions, settings, worker_orchestrator(), uuid.UUID(meeting_pk), session_id)
     except TRANSIENT as exc:
         if task.request.retries >= RETRIES:
-            fail_launch(sessions, uuid.UUID(meeting_pk), session_id, f"gave up after {RETRIES + 1} tries: {exc}")
+            fail_launch(db_sessions, uuid.UUID(meeting_pk), session_id, f"gave up after {RETRIES + 1} tries: {exc}")
             return
         log.warning("bot.launch_retry", extra={"meeting_id": meeting_pk, "session_id": session_id, "error": str(exc)})
         raise

@@ -47,7 +47,7 @@ import psutil
 from functions.common.lifecycle import TERMINAL, MeetingStatus
 from functions.common.settings import Settings
 from local.simulators.control import Simulator
-from tests.support.wer import word_error_rate
+from local.wer import word_error_rate
 
 from .cost import mebibytes, millicores
 from .report import table

@@ -25,7 +25,7 @@ from bot.chunker import Chunker
 from functions.common.events import SAMPLE_RATE
 from functions.common.settings import Settings
 from functions.transcription.engines import ENGINE_NAMES, Engine, EnginePool, load_engine, load_instance
-from tests.support.wer import word_error_rate
+from local.wer import word_error_rate
 
 from .report import table
 from .sample import Sample

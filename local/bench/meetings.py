@@ -26,7 +26,9 @@ from sqlalchemy import func, select
 from functions.common.db import session_factory
 from functions.common.lifecycle import TERMINAL
 from functions.common.models import BotSession, Meeting, TranscribedChunk, TranscriptSegment
-from tests.support.wer import word_error_rate
+from local.wer import word_error_rate
+
+from .report import percentile
 
 from .resources import ResourceMeter
 from .stack import BenchStack
@@ -68,22 +70,14 @@ class ReplayRun:
             "completed": sum(m.status == "completed" for m in self.meetings),
             "chunks_sent": sum(m.chunks_sent for m in self.meetings),
             "chunks_lost": sum(m.chunks_lost for m in self.meetings),
-            "latency_p50_s": _percentile(lat, 50),
-            "latency_p95_s": _percentile(lat, 95),
+            "latency_p50_s": percentile(lat, 50),
+            "latency_p95_s": percentile(lat, 95),
             "latency_max_s": round(max(lat), 2) if lat else None,
             "wer_mean": round(statistics.mean(wers), 1) if wers else None,
             "wall_s": round(self.wall_s, 1),
             "cpu_s": {k: round(v, 1) for k, v in self.cpu_s.items()},
             "peak_rss_mib": {k: round(v) for k, v in self.peak_rss_mib.items()},
         }
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return round(values[0], 2)
-    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 2)
 
 
 def replay(

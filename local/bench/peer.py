@@ -12,7 +12,7 @@ None of its code is imported here; it is only a peer to compare against.
 
 What is measured, for N concurrent streams of the same recording:
 
-- WER of each stream's final transcript against the reference (tests.support.wer);
+- WER of each stream's final transcript against the reference (local.wer);
 - latency of each completed segment: the wall time the first message carrying the segment
   as completed arrived, minus the wall time the segment's last word was spoken. The audio is
   paced like a live source: the stream starts at t0 and a frame is sent once all its samples
@@ -51,10 +51,10 @@ from websockets.sync.client import connect as connect_sync
 from functions.common.events import SAMPLE_RATE
 from functions.common.settings import REPO_ROOT
 from local.stack import free_port
-from tests.support.wer import word_error_rate
+from local.wer import word_error_rate
 
 from .pipeline import holds_peer, stagger
-from .report import table
+from .report import percentile, table
 from .sample import Sample
 from .whisperlive_client import SETTLE_S, WARM_UP_S, PeerRun, stream_meetings, warm_up
 
@@ -245,10 +245,7 @@ def summarize_run(run: PeerRun, reference_text: str) -> dict:
 
 
 def _percentiles(values: list[float]) -> dict:
-    if not values:
-        return {"p50": None, "p95": None, "max": None}
-    p50, p95 = np.percentile(values, [50, 95])
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "max": round(max(values), 2)}
+    return {"p50": percentile(values, 50), "p95": percentile(values, 95), "max": round(max(values), 2) if values else None}
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import statistics
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,15 @@ import psutil
 from functions.common.settings import REPO_ROOT
 
 DOCUMENT = REPO_ROOT / "docs" / "benchmarks.md"
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (linear between the closest ranks, as NumPy's default), to 0.01; None for no values."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 2)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 2)
 
 
 def machine() -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 
 from functions.common.events import SAMPLE_RATE
 from functions.common.settings import REPO_ROOT
-from tests.support.audio import load_pcm_f32
+from local.audio import load_pcm_f32
 
 RECORDING = REPO_ROOT / "local" / "sample" / "meeting.ogg"
 SCRIPT = REPO_ROOT / "local" / "sample" / "meeting.json"  # [{speaker, text, start, end}], seconds

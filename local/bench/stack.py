@@ -18,7 +18,7 @@ import psutil
 
 from functions.common.settings import REPO_ROOT, Settings
 from local.stack import Stack, isolated_environ
-from tests.support.stack import RunningStack
+from local.stack_client import RunningStack
 
 KEY_RATE_LIMIT_PER_MINUTE = 1_000_000  # the most the admin API allows
 

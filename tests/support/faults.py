@@ -20,7 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from functions.common.processes import pid_alive
 from local.stack import Stack
+from local.stack_client import wait_for
 
 @dataclass(frozen=True)
 class Fault:
@@ -70,28 +72,6 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers signal 0; it is dead for our purposes.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_until(check, timeout: float, what: str, interval: float = 0.1):
-    """Poll `check` until it returns something truthy; that value (AssertionError on timeout)."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-    return value
-
-
 # -- faults ------------------------------------------------------------------------------------
 def kill_workers(stack: Stack, program: str, respawn_timeout: float = 60) -> tuple[Fault, float]:
     """kill -9 the worker processes of a gunicorn `program`, not its master, which respawns them.
@@ -104,8 +84,8 @@ def kill_workers(stack: Stack, program: str, respawn_timeout: float = 60) -> tup
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
     killed = time.time()
-    wait_until(lambda: not any(map(alive, workers)), 10, f"{program}'s workers to die")
-    wait_until(lambda: set(children(master)) - set(workers), respawn_timeout, f"{program}'s master to respawn a worker")
+    wait_for(lambda: not any(map(pid_alive, workers)), 10, f"{program}'s workers to die")
+    wait_for(lambda: set(children(master)) - set(workers), respawn_timeout, f"{program}'s master to respawn a worker")
     respawned = time.time()
     assert pid_of(stack, program) == master, f"{program}'s master died too"
     return Fault(f"kill -9 {program} workers {workers}", killed, killed), respawned - killed
@@ -119,7 +99,7 @@ def kill_program(stack: Stack, program: str, restart_timeout: float = 120) -> tu
     pid = pid_of(stack, program)
     os.killpg(os.getpgid(pid), signal.SIGKILL)  # supervisord puts each program in its own group
     killed = time.time()
-    wait_until(lambda: new_running_pid(stack, program, pid), restart_timeout, f"supervisord to restart {program}")
+    wait_for(lambda: new_running_pid(stack, program, pid), restart_timeout, f"supervisord to restart {program}")
     return Fault(f"kill -9 {program} (pid {pid})", killed, killed), time.time() - killed
 
 
@@ -152,7 +132,7 @@ def restart(stack: Stack, program: str) -> Fault:
 
 
 def bot_pid(bots_dir: Path, name: str, timeout: float = 10) -> int:
-    return int(wait_until(lambda: _read(bots_dir / name / "pid"), timeout, f"bot {name}'s pid file"))
+    return int(wait_for(lambda: _read(bots_dir / name / "pid"), timeout, f"bot {name}'s pid file"))
 
 
 def kill_bot(bots_dir: Path, name: str) -> Fault:
@@ -168,7 +148,7 @@ def bots_alive(bots_dir: Path, prefix: str = "") -> list[str]:
     return [
         path.name
         for path in sorted(bots_dir.iterdir())
-        if path.name.startswith(prefix) and (pid := _read(path / "pid")) and alive(int(pid))
+        if path.name.startswith(prefix) and (pid := _read(path / "pid")) and pid_alive(int(pid))
     ]
 
 

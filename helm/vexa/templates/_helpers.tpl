@@ -417,6 +417,8 @@ Integer settings go through int, so that a large number is never written as 1e+0
   value: {{ toString $b.everyoneLeftTimeoutSeconds | quote }}
 - name: BOT_SILENCE_TIMEOUT_SECONDS
   value: {{ toString $b.silenceTimeoutSeconds | quote }}
+- name: BOT_JOIN_STEP_SECONDS
+  value: {{ toString $b.joinStepSeconds | quote }}
 - name: CHROMIUM_PATH
   value: {{ $b.chromiumPath | quote }}
 - name: BOT_BROWSER_HOST_RULES

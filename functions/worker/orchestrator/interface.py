@@ -1,23 +1,19 @@
-"""How bot-manager runs one bot per meeting, whatever runs it.
-
-`process` (this machine's child processes) is the embedded default; a
-Kubernetes Job backend implements the same interface.
-"""
+"""What the worker asks of an orchestrator, whatever runs the bots: launch, stop, status, list."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from functions.common.settings import Settings
 
+class BotRunState(StrEnum):
+    """How a bot's run (a process, a Job) stands, as its orchestrator sees it."""
 
-class WorkerState(StrEnum):
     PENDING = "pending"  # accepted, not running yet
     RUNNING = "running"
     SUCCEEDED = "succeeded"  # exited 0
     FAILED = "failed"  # exited non-zero or was killed
-    MISSING = "missing"  # the orchestrator knows no such worker
+    MISSING = "missing"  # the orchestrator knows no such bot
 
 
 @dataclass(frozen=True)
@@ -30,14 +26,14 @@ class BotSpec:
 
 
 @dataclass(frozen=True)
-class WorkerStatus:
+class BotRunStatus:
     name: str
-    state: WorkerState
+    state: BotRunState
     detail: str | None = None  # exit code, signal or the orchestrator's reason
 
 
-class LaunchError(RuntimeError):
-    """The bot could not be started."""
+class OrchestratorError(RuntimeError):
+    """The orchestrator refused the call (a bad name, no such namespace, no permission): retrying will not help."""
 
 
 class TransientOrchestratorError(RuntimeError):
@@ -46,23 +42,11 @@ class TransientOrchestratorError(RuntimeError):
 
 class Orchestrator(Protocol):
     def launch(self, spec: BotSpec) -> None:
-        """Start the bot; LaunchError if that is impossible. Launching a name twice is a no-op."""
+        """Start the bot; OrchestratorError if that is impossible. Launching a name twice is a no-op."""
 
     def stop(self, name: str) -> None:
         """Ask the bot to leave gracefully (SIGTERM). Stopping a finished or unknown bot is a no-op."""
 
-    def status(self, name: str) -> WorkerStatus: ...
+    def status(self, name: str) -> BotRunStatus: ...
 
-    def list(self) -> list[WorkerStatus]: ...
-
-
-def create_orchestrator(settings: Settings) -> Orchestrator:
-    if settings.orchestrator == "process":
-        from .process import ProcessOrchestrator
-
-        return ProcessOrchestrator(settings.state_dir)
-    if settings.orchestrator == "kubernetes":
-        from .kubernetes import KubernetesOrchestrator  # the client is only imported where it is used
-
-        return KubernetesOrchestrator(settings)
-    raise ValueError(f"unknown ORCHESTRATOR {settings.orchestrator!r}; valid: process, kubernetes")
+    def list(self) -> list[BotRunStatus]: ...

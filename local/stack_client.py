@@ -1,4 +1,4 @@
-"""A running stack seen through its public API, as the tests (and make bench) drive it."""
+"""A running stack seen through its public API, as the tests and `make bench` drive it."""
 from __future__ import annotations
 
 import time
@@ -15,14 +15,14 @@ SAMPLE = REPO_ROOT / "local" / "sample" / "meeting.ogg"
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll `check` until it returns something truthy; that value."""
+    """Poll `check` until it returns something truthy; that value (AssertionError naming `what` on timeout)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
 
 

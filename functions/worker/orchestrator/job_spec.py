@@ -10,20 +10,17 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
-from functions.common.bot_config import ENV_NAMES
+from functions.common.bot_config import ENV_NAMES, SHUTDOWN_MARGIN_SECONDS
 from functions.common.naming import label_value
 from functions.common.platforms import MEETING_PLATFORMS
 from functions.common.settings import Settings
 
-from . import BotSpec
+from .interface import BotSpec
 
 BOT_SELECTOR = "app=bot"  # the SinkBinding (helm/vexa) selects bot Jobs by this label too
 CONTAINER = "bot"
 BOT_UID = 10001  # the bot image's unprivileged user
 SCRATCH = "/tmp"
-# Grace after SIGTERM beyond the bot's drain: its last status event (up to 10 s), closing
-# its sink (up to 11 s) and leaving; a bot killed short of that would look failed.
-SHUTDOWN_MARGIN_SECONDS = 30
 # Beyond the bot's own max duration and drain: Kubernetes ends the Job only if the bot did not
 # leave by itself (its start-up, and its last events, take some of this).
 DEADLINE_MARGIN_SECONDS = 60
@@ -89,7 +86,9 @@ def _pod_spec(spec: BotSpec, settings: Settings) -> dict[str, Any]:
         "restartPolicy": "Never",
         "serviceAccountName": settings.bot_service_account,
         "automountServiceAccountToken": False,  # a bot never talks to the Kubernetes API
-        "terminationGracePeriodSeconds": math.ceil(settings.bot_drain_seconds) + SHUTDOWN_MARGIN_SECONDS,
+        # The bot's drain and what it does after (bot_config.SHUTDOWN_MARGIN_SECONDS): a bot killed
+        # short of that would look failed.
+        "terminationGracePeriodSeconds": math.ceil(settings.bot_drain_seconds + SHUTDOWN_MARGIN_SECONDS),
         # The "restricted" Pod Security Standard.
         "securityContext": {
             "runAsNonRoot": True,

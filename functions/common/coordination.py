@@ -1,4 +1,5 @@
-"""What bot-manager and the Celery worker share through Redis: per-meeting locks and the status cache.
+"""What the services keep in Redis besides Celery's queue: per-meeting locks (the worker), the
+status cache (bot-manager); `connect` gives every service its client (the gateway's rate limits too).
 
 PostgreSQL stays the source of truth. The lock orders the orchestrator calls made
 for one meeting (launch, stop, relaunch) across processes, which a database row

@@ -20,20 +20,19 @@ import numpy as np
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from bot.sources import AudioSource, NotAdmitted, SourceError, SourceListener
+from bot.browser.adapters import ADAPTERS, JoinError, click_if_visible
+from bot.browser.autoleave import LeaveRules, Presence, is_bot
+from bot.browser.speakers import SpeakerTracker
+from bot.browser.spec import PlatformSpec, SpecError, load_spec
 from functions.common.bot_config import BotConfig
 from functions.common.lifecycle import JOIN_ERROR, CompletionReason
 from functions.common.platforms import Platform
 
-from .adapters import ADAPTERS, JoinError, click_if_visible
-from .autoleave import LeaveRules, Presence, is_bot
-from .speakers import SpeakerTracker
-from .spec import PlatformSpec, SpecError, load_spec
+from .base import AudioSource, NotAdmitted, SourceError, SourceListener
 
 log = logging.getLogger(__name__)
-CAPTURE_SCRIPT = Path(__file__).resolve().parent / "capture.js"
+CAPTURE_SCRIPT = Path(__file__).resolve().parents[1] / "browser" / "capture.js"
 POLL_SECONDS = 0.1
-ANSWER_SECONDS = 20.0  # after asking to join, the page must show the lobby or the meeting by then
 AFTER_ADMISSION_SECONDS = 15.0  # how long prompts right after admission (Zoom's audio) are looked for
 SPEAKERS_EVERY_SECONDS = 5.0  # how often ended speaker turns are sent
 GONE_SECONDS = 3.0  # the meeting's controls missing this long, with no end shown: the meeting is gone
@@ -63,7 +62,7 @@ class BrowserSource(AudioSource):
             self.spec: PlatformSpec = load_spec(config.platform, config.platforms_dir or None)
         except SpecError as exc:
             raise SourceError(str(exc)) from None
-        self.adapter = ADAPTERS[Platform(config.platform)](self.spec)
+        self.adapter = ADAPTERS[Platform(config.platform)](self.spec, config.join_step_seconds)
         self._probes = self.spec.page_probes()
         self.started = time.monotonic()
         self.end_reason: CompletionReason | None = None
@@ -196,10 +195,10 @@ class BrowserSource(AudioSource):
                 self.listener.awaiting_admission()
             if lobby_since is not None and now - lobby_since >= self.config.waiting_room_timeout_seconds:
                 raise NotAdmitted(CompletionReason.ADMISSION_TIMEOUT)
-            if lobby_since is None and now - asked >= ANSWER_SECONDS:
+            if lobby_since is None and now - asked >= self.config.join_step_seconds:
                 raise self._join_error(
                     f"after asking to join, the page showed neither the waiting room nor the meeting within "
-                    f"{ANSWER_SECONDS:g} s ({self.spec.path.name} version {self.spec.version})"
+                    f"{self.config.join_step_seconds:g} s ({self.spec.path.name} version {self.spec.version})"
                 )
             page.wait_for_timeout(POLL_SECONDS * 1000)
         self._in_meeting = True

@@ -1,0 +1,234 @@
+"""Response bodies of the public and admin API, declared once.
+
+The services build every JSON answer with these models (`of` takes the stored objects), and
+/openapi.json describes the answers with their JSON schemas, so a response cannot drift from
+its description. Timestamps are ISO 8601 with the UTC offset (`+00:00`), as Python writes them.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from sqlalchemy import Row
+
+from .lifecycle import MeetingStatus
+from .models import ApiKey, BotSession, Meeting, StatusChange, User
+
+Timestamp = Annotated[
+    datetime, PlainSerializer(datetime.isoformat, return_type=str), WithJsonSchema({"type": "string", "format": "date-time"})
+]
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+def _seconds(value: float) -> float:
+    return round(value, 3)
+
+
+class StatusChangeView(_View):
+    from_status: MeetingStatus | None = Field(serialization_alias="from")
+    to: MeetingStatus
+    reason: str | None
+    actor: str = Field(description="api, bot-manager, reconciler or bot:<session id>")
+    at: Timestamp
+
+    @classmethod
+    def of(cls, change: StatusChange) -> StatusChangeView:
+        return cls(from_status=change.from_status, to=change.to_status, reason=change.reason, actor=change.actor, at=change.at)
+
+
+class BotSessionView(_View):
+    """One bot launched for the meeting: the first, or one that replaced a lost bot."""
+
+    session_id: str
+    bot_name: str
+    launched_at: Timestamp
+    resume_from: float = Field(description="where in the meeting's audio it started (s)")
+    ended_at: Timestamp | None
+    end_state: str | None
+    end_reason: str | None
+    chunks_sent: int | None = Field(description="delivered: as of its latest heartbeat while it runs, then final")
+    chunks_dropped: int | None
+    chunks_buffered: int | None = Field(description="held while the broker does not take them (0 once it ended)")
+    has_screenshot: bool = Field(description="it failed to join and left a screenshot: GET /bot/screenshot")
+
+    @classmethod
+    def of(cls, s: BotSession) -> BotSessionView:
+        return cls(
+            session_id=s.id, bot_name=s.bot_name, launched_at=s.launched_at, resume_from=_seconds(s.resume_from_s),
+            ended_at=s.ended_at, end_state=s.end_state, end_reason=s.end_reason, chunks_sent=s.chunks_sent,
+            chunks_dropped=s.chunks_dropped, chunks_buffered=s.chunks_buffered, has_screenshot=s.has_screenshot,
+        )  # fmt: skip
+
+
+class MeetingView(_View):
+    """A meeting and its bot."""
+
+    id: str = Field(description="Vexa's id of this run of the meeting")
+    user_id: str
+    meeting_id: str
+    meeting_title: str | None
+    platform: str
+    meeting_url: str | None
+    language: str
+    replay_speed: float
+    bot_display_name: str | None = Field(description="as the run request gave it; null: BOT_DISPLAY_NAME")
+    status: MeetingStatus
+    status_reason: str | None
+    bot_name: str | None
+    session_id: str | None
+    relaunches: int = Field(description="bots that replaced a lost or crashed one")
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: Timestamp | None
+    ended_at: Timestamp | None
+    participants: list[str] = Field(description="everyone the bots saw, sorted")
+
+    @classmethod
+    def fields_of(cls, meeting: Meeting) -> dict[str, Any]:
+        return dict(
+            id=str(meeting.id), user_id=meeting.user_id, meeting_id=meeting.meeting_id, meeting_title=meeting.title,
+            platform=meeting.platform, meeting_url=meeting.meeting_url, language=meeting.language,
+            replay_speed=meeting.replay_speed, bot_display_name=(meeting.bot_options or {}).get("bot_display_name"),
+            status=meeting.status, status_reason=meeting.status_reason, bot_name=meeting.bot_name,
+            session_id=meeting.sessions[-1].id if meeting.sessions else None,
+            relaunches=max(0, len(meeting.sessions) - 1), created_at=meeting.created_at, updated_at=meeting.updated_at,
+            started_at=meeting.started_at, ended_at=meeting.ended_at, participants=meeting.participants or [],
+        )  # fmt: skip
+
+    @classmethod
+    def of(cls, meeting: Meeting) -> MeetingView:
+        return cls(**cls.fields_of(meeting))
+
+
+class MeetingWithHistoryView(MeetingView):
+    """A meeting, with how it got where it is and every bot it had."""
+
+    history: list[StatusChangeView]
+    sessions: list[BotSessionView]
+
+    @classmethod
+    def of(cls, meeting: Meeting) -> MeetingWithHistoryView:
+        return cls(
+            **cls.fields_of(meeting),
+            history=[StatusChangeView.of(change) for change in meeting.history],
+            sessions=[BotSessionView.of(s) for s in meeting.sessions],
+        )
+
+
+class SegmentView(_View):
+    start: float = Field(description="seconds from the meeting's audio start")
+    end: float
+    start_at: Timestamp
+    end_at: Timestamp
+    text: str
+    language: str
+    session_id: str
+    speaker: str | None = Field(description="the participant who spoke most of it; null: unknown")
+
+    @classmethod
+    def of(cls, segment: Row, speaker: str | None) -> SegmentView:
+        """`segment`: a row of functions.meetings.queries.SEGMENT_FIELDS."""
+        return cls(
+            start=_seconds(segment.start_s), end=_seconds(segment.end_s), start_at=segment.start_at, end_at=segment.end_at,
+            text=segment.text, language=segment.language, session_id=segment.session_id, speaker=speaker,
+        )  # fmt: skip
+
+
+class TranscriptView(_View):
+    meeting: MeetingWithHistoryView
+    segments: list[SegmentView]
+
+    @classmethod
+    def of(cls, meeting: Meeting, segments: Sequence[Row], speakers: Sequence[str | None]) -> TranscriptView:
+        return cls(meeting=MeetingWithHistoryView.of(meeting), segments=[SegmentView.of(s, who) for s, who in zip(segments, speakers)])
+
+
+class BotStatusView(_View):
+    user_id: str
+    bots: list[MeetingView] = Field(description="newest first")
+
+
+class DeletedCounts(_View):
+    meetings: int
+    segments: int
+
+
+class DeletedView(_View):
+    user_id: str
+    meeting_id: str
+    deleted: DeletedCounts
+
+
+class UserView(_View):
+    user_id: str
+    max_bots: int | None
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, user: User) -> UserView:
+        return cls(user_id=user.user_id, max_bots=user.max_bots, created_at=user.created_at)
+
+
+class ApiKeyView(_View):
+    """An API key as listed: its prefix, never the key."""
+
+    id: uuid.UUID
+    user_id: str
+    name: str | None
+    prefix: str
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    revoked_at: Timestamp | None
+    last_used_at: Timestamp | None
+    rate_limit_per_minute: int | None
+
+    @classmethod
+    def fields_of(cls, record: ApiKey) -> dict[str, Any]:
+        return dict(
+            id=record.id, user_id=record.user_id, name=record.name, prefix=record.prefix, created_at=record.created_at,
+            expires_at=record.expires_at, revoked_at=record.revoked_at, last_used_at=record.last_used_at,
+            rate_limit_per_minute=record.rate_limit_per_minute,
+        )  # fmt: skip
+
+    @classmethod
+    def of(cls, record: ApiKey) -> ApiKeyView:
+        return cls(**cls.fields_of(record))
+
+
+class IssuedApiKeyView(ApiKeyView):
+    """A key as issued: the only answer that holds the key itself."""
+
+    key: str = Field(description="the key itself: shown only in the response that issued it")
+
+    @classmethod
+    def issued(cls, record: ApiKey, key: str) -> IssuedApiKeyView:
+        return cls(**cls.fields_of(record), key=key)
+
+
+class KeyListView(_View):
+    user_id: str
+    keys: list[ApiKeyView]
+
+
+class ErrorBody(_View):
+    code: str
+    message: str
+
+
+class ErrorView(_View):
+    error: ErrorBody
+
+
+class MeetingConflictBody(ErrorBody):
+    meeting: MeetingView = Field(description="the meeting the request ran into")
+
+
+class MeetingConflictView(_View):
+    """A 409 about a meeting: the live one a run or a delete ran into, the finished one a stop came too late for."""
+
+    error: MeetingConflictBody

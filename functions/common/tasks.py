@@ -1,0 +1,71 @@
+"""The task contract: the Celery tasks bot-manager hands to the worker, and the app both use.
+
+bot-manager only sends tasks (by name, through Redis); the worker (functions/worker/) defines
+and runs them. Both build their Celery app here, so the broker, the queue semantics and the
+time limits are the same on both sides.
+"""
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from celery import Celery
+from kombu.exceptions import OperationalError as BrokerUnavailable
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+# The longest a task may run before it is killed (the soft limit raises inside it a minute earlier).
+TASK_TIME_LIMIT_SECONDS = 300
+TASK_SOFT_TIME_LIMIT_SECONDS = TASK_TIME_LIMIT_SECONDS - 60
+# A task taken by a worker that died unacknowledged goes back to the queue after this long (Redis
+# has no broker-side acknowledgement). It must outlast any task that still runs, or a slow task
+# would be handed to a second worker while the first is still at it.
+VISIBILITY_TIMEOUT_SECONDS = TASK_TIME_LIMIT_SECONDS + 30
+# The modules that define the tasks, which the worker loads.
+TASK_MODULES = ["functions.worker.reconciler", "functions.worker.tasks"]
+
+
+class TaskName(StrEnum):
+    RECONCILE = "vexa.reconcile"  # args: none (Celery beat, every RECONCILE_SECONDS)
+    LAUNCH_BOT = "vexa.launch_bot"  # args: meeting pk, bot session id
+    STOP_BOT = "vexa.stop_bot"  # args: meeting pk
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("vexa", broker=settings.redis_url, include=TASK_MODULES)
+    app.conf.update(
+        beat_schedule={
+            "reconcile": {
+                "task": TaskName.RECONCILE,
+                "schedule": settings.reconcile_seconds,
+                # Passes queued while no worker ran are dropped, not run back to back: the next one will do.
+                "options": {"expires": max(settings.reconcile_seconds, 1.0)},
+            }
+        },
+        timezone="UTC",
+        # One task at a time per worker process, acknowledged only once done, so a
+        # worker killed mid-task leaves it to another worker instead of losing it.
+        worker_prefetch_multiplier=1,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_time_limit=TASK_TIME_LIMIT_SECONDS,
+        task_soft_time_limit=TASK_SOFT_TIME_LIMIT_SECONDS,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,  # tasks report through the database and logs
+    )
+    return app
+
+
+def enqueue(app: Celery, task: TaskName, *args: str) -> bool:
+    """Hand a task to the workers; False (logged) when Redis is unreachable.
+
+    Callers can rely on the reconciler to redo what a lost task would have done.
+    """
+    try:
+        app.send_task(task, args=list(args), retry=False)
+    except BrokerUnavailable as exc:
+        log.error("task.enqueue_failed", extra={"task": str(task), "args": list(args), "error": str(exc)})
+        return False
+    return True

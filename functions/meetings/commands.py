@@ -1,0 +1,113 @@
+"""What the API asks of meetings: run a bot, stop it, delete a finished meeting.
+
+Each runs inside its caller's transaction; the caller hands the bot's launch or stop to the
+worker once that transaction commits (functions/common/tasks.py).
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from functions.common.admission import check_run_request
+from functions.common.errors import Conflict, LimitReached
+from functions.common.lifecycle import LIVE, TERMINAL, CompletionReason, MeetingStatus
+from functions.common.models import Meeting, StatusChange, TranscriptSegment, User
+from functions.common.responses import MeetingView
+from functions.common.schemas import RunBotRequest
+from functions.common.settings import Settings
+
+from .queries import latest_meeting, live_meeting, meeting_not_found, user_not_found
+from .state import Actor, add_session, move, utcnow
+
+log = logging.getLogger(__name__)
+S = MeetingStatus
+
+
+def run_bot(db: Session, settings: Settings, request: RunBotRequest) -> Meeting:
+    """Create the meeting and its first bot session, `starting`.
+
+    Refused: Unacceptable (a recording outside RECORDING_SOURCES, a language the model lacks),
+    NotFound (no such user), Conflict (the meeting already has a live bot), LimitReached.
+    """
+    request = check_run_request(request, settings)
+    # One run at a time per user, so the live-meeting and limit checks below cannot race.
+    db.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(request.user_id, 0))))
+    user = db.get(User, request.user_id)
+    if user is None:  # the gateway lets only users with a key through; bot-manager checks again
+        raise user_not_found(request.user_id)
+    existing = live_meeting(db, request.user_id, request.meeting_id)
+    if existing is not None:
+        raise Conflict(
+            "meeting_already_running",
+            f"meeting {request.meeting_id!r} already has a live bot ({existing.status})",
+            meeting=MeetingView.of(existing),
+        )
+    limit = user.max_bots if user.max_bots is not None else settings.max_bots_per_user
+    running = db.scalar(select(func.count()).where(Meeting.user_id == request.user_id, Meeting.status.in_(LIVE)))
+    if running >= limit:
+        raise LimitReached("bot_limit_reached", f"user {request.user_id!r} already has {running} live bots (limit {limit})")
+    return _new_meeting(db, settings, request)
+
+
+def _new_meeting(db: Session, settings: Settings, request: RunBotRequest) -> Meeting:
+    now = utcnow()
+    meeting = Meeting(
+        id=uuid.uuid4(),
+        user_id=request.user_id,
+        meeting_id=request.meeting_id,
+        title=request.meeting_title,
+        platform=str(request.platform),
+        meeting_url=request.meeting_url,
+        language=request.language or settings.default_language,
+        replay_speed=request.replay_speed,
+        bot_options=request.model_dump(include={"bot_display_name", "automatic_leave"}, exclude_none=True) or None,
+        participants=[],
+        status=S.REQUESTED,
+        created_at=now,
+        updated_at=now,
+        sessions=[],
+    )
+    db.add(meeting)
+    db.add(StatusChange(meeting_pk=meeting.id, from_status=None, to_status=S.REQUESTED, actor=Actor.API, at=now))
+    add_session(meeting, resume_from_s=0.0)
+    db.flush()
+    move(db, meeting, S.STARTING, None, Actor.BOT_MANAGER)
+    return meeting
+
+
+def stop_bot(db: Session, user_id: str, meeting_id: str) -> Meeting:
+    """Mark the meeting's latest run stopping; NotFound, or Conflict once it has ended."""
+    meeting = latest_meeting(db, user_id, meeting_id, lock=True)
+    if meeting.status in TERMINAL:
+        raise Conflict(
+            "meeting_finished", f"meeting {meeting_id!r} already ended ({meeting.status})", meeting=MeetingView.of(meeting)
+        )
+    move(db, meeting, S.STOPPING, CompletionReason.STOPPED, Actor.API)
+    return meeting
+
+
+def delete_meeting(db: Session, user_id: str, meeting_id: str) -> dict[str, int]:
+    """Delete every finished run of a meeting id with all its data: transcript, chunks, sessions, history.
+
+    For users who must not keep recordings. A live run must be stopped first (Conflict).
+    """
+    runs = list(db.scalars(
+        select(Meeting).where(Meeting.user_id == user_id, Meeting.meeting_id == meeting_id).with_for_update()
+    ))  # fmt: skip
+    if not runs:
+        raise meeting_not_found(user_id, meeting_id)
+    live = [m for m in runs if m.status not in TERMINAL]
+    if live:
+        raise Conflict(
+            "meeting_live",
+            f"meeting {meeting_id!r} is still {live[0].status}: stop it, then delete it",
+            meeting=MeetingView.of(live[0]),
+        )
+    pks = [m.id for m in runs]
+    segments = db.scalar(select(func.count()).where(TranscriptSegment.meeting_pk.in_(pks)))
+    db.execute(delete(Meeting).where(Meeting.id.in_(pks)))  # the rest goes with it (ON DELETE CASCADE)
+    log.warning("meeting.deleted", extra={"user_id": user_id, "user_meeting_id": meeting_id, "runs": len(pks), "segments": segments})
+    return {"meetings": len(pks), "segments": segments}

@@ -76,10 +76,10 @@ demo: up
 test: $(INSTALLED) $(CHROMIUM_PATH)
 	CHROMIUM_PATH=$(CHROMIUM_PATH) $(PY) -m local.testenv $(PY) -m pytest $(PYTEST_ARGS)
 
-# Fault injection (tests/test_faults.py) on a stack of its own; one JSON line per fault.
+# Fault injection (tests/faults) on a stack of its own; one JSON line per fault.
 reliability: $(INSTALLED)
 	@mkdir -p $(dir $(RELIABILITY_REPORT)) && rm -f $(RELIABILITY_REPORT)
-	RELIABILITY_REPORT=$(abspath $(RELIABILITY_REPORT)) $(PY) -m local.testenv $(PY) -m pytest tests/test_faults.py -q $(PYTEST_ARGS); \
+	RELIABILITY_REPORT=$(abspath $(RELIABILITY_REPORT)) $(PY) -m local.testenv $(PY) -m pytest tests/faults -q $(PYTEST_ARGS); \
 	    status=$$?; echo "measurements ($(RELIABILITY_REPORT)):"; cat $(RELIABILITY_REPORT) 2>/dev/null; exit $$status
 
 # Benchmarks (local/bench/): the tables in docs/benchmarks.md come from this run. It needs wrk
@@ -92,7 +92,8 @@ clean: $(INSTALLED)
 	$(STACK) clean
 
 # ---- Container images and `make local` (kind + Knative); see local/kind/README.md ----------
-# Images are <REGISTRY>/vexa-<component>:<TAG>, built from the repo root. TAG is a version
+# Images are <REGISTRY>/vexa-<component>:<TAG>, each a --target of the repo root's Dockerfile
+# (gateway, bot-manager, transcription, bot, worker), built from the repo root. TAG is a version
 # (pyproject.toml's by default), never "latest". ENGINE picks the transcription engine baked
 # into vexa-transcription: whisperx (default; CUDA torch, ~5 GB more) or faster-whisper (small).
 # DOCKER_BUILD may add flags, e.g. "docker buildx build --platform linux/amd64 --push".
@@ -105,12 +106,12 @@ DOCKER_BUILD ?= docker build --provenance=false
 .PHONY: images local local-down lint-shell
 
 images:
-	@case '$(TAG)' in [0-9]*) ;; *) echo "TAG must be a version such as $(VEXA_VERSION), not '$(TAG)'" >&2; exit 1 ;; esac
-	$(DOCKER_BUILD) -f functions/gateway/Dockerfile -t $(REGISTRY)/vexa-gateway:$(TAG) .
-	$(DOCKER_BUILD) -f functions/bot_manager/Dockerfile -t $(REGISTRY)/vexa-bot-manager:$(TAG) .
-	$(DOCKER_BUILD) -f functions/transcription/Dockerfile --build-arg ENGINE=$(ENGINE) -t $(REGISTRY)/vexa-transcription:$(TAG) .
-	$(DOCKER_BUILD) -f bot/Dockerfile -t $(REGISTRY)/vexa-bot:$(TAG) .
-	$(DOCKER_BUILD) -f functions/worker/Dockerfile -t $(REGISTRY)/vexa-worker:$(TAG) .
+	$(if $(and $(filter 1,$(words $(TAG))),$(filter 0% 1% 2% 3% 4% 5% 6% 7% 8% 9%,$(TAG))),,$(error TAG must be a version such as $(VEXA_VERSION), not '$(TAG)'))
+	$(DOCKER_BUILD) --target gateway -t $(REGISTRY)/vexa-gateway:$(TAG) .
+	$(DOCKER_BUILD) --target bot-manager -t $(REGISTRY)/vexa-bot-manager:$(TAG) .
+	$(DOCKER_BUILD) --target transcription --build-arg ENGINE=$(ENGINE) -t $(REGISTRY)/vexa-transcription:$(TAG) .
+	$(DOCKER_BUILD) --target bot -t $(REGISTRY)/vexa-bot:$(TAG) .
+	$(DOCKER_BUILD) --target worker -t $(REGISTRY)/vexa-worker:$(TAG) .
 
 # Vexa on a local kind cluster with Knative, step by step (each step: local/kind/up.sh STEP).
 local:

@@ -25,7 +25,7 @@ def main() -> int:
         logging.getLogger("bot").error("bot.misconfigured", extra={"error": str(exc)})
         return 2
     configure_logging(
-        "bot", config.log_level, meeting_id=config.meeting_id, user_id=config.user_id, session_id=config.session_id
+        "bot", config.log_level, meeting_id=config.meeting_pk, user_id=config.user_id, session_id=config.session_id
     )
     try:
         bot = Bot(config)

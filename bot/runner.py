@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 class Bot:
     def __init__(self, config: BotConfig):
         self.config = config
-        self.identity = Identity(meeting_id=config.meeting_id, user_id=config.user_id, session_id=config.session_id)
+        self.identity = Identity(meeting_pk=config.meeting_pk, user_id=config.user_id, session_id=config.session_id)
         self.source_uri = event_source("bot", config.session_id)
         self.sink = EventSink(config.sink_url, capacity=config.buffer_chunks)
         self.chunker = self._chunker(start_ms=0)

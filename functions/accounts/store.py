@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from functions.common.models import ApiKey, User
 from functions.common.errors import Conflict, NotFound, Unauthenticated
+from functions.common.models import ApiKey, User
 
 KEY_PREFIX = "vx_"
 SHOWN_PREFIX_LENGTH = 10  # "vx_" and 7 characters: enough to tell keys apart in a list

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from functions.common.events import (
+    Attr,
     BadEvent,
     BotHeartbeatData,
     BotSpeakersData,
@@ -89,7 +90,7 @@ def dead_letter():
         extra={
             "event_id": event.get_id(),
             "type": event.get_type(),
-            "meeting_id": attributes.get("meetingid"),
+            "meeting_id": attributes.get(Attr.MEETING_PK),
             "user_id": attributes.get("userid"),
             "session_id": attributes.get("sessionid"),
             "destination": attributes.get("knativeerrordest"),
@@ -123,15 +124,15 @@ def _claim_chunk(db: Session, bot_session: BotSession, chunk_seq: int, **columns
 def _subject(db: Session, identity: Identity) -> tuple[Meeting, BotSession]:
     """The meeting and bot session an event is about, the meeting's row locked; BadEvent (422) if there are none."""
     try:
-        meeting_pk = uuid.UUID(identity.meeting_id)
+        meeting_pk = uuid.UUID(identity.meeting_pk)
     except ValueError:
-        raise BadEvent(f"meetingid {identity.meeting_id!r} is not a meeting id", 422, "unknown_meeting") from None
+        raise BadEvent(f"meetingid {identity.meeting_pk!r} is not a meeting id", 422, "unknown_meeting") from None
     meeting = lock_meeting(db, meeting_pk)
     if meeting is None or meeting.user_id != identity.user_id:
-        raise BadEvent(f"no meeting {identity.meeting_id} for user {identity.user_id!r}", 422, "unknown_meeting")
+        raise BadEvent(f"no meeting {identity.meeting_pk} for user {identity.user_id!r}", 422, "unknown_meeting")
     bot_session = session_of(meeting, identity.session_id)
     if bot_session is None:
-        raise BadEvent(f"meeting {identity.meeting_id} has no bot session {identity.session_id!r}", 422, "unknown_session")
+        raise BadEvent(f"meeting {identity.meeting_pk} has no bot session {identity.session_id!r}", 422, "unknown_session")
     return meeting, bot_session
 
 

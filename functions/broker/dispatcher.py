@@ -246,7 +246,7 @@ def _ids(event: CloudEvent, delivery: _Delivery | None = None, outcome: _Outcome
     fields: dict[str, object] = {
         "event_id": attributes.get("id"),
         "event_type": attributes.get("type"),
-        "meeting_id": attributes.get(Attr.MEETING_ID),
+        "meeting_id": attributes.get(Attr.MEETING_PK),
         "user_id": attributes.get(Attr.USER_ID),
         "session_id": attributes.get(Attr.SESSION_ID),
     }

@@ -44,7 +44,7 @@ def env_name(f: Field) -> str:
 class BotConfig:
     # K_SINK is the name Knative's SinkBinding injects.
     sink_url: str = meeting_value("K_SINK")
-    meeting_id: str = meeting_value("VEXA_MEETING_ID")  # bot-manager's meeting id (a UUID), carried on every event
+    meeting_pk: str = meeting_value("VEXA_MEETING_PK")  # the meeting's primary key (a UUID), carried on every event
     user_id: str = meeting_value("VEXA_USER_ID")
     session_id: str = meeting_value("VEXA_SESSION_ID")
     platform: str = meeting_value("VEXA_PLATFORM")

@@ -51,7 +51,7 @@ class EventType(StrEnum):
 class Attr(StrEnum):
     """Extension attribute names (CloudEvents: lowercase letters and digits)."""
 
-    MEETING_ID = "meetingid"
+    MEETING_PK = "meetingid"  # the meeting's primary key (bot-manager's UUID, the API's `id`)
     USER_ID = "userid"
     SESSION_ID = "sessionid"
     CHUNK_SEQ = "chunkseq"  # audio chunk: 0, 1, 2 ... within a session
@@ -150,11 +150,13 @@ PAYLOAD_SCHEMAS: dict[EventType, type[_Payload]] = {
 
 
 class Identity(_Payload):
-    """Who an event is about."""
+    """Who an event is about: its attributes meetingid, userid and sessionid (errors name them so)."""
 
-    meeting_id: str = Field(min_length=1, max_length=64)
-    user_id: str = Field(min_length=1, max_length=128)
-    session_id: str = Field(min_length=1, max_length=64)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
+
+    meeting_pk: str = Field(min_length=1, max_length=64, alias=Attr.MEETING_PK)
+    user_id: str = Field(min_length=1, max_length=128, alias=Attr.USER_ID)
+    session_id: str = Field(min_length=1, max_length=64, alias=Attr.SESSION_ID)
 
 
 def is_retryable(status: int) -> bool:
@@ -210,7 +212,7 @@ def new_event(
         "source": source,
         "time": datetime.now(timezone.utc),
         "datacontenttype": AUDIO_CONTENT_TYPE if isinstance(data, bytes) else JSON_CONTENT_TYPE,
-        Attr.MEETING_ID: identity.meeting_id,
+        Attr.MEETING_PK: identity.meeting_pk,
         Attr.USER_ID: identity.user_id,
         Attr.SESSION_ID: identity.session_id,
     }
@@ -259,15 +261,8 @@ def event_type(event: CloudEvent) -> EventType:
 
 def identity_of(event: CloudEvent) -> Identity:
     attributes = event.get_attributes()
-    return _validated(
-        Identity,
-        {
-            "meeting_id": attributes.get(Attr.MEETING_ID),
-            "user_id": attributes.get(Attr.USER_ID),
-            "session_id": attributes.get(Attr.SESSION_ID),
-        },
-        "attributes",
-    )
+    return _validated(Identity, {name: attributes.get(name) for name in (Attr.MEETING_PK, Attr.USER_ID, Attr.SESSION_ID)},
+                      "attributes")  # fmt: skip
 
 
 def payload_of(event: CloudEvent, model: type[_Payload]) -> Any:

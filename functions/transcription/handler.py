@@ -25,7 +25,6 @@ from functions.common.events import (
     parse_http,
     to_http,
 )
-
 from functions.common.languages import describe, supported_languages
 
 from .engines import TranscribedSegment
@@ -89,7 +88,7 @@ def transcribe_chunk():
     log.info(
         "chunk.transcribed",
         extra={
-            "meeting_id": identity.meeting_id,
+            "meeting_id": identity.meeting_pk,
             "user_id": identity.user_id,
             "session_id": identity.session_id,
             "chunk_seq": chunk.chunk_seq,

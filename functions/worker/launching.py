@@ -44,7 +44,7 @@ def bot_spec(settings: Settings, meeting: Meeting, bot_session: BotSession) -> B
     config = BotConfig.for_meeting(
         settings,
         sink_url=settings.broker_ingress_url,
-        meeting_id=str(meeting.id),
+        meeting_pk=str(meeting.id),
         user_id=meeting.user_id,
         session_id=bot_session.id,
         platform=meeting.platform,

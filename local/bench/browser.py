@@ -46,7 +46,7 @@ import psutil
 
 from functions.common.lifecycle import TERMINAL, MeetingStatus
 from functions.common.settings import Settings
-from local.simulators.control import Simulator
+from local.simulators.control import Simulator, new_meeting_key
 from local.wer import word_error_rate
 
 from .cost import mebibytes, millicores
@@ -217,7 +217,7 @@ def run(state: Path, settings: Settings, command: str) -> dict:
 
 def browser_meeting(bs: BenchStack, sim: Simulator, platform: str, reference: str) -> dict:
     """One bot in a simulated `platform` meeting: admitted after a second, ended after the voices."""
-    key = meeting_key(platform)
+    key = new_meeting_key(platform)
     sim.meeting(platform, key).configure(end_after_audio=END_AFTER_AUDIO_SECONDS)
     body = {"meeting_id": f"{platform}-{uuid.uuid4().hex[:6]}", "meeting_url": sim.url(platform, key)}
     return measure_bot(bs, body, reference)
@@ -228,16 +228,6 @@ def file_meeting(bs: BenchStack, reference: str) -> dict:
     body = {"meeting_id": f"file-{uuid.uuid4().hex[:6]}", "platform": "file",
             "meeting_url": str(RECORDING), "replay_speed": 1.0}  # fmt: skip
     return measure_bot(bs, body, reference)
-
-
-def meeting_key(platform: str) -> str:
-    """A fresh meeting code, id or number in the platform's own format."""
-    letters = "".join(chr(ord("a") + b % 26) for b in uuid.uuid4().bytes[:10])
-    return {
-        "google_meet": f"{letters[:3]}-{letters[3:7]}-{letters[7:]}",
-        "teams": f"19:meeting_{uuid.uuid4().hex[:16]}@thread.v2",
-        "zoom": str(80_000_000_000 + uuid.uuid4().int % 10_000_000_000),
-    }[platform]
 
 
 def measure_bot(bs: BenchStack, body: dict, reference: str) -> dict:

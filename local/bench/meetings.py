@@ -29,7 +29,6 @@ from functions.common.models import BotSession, Meeting, TranscribedChunk, Trans
 from local.wer import word_error_rate
 
 from .report import percentile
-
 from .resources import ResourceMeter
 from .stack import BenchStack
 
@@ -141,8 +140,8 @@ def _poll(bs: BenchStack, run: MeetingRun, first_seen: dict[tuple[str, float], f
 
 def _account(bs: BenchStack, run: MeetingRun, first_seen: dict[tuple[str, float], float], reference: str) -> None:
     """Lost chunks, per-chunk latency and WER, from what PostgreSQL holds for the meeting."""
-    sessions = session_factory(bs.database_url)
-    with sessions() as db:
+    db_sessions = session_factory(bs.database_url)
+    with db_sessions() as db:
         meeting = db.scalar(select(Meeting).where(Meeting.user_id == run.user, Meeting.meeting_id == run.meeting_id))
         run.chunks_sent = sum(s.chunks_sent or 0 for s in db.scalars(select(BotSession).where(BotSession.meeting_pk == meeting.id)))
         stored = db.scalar(

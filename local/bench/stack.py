@@ -30,7 +30,7 @@ class BenchStack(RunningStack):
     def service_pids(self) -> dict[str, int]:
         """Each supervised program's main process id (gunicorn masters include their workers as children)."""
         pids = {}
-        for line in self.stack.ctl("status", check=False).stdout.splitlines():
+        for line in self.stack.supervisor.ctl("status", check=False).stdout.splitlines():
             parts = line.split()
             if len(parts) >= 4 and parts[1] == "RUNNING" and parts[2] == "pid":
                 pids[parts[0]] = int(parts[3].rstrip(","))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 import warnings
 from typing import Callable
 from urllib.parse import quote
@@ -23,7 +24,6 @@ import requests
 from urllib3.exceptions import InsecureRequestWarning
 
 from local.simulators.server import SimulatorServer, create_server, host_rules, quote_key
-
 
 
 class Simulator:
@@ -83,6 +83,16 @@ class Simulator:
 
     def meeting(self, platform: str, key: str) -> "SimulatedMeeting":
         return SimulatedMeeting(self, platform, key)
+
+
+def new_meeting_key(platform: str) -> str:
+    """A fresh meeting's code, id or number, as the platform writes them."""
+    letters = "".join(chr(ord("a") + b % 26) for b in uuid.uuid4().bytes[:10])
+    return {
+        "google_meet": f"{letters[:3]}-{letters[3:7]}-{letters[7:]}",
+        "teams": f"19:meeting_{uuid.uuid4().hex[:16]}@thread.v2",
+        "zoom": str(80_000_000_000 + uuid.uuid4().int % 10_000_000_000),
+    }[platform]
 
 
 class SimulatedMeeting:

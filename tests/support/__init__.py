@@ -1,1 +1,1 @@
-"""Helpers shared by the test modules (audio decoding, word error rate)."""
+"""Helpers shared by the test modules: bot processes and their sink, databases, stacks, fault injection."""

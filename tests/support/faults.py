@@ -10,7 +10,8 @@ and recovery from those instants:
     restart(stack, "bot-manager")          # stopped and started, as supervisorctl restart does
     kill_bot(bots_dir, name)               # kill -9 one bot process
 
-Linux only: process trees are read from /proc.
+Programs' states and pids are read from supervisord over its XML-RPC socket (what supervisorctl
+uses, without starting a Python process for each look). Linux only: process trees are read from /proc.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from functions.common.processes import pid_alive
 from local.stack import Stack
 from local.stack_client import wait_for
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -42,18 +44,22 @@ class Fault:
 
 
 # -- processes ---------------------------------------------------------------------------------
+def _info(stack: Stack, program: str) -> dict:
+    """supervisord's process info for `program` (`statename`, and `pid`: 0 unless running)."""
+    return stack.supervisor.rpc.getProcessInfo(program)
+
+
 def pid_of(stack: Stack, program: str) -> int:
     """The pid supervisord started for `program`; AssertionError unless it is running."""
-    out = stack.ctl("pid", program, check=False).stdout.strip()
-    if not out.isdigit() or out == "0":
-        raise AssertionError(f"{program} is not running: supervisorctl pid says {out!r}")
-    return int(out)
+    info = _info(stack, program)
+    if not info["pid"]:
+        raise AssertionError(f"{program} is not running: supervisord says {info['statename']}")
+    return info["pid"]
 
 
 def state_of(stack: Stack, program: str) -> str:
     """supervisord's state for `program`: RUNNING, STARTING, STOPPED, BACKOFF, ..."""
-    fields = stack.ctl("status", program, check=False).stdout.split()
-    return fields[1] if len(fields) > 1 else "UNKNOWN"
+    return _info(stack, program)["statename"]
 
 
 def children(pid: int) -> list[int]:
@@ -106,7 +112,7 @@ def kill_program(stack: Stack, program: str, restart_timeout: float = 120) -> tu
 def stop(stack: Stack, program: str) -> float:
     """supervisorctl stop `program`, returning once it has stopped; when it was told to stop."""
     asked = time.time()
-    stack.ctl("stop", program)
+    stack.supervisor.ctl("stop", program)
     assert state_of(stack, program) == "STOPPED", f"{program} is {state_of(stack, program)}, not STOPPED"
     return asked
 
@@ -114,7 +120,7 @@ def stop(stack: Stack, program: str) -> float:
 def start(stack: Stack, program: str) -> float:
     """supervisorctl start `program` and wait until supervisord calls it RUNNING; when it was asked to start."""
     asked = time.time()
-    stack.ctl("start", program)
+    stack.supervisor.ctl("start", program)
     assert state_of(stack, program) == "RUNNING", f"{program} did not start: {state_of(stack, program)}"
     return asked
 
@@ -153,8 +159,9 @@ def bots_alive(bots_dir: Path, prefix: str = "") -> list[str]:
 
 
 def new_running_pid(stack: Stack, program: str, old: int) -> bool:
-    out = stack.ctl("pid", program, check=False).stdout.strip()
-    return out.isdigit() and int(out) not in (0, old) and state_of(stack, program) == "RUNNING"
+    """Whether supervisord runs `program` again, under a pid other than `old`."""
+    info = _info(stack, program)
+    return info["pid"] not in (0, old) and info["statename"] == "RUNNING"
 
 
 def _read(path: Path) -> str | None:

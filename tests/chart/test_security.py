@@ -1,0 +1,214 @@
+"""Least privilege: the Kubernetes API identities the chart creates, how its pods run, and
+what the bots may connect to.
+
+RBAC grants the Celery worker, the only pod with an API token, exactly the requests its
+orchestrator makes (found by running it against a recording API client) in the release's
+namespace and nothing cluster-wide; every other pod, the bots' included, runs without a token.
+Every container of every pod runs as a numeric non-root user, unprivileged, with all
+capabilities dropped, the runtime's seccomp profile and a read-only root with a writable /tmp.
+The bots' NetworkPolicy, evaluated offline (tests.support.network_policy), selects exactly the
+pods of the Jobs the worker builds, admits no connection to them, and lets them reach DNS, the
+Knative Broker's ingress and the public internet, but not the cloud metadata servers, the
+Kubernetes API, nodes, private ranges, other ports of the DNS and Broker pods, nor any pod of
+the release; `make local` opens exactly the in-cluster sample server on top.
+"""
+from __future__ import annotations
+
+import helm_python as helm
+import pytest
+import yaml
+
+from functions.common.admission import check_run_request
+from functions.common.errors import Unacceptable
+from functions.common.schemas import RunBotRequest
+from functions.common.settings import REPO_ROOT, Settings
+from functions.worker.orchestrator.job_spec import BOT_SELECTOR
+from tests.support.chart import (
+    KIND_VALUES, NAMESPACE, PODS, WORKER, ApiRequest, api_requests_of_the_worker, assert_valid_kubernetes, bot_policy,
+    chart_pods, knative_services, launch_as_the_worker, objects, of_kind, one, plain_env, pod_specs, render,
+)  # fmt: skip
+from tests.support.network_policy import Destination, egress_allows, selects
+
+EVERY_POD = [(values, pod) for values, pods in PODS.items() for pod in pods]
+
+
+# ---- RBAC: who may use the Kubernetes API ---------------------------------------------------------
+
+
+def test_rbac_grants_exactly_what_the_worker_asks_the_api_for(rendered):
+    assert not of_kind(rendered, "ClusterRole") and not of_kind(rendered, "ClusterRoleBinding")
+    (role,) = of_kind(rendered, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    # Whole resources, no narrowing (resourceNames, non-resource URLs) the worker's requests could trip on.
+    assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"]), role["rules"]
+    granted = {
+        ApiRequest(NAMESPACE, group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]
+    }  # fmt: skip
+    needed = api_requests_of_the_worker(plain_env(one(rendered, "Deployment", WORKER)))
+    assert {r.namespace for r in needed} == {NAMESPACE}
+    assert sorted(needed - granted, key=repr) == [], "the worker would be refused these"
+    assert sorted(granted - needed, key=repr) == [], "granted, but the worker never asks for them"
+
+
+def test_the_role_is_bound_to_the_worker_alone(rendered):
+    (role,) = of_kind(rendered, "Role")
+    (binding,) = of_kind(rendered, "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"],
+    }  # fmt: skip
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": WORKER, "namespace": NAMESPACE}]
+    worker_account = one(rendered, "ServiceAccount", WORKER)
+    for o in (role, binding, worker_account):
+        assert o["metadata"]["name"] == WORKER
+        assert o["metadata"]["labels"]["app.kubernetes.io/component"] == "worker", o["kind"]
+    assert {o["metadata"]["name"] for o in of_kind(rendered, "ServiceAccount")} == {WORKER, "vexa-bot"}
+    bot_account = one(rendered, "ServiceAccount", "vexa-bot")
+    assert bot_account["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("values, pod", EVERY_POD)
+def test_only_the_worker_has_an_api_token(renders, values, pod):
+    """The Celery worker launches, follows and stops the bot Jobs, so it alone has a token;
+    every other pod runs without one (bot-manager only queues tasks), and so do bots."""
+    spec = pod_specs(renders[values])[pod]
+    if pod == f"Deployment/{WORKER}":
+        assert spec["serviceAccountName"] == WORKER
+        assert spec.get("automountServiceAccountToken") is not False
+    else:
+        assert spec.get("automountServiceAccountToken") is False
+        assert spec.get("serviceAccountName", "default") != WORKER
+
+
+def test_bot_manager_has_no_api_identity(rendered):
+    assert "serviceAccountName" not in knative_services(rendered)["bot-manager"]["spec"]["template"]["spec"]
+
+
+# ---- pod security ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values, pod", EVERY_POD)
+def test_every_pod_runs_non_root_and_unprivileged(renders, values, pod):
+    spec = pod_specs(renders[values])[pod]
+    pod_context = spec.get("securityContext", {})
+    writable = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v or "persistentVolumeClaim" in v}
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        context = container.get("securityContext", {})
+
+        def effective(field):
+            return context.get(field, pod_context.get(field))
+
+        where = f"container {container['name']}"
+        assert effective("runAsNonRoot") is True, where
+        assert effective("runAsUser") not in (None, 0), where  # a numeric non-root user the kubelet can check
+        assert context.get("allowPrivilegeEscalation") is False, where
+        assert context.get("privileged") in (None, False), where
+        assert context.get("capabilities", {}).get("drop") == ["ALL"], where
+        assert not context.get("capabilities", {}).get("add"), where
+        assert effective("seccompProfile") == {"type": "RuntimeDefault"}, where
+        assert context.get("readOnlyRootFilesystem") is True, where
+        if pod.split("/")[0] != "StatefulSet":
+            # A read-only root still needs somewhere to write.
+            tmp = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+            assert tmp and tmp[0]["name"] in writable, f"{where}: no writable /tmp"
+
+
+# ---- the bots' network ----------------------------------------------------------------------------
+
+# In-cluster addresses are private (pods 10.244/16, Services 10.96/12 on kind); the rest is the internet.
+DNS_POD = Destination("10.244.0.3", 53, "UDP", "kube-system", {"k8s-app": "kube-dns", "pod-template-hash": "abc"})
+BROKER_INGRESS = Destination("10.244.1.9", 8080, "TCP", "knative-eventing",
+                             {"eventing.knative.dev/brokerRole": "ingress", "eventing.knative.dev/release": "v1.22.2"})  # fmt: skip
+PUBLIC = [Destination("93.184.215.14", 443), Destination("8.8.8.8", 80), Destination("2606:4700:4700::1111", 443)]
+ALLOWED = [
+    DNS_POD,
+    Destination(**{**vars(DNS_POD), "protocol": "TCP"}),
+    BROKER_INGRESS,
+    Destination(**{**vars(BROKER_INGRESS), "port": 8443}),
+    *PUBLIC,
+]
+NEVER = [
+    Destination("169.254.169.254", 80),  # the cloud metadata server (AWS, GCP, Azure)
+    Destination("fd00:ec2::254", 80),  # AWS's, over IPv6
+    Destination("10.96.0.1", 443),  # the Kubernetes API's Service
+    Destination("10.0.0.2", 10250),  # a node's kubelet
+    Destination("172.17.0.1", 5432),
+    Destination("192.168.1.1", 80),
+    Destination("100.64.0.10", 53),  # carrier-grade NAT space, used for pods by some clusters
+    Destination("10.244.0.3", 8080, "TCP", "kube-system", {"k8s-app": "kube-dns"}),  # DNS pods, but not DNS
+    Destination("10.244.1.8", 8080, "TCP", "knative-eventing", {"eventing.knative.dev/brokerRole": "filter"}),
+    Destination("10.244.1.9", 9092, "TCP", "knative-eventing", {"eventing.knative.dev/brokerRole": "ingress"}),  # its metrics
+]
+RELEASE_PORTS = (80, 443, 5432, 6379, 8012, 8080)
+
+
+def address(destination: Destination) -> str:
+    return f"{destination.ip}:{destination.port}/{destination.protocol}"
+
+
+def test_the_bot_network_policy_selects_exactly_the_bot_pods(with_values):
+    """It applies to the pods of the Jobs the worker builds (job_spec.py), and to no other pod."""
+    rendered, _ = with_values
+    policy = bot_policy(rendered)
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    _, namespace, job = launch_as_the_worker(plain_env(one(rendered, "Deployment", WORKER)))
+    assert namespace == NAMESPACE
+    selector = policy["spec"]["podSelector"]
+    key, value = BOT_SELECTOR.split("=")
+    assert selector == {"matchLabels": {key: value}}
+    assert selects(selector, job["spec"]["template"]["metadata"]["labels"])
+    (binding,) = of_kind(rendered, "SinkBinding")
+    assert binding["spec"]["subject"]["selector"] == selector  # the same bots the Broker hears from
+    confined = [pod for pod, labels in chart_pods(rendered).items() if selects(selector, labels)]
+    assert confined == [], "the bots' policy would also confine these"
+    # Nothing may connect to a bot: Ingress is governed, and no rule admits anything.
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and not policy["spec"].get("ingress")
+
+
+@pytest.mark.parametrize("destination", ALLOWED, ids=address)
+def test_bots_reach_dns_the_broker_and_the_internet(rendered, destination):
+    assert egress_allows(bot_policy(rendered), destination)
+
+
+@pytest.mark.parametrize("destination", NEVER, ids=address)
+def test_bots_reach_nothing_else(rendered, destination):
+    assert not egress_allows(bot_policy(rendered), destination)
+
+
+def test_bots_reach_no_pod_of_the_release(rendered):
+    """Not the database, Redis, the worker, nor a Vexa service behind the Broker's back."""
+    policy = bot_policy(rendered)
+    reached = [
+        (pod, port)
+        for pod, labels in chart_pods(rendered).items()
+        for port in RELEASE_PORTS
+        if egress_allows(policy, Destination("10.244.2.5", port, "TCP", NAMESPACE, labels))
+    ]
+    assert reached == []
+
+
+def test_the_bot_network_policy_can_be_turned_off(chart):
+    assert not of_kind(objects(render(chart, {"networkPolicy": {"enabled": False}})), "NetworkPolicy")
+
+
+def test_make_local_lets_bots_fetch_the_in_cluster_sample_and_nothing_more(chart):
+    """local/kind/values-kind.yaml opens exactly the smoke test's sample server (sample-server.yaml)."""
+    values = helm.values_from_yaml(KIND_VALUES.read_text())
+    rendered = objects(render(chart, values, namespace="vexa"))
+    policy = bot_policy(rendered)
+    assert_valid_kubernetes(policy)
+    server = next(yaml.safe_load_all((REPO_ROOT / "local" / "kind" / "sample-server.yaml").read_text()))
+    pod = server["spec"]["template"]
+    (port,) = pod["spec"]["containers"][0]["ports"]
+    assert egress_allows(policy, Destination("10.244.3.4", port["containerPort"], "TCP", "vexa", pod["metadata"]["labels"]))
+    assert [denied for denied in NEVER if egress_allows(policy, denied)] == []
+    reached = [name for name, labels in chart_pods(rendered).items()
+               if egress_allows(policy, Destination("10.244.2.5", port["containerPort"], "TCP", "vexa", labels))]  # fmt: skip
+    assert reached == []
+    # bot-manager accepts the sample's URL (up.sh's SAMPLE_URL), and still no other plain-HTTP one.
+    settings = Settings.from_env(plain_env(knative_services(rendered)["bot-manager"]))
+    sample = RunBotRequest(user_id="smoke", meeting_id="m", meeting_url="http://vexa-sample.vexa.svc.cluster.local/meeting.ogg")
+    assert check_run_request(sample, settings).meeting_url == sample.meeting_url
+    with pytest.raises(Unacceptable, match="recording_not_allowed|not an allowed recording source"):
+        check_run_request(sample.model_copy(update={"meeting_url": "http://bot-manager.vexa.svc.cluster.local/"}), settings)

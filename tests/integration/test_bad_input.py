@@ -1,0 +1,155 @@
+"""Whatever a client sends, the answer is a clear 4xx JSON error, and nothing stored changes."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import requests
+
+from functions.common.events import (
+    Attr,
+    BotState,
+    BotStatusData,
+    EventType,
+    Identity,
+    encode_wav,
+    event_source,
+    new_event,
+    to_http,
+)
+from tests.support.databases import snapshot
+from tests.support.stacks import SAMPLE, RunningStack
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def finished_meeting(stack: RunningStack) -> dict:
+    """A real meeting with a stored transcript, which no bad request may touch."""
+    meeting_id = f"kept-{uuid.uuid4().hex[:8]}"
+    assert stack.run_bot("frank", meeting_id, speed=8.0).status_code == 201
+    return stack.wait_status("frank", meeting_id, {"completed"}, timeout=120)
+
+
+def _api_cases(meeting: dict) -> list[tuple[str, str, dict, int, str]]:
+    """(method, path, requests kwargs, expected status, a word the message must contain)."""
+    user, meeting_id = meeting["user_id"], meeting["meeting_id"]
+    good = {"user_id": "frank", "meeting_id": "new-one", "meeting_url": str(SAMPLE)}
+    return [
+        ("POST", "/bot/run", {"data": "{not json", "headers": JSON}, 400, "JSON"),
+        ("POST", "/bot/run", {"data": "[1, 2]", "headers": JSON}, 422, "object"),
+        ("POST", "/bot/run", {"data": json.dumps(good)}, 415, "Content-Type"),
+        ("POST", "/bot/run", {"json": {"meeting_id": "m", "meeting_url": str(SAMPLE)}}, 422, "user_id"),
+        ("POST", "/bot/run", {"json": {**good, "meeting_id": None}}, 422, "meeting_id"),
+        ("POST", "/bot/run", {"json": {**good, "user_id": 42}}, 422, "user_id"),
+        ("POST", "/bot/run", {"json": {**good, "replay_speed": "fast"}}, 422, "replay_speed"),
+        ("POST", "/bot/run", {"json": {**good, "replay_speed": 0}}, 422, "replay_speed"),
+        ("POST", "/bot/run", {"json": {**good, "platform": "skype"}}, 422, "platform"),
+        # A recording's path is no Zoom meeting, nor is a Meet link, nor plain http.
+        ("POST", "/bot/run", {"json": {**good, "platform": "zoom"}}, 422, "meeting_url"),
+        ("POST", "/bot/run", {"json": {**good, "platform": "zoom", "meeting_url": "https://meet.google.com/abc-defg-hij"}}, 422, "meeting_url"),
+        ("POST", "/bot/run", {"json": {**good, "platform": "google_meet", "meeting_url": "http://meet.google.com/abc-defg-hij"}}, 422, "https"),
+        ("POST", "/bot/run", {"json": {**good, "platform": "teams", "meeting_url": None}}, 422, "meeting_url"),
+        ("POST", "/bot/run", {"json": {**good, "automatic_leave": {"silence_timeout": 0}}}, 422, "silence_timeout"),
+        ("POST", "/bot/run", {"json": {**good, "automatic_leave": {"max_duration": 10**6}}}, 422, "max_duration"),
+        # Within the schema's bounds, but longer than this deployment's MAX_MEETING_SECONDS (bot-manager says so).
+        ("POST", "/bot/run", {"json": {**good, "automatic_leave": {"max_duration": 86_400}}}, 422, "automatic_leave.max_duration"),
+        ("POST", "/bot/run", {"json": {**good, "automatic_leave": {"leave_when": "bored"}}}, 422, "leave_when"),
+        ("POST", "/bot/run", {"json": {**good, "bot_display_name": "Vexa\nBot"}}, 422, "bot_display_name"),
+        ("POST", "/bot/run", {"json": {**good, "language": "English"}}, 422, "language"),
+        ("POST", "/bot/run", {"json": {**good, "surprise": True}}, 422, "surprise"),
+        ("POST", "/bot/run", {"json": {**good, "user_id": "a/b"}}, 422, "user_id"),
+        ("POST", "/bot/run", {"json": {**good, "meeting_url": "relative/path.ogg"}}, 422, "meeting_url"),
+        ("POST", "/bot/run", {"json": {"user_id": "frank", "meeting_id": "m"}}, 422, "meeting_url"),
+        ("POST", "/bot/run", {"json": {**good, "meeting_title": "x" * 10_000}}, 422, "meeting_title"),
+        ("POST", "/bot/run", {"data": json.dumps({**good, "pad": "x" * 200_000}), "headers": JSON}, 413, "bytes"),
+        # The same meeting id as a finished run, while another bad field is present: nothing is created.
+        ("POST", "/bot/run", {"json": {**good, "meeting_id": meeting_id, "replay_speed": -1}}, 422, "replay_speed"),
+        ("POST", "/bot/stop", {"json": {"user_id": user}}, 422, "meeting_id"),
+        ("POST", "/bot/stop", {"json": {"user_id": user, "meeting_id": "never-ran"}}, 404, "never-ran"),
+        ("POST", "/bot/stop", {"json": {"user_id": "nobody", "meeting_id": meeting_id}}, 403, "nobody"),
+        ("POST", "/bot/stop", {"json": {"user_id": user, "meeting_id": meeting_id}}, 409, "ended"),
+        ("GET", "/bot/status/nobody-here", {}, 403, "nobody-here"),
+        ("GET", "/bot/status/" + "u" * 200, {}, 422, "user_id"),
+        ("GET", f"/transcript/{user}/never-ran", {}, 404, "never-ran"),
+        ("GET", f"/bot/screenshot/{user}/never-ran", {}, 404, "never-ran"),
+        ("GET", f"/bot/screenshot/{user}/{meeting_id}", {}, 404, "screenshot"),  # it joined: no screenshot
+        ("GET", f"/bot/screenshot/nobody/{meeting_id}", {}, 403, "nobody"),
+        ("GET", f"/transcript/nobody/{meeting_id}", {}, 403, "nobody"),
+        ("DELETE", f"/transcript/{user}/never-ran", {}, 404, "never-ran"),
+        ("GET", f"/transcript/{user}/{meeting_id}?format=docx", {}, 422, "format"),
+        ("GET", f"/transcript/{user}/{meeting_id}?format=txt&extra=1", {}, 422, "extra"),
+        ("DELETE", "/bot/run", {}, 405, "method"),
+        ("GET", "/no/such/path", {}, 404, "URL"),
+    ]
+
+
+def test_public_api_rejects_bad_requests_clearly_and_changes_nothing(stack: RunningStack, finished_meeting: dict) -> None:
+    meeting = finished_meeting["meeting"]
+    before = snapshot(stack.database_url)
+    for method, path, kwargs, status, word in _api_cases(meeting):
+        response = stack.api(method, path, "frank", **kwargs)
+        where = f"{method} {path} {str(kwargs)[:80]}"
+        assert response.status_code == status, f"{where}: {response.status_code} {response.text}"
+        error = response.json()["error"]
+        assert error["code"] and word.lower() in error["message"].lower(), f"{where}: {error}"
+    assert snapshot(stack.database_url) == before
+    assert stack.transcript(meeting["user_id"], meeting["meeting_id"])["segments"] == finished_meeting["segments"]
+
+
+def _event_cases(meeting: dict) -> list[tuple[str, dict, bytes, int, str]]:
+    """(service, headers, body, expected status, a word in the message) for bot-manager and transcription."""
+    who = Identity(meeting_pk=meeting["id"], user_id=meeting["user_id"], session_id=meeting["session_id"])
+    stranger = Identity(meeting_pk=str(uuid.uuid4()), user_id="frank", session_id="s1")
+    status = BotStatusData(state=BotState.ACTIVE, at="2026-11-27T09:00:00Z")
+
+    def message(event) -> tuple[dict, bytes]:
+        m = to_http(event)
+        return m.headers, m.body
+
+    def chunk(body: bytes, **attributes) -> tuple[dict, bytes]:
+        extra = {Attr.CHUNK_SEQ: 0, Attr.OFFSET_MS: 0, Attr.SESSION_START: "2026-11-27T09:00:00Z", Attr.LANGUAGE: "en"}
+        return message(new_event(EventType.AUDIO_CHUNK, who, "bad-chunk", event_source("bot", "s"), body, {**extra, **attributes}))
+
+    status_event = new_event(EventType.BOT_STATUS, who, "x", event_source("bot", "s"), status)
+    headers, body = message(status_event)
+    failed = BotStatusData(state=BotState.FAILED, at="2026-11-27T09:00:00Z", reason="join_error", screenshot="not base64!")
+    speakers = {**headers, "ce-type": EventType.BOT_SPEAKERS}
+    no_id = {k: v for k, v in headers.items() if k != "ce-id"}
+    wrong_payload = {**headers}
+    cases = [
+        ("bot-manager", {"Content-Type": "application/json"}, b"{}", 400, "not a CloudEvent"),
+        ("bot-manager", no_id, body, 400, "id"),
+        ("bot-manager", {**headers, "ce-type": "com.example.unknown"}, body, 400, "unknown event type"),
+        ("bot-manager", wrong_payload, b'{"state": "dancing"}', 400, "state"),
+        ("bot-manager", wrong_payload, b'{"state": "left", "at": "2026-11-27T09:00:00Z", "reason": "bye\\u0000"}', 400, "reason"),
+        ("bot-manager", {**headers, "ce-meetingid": ""}, body, 400, "meetingid"),
+        ("bot-manager", *message(new_event(EventType.BOT_STATUS, stranger, "x", "/t", status)), 422, "no meeting"),
+        ("bot-manager", {**headers, "ce-sessionid": "not-a-session"}, body, 422, "session"),
+        ("bot-manager", *chunk(encode_wav(b"\x00\x00" * 160)), 400, "does not handle"),
+        ("bot-manager", {"Content-Type": "application/cloudevents+json"}, b"[]", 400, "object"),
+        ("bot-manager", *message(new_event(EventType.BOT_STATUS, who, "y", event_source("bot", "s"), failed)), 400, "screenshot"),
+        ("bot-manager", speakers, b'{"participants": ["Ana"]}', 400, "turns"),
+        ("bot-manager", speakers, json.dumps({"participants": [], "turns": [
+            {"participant": "Ana", "start_at": "2026-11-27T09:00:05Z", "end_at": "2026-11-27T09:00:01Z"}]}).encode(), 400, "ends"),
+        ("transcription", *chunk(b"RIFF....WAVEfmt garbage"), 400, "undecodable audio"),
+        ("transcription", *chunk(b"\xff" * 2000), 400, "undecodable audio"),
+        ("transcription", *chunk(encode_wav(b"\x00\x00" * 8000, rate=8000)), 400, "16000"),
+        ("transcription", *chunk(encode_wav(b"")), 400, "no samples"),
+        ("transcription", *chunk(encode_wav(b"\x00\x00" * 160), language="klingon!"), 400, "language"),
+        ("transcription", *chunk(encode_wav(b"\x00\x00" * 160), chunkseq="-1"), 400, "chunk_seq"),
+        ("transcription", headers, body, 400, "only"),
+        ("transcription", *chunk(encode_wav(b"\x00\x00" * 300_000)), 413, "bytes"),
+    ]
+    return cases
+
+
+def test_services_reject_bad_cloudevents_without_retry_or_change(stack: RunningStack, finished_meeting: dict) -> None:
+    before = snapshot(stack.database_url)
+    for service, headers, body, status, word in _event_cases(finished_meeting["meeting"]):
+        response = requests.post(f"{stack.url(service)}/events", headers=headers, data=body, timeout=30)
+        where = f"{service} {headers.get('ce-type')} {body[:40]!r}"
+        assert response.status_code == status, f"{where}: {response.status_code} {response.text}"
+        assert word.lower() in response.json()["error"]["message"].lower(), f"{where}: {response.text}"
+    assert snapshot(stack.database_url) == before

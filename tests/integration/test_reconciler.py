@@ -1,0 +1,125 @@
+"""The reconciler with real bots killed under it (real PostgreSQL, real processes); its decision
+table is tests/unit/test_reconciler_decisions.py."""
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import text
+
+from functions.common.db import engine_for
+from functions.common.settings import Settings
+from functions.worker.launching import launch_session
+from functions.worker.orchestrator import BotRunState
+from functions.worker.reconciler import reconcile_once
+from local.stack_client import wait_for
+from tests.support.stacks import InProcessBotManager
+
+W = BotRunState
+
+
+def _kill(bot_manager: InProcessBotManager, bot_name: str) -> None:
+    orchestrator = bot_manager.orchestrator
+    pid = wait_for(lambda: orchestrator._pid(orchestrator.root / bot_name), 20, "the bot's pid")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: orchestrator.status(bot_name).state == BotRunState.FAILED, 20, "the bot's death to be recorded")
+
+
+def _reconcile(bot_manager: InProcessBotManager, after: timedelta = timedelta(0), **overrides: str) -> dict[str, int]:
+    settings = bot_manager.settings
+    if overrides:
+        settings = Settings.from_env({**os.environ, **_env_of(settings), **overrides})
+    return reconcile_once(settings, bot_manager.orchestrator, now=datetime.now(timezone.utc) + after)
+
+
+def _env_of(settings: Settings) -> dict[str, str]:
+    return {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, "STATE_DIR": settings.state_dir,
+            "BROKER_INGRESS_URL": settings.broker_ingress_url, "BOT_DRAIN_SECONDS": str(settings.bot_drain_seconds)}  # fmt: skip
+
+
+def test_a_killed_bot_is_relaunched_and_then_fails_its_meeting_when_relaunches_run_out(bot_manager: InProcessBotManager) -> None:
+    meeting_id = f"rec-{uuid.uuid4().hex[:8]}"
+    first = bot_manager.run("gina", meeting_id)
+    _kill(bot_manager, first["bot_name"])
+    assert _reconcile(bot_manager).get("relaunch", 0) == 0  # its last words may still be on the way
+    assert _reconcile(bot_manager, timedelta(minutes=1))["relaunch"] == 1
+    second = bot_manager.meeting("gina", meeting_id)
+    assert second["status"] == "starting" and second["relaunches"] == 1
+    assert second["bot_name"] != first["bot_name"]
+    assert second["history"][-1] == second["history"][-1] | {"from": "starting", "to": "starting", "actor": "reconciler",
+                                                            "reason": "relaunch 1: bot_lost: killed by signal 9"}  # fmt: skip
+    assert [s["end_reason"] for s in second["sessions"]] == ["bot_lost: killed by signal 9", None]
+    wait_for(lambda: bot_manager.orchestrator.status(second["bot_name"]).state == BotRunState.RUNNING, 20, "the new bot to run")
+
+    _kill(bot_manager, second["bot_name"])
+    assert _reconcile(bot_manager, timedelta(minutes=2), BOT_RELAUNCH_LIMIT="1")["fail"] == 1
+    after = bot_manager.meeting("gina", meeting_id)
+    assert after["status"] == "failed"
+    assert after["status_reason"] == "bot_lost: killed by signal 9 (after 1 relaunches)"
+    assert after["history"][-1]["actor"] == "reconciler"
+    running = [w for w in bot_manager.orchestrator.list() if w.state in (W.PENDING, W.RUNNING)]
+    assert running == []
+    # What an operator's dashboard shows, whichever process acted.
+    metrics = bot_manager.client.get("/metrics").get_data(as_text=True)
+    assert "vexa_bot_relaunches_total 1.0" in metrics
+    assert 'vexa_meeting_failures_total{reason="bot_lost"} 1.0' in metrics
+    assert 'vexa_meetings{status="failed"} 1.0' in metrics
+    # A second pass finds nothing left to do.
+    assert _reconcile(bot_manager, timedelta(minutes=3)) == {}
+
+
+def test_a_lost_launch_is_launched_again_exactly_once(bot_manager: InProcessBotManager) -> None:
+    meeting_id = f"rec-{uuid.uuid4().hex[:8]}"
+    meeting = bot_manager.run("gina", meeting_id, launch=False)  # as if the launch task were lost
+    assert _reconcile(bot_manager).get("retry_launch", 0) == 0  # within LAUNCH_TIMEOUT_SECONDS it may still come
+    assert _reconcile(bot_manager, timedelta(seconds=31))["retry_launch"] == 1
+    wait_for(lambda: bot_manager.orchestrator.status(meeting["bot_name"]).state == BotRunState.RUNNING, 20, "the bot to run")
+    # The late task arrives after all: the launch is idempotent, so still one bot.
+    services = bot_manager.app.extensions["vexa"]
+    launch_session(services.db_sessions, bot_manager.settings, bot_manager.orchestrator, uuid.UUID(meeting["id"]), meeting["session_id"])
+    assert [w.name for w in bot_manager.orchestrator.list()] == [meeting["bot_name"]]
+    after = bot_manager.meeting("gina", meeting_id)
+    assert [s["session_id"] for s in after["sessions"]] == [meeting["session_id"]]
+    assert after["history"][-1]["reason"].startswith("launch retry 1: the orchestrator has no bot")
+
+
+def test_a_launch_the_orchestrator_refuses_fails_the_meeting_with_the_reason(bot_manager: InProcessBotManager) -> None:
+    meeting_id = f"rec-{uuid.uuid4().hex[:8]}"
+    meeting = bot_manager.run("gina", meeting_id, launch=False)
+    bots = Path(bot_manager.settings.state_dir) / "bots"
+    bots.rmdir()
+    bots.write_text("")  # the process orchestrator cannot create the bot's folder in it
+    services = bot_manager.app.extensions["vexa"]
+    assert not launch_session(services.db_sessions, bot_manager.settings, bot_manager.orchestrator,
+                              uuid.UUID(meeting["id"]), meeting["session_id"])  # fmt: skip
+    bots.unlink()
+    bots.mkdir()
+    after = bot_manager.meeting("gina", meeting_id)
+    assert after["status"] == "failed"
+    assert after["status_reason"].startswith("launch_failed: ")
+
+
+def test_a_bot_killed_while_leaving_still_completes_its_meeting(bot_manager: InProcessBotManager) -> None:
+    meeting_id = f"rec-{uuid.uuid4().hex[:8]}"
+    meeting = bot_manager.run("gina", meeting_id)
+    assert bot_manager.client.post("/bot/stop", json={"user_id": "gina", "meeting_id": meeting_id}).status_code == 202
+    _kill(bot_manager, meeting["bot_name"])
+    _reconcile(bot_manager)
+    assert bot_manager.meeting("gina", meeting_id)["status"] == "stopping"  # within the grace a stopped bot gets
+    assert _reconcile(bot_manager, timedelta(minutes=5)) == {"finish": 1}  # stopping: never relaunched
+    after = bot_manager.meeting("gina", meeting_id)
+    assert after["status"] == "completed"
+    assert after["status_reason"] == "no_audio"  # none of its audio ever reached transcription
+
+
+def test_a_bot_still_running_for_an_ended_meeting_is_stopped(bot_manager: InProcessBotManager) -> None:
+    meeting = bot_manager.run("gina", f"rec-{uuid.uuid4().hex[:8]}")
+    orchestrator = bot_manager.orchestrator
+    wait_for(lambda: orchestrator.status(meeting["bot_name"]).state == BotRunState.RUNNING, 20, "the bot to run")
+    with engine_for(bot_manager.settings.database_url).begin() as conn:  # as if an operator failed the meeting by hand
+        conn.execute(text("UPDATE meetings SET status = 'failed', status_reason = 'operator' WHERE id = :id"), {"id": meeting["id"]})
+    assert _reconcile(bot_manager)["stop_leftover_bot"] == 1
+    assert wait_for(lambda: orchestrator.status(meeting["bot_name"]).state == BotRunState.SUCCEEDED, 30, "the bot to leave")

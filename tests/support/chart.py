@@ -1,0 +1,435 @@
+"""Helpers for the tests of the Helm chart helm/vexa (tests/chart/): rendering it with the Helm SDK
+(helm-python-sdk), picking objects out of what it renders, validating them against the Kubernetes
+and Knative schemas, the values the tests render with, and the worker's own launch code run on the
+worker's rendered environment.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+from kubernetes import client
+import referencing
+import yaml
+
+from functions.common.bot_config import ENV_NAMES
+from functions.common.models import BotSession, Meeting
+from functions.common.settings import REPO_ROOT, SETTINGS, Settings
+from functions.worker.launching import bot_spec
+from functions.worker.orchestrator import Orchestrator
+from functions.worker.orchestrator.job_spec import build_job
+from functions.worker.orchestrator.kubernetes import KubernetesOrchestrator
+from functions.worker.reconciler import policy_from
+
+CHART = REPO_ROOT / "helm" / "vexa"
+PRODUCTION_VALUES = CHART / "values-production.yaml"
+KIND_VALUES = REPO_ROOT / "local" / "kind" / "values-kind.yaml"  # what `make local` adds
+KNATIVE_DIR = REPO_ROOT / "knative"
+KNATIVE_SCHEMAS = REPO_ROOT.parent / "shared" / "schemas" / "knative"
+# The Kubernetes version objects are validated for and `helm lint` targets: the one the Helm
+# SDK (Helm v4.2) renders for by default, v1.36, whose schemas kubernetes-validate ships.
+KUBERNETES_VERSION = "1.36.0"
+# Not "vexa", the namespace written in knative/*.yaml: proves the chart moves everything.
+NAMESPACE = "meetings"
+RELEASE = "vexa"
+
+# The $id of kubernetes-validate's shared definitions (ObjectMeta, PodSpec, ...).
+KUBERNETES_DEFINITIONS = "https://kubernetes.io/api/_definitions.json"
+KNATIVE_CRDS = {
+    ("serving.knative.dev/v1", "Service"): "serving.knative.dev_services.yaml",
+    ("eventing.knative.dev/v1", "Broker"): "eventing.knative.dev_brokers.yaml",
+    ("eventing.knative.dev/v1", "Trigger"): "eventing.knative.dev_triggers.yaml",
+    ("sources.knative.dev/v1", "SinkBinding"): "sources.knative.dev_sinkbindings.yaml",
+}
+# The Knative Services and the package under functions/ each serves.
+KNATIVE_SERVICES = {"gateway": "gateway", "bot-manager": "bot_manager", "transcription": "transcription"}
+# Variables a Vexa container may get that are not application settings: gunicorn_conf's own
+# (README "Process-level variables").
+PROCESS_VARIABLES = {"GUNICORN_TIMEOUT", "GUNICORN_THREADS", "PROMETHEUS_MULTIPROC_DIR"}
+# The Kubernetes API identity: the Celery worker's, the only Vexa pod that talks to the API.
+WORKER = f"{RELEASE}-worker"
+BEAT = f"{RELEASE}-beat"
+# Every pod the chart runs (pod_specs' keys), by values file (default, production, CUSTOM_VALUES):
+# Vexa's own, plus the bundled PostgreSQL and Redis unless the values name external ones.
+VEXA_PODS = (
+    *(f"Service/{name}" for name in KNATIVE_SERVICES),
+    f"Deployment/{WORKER}", f"Deployment/{BEAT}", f"Job/{RELEASE}-migrations",
+)  # fmt: skip
+BUNDLED_PODS = (f"StatefulSet/{RELEASE}-postgresql", f"StatefulSet/{RELEASE}-redis")
+PODS = {"default": (*VEXA_PODS, *BUNDLED_PODS), "production": VEXA_PODS, "custom": (*VEXA_PODS, *BUNDLED_PODS)}
+
+# Where each setting the worker builds, launches and relaunches bots from comes from in
+# values.yaml. Which settings those are is not listed here but found by running the worker's
+# own code (`launch_as_the_worker`); a setting the code starts to read fails the tests until the chart
+# passes it and it is added here, to RELEASE_FACTS or to CODE_DEFAULTS.
+BOT_VALUES = {
+    "BOT_CPU_REQUEST": "bot.resources.requests.cpu",
+    "BOT_CPU_LIMIT": "bot.resources.limits.cpu",
+    "BOT_MEMORY_REQUEST": "bot.resources.requests.memory",
+    "BOT_MEMORY_LIMIT": "bot.resources.limits.memory",
+    "BROWSER_BOT_CPU_REQUEST": "bot.browserResources.requests.cpu",
+    "BROWSER_BOT_CPU_LIMIT": "bot.browserResources.limits.cpu",
+    "BROWSER_BOT_MEMORY_REQUEST": "bot.browserResources.requests.memory",
+    "BROWSER_BOT_MEMORY_LIMIT": "bot.browserResources.limits.memory",
+    "MAX_MEETING_SECONDS": "bot.maxMeetingSeconds",
+    "BOT_JOB_TTL_SECONDS": "bot.jobTtlSeconds",
+    "BOT_HEARTBEAT_SECONDS": "bot.heartbeatSeconds",
+    "BOT_BUFFER_CHUNKS": "bot.bufferChunks",
+    "BOT_DRAIN_SECONDS": "bot.drainSeconds",
+    "CHUNK_MIN_SECONDS": "bot.chunkMinSeconds",
+    "CHUNK_MAX_SECONDS": "bot.chunkMaxSeconds",
+    "CHUNK_PAUSE_MS": "bot.chunkPauseMs",
+    "VAD_AGGRESSIVENESS": "bot.vadAggressiveness",
+    "BOT_RELAUNCH_LIMIT": "bot.relaunchLimit",
+    "BOT_RELAUNCH_BACKOFF_SECONDS": "bot.relaunchBackoffSeconds",
+    "LAUNCH_TIMEOUT_SECONDS": "bot.launchTimeoutSeconds",
+    "BOT_DISPLAY_NAME": "bot.displayName",
+    "BOT_WAITING_ROOM_TIMEOUT_SECONDS": "bot.waitingRoomTimeoutSeconds",
+    "BOT_NO_ONE_JOINED_TIMEOUT_SECONDS": "bot.noOneJoinedTimeoutSeconds",
+    "BOT_EVERYONE_LEFT_TIMEOUT_SECONDS": "bot.everyoneLeftTimeoutSeconds",
+    "BOT_SILENCE_TIMEOUT_SECONDS": "bot.silenceTimeoutSeconds",
+    "BOT_JOIN_STEP_SECONDS": "bot.joinStepSeconds",
+    "CHROMIUM_PATH": "bot.chromiumPath",
+    "BOT_BROWSER_HOST_RULES": "bot.browserHostRules",
+    "BOT_PLATFORMS_DIR": "bot.platformsDir",
+    "LOG_LEVEL": "settings.logLevel",
+    "RECORDING_SOURCES": "settings.recordingSources",  # bots check their recording against it again
+}
+# Settings the worker reads that follow from the release, not from a value of their own
+# (checked one by one in test_the_job_the_worker_builds_fits_what_the_chart_prepared).
+RELEASE_FACTS = {"ORCHESTRATOR", "KUBERNETES_NAMESPACE", "BOT_SERVICE_ACCOUNT", "BOT_IMAGE", "BROKER_INGRESS_URL"}
+# Reconciler settings the chart does not expose: the worker runs with the code's defaults.
+CODE_DEFAULTS = {"BOT_HEARTBEAT_TIMEOUT_SECONDS", "TRANSCRIPT_TIMEOUT_SECONDS"}
+# A value for every BOT_VALUES entry, each unlike its default, so the tests tell a value the
+# chart passes on from one it happens to share with the code's default.
+CUSTOM_VALUES = {
+    "image": {"registry": "registry.example.com/team", "tag": "9.9.9"},
+    "settings": {"logLevel": "DEBUG", "statusCacheSeconds": 2.5, "apiRateLimitPerMinute": 600,
+                 "recordingSources": "https://media.example.com/calls/,/srv/recordings/"},
+    "bot": {
+        "resources": {"requests": {"cpu": "300m", "memory": "300Mi"}, "limits": {"cpu": "2", "memory": "700Mi"}},
+        "browserResources": {"requests": {"cpu": "750m", "memory": "1500Mi"}, "limits": {"cpu": "3", "memory": "3Gi"}},
+        "maxMeetingSeconds": 5400,
+        "jobTtlSeconds": 600,
+        "heartbeatSeconds": 2.5,
+        "bufferChunks": 90,
+        "drainSeconds": 12.5,
+        "chunkMinSeconds": 3.5,
+        "chunkMaxSeconds": 8,
+        "chunkPauseMs": 250,
+        "vadAggressiveness": 3,
+        "relaunchLimit": 7,
+        "relaunchBackoffSeconds": 1.5,
+        "launchTimeoutSeconds": 45,
+        "displayName": "Acme Minutes",
+        "waitingRoomTimeoutSeconds": 120,
+        "noOneJoinedTimeoutSeconds": 90.5,
+        "everyoneLeftTimeoutSeconds": 10,
+        "silenceTimeoutSeconds": 900,
+        "joinStepSeconds": 35,
+        "chromiumPath": "/opt/chromium/chrome",
+        "browserHostRules": "MAP meet.google.com 10.0.0.9:8443",
+        "platformsDir": "/etc/vexa/platforms",
+    },
+}  # fmt: skip
+
+
+# ---- rendering and values ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def production_values() -> dict[str, Any]:
+    return helm.values_from_yaml(PRODUCTION_VALUES.read_text())
+
+
+def render(chart: helm.Chart, values: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> dict[str, str]:
+    """The chart's manifests ({template path: text}) as `helm install` would render them."""
+    return chart.render(copy.deepcopy(values), name=RELEASE, namespace=namespace, is_install=True)
+
+
+def objects(manifests: dict[str, str]) -> list[dict[str, Any]]:
+    """Every Kubernetes object the chart would apply (hooks included), NOTES.txt left out."""
+    found = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        found += [doc for doc in yaml.safe_load_all(text) if doc]
+    return found
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Values files layered the way Helm layers them: maps merge, anything else is replaced."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def value_at(values: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path ("bot.resources.limits.cpu")."""
+    for key in path.split("."):
+        values = values[key]
+    return values
+
+
+# ---- picking objects out ---------------------------------------------------------------------------
+
+
+def of_kind(rendered: list[dict], kind: str, api_version: str | None = None) -> list[dict]:
+    return [o for o in rendered if o["kind"] == kind and (api_version is None or o["apiVersion"] == api_version)]
+
+
+def one(rendered: list[dict], kind: str, name: str, api_version: str | None = None) -> dict:
+    matches = [o for o in of_kind(rendered, kind, api_version) if o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name!r}, found {len(matches)}"
+    return matches[0]
+
+
+def knative_services(rendered: list[dict]) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in of_kind(rendered, "Service", "serving.knative.dev/v1")}
+
+
+def gateway_of(rendered: list[dict]) -> dict:
+    return knative_services(rendered)["gateway"]
+
+
+def _runs_pods(o: dict) -> bool:
+    return o["kind"] in ("Deployment", "StatefulSet", "Job") or o["apiVersion"] == "serving.knative.dev/v1"
+
+
+def pod_specs(rendered: list[dict]) -> dict[str, dict]:
+    """Every pod the chart runs, by "Kind/name": Deployments, StatefulSets, Jobs (the hook) and Knative Services."""
+    return {f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["spec"] for o in rendered if _runs_pods(o)}
+
+
+def chart_pods(rendered: list[dict]) -> dict[str, dict[str, str]]:
+    """The labels of every pod the chart runs (Knative adds its own to a Service's pods)."""
+    pods = {}
+    for o in rendered:
+        if _runs_pods(o):
+            labels = dict(o["spec"]["template"].get("metadata", {}).get("labels", {}))
+            if o["apiVersion"] == "serving.knative.dev/v1":
+                labels["serving.knative.dev/service"] = o["metadata"]["name"]
+            pods[f"{o['kind']}/{o['metadata']['name']}"] = labels
+    return pods
+
+
+def bot_policy(rendered: list[dict]) -> dict:
+    """The chart's one NetworkPolicy, the bots'."""
+    (policy,) = of_kind(rendered, "NetworkPolicy", "networking.k8s.io/v1")
+    return policy
+
+
+def annotations_of(service: dict) -> dict[str, str]:
+    """A Knative Service's revision annotations, where the autoscaling settings live."""
+    return service["spec"]["template"]["metadata"]["annotations"]
+
+
+def container_of(workload: dict) -> dict:
+    return workload["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def plain_env(workload: dict) -> dict[str, str]:
+    """A workload's environment as the process sees it, less what comes from Secrets."""
+    return {name: e["value"] for name, e in env_of(container_of(workload)).items() if "value" in e}
+
+
+def secret_ref(container: dict, name: str) -> dict[str, str]:
+    return env_of(container)[name]["valueFrom"]["secretKeyRef"]
+
+
+# ---- schemas: Kubernetes and Knative -------------------------------------------------------------
+
+
+def kubernetes_problem(o: dict) -> str | None:
+    """What strict validation against KUBERNETES_VERSION's OpenAPI schema finds wrong with `o`
+    (a kind it lacks included), or None."""
+    try:
+        kubernetes_validate.validate(o, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return f"{o['kind']} {o['metadata']['name']}: {exc.message} at {list(exc.absolute_path)}"
+    except kubernetes_validate.utils.SchemaNotFoundError as exc:
+        return exc.message
+    return None
+
+
+def assert_valid_kubernetes(o: dict) -> None:
+    problem = kubernetes_problem(o)
+    assert problem is None, problem
+
+
+def _strict(schema: Any) -> Any:
+    """A CRD schema where unknown fields are errors, as the API server prunes (and, with strict
+    field validation, rejects) them: every object that does not preserve unknown fields and is
+    not a map gets additionalProperties: false."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if (
+        schema.get("type") == "object"
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+        and "additionalProperties" not in schema
+    ):
+        strict["additionalProperties"] = False
+    return strict
+
+
+@lru_cache(maxsize=1)
+def kubernetes_definitions() -> referencing.Registry:
+    definitions = kubernetes_validate.utils.schema_contents(
+        f"kubernetes-json-schema/v{KUBERNETES_VERSION}-local-strict/_definitions.json", KUBERNETES_VERSION
+    )
+    return referencing.Resource.from_contents(definitions) @ referencing.Registry()
+
+
+@lru_cache(maxsize=None)
+def knative_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    """A validator for one Knative kind, from its CRD in KNATIVE_SCHEMAS, made strict (_strict)."""
+    path = KNATIVE_SCHEMAS / KNATIVE_CRDS[(api_version, kind)]
+    crd = yaml.safe_load(path.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    # What every object has and the CRD leaves to the API server: apiVersion, kind and
+    # metadata, the latter checked as Kubernetes' own ObjectMeta.
+    schema["properties"].pop("status", None)  # never written by a client
+    schema["properties"].update({
+        "apiVersion": {"const": api_version},
+        "kind": {"const": kind},
+        "metadata": {"$ref": f"{KUBERNETES_DEFINITIONS}#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"},
+    })  # fmt: skip
+    schema["required"] = ["apiVersion", "kind", "metadata", "spec"]
+    return jsonschema.Draft202012Validator(schema, registry=kubernetes_definitions())
+
+
+# ---- the worker's own code, run on the worker's rendered environment ----------------------------
+
+
+class SettingsReads:
+    """Settings that note which of them the code reads."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self.names: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        self.names.add(name)
+        return getattr(self._settings, name)
+
+    @property
+    def variables(self) -> set[str]:
+        return {SETTINGS[name].env for name in self.names}
+
+
+def a_meeting() -> tuple[Meeting, BotSession]:
+    """A meeting that is starting, and its bot's session."""
+    meeting = Meeting(
+        id=uuid.uuid4(), user_id="alice", meeting_id="standup", platform="file", status="starting",
+        meeting_url="https://example.com/standup.ogg", language="en", replay_speed=1.0,
+    )  # fmt: skip
+    return meeting, BotSession(id="s1", bot_name="bot-alice-standup-0123456789", resume_from_s=0.0, launch_requests=1)
+
+
+def launch_as_the_worker(env: dict[str, str]) -> tuple[SettingsReads, str, dict]:
+    """Build a bot's Job the way the worker's launch task does, with `env` as the worker's
+    environment. Returns the settings that code read, and the namespace and Job the Kubernetes
+    orchestrator sends (`KubernetesOrchestrator.launch` posts build_job's Job to its namespace)."""
+    settings = SettingsReads(Settings.from_env(env))
+    meeting, session = a_meeting()
+    assert settings.orchestrator == "kubernetes"
+    job = build_job(bot_spec(settings, meeting, session), settings)
+    policy_from(settings)  # the reconciler's relaunch policy
+    return settings, settings.kubernetes_namespace, job
+
+
+def bot_tunables() -> set[str]:
+    """The variables a bot gets from the settings of whoever launches it (BotConfig.for_meeting)."""
+    return {name for name in ENV_NAMES.values() if name in {s.env for s in SETTINGS.values()}}
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """A request to the Kubernetes API, as RBAC sees it."""
+
+    namespace: str
+    api_group: str  # "" for the core group
+    resource: str  # with its subresource: "pods/log"
+    verb: str  # get, list, watch, create, update, patch, delete, deletecollection
+
+
+class _Answer:
+    """Just enough of the client's RESTResponse for it to deserialize `body`."""
+
+    def __init__(self, body: dict[str, Any]):
+        self.status, self.reason, self.data = 200, "OK", json.dumps(body).encode()
+
+    def getheader(self, name: str, default: str | None = None) -> str | None:
+        return "application/json" if name.lower() == "content-type" else default
+
+    def getheaders(self) -> dict[str, str]:
+        return {"content-type": "application/json"}
+
+
+class RecordingApiClient(client.ApiClient):
+    """A Kubernetes API client that sends nothing: it notes each request as RBAC would authorize
+    it and answers as a cluster with the bots' Jobs would (an empty list, the named Job)."""
+
+    def __init__(self) -> None:
+        super().__init__(client.Configuration(host="https://kubernetes.invalid"))
+        self.requests: list[ApiRequest] = []
+
+    def request(self, method: str, url: str, query_params: Any = None, **_: Any) -> _Answer:
+        parts = url.removeprefix(self.configuration.host).strip("/").split("/")
+        group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+        assert rest[0] == "namespaces", f"{method} {url}: not a namespaced request"
+        namespace, resource, *named = rest[1:]
+        if len(named) > 1:
+            resource = f"{resource}/{named[1]}"
+        query = dict(query_params or [])
+        verb = {
+            "GET": "get" if named else ("watch" if query.get("watch") else "list"),
+            "POST": "create", "PUT": "update", "PATCH": "patch",
+            "DELETE": "delete" if named else "deletecollection",
+        }[method]  # fmt: skip
+        self.requests.append(ApiRequest(namespace, group, resource, verb))
+        if named:
+            return _Answer({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": named[0]}})
+        if method == "POST":
+            return _Answer({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "new"}})
+        return _Answer({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": []})
+
+
+def api_requests_of_the_worker(env: dict[str, str]) -> set[ApiRequest]:
+    """The Kubernetes API requests the worker's orchestrator makes, with `env` as the worker's
+    environment, when it does each thing an Orchestrator does: launch, status, list, stop."""
+    settings = Settings.from_env(env)
+    api = RecordingApiClient()
+    orchestrator = KubernetesOrchestrator(settings, api)
+    meeting, session = a_meeting()
+    spec = bot_spec(settings, meeting, session)
+    operations = {
+        "launch": lambda: orchestrator.launch(spec),
+        "status": lambda: orchestrator.status(spec.name),
+        "list": orchestrator.list,
+        "stop": lambda: orchestrator.stop(spec.name),
+    }
+    protocol = {name for name, member in vars(Orchestrator).items() if callable(member) and not name.startswith("_")}
+    assert set(operations) == protocol, f"the Orchestrator protocol is now {sorted(protocol)}"
+    for operation in operations.values():
+        operation()
+    return set(api.requests)

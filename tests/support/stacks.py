@@ -1,0 +1,119 @@
+"""The services as the tests run them: whole stacks under supervisord, and bot-manager in-process.
+
+Each stack runs its own Redis (the embedded one): Celery workers of two stacks sharing a Redis
+database would take each other's tasks, e.g. when two test sessions run at once.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import redis
+import yaml
+from flask import Flask
+from flask.testing import FlaskClient
+
+from functions.accounts import store as accounts
+from functions.bot_manager import create_app
+from functions.common.events import Attr, EventType
+from functions.common.models import User
+from functions.common.settings import REPO_ROOT, Settings
+from functions.worker.launching import launch_session
+from functions.worker.orchestrator import Orchestrator, create_orchestrator
+from local.stack import Stack, free_port, isolated_environ
+from local.stack_client import SAMPLE, RunningStack
+
+# For in-process bot-managers: their launch tasks go to a Redis database no worker reads.
+IN_PROCESS_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# What every test stack adds: recordings may come from temporary folders, and the tests' polling
+# is not rate limited (tests/integration/test_tenants.py gives a key its own low limit).
+TEST_STACK_ENV = {
+    "RECORDING_SOURCES": f"{REPO_ROOT / 'local' / 'sample'}/,{tempfile.gettempdir()}/,https://",
+    "API_RATE_LIMIT_PER_MINUTE": "100000",
+}
+SAMPLE_TEXT = (REPO_ROOT / "local" / "sample" / "meeting.txt").read_text()
+# The session stack's broker also hands this user's audio chunks to the `audio_recorder`
+# fixture, through a Trigger of its own: a test can then hear what that user's bots sent.
+RECORDED_USER = "recorded"
+
+
+def running_stack(state: Path, database_url: str, **extra_env: str) -> Iterator[RunningStack]:
+    """A whole stack on `database_url`, its state in `state`, up for as long as the generator runs."""
+    state.chmod(0o755)
+    environ = isolated_environ(state, dict(os.environ)) | {
+        "DATABASE_URL": database_url,
+        "BOT_DRAIN_SECONDS": "15",
+        "BOT_HEARTBEAT_SECONDS": "2",
+        **TEST_STACK_ENV,
+        **extra_env,
+    }
+    stack = Stack(Settings.from_env(environ), environ)
+    stack.up()
+    try:
+        yield RunningStack(stack, database_url)
+    finally:
+        stack.down()
+
+
+def recorder_trigger(url: str) -> str:
+    """A Trigger on knative/'s Broker that hands RECORDED_USER's audio chunks to `url`."""
+    broker = yaml.safe_load((REPO_ROOT / "knative" / "broker.yaml").read_text())["metadata"]
+    return yaml.safe_dump({
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": "test-audio-recorder", "namespace": broker["namespace"]},
+        "spec": {
+            "broker": broker["name"],
+            "filter": {"attributes": {"type": str(EventType.AUDIO_CHUNK), str(Attr.USER_ID): RECORDED_USER}},
+            "subscriber": {"uri": url},
+        },
+    })  # fmt: skip
+
+
+@dataclass
+class InProcessBotManager:
+    """bot-manager's Flask app in this process; the test plays the Celery worker's part."""
+
+    app: Flask
+    settings: Settings
+    orchestrator: Orchestrator
+
+    @property
+    def client(self) -> FlaskClient:
+        return self.app.test_client()
+
+    def run(self, user: str, meeting_id: str, recording: Path | str = SAMPLE, launch: bool = True) -> dict:
+        services = self.app.extensions["vexa"]
+        with services.db_sessions() as db, db.begin():  # as the admin API would have
+            if db.get(User, user) is None:
+                accounts.create_user(db, user)
+        body = {"user_id": user, "meeting_id": meeting_id, "meeting_url": str(recording)}
+        response = self.client.post("/bot/run", json=body)
+        assert response.status_code == 201, response.get_json()
+        meeting = response.get_json()
+        if launch:  # what the launch task does
+            launch_session(services.db_sessions, self.settings, self.orchestrator, uuid.UUID(meeting["id"]), meeting["session_id"])
+        return meeting
+
+    def meeting(self, user: str, meeting_id: str) -> dict:
+        return self.client.get(f"/transcript/{user}/{meeting_id}").get_json()["meeting"]
+
+
+def in_process_bot_manager(database_url: str, state: Path, **settings_overrides: str) -> Iterator[InProcessBotManager]:
+    """bot-manager in-process on `database_url`, launching real bots whose events go nowhere (a
+    closed port), so only the events a test sends reach the database; settings of the test's own."""
+    settings = Settings.from_env(
+        {**os.environ, "DATABASE_URL": database_url, "STATE_DIR": str(state), "REDIS_URL": IN_PROCESS_REDIS_URL,
+         "BROKER_INGRESS_URL": f"http://127.0.0.1:{free_port()}/vexa/default", "BOT_DRAIN_SECONDS": "1",
+         **settings_overrides}
+    )  # fmt: skip
+    orchestrator = create_orchestrator(settings)
+    yield InProcessBotManager(create_app(settings), settings, orchestrator)
+    for bot in orchestrator.list():
+        orchestrator.stop(bot.name)
+    redis.Redis.from_url(IN_PROCESS_REDIS_URL).flushdb()
+

@@ -28,8 +28,8 @@ def forwarding_view(route: Route):
     """The view that serves `route` by forwarding it to bot-manager."""
 
     def forward(body: BaseModel | None = None, query: BaseModel | None = None, **path: str) -> Response:
-        claimed = path["user_id"] if "user_id" in path else getattr(body, "user_id")
-        authorize(g.user_id, claimed)
+        # Every user route names its user in the path or in the body: the key must be that user's.
+        authorize(g.user_id, path["user_id"] if "user_id" in path else body.user_id)
         upstream_path = route.path_for(**{name: quote(value, safe="") for name, value in path.items()})
         options: dict[str, Any] = {}
         if body is not None:

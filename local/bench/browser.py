@@ -2,7 +2,7 @@
 
 One real `python -m bot` per platform (google_meet, teams, zoom) joins a simulated meeting
 (local/simulators/) through the whole stack: POST /bot/run with the meeting's link,
-bot-manager launches the bot as a process, the host lets it in after a second, Alice and
+the worker launches the bot as a process, the host lets it in after a second, Alice and
 Bob play the sample meeting (63 s) over WebRTC, and the host ends the call two seconds
 after the voices. Its chunks are really transcribed, so the transcript's WER shows the bot
 heard the meeting. For comparison, one `file` bot replays the same sample in real time.
@@ -250,7 +250,7 @@ def _bot_folders(bs: BenchStack) -> set[str]:
 
 
 def _new_bot(bs: BenchStack, before: set[str], timeout: float = 60.0) -> tuple[int, float]:
-    """The process id of the bot bot-manager launched after `before` was taken, and when it started.
+    """The process id of the bot the worker launched after `before` was taken, and when it started.
 
     The start is the time its watcher wrote the pid file, right after starting it: psutil's
     create_time() counts from the boot time, which Linux gives in whole seconds."""

@@ -41,6 +41,7 @@ from functions.worker.orchestrator.kubernetes import KubernetesOrchestrator
 from functions.worker.orchestrator.process import ProcessOrchestrator
 from local.stack import free_port
 from local.stack_client import wait_for
+from tests.support.receiver import EventReceiver
 from tests.support.stacks import SAMPLE
 
 NAMESPACE = "vexa"
@@ -149,6 +150,10 @@ class Backend:
     orchestrator: Orchestrator
     settings: Settings
     start: Callable[[str], None]  # bring a launched bot to RUNNING, the way its platform does
+    sink_url: str | None = None  # where its bots send their events
+
+    def spec(self) -> BotSpec:
+        return make_spec(self.settings, sink_url=self.sink_url)
 
 
 @pytest.fixture(params=["process", "kubernetes"])
@@ -156,15 +161,17 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     settings = make_settings(STATE_DIR=str(tmp_path))
     if request.param == "process":
         orchestrator = ProcessOrchestrator(str(tmp_path))
+        # A sink that takes the bots' events, so that a stopped bot's last status is out at once.
+        sink = EventReceiver().start()
 
         def running(name: str) -> None:
             wait_for(lambda: orchestrator.status(name).state == BotRunState.RUNNING, 15, f"{name} to run")
 
-        yield Backend(orchestrator, settings, running)
-        for worker in orchestrator.list():
-            orchestrator.stop(worker.name)
-        # A bot tries for FINAL_STATUS_SECONDS (10) to send its last event to the closed port.
-        wait_for(lambda: all(w.state not in LIVE for w in orchestrator.list()), 20, "every bot to end")
+        yield Backend(orchestrator, settings, running, sink.url)
+        for bot in orchestrator.list():
+            orchestrator.stop(bot.name)
+        wait_for(lambda: all(b.state not in LIVE for b in orchestrator.list()), 20, "every bot to end")
+        sink.stop()
     else:
         with KubeEmulator() as emulator:
             orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
@@ -173,7 +180,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 def test_a_bot_is_launched_listed_and_stopped(backend: Backend) -> None:
     orchestrator = backend.orchestrator
-    spec = make_spec(backend.settings)
+    spec = backend.spec()
 
     orchestrator.launch(spec)
     assert orchestrator.status(spec.name).state in LIVE
@@ -188,7 +195,7 @@ def test_a_bot_is_launched_listed_and_stopped(backend: Backend) -> None:
 
 
 def test_launching_twice_is_a_no_op(backend: Backend) -> None:
-    spec = make_spec(backend.settings)
+    spec = backend.spec()
     backend.orchestrator.launch(spec)
     backend.orchestrator.launch(spec)
     assert [w.name for w in backend.orchestrator.list()] == [spec.name]

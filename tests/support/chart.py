@@ -15,9 +15,9 @@ from typing import Any
 import helm_python as helm
 import jsonschema
 import kubernetes_validate
-from kubernetes import client
 import referencing
 import yaml
+from kubernetes import client
 
 from functions.common.bot_config import ENV_NAMES
 from functions.common.models import BotSession, Meeting

@@ -24,8 +24,10 @@ from functions.common.models import User
 from functions.common.settings import REPO_ROOT, Settings
 from functions.worker.launching import launch_session
 from functions.worker.orchestrator import Orchestrator, create_orchestrator
-from local.stack import Stack, free_port, isolated_environ
+from local.stack import Stack, isolated_environ
 from local.stack_client import SAMPLE, RunningStack
+
+from .receiver import EventReceiver
 
 # For in-process bot-managers: their launch tasks go to a Redis database no worker reads.
 IN_PROCESS_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -104,16 +106,18 @@ class InProcessBotManager:
 
 
 def in_process_bot_manager(database_url: str, state: Path, **settings_overrides: str) -> Iterator[InProcessBotManager]:
-    """bot-manager in-process on `database_url`, launching real bots whose events go nowhere (a
-    closed port), so only the events a test sends reach the database; settings of the test's own."""
+    """bot-manager in-process on `database_url`, launching real bots whose events go to a sink that
+    keeps them (not to bot-manager), so only the events a test sends reach the database; settings
+    of the test's own."""
+    sink = EventReceiver().start()
     settings = Settings.from_env(
         {**os.environ, "DATABASE_URL": database_url, "STATE_DIR": str(state), "REDIS_URL": IN_PROCESS_REDIS_URL,
-         "BROKER_INGRESS_URL": f"http://127.0.0.1:{free_port()}/vexa/default", "BOT_DRAIN_SECONDS": "1",
-         **settings_overrides}
+         "BROKER_INGRESS_URL": sink.url, "BOT_DRAIN_SECONDS": "1", **settings_overrides}
     )  # fmt: skip
     orchestrator = create_orchestrator(settings)
     yield InProcessBotManager(create_app(settings), settings, orchestrator)
     for bot in orchestrator.list():
         orchestrator.stop(bot.name)
+    sink.stop()
     redis.Redis.from_url(IN_PROCESS_REDIS_URL).flushdb()
 

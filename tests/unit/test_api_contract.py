@@ -61,3 +61,9 @@ def test_every_reference_resolves() -> None:
         for part in ref.removeprefix("#/").split("/"):
             assert isinstance(target, dict) and part in target, f"{ref} does not resolve"
             target = target[part]
+
+
+def test_every_user_route_names_the_user_it_acts_for() -> None:
+    """The gateway lets a key act only for its own user: each user route must say which user it is for."""
+    unnamed = [r.name for r in USER_ROUTES if "user_id" not in r.parameters and "user_id" not in getattr(r.body, "model_fields", {})]
+    assert not unnamed

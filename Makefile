@@ -73,8 +73,11 @@ demo: up
 	$(CLIENT) run --user demo --meeting 'demo-$(shell date +%Y%m%d-%H%M%S)' --speed $(DEMO_SPEED) \
 	    --title "Sample stand-up" --follow
 
+# Two lanes side by side (tests/conftest.py says which test runs where); LANES= runs them in one process.
+LANES ?= -n 2
+
 test: $(INSTALLED) $(CHROMIUM_PATH)
-	CHROMIUM_PATH=$(CHROMIUM_PATH) $(PY) -m local.testenv $(PY) -m pytest $(PYTEST_ARGS)
+	CHROMIUM_PATH=$(CHROMIUM_PATH) $(PY) -m local.testenv $(PY) -m pytest $(LANES) $(PYTEST_ARGS)
 
 # Fault injection (tests/faults) on a stack of its own; one JSON line per fault.
 reliability: $(INSTALLED)

@@ -7,8 +7,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import requests
+from sqlalchemy import func, select
 
+from functions.common.db import engine_for
+from functions.common.lifecycle import LIVE
+from functions.common.models import Meeting
 from functions.common.settings import REPO_ROOT
+from functions.worker.orchestrator import BotRunState, ProcessOrchestrator
 from local.stack import Stack
 
 SAMPLE = REPO_ROOT / "local" / "sample" / "meeting.ogg"
@@ -38,6 +43,17 @@ class RunningStack:
         port = {"gateway": s.gateway_port, "bot-manager": s.bot_manager_port,
                 "transcription": s.transcription_port, "broker": s.broker_port}[service]  # fmt: skip
         return f"http://127.0.0.1:{port}"
+
+    def wait_until_quiet(self, timeout: float = 120) -> None:
+        """Until no meeting is live and no bot runs: before comparing the whole database, say."""
+
+        def quiet() -> bool:
+            with engine_for(self.database_url).connect() as conn:
+                live = conn.scalar(select(func.count()).select_from(Meeting).where(Meeting.status.in_(LIVE)))
+            bots = ProcessOrchestrator(str(self.stack.state)).list()
+            return live == 0 and all(b.state not in (BotRunState.PENDING, BotRunState.RUNNING) for b in bots)
+
+        wait_for(quiet, timeout, "every meeting of the stack to end and its bots to exit", interval=0.5)
 
     @property
     def gateway(self) -> str:

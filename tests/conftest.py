@@ -10,11 +10,13 @@ seconds, `pytest -m "not faults and not browser"` leaves out the slowest; `make 
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from bot.sources.file import FileSource
 from functions.common.settings import REPO_ROOT
@@ -35,6 +37,7 @@ TESTS = Path(__file__).resolve().parent
 MARKERS = {  # folder -> its marker
     "unit": "unit",
     "integration": "integration",
+    "api": "integration",
     "browser": "browser",
     "faults": "faults",
     "chart": "chart",
@@ -46,6 +49,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         folder = item.path.relative_to(TESTS).parts[0]
         item.add_marker(MARKERS[folder])
+        if "stack" in item.fixturenames and folder not in STACK_LANE:
+            raise pytest.UsageError(f"{item.nodeid} uses the session stack: it belongs in tests/api/ (STACK_LANE)")
+
+
+# `make test` runs the suite in two lanes side by side (pytest-xdist, `-n 2`): most of it waits on
+# real time (meetings replayed, bots leaving), so two lanes share the two cores. The session
+# stack's tests and the browser bots make one lane (one stack, one simulator, never two Chromium
+# tests at once), the fault stack and everything else the other.
+STACK_LANE = {"api", "browser"}
+
+
+class Lanes(LoadScopeScheduling):
+    def _split_scope(self, nodeid: str) -> str:
+        folder = nodeid.split("/")[1]  # tests/<folder>/test_x.py::...
+        return "stack and browsers" if folder in STACK_LANE else "faults and the rest"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> Lanes:
+    return Lanes(config, log)
+
+
+# The browsers' lane measures audio played and captured in real time; a stall of a page's playback
+# (seen when the other lane's stack starts or transcribes at the same moment) shifts what the bot
+# hears. So the other lane, which only waits longer when it yields, runs at a lower CPU priority,
+# and so does every process it starts (its stack, its bots).
+REST_LANE_NICENESS = 10
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures start anything
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if "PYTEST_XDIST_WORKER" in os.environ and item.path.relative_to(TESTS).parts[0] not in STACK_LANE:
+        os.nice(max(0, REST_LANE_NICENESS - os.nice(0)))
 
 
 @pytest.fixture()

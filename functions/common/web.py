@@ -53,13 +53,12 @@ class ApiError(Exception):
     """An error of the HTTP exchange itself the client can act on (a body that is not JSON, a bad
     key); rendered as {"error": {"code", "message"}}. What the domain refuses is a DomainError."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}  # e.g. Retry-After, WWW-Authenticate
-        self.details = details
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> tuple[Response, int]:
@@ -170,7 +169,7 @@ def install(
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        body, status = error_response(exc.status, exc.code, exc.message, **exc.details)
+        body, status = error_response(exc.status, exc.code, exc.message)
         body.headers.update(exc.headers)
         return body, status
 

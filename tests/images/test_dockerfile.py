@@ -170,7 +170,7 @@ def test_the_project_wheel_is_built_once_for_every_image():
     assert [r for r in app.all("RUN") if "pip wheel" in r and "--no-deps" in r]
     users = {t for t in TARGETS if "app" in {source for source, _ in image(t).mounts()}}
     assert users == set(TARGETS)
-    # The <target>-wheels stages see pyproject.toml alone: a code change does not rebuild them.
+    # The wheels stages see pyproject.toml alone: a code change does not rebuild them.
     wheels = {t: image(t).wheels_stage(stages()) for t in TARGETS}
     assert {t: (w.base, w.all("COPY")) for t, w in wheels.items()} == dict.fromkeys(TARGETS, ("builder", []))
 

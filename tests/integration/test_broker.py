@@ -41,7 +41,7 @@ MAX_EVENT_BYTES = 100_000
 
 
 @dataclass
-class Stack:
+class Broker:
     url: str  # the broker's base URL
     ingress: str
     transcription: EventReceiver
@@ -68,7 +68,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
+def broker(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("broker")
     transcription, bot_manager, other = (EventReceiver(threaded=True).start() for _ in range(3))
     late_port = free_port()
@@ -119,7 +119,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, process, log_path)
-        yield Stack(url, f"{url}/tests/test-broker", transcription, bot_manager, other, late_port, log_path)
+        yield Broker(url, f"{url}/tests/test-broker", transcription, bot_manager, other, late_port, log_path)
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -184,11 +184,11 @@ def assert_binary_copy(received: Delivery, sent: CloudEvent) -> None:
     [bytes(range(256)) * 16, b"\x00" * 3200],  # not UTF-8, and silence (which is valid UTF-8)
     ids=["noise", "silence"],
 )
-def test_audio_is_delivered_in_binary_mode_with_exact_bytes(stack: Stack, structured: bool, pcm: bytes):
+def test_audio_is_delivered_in_binary_mode_with_exact_bytes(broker: Broker, structured: bool, pcm: bytes):
     sent = audio_event(pcm)
-    assert stack.post(sent, structured).status_code == 202
+    assert broker.post(sent, structured).status_code == 202
 
-    [received] = stack.transcription.wait_for("/events", sent.get_id())
+    [received] = broker.transcription.wait_for("/events", sent.get_id())
     assert_binary_copy(received, sent)
     assert received.headers["content-type"] == "audio/wav"
     assert received.body == encode_wav(pcm)
@@ -196,48 +196,48 @@ def test_audio_is_delivered_in_binary_mode_with_exact_bytes(stack: Stack, struct
 
 
 @pytest.mark.parametrize("structured", [False, True], ids=["binary", "structured"])
-def test_json_events_keep_every_attribute_and_their_data(stack: Stack, structured: bool):
+def test_json_events_keep_every_attribute_and_their_data(broker: Broker, structured: bool):
     sent = status_event()
-    assert stack.post(sent, structured).status_code == 202
+    assert broker.post(sent, structured).status_code == 202
 
-    [received] = stack.bot_manager.wait_for("/events", sent.get_id())
+    [received] = broker.bot_manager.wait_for("/events", sent.get_id())
     assert_binary_copy(received, sent)
     assert json.loads(received.body) == status_data().model_dump(mode="json")
 
 
-def test_events_go_only_to_the_trigger_matching_their_type(stack: Stack):
+def test_events_go_only_to_the_trigger_matching_their_type(broker: Broker):
     status = status_event()
     audio = audio_event(b"\x01\x02" * 800)
-    assert stack.post(status).status_code == 202
-    assert stack.post(audio).status_code == 202
+    assert broker.post(status).status_code == 202
+    assert broker.post(audio).status_code == 202
 
-    stack.bot_manager.wait_for("/events", status.get_id())
-    stack.transcription.wait_for("/events", audio.get_id())
+    broker.bot_manager.wait_for("/events", status.get_id())
+    broker.transcription.wait_for("/events", audio.get_id())
     time.sleep(0.3)  # give a misrouted copy time to arrive
-    assert not stack.transcription.requests_for("/events", status.get_id())
-    assert not stack.bot_manager.requests_for("/events", audio.get_id())
+    assert not broker.transcription.requests_for("/events", status.get_id())
+    assert not broker.bot_manager.requests_for("/events", audio.get_id())
 
 
-def test_every_listed_filter_attribute_must_match(stack: Stack):
+def test_every_listed_filter_attribute_must_match(broker: Broker):
     special = event("test.fanout", identity=Identity(meeting_pk="m-special", user_id="u", session_id="s"))
     ordinary = event("test.fanout")
     # A failing delivery to one Trigger does not hold up the other's.
-    stack.other.script("/fanout-all", special.get_id(), Answer(503))
-    assert stack.post(special).status_code == 202
-    assert stack.post(ordinary).status_code == 202
+    broker.other.script("/fanout-all", special.get_id(), Answer(503))
+    assert broker.post(special).status_code == 202
+    assert broker.post(ordinary).status_code == 202
 
-    assert len(stack.other.wait_for("/fanout-all", special.get_id(), count=2)) == 2
-    stack.other.wait_for("/fanout-all", ordinary.get_id())
-    assert len(stack.other.requests_for("/fanout-special", special.get_id())) == 1
-    assert not stack.other.requests_for("/fanout-special", ordinary.get_id())
+    assert len(broker.other.wait_for("/fanout-all", special.get_id(), count=2)) == 2
+    broker.other.wait_for("/fanout-all", ordinary.get_id())
+    assert len(broker.other.requests_for("/fanout-special", special.get_id())) == 1
+    assert not broker.other.requests_for("/fanout-special", ordinary.get_id())
 
 
-def test_unknown_types_are_accepted_and_logged_as_unroutable(stack: Stack):
+def test_unknown_types_are_accepted_and_logged_as_unroutable(broker: Broker):
     sent = event("io.vexa.nobody.listens.v1")
-    assert stack.post(sent).status_code == 202
+    assert broker.post(sent).status_code == 202
 
     deadline = time.monotonic() + 5
-    while not [line for line in stack.log_lines("broker.unroutable") if line["event_id"] == sent.get_id()]:
+    while not [line for line in broker.log_lines("broker.unroutable") if line["event_id"] == sent.get_id()]:
         assert time.monotonic() < deadline, "no broker.unroutable log line"
         time.sleep(0.05)
 
@@ -245,94 +245,94 @@ def test_unknown_types_are_accepted_and_logged_as_unroutable(stack: Stack):
 # --- retries and dead letters ------------------------------------------------------
 
 
-def test_retryable_failures_are_retried_with_exponential_backoff(stack: Stack):
+def test_retryable_failures_are_retried_with_exponential_backoff(broker: Broker):
     sent = event("test.flaky")
-    stack.bot_manager.script("/flaky", sent.get_id(), Answer(503), Answer(429), Answer(500))
-    assert stack.post(sent).status_code == 202
+    broker.bot_manager.script("/flaky", sent.get_id(), Answer(503), Answer(429), Answer(500))
+    assert broker.post(sent).status_code == 202
 
-    attempts = stack.bot_manager.wait_for("/flaky", sent.get_id(), count=4)
+    attempts = broker.bot_manager.wait_for("/flaky", sent.get_id(), count=4)
     time.sleep(0.3)
-    assert len(stack.bot_manager.requests_for("/flaky", sent.get_id())) == 4  # success ends it
+    assert len(broker.bot_manager.requests_for("/flaky", sent.get_id())) == 4  # success ends it
     gaps = [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:])]
     for gap, expected in zip(gaps, [0.1, 0.2, 0.4]):  # PT0.05S * 2^retry: each gap doubles
         assert expected - 0.01 <= gap <= expected + 0.3, gaps
-    assert stack.metric("vexa_broker_retried_total", "flaky") == 3
-    assert stack.metric("vexa_broker_delivered_total", "flaky") == 1
+    assert broker.metric("vexa_broker_retried_total", "flaky") == 3
+    assert broker.metric("vexa_broker_delivered_total", "flaky") == 1
     assert all(a.event.get_attributes() == sent.get_attributes() for a in attempts)
 
 
-def test_a_subscriber_that_is_not_listening_yet_gets_the_event_once_it_is(stack: Stack):
+def test_a_subscriber_that_is_not_listening_yet_gets_the_event_once_it_is(broker: Broker):
     sent = event("test.late")
-    assert stack.post(sent).status_code == 202
+    assert broker.post(sent).status_code == 202
     time.sleep(0.5)  # attempts at 0, 0.1 and 0.3 s are refused
-    late = EventReceiver(stack.late_port, threaded=True).start()
+    late = EventReceiver(broker.late_port, threaded=True).start()
     try:
         [received] = late.wait_for("/late", sent.get_id())
         assert_binary_copy(received, sent)
-        assert stack.metric("vexa_broker_retried_total", "late") >= 2
+        assert broker.metric("vexa_broker_retried_total", "late") >= 2
     finally:
         late.stop()
 
 
-def test_a_client_error_is_not_retried_and_is_dead_lettered(stack: Stack):
+def test_a_client_error_is_not_retried_and_is_dead_lettered(broker: Broker):
     sent = event("test.rejected")
     body = b'{"error": "unprocessable"}' + b" " * 3000
-    stack.bot_manager.script("/rejected", sent.get_id(), Answer(400, {"Content-Type": "application/json"}, body))
-    assert stack.post(sent).status_code == 202
+    broker.bot_manager.script("/rejected", sent.get_id(), Answer(400, {"Content-Type": "application/json"}, body))
+    assert broker.post(sent).status_code == 202
 
-    [dead] = stack.bot_manager.wait_for("/dead-letters", sent.get_id())
-    assert len(stack.bot_manager.requests_for("/rejected", sent.get_id())) == 1
+    [dead] = broker.bot_manager.wait_for("/dead-letters", sent.get_id())
+    assert len(broker.bot_manager.requests_for("/rejected", sent.get_id())) == 1
     attributes = dead.event.get_attributes()
     assert attributes["knativeerrorcode"] == "400"
-    assert attributes["knativeerrordest"] == f"{stack.bot_manager.url}/rejected"
+    assert attributes["knativeerrordest"] == f"{broker.bot_manager.url}/rejected"
     assert base64.b64decode(attributes["knativeerrordata"]) == body[:1024]
     assert {k: v for k, v in attributes.items() if not k.startswith("knativeerror")} == over_the_wire(sent).get_attributes()
     assert dead.body == to_http(sent).body
 
-    [line] = [line for line in stack.log_lines("broker.dead_letter") if line["event_id"] == sent.get_id()]
+    [line] = [line for line in broker.log_lines("broker.dead_letter") if line["event_id"] == sent.get_id()]
     assert line["trigger"] == "rejected" and line["status"] == 400 and line["event_type"] == "test.rejected"
     assert (line["meeting_id"], line["user_id"], line["session_id"]) == ("m-1", "u-1", "s-1")
-    assert line["subscriber"] == f"{stack.bot_manager.url}/rejected"
-    assert stack.metric("vexa_broker_dead_lettered_total", "rejected") == 1
+    assert line["subscriber"] == f"{broker.bot_manager.url}/rejected"
+    assert broker.metric("vexa_broker_dead_lettered_total", "rejected") == 1
 
 
-def test_exhausted_retries_go_to_the_triggers_own_dead_letter_sink(stack: Stack):
+def test_exhausted_retries_go_to_the_triggers_own_dead_letter_sink(broker: Broker):
     sent = event("test.exhausted")
-    stack.other.script("/exhausted", sent.get_id(), *[Answer(503, body=b"overloaded")] * 3)
-    assert stack.post(sent).status_code == 202
+    broker.other.script("/exhausted", sent.get_id(), *[Answer(503, body=b"overloaded")] * 3)
+    assert broker.post(sent).status_code == 202
 
-    [dead] = stack.other.wait_for("/dlq", sent.get_id())
-    attempts = stack.other.requests_for("/exhausted", sent.get_id())
+    [dead] = broker.other.wait_for("/dlq", sent.get_id())
+    attempts = broker.other.requests_for("/exhausted", sent.get_id())
     assert len(attempts) == 3  # the first try and retry: 2
     gaps = [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:])]
     assert 0.04 <= gaps[0] <= 0.35 and 0.09 <= gaps[1] <= 0.4, gaps  # linear: PT0.05S * retry
     assert dead.event.get_extension("knativeerrorcode") == "503"
     assert base64.b64decode(dead.event.get_extension("knativeerrordata")) == b"overloaded"
-    assert not stack.bot_manager.requests_for("/dead-letters", sent.get_id())
+    assert not broker.bot_manager.requests_for("/dead-letters", sent.get_id())
 
 
 # --- replies --------------------------------------------------------------------------
 
 
-def test_a_binary_reply_is_routed_by_its_type(stack: Stack):
+def test_a_binary_reply_is_routed_by_its_type(broker: Broker):
     chunk = audio_event(b"\x05\x06" * 1600)
     reply = event(EventType.TRANSCRIPT_SEGMENTS, {"chunk_seq": 3, "segments": []})
     message = to_http(reply)
-    stack.transcription.script("/events", chunk.get_id(), Answer(200, message.headers, message.body))
-    assert stack.post(chunk).status_code == 202
+    broker.transcription.script("/events", chunk.get_id(), Answer(200, message.headers, message.body))
+    assert broker.post(chunk).status_code == 202
 
-    [received] = stack.bot_manager.wait_for("/events", reply.get_id())
+    [received] = broker.bot_manager.wait_for("/events", reply.get_id())
     assert_binary_copy(received, reply)
 
 
-def test_a_structured_reply_is_routed_by_its_type(stack: Stack):
+def test_a_structured_reply_is_routed_by_its_type(broker: Broker):
     question = event("test.ask")
     reply = event("test.answer", {"answer": 42})
     message = to_http(reply, structured=True)
-    stack.transcription.script("/ask", question.get_id(), Answer(200, message.headers, message.body))
-    assert stack.post(question).status_code == 202
+    broker.transcription.script("/ask", question.get_id(), Answer(200, message.headers, message.body))
+    assert broker.post(question).status_code == 202
 
-    [received] = stack.other.wait_for("/answers", reply.get_id())
+    [received] = broker.other.wait_for("/answers", reply.get_id())
     assert_binary_copy(received, reply)
 
 
@@ -355,41 +355,41 @@ def _bad_bodies(marker: str) -> list[tuple[dict[str, str], bytes]]:
     ]
 
 
-def test_bad_events_get_400_and_are_not_delivered(stack: Stack):
+def test_bad_events_get_400_and_are_not_delivered(broker: Broker):
     marker = uuid.uuid4().hex
     for headers, body in _bad_bodies(marker):
-        response = requests.post(stack.ingress, headers=headers, data=body, timeout=5)
+        response = requests.post(broker.ingress, headers=headers, data=body, timeout=5)
         assert response.status_code == 400, (headers, body, response.text)
         assert response.json()["error"]["code"] == "bad_event"
     time.sleep(0.3)
-    assert not [r for r in stack.bot_manager.deliveries if marker in r.body.decode(errors="replace") + r.event.get_id()]
+    assert not [r for r in broker.bot_manager.deliveries if marker in r.body.decode(errors="replace") + r.event.get_id()]
 
 
-def test_an_event_without_an_id_is_rejected(stack: Stack):
+def test_an_event_without_an_id_is_rejected(broker: Broker):
     headers = {"ce-type": EventType.BOT_STATUS, "ce-source": "/tests", "ce-specversion": "1.0"}
-    assert requests.post(stack.ingress, headers=headers, data=b"{}", timeout=5).status_code == 400
+    assert requests.post(broker.ingress, headers=headers, data=b"{}", timeout=5).status_code == 400
 
 
-def test_a_structured_body_that_is_not_an_object_is_rejected(stack: Stack):
+def test_a_structured_body_that_is_not_an_object_is_rejected(broker: Broker):
     headers = {"Content-Type": "application/cloudevents+json"}
-    assert requests.post(stack.ingress, headers=headers, data=b"[]", timeout=5).status_code == 400
+    assert requests.post(broker.ingress, headers=headers, data=b"[]", timeout=5).status_code == 400
 
 
-def test_an_event_over_the_size_limit_gets_413(stack: Stack):
+def test_an_event_over_the_size_limit_gets_413(broker: Broker):
     message = to_http(audio_event(b"\x00" * MAX_EVENT_BYTES))
-    response = requests.post(stack.ingress, headers=message.headers, data=message.body, timeout=5)
+    response = requests.post(broker.ingress, headers=message.headers, data=message.body, timeout=5)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
 
 
 @pytest.mark.parametrize("path", ["/vexa/default", "/tests/other-broker", "/tests/test-broker/extra"])
-def test_unknown_broker_paths_get_404_json(stack: Stack, path: str):
+def test_unknown_broker_paths_get_404_json(broker: Broker, path: str):
     message = to_http(status_event())
-    response = requests.post(stack.url + path, headers=message.headers, data=message.body, timeout=5)
+    response = requests.post(broker.url + path, headers=message.headers, data=message.body, timeout=5)
     assert response.status_code == 404
     assert "error" in response.json()
 
 
-def test_health_and_metrics(stack: Stack):
-    assert requests.get(f"{stack.url}/healthz", timeout=5).json() == {"status": "ok", "service": "broker"}
-    assert "vexa_broker_delivered_total" in requests.get(f"{stack.url}/metrics", timeout=5).text
+def test_health_and_metrics(broker: Broker):
+    assert requests.get(f"{broker.url}/healthz", timeout=5).json() == {"status": "ok", "service": "broker"}
+    assert "vexa_broker_delivered_total" in requests.get(f"{broker.url}/metrics", timeout=5).text

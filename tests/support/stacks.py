@@ -32,7 +32,7 @@ from .receiver import EventReceiver
 # For in-process bot-managers: their launch tasks go to a Redis database no worker reads.
 IN_PROCESS_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # What every test stack adds: recordings may come from temporary folders, and the tests' polling
-# is not rate limited (tests/integration/test_tenants.py gives a key its own low limit).
+# is not rate limited (tests/api/test_tenants.py gives a key its own low limit).
 TEST_STACK_ENV = {
     "RECORDING_SOURCES": f"{REPO_ROOT / 'local' / 'sample'}/,{tempfile.gettempdir()}/,https://",
     "API_RATE_LIMIT_PER_MINUTE": "100000",

@@ -79,6 +79,7 @@ def test_every_user_endpoint_serves_only_the_keys_own_user(stack: RunningStack, 
         "no key": ({}, 401, "missing_api_key"),
         "admin token": ({"Authorization": f"Bearer {stack.stack.admin_token}"}, 401, "missing_api_key"),
     }
+    stack.wait_until_quiet()  # another test's bot may still be leaving: it would change the database
     before = snapshot(stack.database_url)
     cells = 0
     for method, path, kwargs in endpoints:
@@ -120,6 +121,7 @@ def test_admin_endpoints_need_the_admin_token(stack: RunningStack) -> None:
         "wrong token": {"Authorization": "Bearer not-the-token"},
         "no credentials": {},
     }
+    stack.wait_until_quiet()  # no other test's bot may change the database meanwhile
     before = snapshot(stack.database_url)
     for method, path, kwargs in endpoints:
         for name, headers in credentials.items():

@@ -87,6 +87,7 @@ def _api_cases(meeting: dict) -> list[tuple[str, str, dict, int, str]]:
 
 def test_public_api_rejects_bad_requests_clearly_and_changes_nothing(stack: RunningStack, finished_meeting: dict) -> None:
     meeting = finished_meeting["meeting"]
+    stack.wait_until_quiet()  # no other test's bot may change the database meanwhile
     before = snapshot(stack.database_url)
     for method, path, kwargs, status, word in _api_cases(meeting):
         response = stack.api(method, path, "frank", **kwargs)
@@ -146,6 +147,7 @@ def _event_cases(meeting: dict) -> list[tuple[str, dict, bytes, int, str]]:
 
 
 def test_services_reject_bad_cloudevents_without_retry_or_change(stack: RunningStack, finished_meeting: dict) -> None:
+    stack.wait_until_quiet()  # no other test's bot may change the database meanwhile
     before = snapshot(stack.database_url)
     for service, headers, body, status, word in _event_cases(finished_meeting["meeting"]):
         response = requests.post(f"{stack.url(service)}/events", headers=headers, data=body, timeout=30)

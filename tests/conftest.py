@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -46,6 +47,10 @@ MARKERS = {  # folder -> its marker
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # pytest-xdist runs one test per node id: a second test under the same id would silently not run.
+    twice = sorted(nodeid for nodeid, count in Counter(item.nodeid for item in items).items() if count > 1)
+    if twice:
+        raise pytest.UsageError(f"tests sharing a node id (only one of each would run): {twice}")
     for item in items:
         folder = item.path.relative_to(TESTS).parts[0]
         item.add_marker(MARKERS[folder])

@@ -252,10 +252,14 @@ def _call(
 
 
 # -- (a) a valid key ----------------------------------------------------------------------------
+# Each pass is parametrized by its kind of credential, (a) and (c) with one each: pytest 9.2 builds a
+# schemathesis item's node id without its operation unless the test has parameters of its own, and
+# pytest-xdist (`make test`) runs only one of the items that share a node id.
+@pytest.mark.parametrize("kind", ["valid key"])
 @FUZZ_SETTINGS
 @SCHEMA.exclude(path_regex="^/admin").parametrize()
-def test_public_api_with_a_valid_key(case: schemathesis.Case, world: World) -> None:
-    _call(case, world, "valid key", {"X-API-Key": world.key})
+def test_public_api_with_a_valid_key(case: schemathesis.Case, world: World, kind: str) -> None:
+    _call(case, world, kind, {"X-API-Key": world.key})
 
 
 # -- (b) bad credentials ------------------------------------------------------------------------
@@ -293,10 +297,11 @@ def test_every_operation_refuses_bad_credentials(case: schemathesis.Case, world:
 
 
 # -- (c) the admin API --------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["admin token"])
 @FUZZ_SETTINGS
 @SCHEMA.include(path_regex="^/admin").parametrize()
-def test_admin_api_with_the_admin_token(case: schemathesis.Case, world: World) -> None:
-    _call(case, world, "admin token", {"Authorization": f"Bearer {world.stack.stack.admin_token}"})
+def test_admin_api_with_the_admin_token(case: schemathesis.Case, world: World, kind: str) -> None:
+    _call(case, world, kind, {"Authorization": f"Bearer {world.stack.stack.admin_token}"})
 
 
 # -- (d) the schemathesis command line, as a user would point it at the served document ------------

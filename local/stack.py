@@ -26,7 +26,7 @@ import requests
 
 from functions.common.processes import pid_alive
 from functions.common.settings import REPO_ROOT, Settings
-from functions.worker.orchestrator import BotRunState, ProcessOrchestrator
+from functions.worker.orchestrator import ProcessOrchestrator
 
 from . import embedded_postgres
 from .supervisor import Program, Supervisor
@@ -185,19 +185,15 @@ class Stack:
         if self.data_only:
             return
         self._migrate()
-        self.supervisor.start(self.vexa_program_names())
-        for program in self.vexa_programs():
+        programs = self.vexa_programs()
+        self.supervisor.start([p.name for p in programs])
+        for program in programs:
             if program.health_url:
                 _wait(lambda url=program.health_url: _healthy(url), program.name, 120, self.logs / f"{program.name}.log")
         # Those without a health check (Celery) count as started once they ran startsecs.
-        names = self.vexa_program_names()
-        _wait(lambda: not self.supervisor.not_running(names) or self._failed_to_start(), "every program to run", 30)
-        if failed := self._failed_to_start():
-            sys.exit(f"{', '.join(failed)} could not start; see their logs in {self.logs}")
+        if stuck := self.supervisor.wait_running([p.name for p in programs], 30):
+            sys.exit(f"{', '.join(f'{name} ({state})' for name, state in stuck.items())} did not start; see {self.logs}")
         print(f"Vexa is up: gateway http://127.0.0.1:{self.settings.gateway_port}  (state: {self.state})")
-
-    def _failed_to_start(self) -> list[str]:
-        return [name for name, state in self.supervisor.not_running(self.vexa_program_names()).items() if state in ("FATAL", "EXITED")]
 
     def _migrate(self) -> None:
         deadline = time.monotonic() + 60  # the database may still be starting
@@ -226,11 +222,11 @@ class Stack:
 
     def _stop_bots(self) -> None:
         bots = ProcessOrchestrator(str(self.state))
-        live = [w.name for w in bots.list() if w.state in (BotRunState.PENDING, BotRunState.RUNNING)]
+        live = [bot.name for bot in bots.list() if bot.state.live]
         for name in live:
             bots.stop(name)
         # Give bots the time to leave and flush while the broker and services still run.
-        _wait(lambda: all(bots.status(n).state not in (BotRunState.PENDING, BotRunState.RUNNING) for n in live),
+        _wait(lambda: not any(bots.status(name).state.live for name in live),
               "bots to leave", self.settings.bot_drain_seconds + 10)  # fmt: skip
 
     def ps(self) -> None:

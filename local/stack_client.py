@@ -13,7 +13,7 @@ from functions.common.db import engine_for
 from functions.common.lifecycle import LIVE
 from functions.common.models import Meeting
 from functions.common.settings import REPO_ROOT
-from functions.worker.orchestrator import BotRunState, ProcessOrchestrator
+from functions.worker.orchestrator import ProcessOrchestrator
 from local.stack import Stack
 
 SAMPLE = REPO_ROOT / "local" / "sample" / "meeting.ogg"
@@ -51,7 +51,7 @@ class RunningStack:
             with engine_for(self.database_url).connect() as conn:
                 live = conn.scalar(select(func.count()).select_from(Meeting).where(Meeting.status.in_(LIVE)))
             bots = ProcessOrchestrator(str(self.stack.state)).list()
-            return live == 0 and all(b.state not in (BotRunState.PENDING, BotRunState.RUNNING) for b in bots)
+            return live == 0 and not any(bot.state.live for bot in bots)
 
         wait_for(quiet, timeout, "every meeting of the stack to end and its bots to exit", interval=0.5)
 

@@ -108,10 +108,16 @@ class Supervisor:
                 raise TimeoutError(f"{names} still run {timeout:g} s after they were asked to stop")
             time.sleep(0.1)
 
-    def not_running(self, names: list[str]) -> dict[str, str]:
-        """Those of `names` that are not running, with supervisord's state for each (FATAL, BACKOFF, ...)."""
-        states = {info["name"]: info["statename"] for info in self.rpc.getAllProcessInfo()}
-        return {name: states.get(name, "UNKNOWN") for name in names if states.get(name) != "RUNNING"}
+    def wait_running(self, names: list[str], timeout: float) -> dict[str, str]:
+        """Wait until every one of `names` runs; those that do not (given up, or still starting at
+        `timeout`), with supervisord's state for each (FATAL, BACKOFF, ...). Empty: all run."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = {info["name"]: info["statename"] for info in self.rpc.getAllProcessInfo()}
+            waiting = {name: states.get(name, "UNKNOWN") for name in names if states.get(name) != "RUNNING"}
+            if not waiting or time.monotonic() > deadline or any(s in ("FATAL", "EXITED") for s in waiting.values()):
+                return waiting
+            time.sleep(0.5)
 
 
 def _quote(part: str) -> str:

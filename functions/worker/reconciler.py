@@ -92,7 +92,7 @@ class Decision:
 
 
 def decide(seen: Observation, policy: Policy) -> Decision:
-    alive = seen.bot_run in (W.PENDING, W.RUNNING)
+    alive = seen.bot_run.live
     if seen.status in TERMINAL:
         return Decision(Action.STOP_LEFTOVER_BOT, f"meeting already {seen.status}") if alive else Decision(Action.NONE)
     if seen.status == S.STOPPING:
@@ -272,7 +272,7 @@ def policy_from(settings: Settings) -> Policy:
 
 def _candidates(db: Session, orchestrator: Orchestrator) -> list[uuid.UUID]:
     live = set(db.scalars(select(Meeting.id).where(Meeting.status.in_(LIVE))))
-    running = [run.name for run in orchestrator.list() if run.state in (W.PENDING, W.RUNNING)]
+    running = [run.name for run in orchestrator.list() if run.state.live]
     if running:
         live |= set(db.scalars(select(BotSession.meeting_pk).where(BotSession.bot_name.in_(running))))
     return sorted(live)

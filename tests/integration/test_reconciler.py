@@ -18,8 +18,6 @@ from functions.worker.reconciler import reconcile_once
 from local.stack_client import wait_for
 from tests.support.stacks import InProcessBotManager
 
-W = BotRunState
-
 
 def _kill(bot_manager: InProcessBotManager, bot_name: str) -> None:
     orchestrator = bot_manager.orchestrator
@@ -60,7 +58,7 @@ def test_a_killed_bot_is_relaunched_and_then_fails_its_meeting_when_relaunches_r
     assert after["status"] == "failed"
     assert after["status_reason"] == "bot_lost: killed by signal 9 (after 1 relaunches)"
     assert after["history"][-1]["actor"] == "reconciler"
-    running = [w for w in bot_manager.orchestrator.list() if w.state in (W.PENDING, W.RUNNING)]
+    running = [bot for bot in bot_manager.orchestrator.list() if bot.state.live]
     assert running == []
     # What an operator's dashboard shows, whichever process acted.
     metrics = bot_manager.client.get("/metrics").get_data(as_text=True)

@@ -15,6 +15,11 @@ class BotRunState(StrEnum):
     FAILED = "failed"  # exited non-zero or was killed
     MISSING = "missing"  # the orchestrator knows no such bot
 
+    @property
+    def live(self) -> bool:
+        """Accepted and not ended: pending or running."""
+        return self in (BotRunState.PENDING, BotRunState.RUNNING)
+
 
 @dataclass(frozen=True)
 class BotSpec:

@@ -152,12 +152,14 @@ CMD ["celery", "-A", "functions.worker.app:celery_app", "worker", "--loglevel", 
 # Meeting platforms run in Debian's Chromium (CHROMIUM_PATH), driven by the Playwright driver
 # that the playwright wheel carries; Playwright's own browser download is not used.
 # Chromium and fonts, so that meeting pages lay out (and join-error screenshots read) as they
-# do for people, and tini as PID 1: it reaps Chromium's orphaned helper processes and passes
-# the pod's SIGTERM on to the bot. Not pinned: Debian's Chromium is a moving security-update stream.
+# do for people; Xvfb and Mesa, for the headful browser's display and WebGL (bot/browser/chromium.py);
+# tini as PID 1: it reaps Chromium's and Xvfb's orphaned processes and passes the pod's SIGTERM
+# on to the bot. Not pinned: Debian's Chromium is a moving security-update stream.
 FROM base AS bot
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends chromium fonts-liberation fonts-noto-core fonts-noto-color-emoji tini \
+      xvfb libgl1-mesa-dri libglx-mesa0 \
  && rm -rf /var/lib/apt/lists/*
 ENV CHROMIUM_PATH=/usr/bin/chromium
 RUN --mount=type=bind,from=bot-wheels,source=/wheels,target=/wheels \

@@ -15,6 +15,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 RELIABILITY_REPORT ?= .vexa/reliability.jsonl
 CHROMIUM_PATH ?= /usr/bin/chromium
+XVFB_PATH ?= /usr/bin/Xvfb
 
 .PHONY: help install up down ps logs logs-gateway logs-bot-manager logs-transcription logs-broker \
         run-bot stop-bot demo test reliability bench clean
@@ -38,15 +39,17 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-# Meeting-platform bots (Google Meet, Teams, Zoom) drive Debian's Chromium; the tests run them
-# against local simulators. Installed with apt-get when missing, if this runs as root.
-$(CHROMIUM_PATH):
+# Meeting-platform bots (Google Meet, Teams, Zoom) drive Debian's Chromium, headful on an Xvfb
+# display (WebGL through Mesa); the tests run them against local simulators. Installed with
+# apt-get when missing, if this runs as root.
+BROWSER_PACKAGES = chromium fonts-liberation xvfb libgl1-mesa-dri libglx-mesa0
+$(CHROMIUM_PATH) $(XVFB_PATH):
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -q --no-install-recommends chromium fonts-liberation >/dev/null 2>&1 \
-	    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium fonts-liberation >/dev/null; }; \
-	else echo "Chromium is needed at $@: apt-get install chromium fonts-liberation (as root), or set CHROMIUM_PATH" >&2; exit 1; fi
-	@test -x $@ || { echo "installed Chromium, but $@ is not there: set CHROMIUM_PATH" >&2; exit 1; }
+	    apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null 2>&1 \
+	    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; }; \
+	else echo "$@ is needed: apt-get install $(BROWSER_PACKAGES) (as root), or set CHROMIUM_PATH / XVFB_PATH" >&2; exit 1; fi
+	@test -x $@ || { echo "installed $(BROWSER_PACKAGES), but $@ is not there: set CHROMIUM_PATH / XVFB_PATH" >&2; exit 1; }
 
 up: $(INSTALLED)
 	$(STACK) up
@@ -76,7 +79,7 @@ demo: up
 # Two lanes side by side (tests/conftest.py says which test runs where); LANES= runs them in one process.
 LANES ?= -n 2
 
-test: $(INSTALLED) $(CHROMIUM_PATH)
+test: $(INSTALLED) $(CHROMIUM_PATH) $(XVFB_PATH)
 	CHROMIUM_PATH=$(CHROMIUM_PATH) $(PY) -m local.testenv $(PY) -m pytest $(LANES) $(PYTEST_ARGS)
 
 # Fault injection (tests/faults) on a stack of its own; one JSON line per fault.

@@ -4,6 +4,7 @@ Every supported platform lets a guest join from a browser the same way: open the
 maybe get past a launcher or cookie prompt, type a name, turn the microphone and camera
 off, ask to join. What differs is the page, which the platform's data file describes;
 an adapter adds only what a data file cannot say (Zoom's link form and passcode).
+Everything is found through the data file's probes (probes.js, Playwright's "probe=" engine).
 """
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page
+from playwright.sync_api import Locator, Page
 
 from functions.common.platforms import Platform
 
-from .spec import PlatformSpec
+from .spec import Entry, PlatformSpec
 
 log = logging.getLogger(__name__)
 PAGE_LOAD_SECONDS = 45.0
 CHECK_SECONDS = 0.25
-CLICK_SECONDS = 2.0  # a shown control that cannot be clicked by then is tried again later
+CLICK_SECONDS = 2.0  # a shown control the pointer cannot reach by then is pressed from the keyboard
+TYPING_DELAY_MS = 30  # between keystrokes of the bot's name: typed, as a person would
+REASK_SECONDS = 3.0  # a join button still shown this long after a click is clicked again
 LEAVE_SECONDS = 5.0  # for the leave button (and any confirmation) to do its work
 LEAVE_SETTLE_SECONDS = 1.0
 
@@ -42,6 +45,7 @@ class MeetingAdapter:
         """`step_seconds`: how long one step of the join flow may take to show what it needs (BOT_JOIN_STEP_SECONDS)."""
         self.spec = spec
         self.step_seconds = step_seconds
+        self._asked_at = 0.0
 
     def meeting_link(self, url: str) -> str:
         """The address to open for the meeting link the user gave."""
@@ -55,18 +59,29 @@ class MeetingAdapter:
             page.goto(link, wait_until="domcontentloaded", timeout=PAGE_LOAD_SECONDS * 1000)
         except PlaywrightError as exc:
             raise JoinError(f"cannot open the meeting page: {exc.message.splitlines()[0]}", retryable=True) from None
-        name_input = self._wait_for("the name field", (steps.name_input,), page, stop_requested, dismiss=steps.dismiss)
+        name_input = self._wait_for("the name field", steps.name_input, page, stop_requested)
         if name_input is None:
             return  # stop requested
-        page.locator(name_input).first.fill(display_name)
+        # Typed key by key: Zoom keeps Join disabled for a value set without keystrokes.
+        name_input.fill("")
+        name_input.press_sequentially(display_name, delay=TYPING_DELAY_MS)
         self.fill_extra_fields(page, link)
         for control in (steps.microphone_off, steps.camera_off):
             # Already off, or not offered to guests: either way nothing will be sent.
-            click_if_visible(page, control)
+            click_first(page, control)
         join = self._wait_for("the join button", steps.join, page, stop_requested)
         if join is not None:
-            page.locator(join).first.click()
-            log.info("browser.join_requested", extra={"platform": self.spec.platform, "button": join})
+            press(page, join)
+            self._asked_at = time.monotonic()
+            log.info("browser.join_requested", extra={"platform": self.spec.platform})
+
+    def keep_asking(self, page: Page) -> None:
+        """While the page shows neither lobby nor meeting: click prompts away, and ask again if
+        the join button is back (Teams' "Continue without audio or video" after Join leaves it behind)."""
+        click_first(page, self.spec.join.dismiss)
+        if time.monotonic() - self._asked_at >= REASK_SECONDS and click_first(page, self.spec.join.join):
+            self._asked_at = time.monotonic()
+            log.info("browser.join_requested_again", extra={"platform": self.spec.platform})
 
     def fill_extra_fields(self, page: Page, link: str) -> None:
         """Fields beyond the name that a platform's pre-join screen may ask for."""
@@ -74,22 +89,19 @@ class MeetingAdapter:
     def leave(self, page: Page) -> bool:
         """Leave through the meeting's own controls, so others see the bot go at once;
         False if the leave button was not there."""
-        if not click_if_visible(page, self.spec.leave_button):
+        if not click_first(page, self.spec.leave_button):
             return False
         deadline = time.monotonic() + LEAVE_SECONDS
-        pending = list(self.spec.leave_confirm)
-        while time.monotonic() < deadline and (pending or _visible(page, self.spec.leave_button)):
-            pending = [confirm for confirm in pending if not click_if_visible(page, confirm)]
+        # Zoom asks to confirm, next to a Leave button that stays until then.
+        while time.monotonic() < deadline and first_shown(page, self.spec.leave_button) is not None:
+            click_first(page, self.spec.leave_confirm)
             page.wait_for_timeout(CHECK_SECONDS * 1000)
         # The page tells the platform asynchronously; closing the browser at once could cut that off.
         page.wait_for_timeout(LEAVE_SETTLE_SECONDS * 1000)
         return True
 
-    def _wait_for(
-        self, what: str, selectors: tuple[str, ...], page: Page, stop_requested: Callable[[], bool],
-        dismiss: tuple[str, ...] = (),
-    ) -> str | None:  # fmt: skip
-        """The first of `selectors` to become visible, clicking away `dismiss` prompts meanwhile.
+    def _wait_for(self, what: str, entry: Entry, page: Page, stop_requested: Callable[[], bool]) -> Locator | None:
+        """What the first of the entry's probes finds shown, once no prompt is left to click away.
 
         None if a stop is requested first; JoinError once step_seconds pass.
         """
@@ -97,34 +109,38 @@ class MeetingAdapter:
         while time.monotonic() < deadline:
             if stop_requested():
                 return None
-            found = next((s for s in selectors if _visible(page, s)), None)
-            if found:
+            if shows(page, self.spec.states["refused"]):
+                raise JoinError(refused_message(self.spec), retryable=True)
+            # Prompts first: a modal one leaves what lies under it shown, but out of reach.
+            if not click_first(page, self.spec.join.dismiss) and (found := first_shown(page, entry)) is not None:
                 return found
-            for prompt in dismiss:
-                click_if_visible(page, prompt)
             page.wait_for_timeout(CHECK_SECONDS * 1000)
-        raise JoinError(
-            f"{what} did not appear within {self.step_seconds:g} s "
-            f"(looked for {' or '.join(selectors)}; {self.spec.path.name} version {self.spec.version})"
-        )
+        raise JoinError(f"{what} did not appear within {self.step_seconds:g} s ({self.spec.describe(entry)})")
 
 
 class ZoomAdapter(MeetingAdapter):
     """Zoom links open in the web client, and the passcode travels in the link's pwd= parameter."""
 
     def meeting_link(self, url: str) -> str:
+        # /wc/<id>/join is the current web client; /wc/join/<id> is the classic one, with a
+        # reCAPTCHA before Join (Vexa's zoom/join.ts and selectors.ts; meetingbot; AWS LMA).
         parts = urlsplit(url)
-        path = parts.path.rstrip("/").split("/")
-        if "j" in path and path.index("j") + 1 < len(path):  # zoom.us/j/<id>, <company>.zoom.us/j/<id>
-            meeting = path[path.index("j") + 1]
-            return urlunsplit(("https", "app.zoom.us", f"/wc/join/{meeting}", parts.query, ""))
+        segments = [segment for segment in parts.path.split("/") if segment]
+        meeting = None
+        if len(segments) >= 2 and segments[0] in ("j", "w"):  # zoom.us/j/<id>, <company>.zoom.us/j/<id>
+            meeting = segments[1]
+        elif segments[:2] == ["wc", "join"] and len(segments) >= 3:  # a classic client link
+            meeting = segments[2]
+        if meeting and meeting.isdigit():
+            return urlunsplit(("https", "app.zoom.us", f"/wc/{meeting}/join", parts.query, ""))
         return url
 
     def fill_extra_fields(self, page: Page, link: str) -> None:
         passcode = parse_qs(urlsplit(link).query).get("pwd", [""])[0]
-        field = self.spec.join.passcode_input
-        if passcode and field and _visible(page, field):
-            page.locator(field).first.fill(passcode)
+        field = first_shown(page, self.spec.join.passcode_input)
+        if passcode and field is not None:
+            field.fill("")
+            field.press_sequentially(passcode, delay=TYPING_DELAY_MS)
 
 
 ADAPTERS: dict[Platform, type[MeetingAdapter]] = {
@@ -134,19 +150,55 @@ ADAPTERS: dict[Platform, type[MeetingAdapter]] = {
 }
 
 
-def _visible(page: Page, selector: str) -> bool:
+def refused_message(spec: PlatformSpec) -> str:
+    """Why a join ended on the platform's refusal page: a fresh browser is worth another try."""
+    return f"the platform refused this browser before it was let in ({spec.describe(spec.states['refused'])})"
+
+
+def shows(page: Page, entry: Entry) -> bool:
+    """Whether any of the entry's probes finds something shown on the page (page text included)."""
+    if not entry.probes:
+        return False
     try:
-        return page.locator(selector).first.is_visible()
-    except PlaywrightError:  # a selector the page cannot parse, or a page mid-navigation
+        return page.evaluate("probes => probes.some((probe) => window.__vexaProbe.onPage(probe, document))", list(entry.probes))
+    except PlaywrightError:  # mid-navigation: nothing to believe yet
         return False
 
 
-def click_if_visible(page: Page, selector: str) -> bool:
-    """Click what `selector` finds first if it shows; whether it was clicked."""
-    if not _visible(page, selector):
-        return False
+def first_shown(page: Page, entry: Entry) -> Locator | None:
+    """What the first of the entry's probes finds shown on the page, if any."""
+    for probe in entry.probes:
+        found = page.locator(f"probe={probe}").first
+        try:
+            if found.is_visible():
+                return found
+        except PlaywrightError:  # a selector the page cannot parse, or a page mid-navigation
+            continue
+    return None
+
+
+def click_first(page: Page, entry: Entry) -> bool:
+    """Press what the entry finds, if it shows; whether it was pressed."""
+    found = first_shown(page, entry)
+    return found is not None and press(page, found)
+
+
+def press(page: Page, target: Locator) -> bool:
+    """Click `target` as a person would; from the keyboard when something covers it.
+
+    Both are trusted input: Meet ignores synthetic clicks (Vexa's googlemeet join.ts), and
+    Zoom lays its preview info over Join (Vexa's zoom/join.ts), which the pointer cannot pass.
+    """
     try:
-        page.locator(selector).first.click(timeout=CLICK_SECONDS * 1000)
-    except PlaywrightError:  # it went away, or something covers it: look again on the next check
+        target.click(timeout=CLICK_SECONDS * 1000)
+        return True
+    except PlaywrightError:
+        pass
+    try:
+        if not target.is_enabled():
+            return False
+        target.focus(timeout=CLICK_SECONDS * 1000)
+        page.keyboard.press("Enter")
+        return True
+    except PlaywrightError:  # it went away: look again on the next check
         return False
-    return True

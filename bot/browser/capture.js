@@ -1,4 +1,5 @@
-// Injected into every meeting page before the platform's own scripts run (page.add_init_script).
+// Injected into every meeting page before the platform's own scripts run (add_init_script),
+// after probes.js (window.__vexaProbe), which reads the page's states and tiles.
 //
 // It does three things, all read by the bot through `window.__vexa.poll()`:
 //  1. audio: every remote audio track the page receives (RTCPeerConnection tracks, and media
@@ -128,32 +129,37 @@
   }
   document.addEventListener("play", scanMediaElements, true);
 
-  // -- the platform's page, read through the data file's probes -----------------------------------
-  function matches(probe, root) {
-    if (probe.startsWith("css:")) {
-      const selector = probe.slice(4);
-      return root.matches?.(selector) || root.querySelector(selector) !== null;
-    }
-    if (probe.startsWith("text:")) return (root.innerText || "").includes(probe.slice(5));
-    return false;
-  }
+  // -- the platform's page, read through the data file's probes (probes.js) ------------------
+  const probes = window.__vexaProbe;
 
-  function anyMatch(probes) {
-    return (probes || []).some((probe) => matches(probe, document.body || document.documentElement));
+  function anyOnPage(list) {
+    return (list || []).some((probe) => probes.onPage(probe, document));
   }
 
   function audioPosition() {
     return context && startFrame !== null ? Math.max(0, context.currentTime * SAMPLE_RATE - startFrame) / SAMPLE_RATE : 0;
   }
 
+  // A tile's participant: the text of what a name probe finds in it, or an attribute of the tile.
+  function nameOf(tile, nameProbes) {
+    for (const probe of nameProbes) {
+      const name = probe.startsWith("attr:")
+        ? tile.getAttribute(probe.slice(5))
+        : probes.queryAll(tile, probe).map((element) => element.textContent.trim()).find(Boolean);
+      if (name && name.trim()) return name.trim();
+    }
+    return null;
+  }
+
   function readParticipants() {
     const seen = new Map();
     const p = spec.participants;
-    for (const tile of document.querySelectorAll(p.tile.slice(4))) {
-      const label = tile.querySelector(p.name.slice(4));
-      const name = label && label.textContent.trim();
+    const tiles = new Set(p.tile.flatMap((probe) => probes.queryAll(document, probe)));
+    for (const tile of tiles) {
+      const name = nameOf(tile, p.name);
       if (!name) continue;
-      seen.set(name, (seen.get(name) || false) || matches(p.speaking, tile));
+      const speaking = p.speaking.some((probe) => probes.queryAll(tile, probe).length > 0);
+      seen.set(name, (seen.get(name) || false) || speaking);
     }
     const at = audioPosition();
     for (const [name, speaking] of seen) {
@@ -186,7 +192,7 @@
     poll(platformSpec) {
       window.__vexa.watch(platformSpec);
       const state = {};
-      for (const [name, probes] of Object.entries(spec ? spec.states : {})) state[name] = anyMatch(probes);
+      for (const [name, list] of Object.entries(spec ? spec.states : {})) state[name] = anyOnPage(list);
       const result = {
         audio: pcm,
         speakers: speakerChanges,

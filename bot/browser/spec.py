@@ -1,19 +1,31 @@
-"""A platform's data file: the selectors and texts its adapter relies on.
+"""A platform's data file: the probes its adapter relies on, and where each was seen.
 
 The files live in platforms/<platform>.toml (or BOT_PLATFORMS_DIR), one per platform and
-versioned, so a platform's UI change is an edit there, not in code. A file that lacks an
-entry, or has a probe in the wrong form, is refused when the bot starts, not mid-join.
+versioned, so a platform's UI change is an edit there, not in code. Every entry is a table
+of `probes` (any one of which will do) and `seen`: what the entry was checked against, and
+when. A file that lacks an entry, or has one in the wrong form, is refused when the bot
+starts, not mid-join. What a probe can say is in probes.js, the one place that reads them.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 SHIPPED = Path(__file__).resolve().parent / "platforms"
-STATES = ("in_meeting", "waiting_room", "denied", "removed", "ended")
-PROBE_KINDS = ("css:", "text:")
+PROBES_SCRIPT = Path(__file__).resolve().parent / "probes.js"
+# Page states, in the order the admission wait believes them: an ending or a refusal shown
+# beside the lobby or the meeting's controls wins, and the lobby wins over the controls (Meet
+# and Zoom show Leave in the lobby too).
+STATES = ("denied", "refused", "removed", "ended", "waiting_room", "in_meeting")
+OPTIONAL_STATES = ("refused",)  # the platform refusing this browser outright (Meet only, so far)
+# css:SELECTOR, optionally narrowed by its text or label; text:WORDS (page text, states only);
+# attr:NAME (a participant's name read from the tile's attribute).
+_CSS = re.compile(r"css:\S.*?(?:\s+(?:text|label):\S.*)?", re.S)
+_TEXT = re.compile(r"text:\S.*", re.S)
+_ATTR = re.compile(r"attr:[\w-]+")
 
 
 class SpecError(ValueError):
@@ -21,14 +33,23 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
+class Entry:
+    probes: tuple[str, ...]  # any one of them finding something is enough
+    seen: str  # what it was checked against, and when
+
+
+NO_ENTRY = Entry((), "")
+
+
+@dataclass(frozen=True)
 class JoinSteps:
-    dismiss: tuple[str, ...]
-    name_input: str
-    passcode_input: str | None
-    microphone_off: str
-    camera_off: str
-    join: tuple[str, ...]
-    after_admission: tuple[str, ...]
+    dismiss: Entry  # prompts clicked away whenever they show, until the bot is in
+    name_input: Entry
+    passcode_input: Entry
+    microphone_off: Entry
+    camera_off: Entry
+    join: Entry
+    after_admission: Entry  # prompts clicked once in the meeting
 
 
 @dataclass(frozen=True)
@@ -37,14 +58,21 @@ class PlatformSpec:
     version: int
     path: Path
     join: JoinSteps
-    states: dict[str, tuple[str, ...]]  # state -> probes: any one matching means that state
-    leave_button: str
-    leave_confirm: tuple[str, ...]
-    participants: dict[str, str]  # tile, name, speaking probes
+    states: dict[str, Entry]
+    leave_button: Entry
+    leave_confirm: Entry
+    participants: dict[str, Entry]  # tile, name, speaking
 
     def page_probes(self) -> dict[str, Any]:
-        """What capture.js checks inside the page."""
-        return {"states": {k: list(v) for k, v in self.states.items()}, "participants": self.participants}
+        """What capture.js reads the page with."""
+        return {
+            "states": {state: list(entry.probes) for state, entry in self.states.items()},
+            "participants": {key: list(entry.probes) for key, entry in self.participants.items()},
+        }
+
+    def describe(self, entry: Entry) -> str:
+        """An entry's probes and the file's version, for a join error."""
+        return f"looked for {' or '.join(entry.probes)}; {self.path.name} version {self.version}"
 
 
 def load_spec(platform: str, directory: str | Path | None = None) -> PlatformSpec:
@@ -56,26 +84,31 @@ def load_spec(platform: str, directory: str | Path | None = None) -> PlatformSpe
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path} is not valid TOML: {exc}") from None
     reader = _Reader(path, data)
-    if reader.text("platform") != platform:
+    if data.get("platform") != platform:
         raise SpecError(f"{path} describes {data.get('platform')!r}, not {platform!r}")
+    clicked = (_CSS,)
     join = JoinSteps(
-        dismiss=reader.texts("join.dismiss"),
-        name_input=reader.text("join.name_input"),
-        passcode_input=reader.text("join.passcode_input", required=False),
-        microphone_off=reader.text("join.microphone_off"),
-        camera_off=reader.text("join.camera_off"),
-        join=reader.texts("join.join", required=True),
-        after_admission=reader.texts("join.after_admission"),
+        dismiss=reader.entry("join.dismiss", clicked, required=False),
+        name_input=reader.entry("join.name_input", clicked),
+        passcode_input=reader.entry("join.passcode_input", clicked, required=False),
+        microphone_off=reader.entry("join.microphone_off", clicked),
+        camera_off=reader.entry("join.camera_off", clicked),
+        join=reader.entry("join.join", clicked),
+        after_admission=reader.entry("join.after_admission", clicked, required=False),
     )
     return PlatformSpec(
         platform=platform,
         version=reader.integer("version"),
         path=path,
         join=join,
-        states={state: reader.probes(f"states.{state}") for state in STATES},
-        leave_button=reader.text("leave.button"),
-        leave_confirm=reader.texts("leave.confirm"),
-        participants={key: reader.probe(f"participants.{key}", css_only=True) for key in ("tile", "name", "speaking")},
+        states={s: reader.entry(f"states.{s}", (_CSS, _TEXT), required=s not in OPTIONAL_STATES) for s in STATES},
+        leave_button=reader.entry("leave.button", clicked),
+        leave_confirm=reader.entry("leave.confirm", clicked, required=False),
+        participants={
+            "tile": reader.entry("participants.tile", clicked),
+            "name": reader.entry("participants.name", (_CSS, _ATTR)),
+            "speaking": reader.entry("participants.speaking", clicked),
+        },
     )
 
 
@@ -95,38 +128,22 @@ class _Reader:
     def _fail(self, key: str, wanted: str) -> SpecError:
         return SpecError(f"{self.path}: `{key}` must be {wanted}")
 
-    def text(self, key: str, required: bool = True) -> Any:
-        value = self._get(key)
-        if value is None and not required:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise self._fail(key, "a non-empty string")
-        return value
-
     def integer(self, key: str) -> int:
         value = self._get(key)
         if not isinstance(value, int) or isinstance(value, bool):
             raise self._fail(key, "an integer")
         return value
 
-    def texts(self, key: str, required: bool = False) -> tuple[str, ...]:
+    def entry(self, key: str, forms: tuple[re.Pattern[str], ...], required: bool = True) -> Entry:
         value = self._get(key)
         if value is None and not required:
-            return ()
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value) or (required and not value):
-            raise self._fail(key, "a list of non-empty strings" + (" (at least one)" if required else ""))
-        return tuple(value)
-
-    def probe(self, key: str, css_only: bool = False) -> str:
-        value = self.text(key)
-        kinds = ("css:",) if css_only else PROBE_KINDS
-        if not value.startswith(kinds):
-            raise self._fail(key, " or ".join(f'"{k}..."' for k in kinds))
-        return value
-
-    def probes(self, key: str) -> tuple[str, ...]:
-        values = self.texts(key, required=True)
-        for value in values:
-            if not value.startswith(PROBE_KINDS):
-                raise self._fail(key, 'a list of "css:..." or "text:..." probes')
-        return values
+            return NO_ENTRY
+        if not isinstance(value, dict) or set(value) != {"probes", "seen"}:
+            raise self._fail(key, "a table of `probes` and `seen`")
+        probes, seen = value["probes"], value["seen"]
+        kinds = " or ".join(f'"{form.pattern.split(":")[0]}:..."' for form in forms)
+        if not isinstance(probes, list) or not probes or not all(isinstance(p, str) and any(f.fullmatch(p) for f in forms) for p in probes):
+            raise self._fail(f"{key}.probes", f"a list of {kinds} probes (at least one)")
+        if not isinstance(seen, str) or not seen.strip():
+            raise self._fail(f"{key}.seen", "a note of what the probes were checked against, and when")
+        return Entry(tuple(probes), seen)

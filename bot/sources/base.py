@@ -88,7 +88,11 @@ class AudioSource(ABC):
     def close(self) -> None: ...
 
     def __enter__(self) -> AudioSource:
-        self.open()
+        try:
+            self.open()
+        except BaseException:
+            self.close()  # what open() started (a browser, its display) must not outlive a failed join
+            raise
         return self
 
     def __exit__(

@@ -13,17 +13,17 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from bot.browser.adapters import ADAPTERS, JoinError, click_if_visible
+from bot.browser import chromium
+from bot.browser.adapters import ADAPTERS, JoinError, click_first, refused_message
 from bot.browser.autoleave import LeaveRules, Presence, is_bot
 from bot.browser.speakers import SpeakerTracker
-from bot.browser.spec import PlatformSpec, SpecError, load_spec
+from bot.browser.spec import STATES, Entry, PlatformSpec, SpecError, load_spec
 from functions.common.bot_config import BotConfig
 from functions.common.lifecycle import JOIN_ERROR, CompletionReason
 from functions.common.platforms import Platform
@@ -31,27 +31,13 @@ from functions.common.platforms import Platform
 from .base import AudioSource, NotAdmitted, SourceError, SourceListener
 
 log = logging.getLogger(__name__)
-CAPTURE_SCRIPT = Path(__file__).resolve().parents[1] / "browser" / "capture.js"
 POLL_SECONDS = 0.1
-AFTER_ADMISSION_SECONDS = 15.0  # how long prompts right after admission (Zoom's audio) are looked for
+PROMPTS_EVERY_SECONDS = 1.0  # how often the meeting is checked for prompts (Zoom's audio, Meet's notices)
 SPEAKERS_EVERY_SECONDS = 5.0  # how often ended speaker turns are sent
 GONE_SECONDS = 3.0  # the meeting's controls missing this long, with no end shown: the meeting is gone
 SOUND_RMS = 30  # int16 RMS above this (about -60 dBFS) is a sound, for the silence rule
 SCREENSHOT_QUALITY = (70, 40, 15)  # JPEG qualities tried until the screenshot fits in its event
 MAX_SCREENSHOT_BYTES = 290_000  # base64 of this fits events.MAX_SCREENSHOT_BASE64
-VIEWPORT = {"width": 1280, "height": 720}
-
-CHROMIUM_FLAGS = [
-    "--use-fake-ui-for-media-stream",  # grant camera/microphone prompts...
-    "--use-fake-device-for-media-stream",  # ...with fake devices: the bot sends nothing real
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-networking",  # no update checks or sync: only the meeting's traffic
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",  # containers' /dev/shm is 64 MB
-    "--no-sandbox",  # the pod is the sandbox: non-root, no capabilities, seccomp RuntimeDefault
-]
 
 
 class BrowserSource(AudioSource):
@@ -67,6 +53,7 @@ class BrowserSource(AudioSource):
         self.started = time.monotonic()
         self.end_reason: CompletionReason | None = None
         self._stop_requested = False
+        self._display = chromium.VirtualDisplay()
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
         self._page: Page | None = None
@@ -96,7 +83,7 @@ class BrowserSource(AudioSource):
         admitted = time.monotonic()
         presence = Presence(self._rules(), started=self.started, admitted=admitted)
         next_speakers = admitted + SPEAKERS_EVERY_SECONDS
-        prompts = list(self.adapter.spec.join.after_admission)
+        next_prompts = admitted
         last_in_meeting = admitted
         while not self._stopping():
             snapshot = self._poll(page)
@@ -121,8 +108,9 @@ class BrowserSource(AudioSource):
             if now >= next_speakers:
                 self._send_speakers(self._speakers.take_ended())
                 next_speakers = now + SPEAKERS_EVERY_SECONDS
-            if prompts and now - admitted < AFTER_ADMISSION_SECONDS:
-                prompts = self._click_prompts(page, prompts)
+            if now >= next_prompts:
+                self._click_prompt(page, self.spec.join.after_admission)
+                next_prompts = now + PROMPTS_EVERY_SECONDS
             page.wait_for_timeout(POLL_SECONDS * 1000)
         self._send_speakers(self._speakers.close_all(self._audio_position))
 
@@ -139,44 +127,40 @@ class BrowserSource(AudioSource):
             log.warning("browser.leave_failed", extra={"error": exc.message.splitlines()[0]})
         finally:
             self._in_meeting = False
-            for closing in (self._browser, self._playwright):
+            for closing in (self._browser, self._playwright, self._display):
                 try:
-                    if closing is not None:
-                        closing.close() if closing is self._browser else closing.stop()
+                    if closing is self._browser and closing is not None:
+                        closing.close()
+                    elif closing is not None:
+                        closing.stop()
                 except Exception as exc:  # a browser that already died must not hide the real outcome
                     log.warning("browser.close_failed", extra={"error": str(exc)[:200]})
             self._page = self._browser = self._playwright = None
 
     # -- steps ---------------------------------------------------------------------------------
     def _launch(self) -> Page:
-        args = list(CHROMIUM_FLAGS)
-        if self.config.browser_host_rules:
-            args.append(f"--host-resolver-rules={self.config.browser_host_rules}")
         try:
+            display = self._display.start()
             self._playwright = sync_playwright().start()
-            self._browser = self._playwright.chromium.launch(
-                executable_path=self.config.chromium_path, headless=True, args=args
-            )
+            chromium.register_probes(self._playwright)
+            self._browser = chromium.launch(self._playwright, self.config.chromium_path, display,
+                                            self.config.browser_host_rules)  # fmt: skip
+        except chromium.BrowserError as exc:
+            raise SourceError(str(exc), retryable=True) from None
         except PlaywrightError as exc:
             raise SourceError(f"cannot start Chromium ({self.config.chromium_path}): {exc.message.splitlines()[0]}",
                               retryable=True) from None  # fmt: skip
-        # Headless Chromium says so in its user agent, and platforms treat such visitors differently.
-        probe = self._browser.new_page()
-        user_agent = probe.evaluate("navigator.userAgent").replace("HeadlessChrome", "Chrome")
-        probe.close()  # a page left open costs about 65 MB for the whole meeting
-        context = self._browser.new_context(
-            viewport=VIEWPORT,
-            user_agent=user_agent,
-            # Only with host rules: the hosts then lead to a simulator or test double, whose
-            # certificate cannot be the platform's.
-            ignore_https_errors=bool(self.config.browser_host_rules),
-        )
-        context.add_init_script(path=str(CAPTURE_SCRIPT))
+        # Only with host rules: the hosts then lead to a simulator or test double.
+        context = chromium.meeting_context(self._browser, insecure_hosts=bool(self.config.browser_host_rules))
         self._page = context.new_page()
         return self._page
 
     def _await_admission(self, page: Page) -> None:
-        """Wait until a host lets the bot in; NotAdmitted or a join error otherwise."""
+        """Wait until a host lets the bot in; NotAdmitted or a join error otherwise.
+
+        The page's states are believed in STATES order: an ending shown beside the meeting's
+        controls ends the wait, and the lobby is the lobby even where it shows Leave.
+        """
         asked = time.monotonic()
         lobby_since: float | None = None
         while True:
@@ -184,22 +168,28 @@ class BrowserSource(AudioSource):
                 return
             state = self._poll(page)["state"]
             now = time.monotonic()
-            if state["in_meeting"] and not (state["removed"] or state["ended"]):
-                break
-            if state["denied"] or state["removed"]:
+            shown = next((name for name in STATES if state.get(name)), None)
+            if shown in ("denied", "removed"):
                 raise NotAdmitted(CompletionReason.ADMISSION_DENIED)
-            if state["ended"]:
+            if shown == "refused":
+                raise self._join_error(refused_message(self.spec), retryable=True)
+            if shown == "ended":
                 raise NotAdmitted(CompletionReason.MEETING_ENDED)
-            if state["waiting_room"] and lobby_since is None:
-                lobby_since = now
-                self.listener.awaiting_admission()
-            if lobby_since is not None and now - lobby_since >= self.config.waiting_room_timeout_seconds:
-                raise NotAdmitted(CompletionReason.ADMISSION_TIMEOUT)
-            if lobby_since is None and now - asked >= self.config.join_step_seconds:
+            if shown == "in_meeting":
+                break
+            if shown == "waiting_room":
+                if lobby_since is None:
+                    lobby_since = now
+                    self.listener.awaiting_admission()
+                if now - lobby_since >= self.config.waiting_room_timeout_seconds:
+                    raise NotAdmitted(CompletionReason.ADMISSION_TIMEOUT)
+            elif lobby_since is None and now - asked >= self.config.join_step_seconds:
                 raise self._join_error(
                     f"after asking to join, the page showed neither the waiting room nor the meeting within "
                     f"{self.config.join_step_seconds:g} s ({self.spec.path.name} version {self.spec.version})"
                 )
+            else:
+                self.adapter.keep_asking(page)
             page.wait_for_timeout(POLL_SECONDS * 1000)
         self._in_meeting = True
         context_state = page.evaluate("window.__vexa.start()")
@@ -227,15 +217,9 @@ class BrowserSource(AudioSource):
         if turns or self._participants:
             self.listener.speakers(turns, sorted(self._participants))
 
-    def _click_prompts(self, page: Page, prompts: list[str]) -> list[str]:
-        """Click whichever of `prompts` shows; those not yet seen."""
-        waiting = []
-        for prompt in prompts:
-            if click_if_visible(page, prompt):
-                log.info("browser.prompt_clicked", extra={"selector": prompt})
-            else:
-                waiting.append(prompt)
-        return waiting
+    def _click_prompt(self, page: Page, prompts: Entry) -> None:
+        if click_first(page, prompts):
+            log.info("browser.prompt_clicked", extra={"platform": self.spec.platform})
 
     def _rules(self) -> LeaveRules:
         c = self.config

@@ -16,7 +16,7 @@ class Platform(StrEnum):
     FILE = "file"  # replay a recording (path or http(s) URL) as if it were a live meeting
     GOOGLE_MEET = "google_meet"  # https://meet.google.com/abc-defg-hij
     TEAMS = "teams"  # https://teams.microsoft.com/l/meetup-join/... or https://teams.live.com/meet/...
-    ZOOM = "zoom"  # https://zoom.us/j/<id>?pwd=... or the web client, https://app.zoom.us/wc/join/<id>
+    ZOOM = "zoom"  # https://zoom.us/j/<id>?pwd=... or the web client, https://app.zoom.us/wc/<id>/join
 
 
 MEETING_PLATFORMS = (Platform.GOOGLE_MEET, Platform.TEAMS, Platform.ZOOM)

@@ -8,7 +8,7 @@ after the voices. Its chunks are really transcribed, so the transcript's WER sho
 heard the meeting. For comparison, one `file` bot replays the same sample in real time.
 
 The bot's whole process tree is sampled every SAMPLE_SECONDS with psutil: the Python
-process, Playwright's node driver and Chromium's browser, zygote, renderer, GPU and utility
+process, its Xvfb display, Playwright's node driver and Chromium's browser, zygote, renderer, GPU and utility
 processes. Per process the CPU-seconds (user + system) of its last reading are kept after it
 exits (what it spends in its last half second, while leaving, is missed). Chromium's crash
 handlers detach (their parent is init) and are not counted: about 8 MiB. Memory
@@ -64,7 +64,7 @@ MIB = 2**20
 
 # Process kinds, in the order tables list them.
 KINDS = ("bot (Python)", "Playwright driver (node)", "Chromium browser", "Chromium renderer",
-         "Chromium GPU", "Chromium utility", "Chromium other")  # fmt: skip
+         "Chromium GPU", "Chromium utility", "Chromium other", "Xvfb display")  # fmt: skip
 
 
 @dataclass
@@ -175,6 +175,8 @@ def _kind(process: psutil.Process, root: int) -> str:
     command = " ".join(process.cmdline())
     if "node" in process.name() or "run-driver" in command:
         return KINDS[1]
+    if process.name() == "Xvfb":
+        return KINDS[7]
     if "--type=" not in command:
         return KINDS[2]
     for flag, kind in (("--type=renderer", KINDS[3]), ("--type=gpu-process", KINDS[4]), ("--type=utility", KINDS[5])):

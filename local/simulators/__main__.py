@@ -4,7 +4,7 @@
 
 and start Chromium with the host rules it prints (plus --ignore-certificate-errors) to open
 https://meet.google.com/<code>, https://teams.microsoft.com/l/meetup-join/<id> or
-https://app.zoom.us/wc/join/<id> once the meeting is configured through /_sim/meetings/...
+https://zoom.us/j/<id> once the meeting is configured through /_sim/meetings/...
 """
 from __future__ import annotations
 

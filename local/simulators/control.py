@@ -70,7 +70,7 @@ class Simulator:
             if passcode is None:
                 response = self.request("GET", f"/_sim/meetings/zoom/{quote_key(key)}")
                 passcode = response.json()["scenario"]["passcode"] if response.ok else None
-            return f"https://app.zoom.us/wc/join/{key}" + (f"?pwd={quote(passcode)}" if passcode else "")
+            return f"https://zoom.us/j/{key}" + (f"?pwd={quote(passcode)}" if passcode else "")
         raise ValueError(f"unknown platform {platform!r}")
 
     def request(self, method: str, path: str, **kwargs) -> requests.Response:

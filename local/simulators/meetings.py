@@ -27,6 +27,14 @@ SCENARIO_DEFAULTS: dict = {
     "passcode": None,  # Zoom: the passcode the meeting asks for (None: none asked)
     "end_after_audio": None,  # seconds after the voices finish that the host ends the call
     "audio_transport": "webrtc",  # "webrtc": loopback RTCPeerConnection; "element": <audio src>
+    "variant": None,  # the platform's UI variant (VARIANTS); None: its first
+}
+# Where peers' observations of a real page differ, the simulator offers each (the pages say
+# what each variant shows, and who observed it). The bot must pass every one.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "google_meet": ("buttons", "role-buttons"),  # toggles: <button>s with shortcut labels, or div[role=button]s
+    "teams": ("switches", "checkboxes"),  # toggles: aria-checked switches, or native checkboxes
+    "zoom": ("join-audio", "auto-audio"),  # computer audio joined by a click, or by the client itself
 }
 CHOICES = {
     "admission": ("auto", "manual"),
@@ -119,7 +127,7 @@ class Meeting:
     def admit_bot(self) -> None:
         self.status = "in_meeting"
         self.log("admitted")
-        if self.platform != "zoom":  # Zoom's web client hears nothing until computer audio is joined
+        if self.scenario["variant"] != "join-audio":  # that Zoom client hears nothing until computer audio is joined
             self.start_audio()
 
     def end(self, reason: str) -> None:
@@ -193,10 +201,10 @@ class Meeting:
 
 def _bot_open(meeting: Meeting, body: dict) -> None:
     # A fresh page load starts over at the pre-join screen (a bot may rejoin after leaving);
-    # an ended meeting just says so.
+    # an ended meeting just says so. What a page can tell of automation is kept for the tests.
     meeting.status = "ended" if meeting.ended else "prejoin"
     meeting.bot["audio_joined"] = False
-    meeting.log("page_opened")
+    meeting.log("page_opened", webdriver=bool(body.get("webdriver")))
 
 
 def _bot_dismiss(meeting: Meeting, body: dict) -> None:
@@ -250,6 +258,10 @@ def _bot_leave_clicked(meeting: Meeting, body: dict) -> None:
     meeting.log("leave_clicked")
 
 
+def _bot_join_intercepted(meeting: Meeting, body: dict) -> None:
+    meeting.log("join_intercepted")
+
+
 def _bot_leave(meeting: Meeting, body: dict) -> None:
     if meeting.status not in ("waiting", "in_meeting"):
         raise ApiError(409, f"the bot is {meeting.status}, it can't leave")
@@ -265,19 +277,20 @@ BOT_ACTIONS = {
     "join_audio": _bot_join_audio,
     "audio": _bot_audio,
     "leave_clicked": _bot_leave_clicked,
+    "join_intercepted": _bot_join_intercepted,
     "leave": _bot_leave,
 }
 
 
-def validate_scenario(body: object) -> dict:
+def validate_scenario(platform: str, body: object) -> dict:
     """SCENARIO_DEFAULTS overridden by `body`, checked field by field."""
     if not isinstance(body, dict):
         raise ApiError(400, "the scenario must be a JSON object")
     unknown = set(body) - set(SCENARIO_DEFAULTS)
     if unknown:
         raise ApiError(400, f"unknown scenario fields: {sorted(unknown)}")
-    scenario = {**copy.deepcopy(SCENARIO_DEFAULTS), **body}
-    for name, allowed in CHOICES.items():
+    scenario = {**copy.deepcopy(SCENARIO_DEFAULTS), "variant": VARIANTS[platform][0], **body}
+    for name, allowed in {**CHOICES, "variant": VARIANTS[platform]}.items():
         if scenario[name] not in allowed:
             raise ApiError(400, f"{name} must be one of {allowed}")
     for name in ("admit_after", "end_after_audio"):
@@ -315,7 +328,7 @@ class Registry:
         self.meetings: dict[tuple[str, str], Meeting] = {}
 
     def configure(self, platform: str, key: str, body: object) -> dict:
-        scenario = validate_scenario(body)
+        scenario = validate_scenario(platform, body)
         with self.lock:
             meeting = Meeting(platform, key, scenario)
             self.meetings[platform, key] = meeting

@@ -7,7 +7,9 @@ ignores the self-signed certificate; the server tells the platforms apart by the
     https://meet.google.com/<abc-defg-hij>              Meet pre-join, lobby, call
     https://teams.microsoft.com/l/meetup-join/<id...>   Teams launcher, pre-join, lobby, call
     https://teams.live.com/meet/<id>                    the same (also teams.microsoft.com/meet/<id>)
-    https://app.zoom.us/wc/join/<id>?pwd=<passcode>     Zoom web client (zoom.us/j/<id> redirects)
+    https://app.zoom.us/wc/<id>/join?pwd=<passcode>     Zoom web client
+    https://app.zoom.us/wc/join/<id>                    Zoom's classic web client (zoom.us/j/<id> leads
+                                                        there): a reCAPTCHA no bot passes
 
 Each meeting follows a scenario the test sets through the control API (on any host):
 
@@ -59,29 +61,34 @@ def host_rules(port: int) -> str:
 MEET_CODE = re.compile(r"^/([a-z]{3}-[a-z]{4}-[a-z]{3})/?$")
 
 
-def page_for(host: str, path: str, query: str) -> tuple[str, str] | str | None:
-    """The (platform, key) whose page `host` + `path` is, a redirect URL, or None."""
+def page_for(host: str, path: str, query: str) -> tuple[str, str, str] | str | None:
+    """(platform, key, page) for the meeting page `host` + `path` is, a redirect URL, or None.
+    The page is pages/<page>.html, the platform's own name but for Zoom's classic client."""
     if host == "meet.google.com":
         match = MEET_CODE.match(path)
-        return ("google_meet", match.group(1)) if match else None
+        return ("google_meet", match.group(1), "google_meet") if match else None
     if host == "teams.microsoft.com" and path.startswith("/l/meetup-join/"):
         key = unquote(path[len("/l/meetup-join/"):]).rstrip("/")
-        return ("teams", key) if key else None
+        return ("teams", key, "teams") if key else None
     if host in ("teams.live.com", "teams.microsoft.com") and path.startswith("/meet/"):
         key = unquote(path[len("/meet/"):]).strip("/")
-        return ("teams", key) if key and "/" not in key else None
+        return ("teams", key, "teams") if key and "/" not in key else None
     if host == "app.zoom.us":
-        # The web client's join page; /wc/<id>/join is the form newer links use.
-        match = re.match(r"^/wc/(?:join/(\d+)|(\d+)/join)/?$", path)
-        return ("zoom", match.group(1) or match.group(2)) if match else None
+        # /wc/<id>/join: the current client; /wc/join/<id>: the classic one (Vexa's
+        # zoom/selectors.ts:10-18 at 4647c96: "#inputname, #joinBtn, a reCAPTCHA").
+        if match := re.match(r"^/wc/(\d+)/join/?$", path):
+            return ("zoom", match.group(1), "zoom")
+        if match := re.match(r"^/wc/join/(\d+)/?$", path):
+            return ("zoom", match.group(1), "zoom_classic")
+        return None
     if host == "zoom.us":
         match = re.match(r"^/[jw]/(\d+)/?$", path)
-        if match:  # a zoom.us/j/<id> link opens in the web client, as it does for a browser
+        if match:  # a zoom.us/j/<id> link leads a browser to the classic client (joinly's zoom.py:57-58)
             return f"https://app.zoom.us/wc/join/{match.group(1)}" + (f"?{query}" if query else "")
     return None
 
 
-def render_page(registry: Registry, platform: str, key: str) -> bytes:
+def render_page(registry: Registry, platform: str, key: str, page: str) -> bytes:
     """The platform's page with the meeting's settings in it, so its first screen (and the
     prompts the bot dismisses) is there as soon as the page loads, not after a round trip."""
     exists = registry.exists(platform, key)
@@ -93,11 +100,12 @@ def render_page(registry: Registry, platform: str, key: str) -> bytes:
         "key": key,
         "exists": exists,
         "ui_version": scenario.get("ui_version", "current"),
+        "variant": scenario.get("variant"),
         "passcode_required": scenario.get("passcode") is not None,
         # Meet lets a guest straight in ("Join now") when the host admits everyone at once.
         "direct_join": scenario.get("admission") == "auto" and scenario.get("admit_after") == 0,
     }
-    template = (PAGES / f"{platform}.html").read_text()
+    template = (PAGES / f"{page}.html").read_text()
     blob = json.dumps(config).replace("</", "<\\/")
     return template.replace("{{SIM_CONFIG}}", blob).encode()
 

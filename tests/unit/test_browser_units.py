@@ -21,9 +21,13 @@ RULES = LeaveRules(no_one_joined=60, everyone_left=30, silence=120, max_duration
 @pytest.mark.parametrize("platform", MEETING_PLATFORMS)
 def test_every_meeting_platform_has_a_usable_data_file_and_an_adapter(platform: Platform) -> None:
     spec = load_spec(platform)
-    assert spec.platform == platform and spec.version >= 1
-    assert spec.join.join and spec.states["in_meeting"] and spec.leave_button
+    assert spec.platform == platform and spec.version >= 2
+    assert spec.join.join.probes and spec.states["in_meeting"].probes and spec.leave_button.probes
     assert platform in ADAPTERS
+    # Every entry says what it was checked against: a peer's file at a commit, and when it was read.
+    entries = [*vars(spec.join).values(), *spec.states.values(), spec.leave_button, spec.leave_confirm, *spec.participants.values()]
+    for entry in entries:
+        assert not entry.probes or (re.search(r"@[0-9a-f]{7}", entry.seen) and re.search(r"Read \d{4}-\d\d-\d\d", entry.seen)), entry
 
 
 def _edited(tmp_path: Path, old: str, new: str) -> Path:
@@ -38,12 +42,13 @@ def _edited(tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     "old, new, complaint",
     [
-        ("version = 1", 'version = "one"', "`version` must be an integer"),
-        ("join = [", "joins = [", "`join.join` must be a list of non-empty strings (at least one)"),
-        ('in_meeting = [\'css:', "in_meeting = ['xpath:", "`states.in_meeting` must be a list of \"css:...\" or \"text:...\""),
-        ('tile = "css:', 'tile = "text:', "`participants.tile` must be \"css:...\""),
+        ("version = 2", 'version = "two"', "`version` must be an integer"),
+        ("[join.join]", "[join.joins]", "`join.join` must be a table of `probes` and `seen`"),
+        ('probes = ["css:button label:Chat', 'probes = ["xpath:button label:Chat', "`states.in_meeting.probes` must be a list of \"css:...\" or \"text:...\""),
+        ('probes = ["css:[data-participant-id]"]', 'probes = ["text:Alice"]', "`participants.tile.probes` must be a list of \"css:...\""),
+        ('seen = "attendee-labs/attendee bots/google_meet_bot_adapter/google_meet_ui_methods.py:261', 'seen = "  " # ', "`join.name_input.seen` must be a note"),
         ('platform = "google_meet"', 'platform = "zoom"', "describes 'zoom', not 'google_meet'"),
-        ("[leave]", "[leave", "is not valid TOML"),
+        ("[leave.button]", "[leave.button", "is not valid TOML"),
     ],
 )
 def test_a_broken_data_file_is_refused_naming_the_entry(tmp_path: Path, old: str, new: str, complaint: str) -> None:
@@ -59,12 +64,14 @@ def test_a_missing_data_file_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "link, opened",
     [
-        ("https://zoom.us/j/81234567890?pwd=abc123", "https://app.zoom.us/wc/join/81234567890?pwd=abc123"),
-        ("https://us02web.zoom.us/j/81234567890", "https://app.zoom.us/wc/join/81234567890"),
-        ("https://app.zoom.us/wc/join/81234567890?pwd=x", "https://app.zoom.us/wc/join/81234567890?pwd=x"),
+        # The current web client, not the classic /wc/join/<id> one and its reCAPTCHA.
+        ("https://zoom.us/j/81234567890?pwd=abc123", "https://app.zoom.us/wc/81234567890/join?pwd=abc123"),
+        ("https://us02web.zoom.us/j/81234567890", "https://app.zoom.us/wc/81234567890/join"),
+        ("https://app.zoom.us/wc/join/81234567890?pwd=x", "https://app.zoom.us/wc/81234567890/join?pwd=x"),
+        ("https://app.zoom.us/wc/81234567890/join?pwd=x", "https://app.zoom.us/wc/81234567890/join?pwd=x"),
     ],
 )
-def test_zoom_links_open_in_the_web_client(link: str, opened: str) -> None:
+def test_zoom_links_open_in_the_current_web_client(link: str, opened: str) -> None:
     assert ZoomAdapter(load_spec("zoom"), step_seconds=20).meeting_link(link) == opened
 
 

@@ -11,9 +11,18 @@
 //   setToggle(el, device, on)   show a mic/camera toggle as on or off (aria-label, aria-checked...)
 //   nextUi(root)                turn the pre-join screen into the "next" redesign (ui_version)
 //   prejoin(root, config)       optional: platform touches on the pre-join screen
+//   interceptJoin(root)         optional: true when a click on Join opens a dialog instead
 //   fillTile(tile, person)      put a participant's name (and id) into a cloned tile
 //   setSpeaking(tile, level)    show the speaking indicator; level 0 means silent
 //   joinAudioByClick            true: no remote audio until the bot joins computer audio (Zoom)
+//   nameKeyEvent                the event that enables Join once a name is typed ("input")
+//   refusesAutomation           true: a browser with navigator.webdriver set is refused (Meet)
+// config.variant is the scenario's UI variant of the platform (meetings.VARIANTS): where the
+// peers' observations of the real page differ, the pages offer each, and the bot must pass all.
+//
+// Every control ignores untrusted (script-dispatched) clicks: Meet does (Vexa's googlemeet
+// join.ts, "Google Meet now blocks browser-synthetic input"), and a bot that clicks like a
+// person passes on every platform.
 
 "use strict";
 
@@ -44,6 +53,7 @@ const Sim = (() => {
   const decoded = new Map(); // voice URL -> Promise<AudioBuffer>
   let audioBox = null; // where the remote <audio> elements live (outside the stage)
   let opened = null; // the "open" report's promise
+  let refused = false; // the platform turned this browser away before its pre-join screen
 
   // --- talking to the server -------------------------------------------------------------
 
@@ -78,6 +88,7 @@ const Sim = (() => {
   // --- stages ------------------------------------------------------------------------------
 
   function stageFor(status) {
+    if (refused) return "refused";
     if (status === "prejoin") return localStage;
     if (status === "waiting") return "lobby";
     if (status === "in_meeting") return "meeting";
@@ -102,7 +113,7 @@ const Sim = (() => {
     root.replaceChildren(clone(`tpl-${name}`));
     for (const el of root.querySelectorAll('[data-sim="key"]')) el.textContent = config.key;
     tiles.clear();
-    const setup = { launcher: setupLauncher, prejoin: setupPrejoin, meeting: setupMeeting }[name];
+    const setup = { launcher: setupLauncher, prejoin: setupPrejoin, lobby: setupLobby, meeting: setupMeeting }[name];
     if (setup) setup(root);
   }
 
@@ -114,7 +125,9 @@ const Sim = (() => {
 
   const named = (root, name) => root.querySelector(`[data-sim="${name}"]`);
   const on = (root, name, handler) => {
-    for (const el of root.querySelectorAll(`[data-sim="${name}"]`)) el.addEventListener("click", handler);
+    for (const el of root.querySelectorAll(`[data-sim="${name}"]`)) {
+      el.addEventListener("click", (event) => { if (event.isTrusted) handler(event); });
+    }
   };
 
   // Prompts (cookie banners, sign-in offers, "Got it" tips) go away when clicked, as real ones do.
@@ -146,7 +159,8 @@ const Sim = (() => {
       const toggle = named(root, device);
       if (!toggle) continue;
       platform.setToggle(toggle, device, devices[device]);
-      toggle.addEventListener("click", () => {
+      toggle.addEventListener("click", (event) => {
+        if (!event.isTrusted) return event.preventDefault();
         devices[device] = !devices[device];
         platform.setToggle(toggle, device, devices[device]);
         applyDevicesToPreview();
@@ -157,9 +171,11 @@ const Sim = (() => {
     const name = named(root, "name");
     const join = named(root, "join");
     const refresh = () => { join.disabled = !name.value.trim(); };
-    name.addEventListener("input", refresh);
+    name.addEventListener(platform.nameKeyEvent || "input", refresh);
     refresh();
-    join.addEventListener("click", async () => {
+    join.addEventListener("click", async (event) => {
+      if (!event.isTrusted) return;
+      if (platform.interceptJoin && platform.interceptJoin(root)) return report("join_intercepted");
       const passcode = named(root, "passcode");
       join.disabled = true;
       await opened; // the page's "open" (which resets the bot to pre-join) must land first
@@ -176,6 +192,11 @@ const Sim = (() => {
       }
     });
     startPreview(root);
+  }
+
+  // Meet shows Leave call (and the mic and camera) in the lobby too.
+  function setupLobby(root) {
+    on(root, "leave", () => report("leave"));
   }
 
   function setupMeeting(root) {
@@ -509,9 +530,14 @@ const Sim = (() => {
   async function start(hooks) {
     platform = hooks;
     if (!config.exists) return show("notfound");
+    if (platform.refusesAutomation && navigator.webdriver) {
+      refused = true;
+      show("refused");
+      return report("open", { webdriver: true });
+    }
     localStage = document.getElementById("tpl-launcher") ? "launcher" : "prejoin";
     show(localStage); // at once, so the first screen's prompts are there when the page loads
-    opened = report("open");
+    opened = report("open", { webdriver: navigator.webdriver });
     await opened;
     poll();
   }

@@ -1,0 +1,140 @@
+"""The bot's browser: Chromium configured as a person's would be, on a display of its own.
+
+Meeting platforms turn away browsers that look automated (Google Meet's "You can't join this
+video call"), so the bot runs what production meeting bots run: a headful Chromium on a
+virtual X display (Xvfb), with none of the automation tells a page can read, an en-US UI
+(the data files' texts are English), a screen larger than the window, and the user agent the
+browser really has, so that it agrees with its client hints. Every peer bot cited in
+README ("Real meeting platforms") runs headful under Xvfb with AutomationControlled off.
+tests/browser/test_automation_tells.py checks what a page can see.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from playwright.sync_api import Browser, BrowserContext, Playwright
+
+from .spec import PROBES_SCRIPT
+
+CAPTURE_SCRIPT = Path(__file__).resolve().parent / "capture.js"
+SCREEN = (1920, 1080)  # the virtual display: a common desktop size
+WINDOW = (1280, 800)  # the browser window on it; the page gets what the window's frame leaves
+LOCALE = "en-US"
+DISPLAY_START_SECONDS = 10.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+FLAGS = [
+    "--disable-blink-features=AutomationControlled",  # navigator.webdriver stays false
+    f"--lang={LOCALE}",
+    f"--accept-lang={LOCALE},en",
+    f"--window-size={WINDOW[0]},{WINDOW[1]}",
+    "--window-position=0,0",
+    "--use-fake-ui-for-media-stream",  # grant camera/microphone prompts...
+    "--use-fake-device-for-media-stream",  # ...with fake devices: the bot sends nothing real
+    "--autoplay-policy=no-user-gesture-required",
+    "--mute-audio",  # the meeting is captured inside the page (capture.js), never played aloud
+    "--disable-background-networking",  # no update checks or sync: only the meeting's traffic
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",  # containers' /dev/shm is 64 MB
+    # WebGL through Mesa on the X display, as on a Linux desktop without a GPU driver
+    # ("llvmpipe"), not Chromium's own SwiftShader fallback, which fingerprints as headless.
+    "--use-angle=gl",
+    "--ignore-gpu-blocklist",
+    "--no-sandbox",  # the pod is the sandbox: non-root, no capabilities, seccomp RuntimeDefault
+]
+# Playwright's defaults that a page can notice: --enable-automation sets navigator.webdriver.
+DROPPED_DEFAULTS = ["--enable-automation"]
+
+
+class BrowserError(RuntimeError):
+    """The display or the browser could not be started; the message says which and why."""
+
+
+class VirtualDisplay:
+    """An Xvfb server on the first free display number, for one browser."""
+
+    def __init__(self, xvfb: str = "Xvfb") -> None:
+        self.xvfb = xvfb
+        self.process: subprocess.Popen[bytes] | None = None
+        self.name = ""
+
+    def start(self) -> str:
+        """Start the server; the DISPLAY value that reaches it."""
+        executable = shutil.which(self.xvfb)
+        if executable is None:
+            raise BrowserError(f"{self.xvfb} is not installed (Debian: apt-get install xvfb)")
+        read_end, write_end = os.pipe()
+        try:
+            # -displayfd: Xvfb picks a free display number and writes it here once it listens.
+            self.process = subprocess.Popen(
+                [executable, "-displayfd", str(write_end), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
+                 "-nolisten", "tcp", "-noreset"],
+                pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        finally:
+            os.close(write_end)
+        with os.fdopen(read_end, "rb") as announced:
+            number = announced.readline().strip()  # empty when Xvfb exits first
+        if not number:
+            error = self._stop_and_read_error()
+            raise BrowserError(f"Xvfb did not start: {error or 'no display number announced'}")
+        self.name = f":{number.decode()}"
+        return self.name
+
+    def stop(self) -> None:
+        self._stop_and_read_error()
+
+    def _stop_and_read_error(self) -> str:
+        process, self.process = self.process, None
+        if process is None:
+            return ""
+        if process.poll() is None:
+            process.terminate()
+        try:
+            _, stderr = process.communicate(timeout=DISPLAY_START_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+        text = (stderr or b"").decode(errors="replace").strip()
+        return text.splitlines()[-1] if text else ""
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: a bot killed outright takes its display with it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def register_probes(playwright: Playwright) -> None:
+    """Make "probe=<probe>" a selector (probes.js); before any browser context is created."""
+    playwright.selectors.register("probe", script=PROBES_SCRIPT.read_text())
+
+
+def launch(playwright: Playwright, chromium_path: str, display: str, host_rules: str = "") -> Browser:
+    """The bot's Chromium on `display`; `host_rules` maps platform hosts elsewhere (tests)."""
+    args = list(FLAGS)
+    if host_rules:
+        args.append(f"--host-resolver-rules={host_rules}")
+    return playwright.chromium.launch(
+        executable_path=chromium_path, headless=False, args=args, ignore_default_args=DROPPED_DEFAULTS,
+        env={**os.environ, "DISPLAY": display},
+    )  # fmt: skip
+
+
+def meeting_context(browser: Browser, insecure_hosts: bool = False) -> BrowserContext:
+    """A fresh profile with capture.js (and the probe reader it uses) in every page.
+
+    `insecure_hosts`: accept any certificate; only for host rules that lead to a simulator,
+    whose certificate cannot be the platform's.
+    """
+    context = browser.new_context(no_viewport=True, locale=LOCALE, ignore_https_errors=insecure_hosts)
+    context.add_init_script(script=f"window.__vexaProbe = {PROBES_SCRIPT.read_text()};")
+    context.add_init_script(path=str(CAPTURE_SCRIPT))
+    return context

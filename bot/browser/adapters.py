@@ -27,6 +27,7 @@ CLICK_SECONDS = 2.0  # a shown control the pointer cannot reach by then is press
 TYPING_DELAY_MS = 30  # between keystrokes of the bot's name: typed, as a person would
 REASK_SECONDS = 3.0  # a join button still shown this long after a click is clicked again
 LEAVE_SECONDS = 5.0  # for the leave button (and any confirmation) to do its work
+POINTER_SPOTS = ((640, 360), (652, 371))  # mid-window, where the pointer moves to and fro
 LEAVE_SETTLE_SECONDS = 1.0
 
 
@@ -46,6 +47,7 @@ class MeetingAdapter:
         self.spec = spec
         self.step_seconds = step_seconds
         self._asked_at = 0.0
+        self._pointer_moves = 0
 
     def meeting_link(self, url: str) -> str:
         """The address to open for the meeting link the user gave."""
@@ -86,9 +88,19 @@ class MeetingAdapter:
     def fill_extra_fields(self, page: Page, link: str) -> None:
         """Fields beyond the name that a platform's pre-join screen may ask for."""
 
+    def reveal_controls(self, page: Page) -> None:
+        """Move the pointer a little: Meet and Zoom hide the call's controls (Leave among them)
+        while it rests (Vexa's googlemeet admission.ts; joinly's zoom.py)."""
+        self._pointer_moves += 1
+        try:
+            page.mouse.move(*POINTER_SPOTS[self._pointer_moves % len(POINTER_SPOTS)])
+        except PlaywrightError:  # mid-navigation: the next move will do
+            pass
+
     def leave(self, page: Page) -> bool:
         """Leave through the meeting's own controls, so others see the bot go at once;
         False if the leave button was not there."""
+        self.reveal_controls(page)
         if not click_first(page, self.spec.leave_button):
             return False
         deadline = time.monotonic() + LEAVE_SECONDS

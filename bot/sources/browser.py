@@ -32,7 +32,9 @@ from .base import AudioSource, NotAdmitted, SourceError, SourceListener
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1
-PROMPTS_EVERY_SECONDS = 1.0  # how often the meeting is checked for prompts (Zoom's audio, Meet's notices)
+# How often the page is tended: prompts answered (Zoom's audio, Meet's notices) and the pointer
+# moved, so that auto-hiding controls stay shown (well within GONE_SECONDS).
+TEND_EVERY_SECONDS = 1.0
 SPEAKERS_EVERY_SECONDS = 5.0  # how often ended speaker turns are sent
 GONE_SECONDS = 3.0  # the meeting's controls missing this long, with no end shown: the meeting is gone
 SOUND_RMS = 30  # int16 RMS above this (about -60 dBFS) is a sound, for the silence rule
@@ -83,7 +85,7 @@ class BrowserSource(AudioSource):
         admitted = time.monotonic()
         presence = Presence(self._rules(), started=self.started, admitted=admitted)
         next_speakers = admitted + SPEAKERS_EVERY_SECONDS
-        next_prompts = admitted
+        next_tending = admitted
         last_in_meeting = admitted
         while not self._stopping():
             snapshot = self._poll(page)
@@ -108,9 +110,10 @@ class BrowserSource(AudioSource):
             if now >= next_speakers:
                 self._send_speakers(self._speakers.take_ended())
                 next_speakers = now + SPEAKERS_EVERY_SECONDS
-            if now >= next_prompts:
+            if now >= next_tending:
+                self.adapter.reveal_controls(page)
                 self._click_prompt(page, self.spec.join.after_admission)
-                next_prompts = now + PROMPTS_EVERY_SECONDS
+                next_tending = now + TEND_EVERY_SECONDS
             page.wait_for_timeout(POLL_SECONDS * 1000)
         self._send_speakers(self._speakers.close_all(self._audio_position))
 
@@ -127,12 +130,10 @@ class BrowserSource(AudioSource):
             log.warning("browser.leave_failed", extra={"error": exc.message.splitlines()[0]})
         finally:
             self._in_meeting = False
-            for closing in (self._browser, self._playwright, self._display):
+            closers = (self._browser and self._browser.close, self._playwright and self._playwright.stop, self._display.stop)
+            for close in filter(None, closers):
                 try:
-                    if closing is self._browser and closing is not None:
-                        closing.close()
-                    elif closing is not None:
-                        closing.stop()
+                    close()
                 except Exception as exc:  # a browser that already died must not hide the real outcome
                     log.warning("browser.close_failed", extra={"error": str(exc)[:200]})
             self._page = self._browser = self._playwright = None
@@ -161,7 +162,7 @@ class BrowserSource(AudioSource):
         The page's states are believed in STATES order: an ending shown beside the meeting's
         controls ends the wait, and the lobby is the lobby even where it shows Leave.
         """
-        asked = time.monotonic()
+        asked = next_tending = time.monotonic()
         lobby_since: float | None = None
         while True:
             if self._stopping():
@@ -190,6 +191,9 @@ class BrowserSource(AudioSource):
                 )
             else:
                 self.adapter.keep_asking(page)
+            if now >= next_tending:
+                self.adapter.reveal_controls(page)
+                next_tending = now + TEND_EVERY_SECONDS
             page.wait_for_timeout(POLL_SECONDS * 1000)
         self._in_meeting = True
         context_state = page.evaluate("window.__vexa.start()")

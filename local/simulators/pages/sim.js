@@ -17,6 +17,7 @@
 //   joinAudioByClick            true: no remote audio until the bot joins computer audio (Zoom)
 //   nameKeyEvent                the event that enables Join once a name is typed ("input")
 //   refusesAutomation           true: a browser with navigator.webdriver set is refused (Meet)
+//   autoHiding                  a selector: the call's controls there hide while the pointer rests
 // config.variant is the scenario's UI variant of the platform (meetings.VARIANTS): where the
 // peers' observations of the real page differ, the pages offer each, and the bot must pass all.
 //
@@ -37,6 +38,7 @@ const Sim = (() => {
   const LEVEL_EVERY_MS = 50;
   const ICE_TIMEOUT_MS = 4000;
   const NO_CANDIDATES_MS = 1000;
+  const CONTROLS_HIDE_MS = 3000;
 
   let platform = null;
   let stage = null; // the stage on screen
@@ -202,6 +204,7 @@ const Sim = (() => {
   function setupMeeting(root) {
     // What shows up once admitted (Meet's tip, Zoom's "Join Audio" dialog).
     if (document.getElementById("tpl-after-admission")) root.append(clone("tpl-after-admission"));
+    if (platform.autoHiding) autoHide(root.querySelector(platform.autoHiding));
     wirePrompts(root);
     on(root, "join-audio", async (event) => {
       event.currentTarget.closest("[data-sim-prompt]")?.remove();
@@ -216,6 +219,20 @@ const Sim = (() => {
       }
       report("leave_clicked");
     });
+  }
+
+  // Meet's and Zoom's call controls hide a few seconds after the pointer last moved, and come
+  // back when it moves (Vexa's googlemeet admission.ts moves the mouse "to re-show the
+  // auto-hidden toolbar"; joinly's zoom.py clicks "to reveal the auto-hidden toolbar").
+  function autoHide(controls) {
+    let timer = null;
+    const reveal = () => {
+      controls.style.visibility = "visible";
+      clearTimeout(timer);
+      timer = setTimeout(() => { controls.style.visibility = "hidden"; }, CONTROLS_HIDE_MS);
+    };
+    document.addEventListener("mousemove", reveal);
+    reveal();
   }
 
   // --- pre-join preview ----------------------------------------------------------------------

@@ -210,7 +210,9 @@ def press(page: Page, target: Locator) -> bool:
         if not target.is_enabled():
             return False
         target.focus(timeout=CLICK_SECONDS * 1000)
-        page.keyboard.press("Enter")
+        # Space toggles a checkbox or switch; Enter presses a button.
+        toggle = target.evaluate("e => e.type === 'checkbox' || ['checkbox', 'switch'].includes(e.getAttribute('role'))")
+        page.keyboard.press("Space" if toggle else "Enter")
         return True
     except PlaywrightError:  # it went away: look again on the next check
         return False

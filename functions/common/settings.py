@@ -109,7 +109,7 @@ class Settings:
     )
     browser_bot_memory_request: str = setting(
         "1Gi",
-        "Memory request of a meeting-platform bot's pod (about 0.75 GiB measured on a simulated meeting).",
+        "Memory request of a meeting-platform bot's pod (about 0.8 GiB measured on a simulated meeting).",
     )
     browser_bot_memory_limit: str = setting(
         "2Gi",

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 from playwright.sync_api import Browser, BrowserContext, Playwright
@@ -25,7 +26,7 @@ CAPTURE_SCRIPT = Path(__file__).resolve().parent / "capture.js"
 SCREEN = (1920, 1080)  # the virtual display: a common desktop size
 WINDOW = (1280, 800)  # the browser window on it; the page gets what the window's frame leaves
 LOCALE = "en-US"
-DISPLAY_START_SECONDS = 10.0
+DISPLAY_STOP_SECONDS = 10.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 FLAGS = [
@@ -63,7 +64,8 @@ class VirtualDisplay:
     def __init__(self, xvfb: str = "Xvfb") -> None:
         self.xvfb = xvfb
         self.process: subprocess.Popen[bytes] | None = None
-        self.name = ""
+        # Its messages go to a file, not a pipe: a pipe nobody reads would stall it once full.
+        self.messages = tempfile.TemporaryFile()
 
     def start(self) -> str:
         """Start the server; the DISPLAY value that reaches it."""
@@ -76,7 +78,7 @@ class VirtualDisplay:
             self.process = subprocess.Popen(
                 [executable, "-displayfd", str(write_end), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
                  "-nolisten", "tcp", "-noreset"],
-                pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.messages,
                 preexec_fn=_die_with_parent,
             )  # fmt: skip
         finally:
@@ -84,27 +86,22 @@ class VirtualDisplay:
         with os.fdopen(read_end, "rb") as announced:
             number = announced.readline().strip()  # empty when Xvfb exits first
         if not number:
-            error = self._stop_and_read_error()
-            raise BrowserError(f"Xvfb did not start: {error or 'no display number announced'}")
-        self.name = f":{number.decode()}"
-        return self.name
+            self.stop()
+            self.messages.seek(0)
+            last = self.messages.read().decode(errors="replace").strip().splitlines()[-1:]
+            raise BrowserError(f"Xvfb did not start: {last[0] if last else 'no display number announced'}")
+        return f":{number.decode()}"
 
     def stop(self) -> None:
-        self._stop_and_read_error()
-
-    def _stop_and_read_error(self) -> str:
         process, self.process = self.process, None
         if process is None:
-            return ""
-        if process.poll() is None:
-            process.terminate()
+            return
+        process.terminate()
         try:
-            _, stderr = process.communicate(timeout=DISPLAY_START_SECONDS)
+            process.wait(timeout=DISPLAY_STOP_SECONDS)
         except subprocess.TimeoutExpired:
             process.kill()
-            _, stderr = process.communicate()
-        text = (stderr or b"").decode(errors="replace").strip()
-        return text.splitlines()[-1] if text else ""
+            process.wait()
 
 
 def _die_with_parent() -> None:

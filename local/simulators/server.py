@@ -83,7 +83,7 @@ def page_for(host: str, path: str, query: str) -> tuple[str, str, str] | str | N
         return None
     if host == "zoom.us":
         match = re.match(r"^/[jw]/(\d+)/?$", path)
-        if match:  # a zoom.us/j/<id> link leads a browser to the classic client (joinly's zoom.py:57-58)
+        if match:  # where a browser may land from a zoom.us/j/<id> link (Vexa: "Zoom sometimes redirects guests to the classic")
             return f"https://app.zoom.us/wc/join/{match.group(1)}" + (f"?{query}" if query else "")
     return None
 

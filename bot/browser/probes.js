@@ -27,11 +27,11 @@
   }
 
   function parse(probe) {
-    const found = /^(css|text):(.*?)(?:\s+(text|label):(.*))?$/s.exec(probe);
+    if (probe.startsWith("text:")) return { css: null, text: normalise(probe.slice(5)) };
+    const found = /^css:(.*?)(?:\s+(text|label):(.*))?$/s.exec(probe);
     if (!found) throw new Error(`not a probe: ${probe}`);
-    const [, kind, first, filter, words] = found;
-    if (kind === "text") return { css: null, text: normalise(`${first}${filter ? ` ${filter}:${words}` : ""}`) };
-    return { css: first.trim(), filter: filter || null, words: normalise(words) };
+    const [, css, filter, words] = found;
+    return { css: css.trim(), filter: filter || null, words: normalise(words) };
   }
 
   function label(element) {

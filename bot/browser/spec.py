@@ -21,9 +21,9 @@ PROBES_SCRIPT = Path(__file__).resolve().parent / "probes.js"
 # and Zoom show Leave in the lobby too).
 STATES = ("denied", "refused", "removed", "ended", "waiting_room", "in_meeting")
 OPTIONAL_STATES = ("refused",)  # the platform refusing this browser outright (Meet only, so far)
-# css:SELECTOR, optionally narrowed by its text or label; text:WORDS (page text, states only);
-# attr:NAME (a participant's name read from the tile's attribute).
-_CSS = re.compile(r"css:\S.*?(?:\s+(?:text|label):\S.*)?", re.S)
+# css:SELECTOR (optionally narrowed by " text:WORDS" or " label:WORDS": probes.js reads those);
+# text:WORDS (page text, states only); attr:NAME (a participant's name read from the tile's attribute).
+_CSS = re.compile(r"css:\S.*", re.S)
 _TEXT = re.compile(r"text:\S.*", re.S)
 _ATTR = re.compile(r"attr:[\w-]+")
 

@@ -32,8 +32,9 @@ from .base import AudioSource, NotAdmitted, SourceError, SourceListener
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1
-# How often the page is tended: prompts answered (Zoom's audio, Meet's notices) and the pointer
-# moved, so that auto-hiding controls stay shown (well within GONE_SECONDS).
+# How often the page is tended: prompts answered (Zoom's audio, Meet's notices; while joining, any
+# prompt in the way, and Join pressed again if it is back) and the pointer moved, so that
+# auto-hiding controls stay shown (well within GONE_SECONDS).
 TEND_EVERY_SECONDS = 1.0
 SPEAKERS_EVERY_SECONDS = 5.0  # how often ended speaker turns are sent
 GONE_SECONDS = 3.0  # the meeting's controls missing this long, with no end shown: the meeting is gone
@@ -189,9 +190,9 @@ class BrowserSource(AudioSource):
                     f"after asking to join, the page showed neither the waiting room nor the meeting within "
                     f"{self.config.join_step_seconds:g} s ({self.spec.path.name} version {self.spec.version})"
                 )
-            else:
-                self.adapter.keep_asking(page)
             if now >= next_tending:
+                if shown is None:
+                    self.adapter.keep_asking(page)
                 self.adapter.reveal_controls(page)
                 next_tending = now + TEND_EVERY_SECONDS
             page.wait_for_timeout(POLL_SECONDS * 1000)

@@ -175,8 +175,7 @@ const Sim = (() => {
     const refresh = () => { join.disabled = !name.value.trim(); };
     name.addEventListener(platform.nameKeyEvent || "input", refresh);
     refresh();
-    join.addEventListener("click", async (event) => {
-      if (!event.isTrusted) return;
+    on(root, "join", async () => {
       if (platform.interceptJoin && platform.interceptJoin(root)) return report("join_intercepted");
       const passcode = named(root, "passcode");
       join.disabled = true;

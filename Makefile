@@ -21,7 +21,7 @@ XVFB_PATH ?= /usr/bin/Xvfb
         run-bot stop-bot demo test reliability bench clean
 
 help:
-	@echo "make demo        start everything, send a bot to the sample meeting, print its transcript"
+	@echo "make demo        start everything, send a bot to the sample meeting, print its transcript (and a link to watch it live)"
 	@echo "make up | down   start / stop the stack (embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL)"
 	@echo "make ps          services and bots;  make logs[-gateway|-bot-manager|-transcription|-broker]"
 	@echo "make run-bot USER=u MEETING=m [URL=meeting link|recording] [SPEED=1.0] [FOLLOW=1]   send a bot;  make stop-bot USER=u MEETING=m"
@@ -72,8 +72,13 @@ run-bot: $(INSTALLED)
 stop-bot: $(INSTALLED)
 	$(CLIENT) stop --user '$(USER)' --meeting '$(MEETING)'
 
+# Computed once (:=), so the link printed and the bot sent name the same meeting.
+DEMO_MEETING := demo-$(shell date +%Y%m%d-%H%M%S)
+
 demo: up
-	$(CLIENT) run --user demo --meeting 'demo-$(shell date +%Y%m%d-%H%M%S)' --speed $(DEMO_SPEED) \
+	@echo "Follow it live in a browser: $${GATEWAY_URL:-http://127.0.0.1:$${GATEWAY_PORT:-8000}}/live?user=demo&meeting=$(DEMO_MEETING)"
+	@echo "  (the page asks for demo's API key: it is in $${STATE_DIR:-.vexa}/keys/demo, which the client creates on first use)"
+	$(CLIENT) run --user demo --meeting '$(DEMO_MEETING)' --speed $(DEMO_SPEED) \
 	    --title "Sample stand-up" --follow
 
 # Two lanes side by side (tests/conftest.py says which test runs where); LANES= runs them in one process.

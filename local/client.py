@@ -1,6 +1,7 @@
 """A small command-line client of the public API (used by `make run-bot` and `make demo`).
 
     python -m local.client run --user U --meeting M [--url LINK|RECORDING] [--speed 1.0] [--follow]
+    python -m local.client follow --user U --meeting M
     python -m local.client stop --user U --meeting M
     python -m local.client status --user U
     python -m local.client transcript --user U --meeting M [--format txt]
@@ -17,6 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import requests
 
@@ -46,20 +48,65 @@ class Client:
         return self.call("POST", "/bot/run", expect=(201,), json=body).json()
 
     def follow(self, user: str, meeting: str, out=sys.stdout) -> dict:
-        """Print segments as they arrive until the meeting ends; the final transcript."""
-        shown, status = 0, None
+        """Print the meeting as it happens, from its live feed (Server-Sent Events), until it ends;
+        the final transcript. A cut connection is resumed from the last cursor: nothing is missed
+        and nothing is printed twice."""
+        cursor, participants = 0, []
         while True:
-            transcript = self.call("GET", f"/transcript/{user}/{meeting}").json()
-            if transcript["meeting"]["status"] != status:  # joining, awaiting_admission, active...
-                status = transcript["meeting"]["status"]
-                print(f"-- {status}", file=out, flush=True)
-            for segment in transcript["segments"][shown:]:
-                speaker = f" {segment['speaker']}:" if segment.get("speaker") else ""
-                print(f"[{segment['start']:7.2f}s]{speaker} {segment['text']}", file=out, flush=True)
-            shown = len(transcript["segments"])
-            if transcript["meeting"]["status"] in TERMINAL:
-                return transcript
-            time.sleep(1)
+            try:
+                cursor, ended = self._follow_from(user, meeting, cursor, participants, out)
+            except requests.RequestException as exc:
+                print(f"-- connection lost ({type(exc).__name__}); resuming from cursor {cursor}", file=sys.stderr, flush=True)
+                time.sleep(1)
+                continue
+            if ended:
+                return self.call("GET", f"/transcript/{user}/{meeting}").json()
+
+    def _follow_from(self, user: str, meeting: str, cursor: int, participants: list[str], out) -> tuple[int, bool]:
+        """One connection of the stream: (the last cursor seen, whether the meeting ended)."""
+        path = f"/transcript/{user}/{meeting}/events"
+        with self.http.get(self.base_url + path, headers={"Last-Event-ID": str(cursor)}, stream=True, timeout=(5, 60)) as response:
+            if response.status_code == 204:  # it ended, and nothing follows our cursor
+                return cursor, True
+            if response.status_code != 200:
+                sys.exit(f"GET {path} -> {response.status_code}: {response.text.strip()}")
+            for kind, data in server_sent_events(response.iter_lines(decode_unicode=True)):
+                message = json.loads(data)
+                if kind == "resync":  # the feed no longer holds our cursor: print what we missed from the transcript
+                    transcript = self.call("GET", f"/transcript/{user}/{meeting}").json()
+                    for segment in transcript["segments"]:
+                        print(_line(segment), file=out, flush=True)
+                    return transcript["cursor"], transcript["meeting"]["status"] in TERMINAL
+                cursor = message["cursor"]
+                if kind == "status":
+                    print(f"-- {message['status']}" + (f" ({message['reason']})" if message["reason"] else ""), file=out, flush=True)
+                    if message["status"] in TERMINAL:
+                        return cursor, True
+                elif kind == "segment":
+                    print(_line(message["segment"]), file=out, flush=True)
+                elif kind == "speakers" and message["participants"] != participants:
+                    participants[:] = message["participants"]
+                    print(f"-- participants: {', '.join(participants)}", file=out, flush=True)
+        return cursor, False
+
+
+def _line(segment: dict) -> str:
+    speaker = f" {segment['speaker']}:" if segment.get("speaker") else ""
+    return f"[{segment['start']:7.2f}s]{speaker} {segment['text']}"
+
+
+def server_sent_events(lines) -> Iterator[tuple[str, str]]:
+    """(event, data) of each event in a text/event-stream; comments (keepalives) are skipped."""
+    kind, data = "message", []
+    for line in lines:
+        if not line:
+            if data:
+                yield kind, "\n".join(data)
+            kind, data = "message", []
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
 
 
 def local_api_key(client: Client, user: str, state_dir: Path) -> str:
@@ -96,9 +143,10 @@ def main() -> None:
     stop = commands.add_parser("stop", help="make a meeting's bot leave")
     status = commands.add_parser("status", help="a user's bots")
     transcript = commands.add_parser("transcript", help="a meeting's transcript")
-    for command in (run, stop, status, transcript):
+    follow = commands.add_parser("follow", help="print a meeting's transcript live until it ends")
+    for command in (run, stop, status, transcript, follow):
         command.add_argument("--user", required=True)
-    for command in (run, stop, transcript):
+    for command in (run, stop, transcript, follow):
         command.add_argument("--meeting", required=True)
     run.add_argument("--url", default=str(SAMPLE), help="a Google Meet, Teams or Zoom meeting link, or a recording: path or http(s) URL (default: the sample meeting)")
     run.add_argument("--speed", type=float, default=1.0, help="replay speed (1.0 = real time)")
@@ -116,6 +164,9 @@ def main() -> None:
         if args.follow:
             final = client.follow(args.user, args.meeting)["meeting"]
             print(f"meeting {final['status']}: {final['status_reason']}")
+    elif args.command == "follow":
+        final = client.follow(args.user, args.meeting)["meeting"]
+        print(f"meeting {final['status']}: {final['status_reason']}")
     elif args.command == "stop":
         print(json.dumps(client.call("POST", "/bot/stop", expect=(202,), json={"user_id": args.user, "meeting_id": args.meeting}).json(), indent=2))
     elif args.command == "status":

@@ -48,10 +48,10 @@ def isolated_environ(state: Path, base: dict[str, str]) -> dict[str, str]:
     return environ | {"STATE_DIR": str(state)} | {name: str(free_port()) for name in ports}
 
 
-def _gunicorn(app: str, workers: int, threads: int) -> list[str]:
+def _gunicorn(app: str, workers: int, threads: int, worker_class: str = "gthread") -> list[str]:
     # The port comes from PORT in the program's environment, as under Knative.
     return [
-        sys.executable, "-m", "gunicorn", "-c", "python:functions.common.gunicorn_conf",
+        sys.executable, "-m", "gunicorn", "-c", "python:functions.common.gunicorn_conf", "--worker-class", worker_class,
         "--workers", str(workers), "--threads", str(threads), f"{app}:create_app()",
     ]  # fmt: skip
 
@@ -139,17 +139,18 @@ class Stack:
     def vexa_programs(self) -> list[Program]:
         s, env = self.settings, self.service_env()
 
-        def web(name: str, app: str, port: int, workers: int, threads: int) -> Program:
+        def web(name: str, app: str, port: int, workers: int, threads: int, worker_class: str = "gthread") -> Program:
             program_env = env | {"PORT": str(port), "HOST": "127.0.0.1", "K_SERVICE": name,
                                  "PROMETHEUS_MULTIPROC_DIR": str(self.state / "metrics" / name)}  # fmt: skip
-            return Program(name, _gunicorn(app, workers, threads), program_env, f"http://127.0.0.1:{port}/healthz")
+            return Program(name, _gunicorn(app, workers, threads, worker_class), program_env, f"http://127.0.0.1:{port}/healthz")
 
         return [
             web("broker", "functions.broker", s.broker_port, 1, 8),  # one process: its queue is in memory
             # One process holding WHISPER_INSTANCES models, a request thread for each.
             web("transcription", "functions.transcription", s.transcription_port, 1, max(2, s.whisper_instances)),
             web("bot-manager", "functions.bot_manager", s.bot_manager_port, 2, 4),
-            web("gateway", "functions.gateway", s.gateway_port, 2, 4),
+            # gevent: every live stream is a greenlet (functions/gateway/__init__.py).
+            web("gateway", "functions.gateway", s.gateway_port, 2, 1, "gevent"),
             Program("celery-worker", [sys.executable, "-m", "celery", "-A", "functions.worker.app:celery_app", "worker",
                                       "--loglevel", "INFO", "--concurrency", "2"], env),  # fmt: skip
             Program("celery-beat", [sys.executable, "-m", "celery", "-A", "functions.worker.app:celery_app", "beat",

@@ -39,6 +39,7 @@ MARKERS = {  # folder -> its marker
     "unit": "unit",
     "integration": "integration",
     "api": "integration",
+    "live": "integration",
     "browser": "browser",
     "faults": "faults",
     "chart": "chart",

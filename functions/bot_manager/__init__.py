@@ -31,7 +31,7 @@ class Services:
     settings: Settings
     db_sessions: sessionmaker[Session]
     celery: Celery  # to hand launches and stops to the workers
-    redis_client: redis.Redis  # the status cache
+    redis_client: redis.Redis  # the status and transcript caches
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -39,9 +39,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging("bot-manager", settings.log_level)
     parse_sources(settings.recording_sources)  # a malformed RECORDING_SOURCES stops bot-manager at start
     app = Flask(__name__)
-    services = Services(
-        settings, session_factory(settings.database_url), create_celery(settings), coordination.connect(settings.redis_url)
-    )
+    redis_client = coordination.connect(settings.redis_url)
+    # Its sessions announce news in a meeting's live feed once committed (functions/meetings/outbox.py).
+    services = Services(settings, session_factory(settings.database_url, redis_client), create_celery(settings), redis_client)
     app.extensions["vexa"] = services
 
     def ready() -> None:

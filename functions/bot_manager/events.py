@@ -17,6 +17,7 @@ from typing import Callable
 from cloudevents.core.v1.event import CloudEvent
 from flask import Blueprint, current_app, request
 from prometheus_client import Counter
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -38,6 +39,7 @@ from functions.common.events import (
 )
 from functions.common.lifecycle import InvalidTransition, MeetingStatus
 from functions.common.models import BotSession, Meeting, SpeakerTurn, TranscribedChunk, TranscriptSegment
+from functions.meetings import outbox, queries, speakers
 from functions.meetings.state import bot_actor, ids, lock_meeting, move, session_of, settle
 
 log = logging.getLogger(__name__)
@@ -215,7 +217,7 @@ def on_segments(db: Session, meeting: Meeting, bot_session: BotSession, event: C
         log.info("transcript.overlap_dropped", extra={**ids(meeting), "chunk_seq": data.chunk_seq,
                                                       "dropped": len(data.segments) - len(kept)})  # fmt: skip
     if kept:
-        db.execute(
+        stored = db.execute(
             insert(TranscriptSegment)
             .values(
                 [
@@ -235,7 +237,13 @@ def on_segments(db: Session, meeting: Meeting, bot_session: BotSession, event: C
                 ]
             )
             .on_conflict_do_nothing()
-        )
+            .returning(TranscriptSegment.id)
+        ).scalars().all()
+        # Turns the bots reported before these segments were stored name their speakers now.
+        speakers.attribute(db, meeting, min(s.start_at for s in kept), max(s.end_at for s in kept))
+        outbox.segments_stored(db, meeting, db.execute(
+            select(*queries.SEGMENT_FIELDS).where(TranscriptSegment.id.in_(stored)).order_by(*queries.SPOKEN_ORDER)
+        ).all())  # fmt: skip
     log.info("transcript.stored", extra={**ids(meeting), "chunk_seq": data.chunk_seq, "segments": len(kept)})
     settle(db, meeting)
     return True
@@ -260,10 +268,16 @@ def on_speakers(db: Session, meeting: Meeting, bot_session: BotSession, event: C
         for who, start_at, end_at in turns
         if who
     ]
+    stored = []
     if rows:
-        stored = db.execute(insert(SpeakerTurn).values(rows).on_conflict_do_nothing().returning(SpeakerTurn.start_at)).all()
-        changed = changed or bool(stored)
-    return changed
+        stored = db.execute(
+            insert(SpeakerTurn).values(rows).on_conflict_do_nothing().returning(SpeakerTurn.start_at, SpeakerTurn.end_at)
+        ).all()
+    # New turns may change who spoke segments already stored (and sent to clients).
+    updates = speakers.attribute(db, meeting, min(t.start_at for t in stored), max(t.end_at for t in stored)) if stored else []
+    if changed or updates:
+        outbox.speakers_changed(db, meeting, updates)
+    return changed or bool(stored)
 
 
 def participant_name(name: str) -> str:

@@ -1,8 +1,8 @@
 """The API contract: every route of the public and admin API, declared once.
 
 A route names its method and path, who may call it, its request body or query and its
-responses. The gateway serves (and for /bot and /transcript, forwards to bot-manager) exactly
-these routes, bot-manager implements the forwarded ones, and /openapi.json is assembled from
+responses. The gateway serves exactly these routes (forwarding those that change meetings to
+bot-manager, which implements them), and /openapi.json is assembled from
 them (functions/gateway/openapi.py): a route and its shapes cannot be declared twice.
 """
 from __future__ import annotations
@@ -24,18 +24,21 @@ from .responses import (
     KeyListView,
     MeetingConflictView,
     MeetingView,
-    TranscriptView,
+    TicketView,
     UserView,
 )
+from .feed import TranscriptOrChanges
 from .schemas import (
     CreateKeyRequest,
     CreateUserRequest,
     MeetingId,
     RunBotRequest,
     StopBotRequest,
+    StreamQuery,
     TranscriptQuery,
     UpdateUserRequest,
     UserId,
+    WebSocketQuery,
 )
 
 # Every path parameter any route has, and what it must be.
@@ -46,6 +49,7 @@ _PARAMETER = re.compile(r"\{(\w+)\}")
 class Caller(StrEnum):
     USER = "user"  # an API key (X-API-Key), acting only for its own user_id
     ADMIN = "admin"  # the ADMIN_TOKEN (Authorization: Bearer)
+    STREAM = "stream"  # an API key as USER, or a stream ticket (?ticket=) for one meeting
     ANYONE = "anyone"
 
 
@@ -93,6 +97,17 @@ ADMIN_ERRORS = (401, 403, 503)
 BODY_ERRORS = (400, 413, 415, 422)  # not JSON, too large, not sent as JSON, not valid
 
 TRANSCRIPT_MEDIA = {media: {"type": "string"} for media in ("text/plain", "application/x-subrip", "text/vtt")}
+# One event of the live feed's SSE stream (its data is a StreamMessage, /openapi.json's components).
+SERVER_SENT_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the message's cursor"},
+        "event": {"type": "string", "enum": ["segment", "status", "speakers", "resync"]},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"$ref": "#/components/schemas/StreamMessage"}},
+    },
+}  # fmt: skip
 
 RUN_BOT = Route(
     "run_bot", "POST", "/bot/run", "Send a bot to a meeting", Caller.USER, body=RunBotRequest,
@@ -114,7 +129,8 @@ BOT_STATUS = Route(
 TRANSCRIPT = Route(
     "transcript", "GET", "/transcript/{user_id}/{meeting_id}",
     "The meeting's transcript so far (the latest run of that meeting id)", Caller.USER, query=TranscriptQuery,
-    replies={200: Reply("the transcript: JSON, or text/plain, SubRip or WebVTT by `format`", TranscriptView,
+    replies={200: Reply("the transcript: JSON (with `since`: what changed after that cursor), or text/plain, SubRip "
+                        "or WebVTT by `format`", TranscriptOrChanges,
                         media=TRANSCRIPT_MEDIA)},
     errors=(*USER_ERRORS, 404, 422),
 )  # fmt: skip
@@ -130,6 +146,34 @@ SCREENSHOT = Route(
     "What the browser of a bot that could not join showed (the latest run's latest such bot)", Caller.USER,
     replies={200: Reply("the screenshot", media={"image/jpeg": {"type": "string", "contentMediaType": "image/jpeg"}})},
     errors=(*USER_ERRORS, 404, 422),
+)  # fmt: skip
+
+# The live feed (functions/common/feed.py), served by the gateway itself.
+STREAM_TICKET = Route(
+    "stream_ticket", "POST", "/transcript/{user_id}/{meeting_id}/ticket",
+    "A ticket that opens one stream of the meeting, once, for a browser (which cannot send X-API-Key there)",
+    Caller.USER, replies={201: Reply("the ticket", TicketView)}, errors=(*USER_ERRORS, 404, 422),
+)  # fmt: skip
+TRANSCRIPT_EVENTS = Route(
+    "transcript_events", "GET", "/transcript/{user_id}/{meeting_id}/events",
+    "The meeting's live feed as Server-Sent Events (its latest run): `id` is the cursor, `event` the message type, "
+    "`data` a StreamMessage. It ends after the meeting's final status. Resume with Last-Event-ID (or `since`); a "
+    "browser, whose ticket works once, reconnects by itself with a new ticket and `since`",
+    Caller.STREAM, query=StreamQuery,
+    replies={200: Reply("the stream", media={"text/event-stream": SERVER_SENT_EVENT}),
+             204: Reply("the meeting has ended and nothing follows the cursor: do not reconnect")},
+    errors=(*USER_ERRORS, 404, 422),
+)  # fmt: skip
+WEBSOCKET = Route(
+    "websocket", "GET", "/ws",
+    "The live feeds of any of the user's meetings over one WebSocket: send ClientMessage objects, receive "
+    "StreamMessage objects; the close codes are CloseCode's",
+    Caller.STREAM, query=WebSocketQuery, replies={101: Reply("switching to the WebSocket protocol")},
+    errors=(400,),
+)  # fmt: skip
+LIVE_PAGE = Route(
+    "live_page", "GET", "/live", "A page that follows one meeting live (it asks for the API key)", Caller.ANYONE,
+    replies={200: Reply("the page", media={"text/html": {"type": "string"}})},
 )  # fmt: skip
 
 CREATE_USER = Route(
@@ -164,8 +208,12 @@ HEALTHZ = Route(
 )  # fmt: skip
 
 # bot-manager implements these; the gateway authenticates, validates and forwards them.
-USER_ROUTES = (RUN_BOT, STOP_BOT, BOT_STATUS, TRANSCRIPT, DELETE_TRANSCRIPT, SCREENSHOT)
+FORWARDED_ROUTES = (RUN_BOT, STOP_BOT, DELETE_TRANSCRIPT)
+# The gateway answers these itself, from the read model (functions/meetings/queries.py).
+READ_ROUTES = (BOT_STATUS, TRANSCRIPT, SCREENSHOT)
+USER_ROUTES = (*FORWARDED_ROUTES, *READ_ROUTES)
 # The gateway implements these itself.
+STREAM_ROUTES = (STREAM_TICKET, TRANSCRIPT_EVENTS, WEBSOCKET, LIVE_PAGE)
 ADMIN_ROUTES = (CREATE_USER, GET_USER, UPDATE_USER, CREATE_KEY, LIST_KEYS, REVOKE_KEY)
-ROUTES = (*USER_ROUTES, *ADMIN_ROUTES, HEALTHZ)
+ROUTES = (*USER_ROUTES, *STREAM_ROUTES, *ADMIN_ROUTES, HEALTHZ)
 ERROR_MODEL = ErrorView

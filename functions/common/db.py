@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pg8000.converters
+import redis
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
@@ -49,8 +50,12 @@ def _fast_timestamps(dbapi_connection, _record) -> None:
     dbapi_connection.register_in_adapter(TIMESTAMPTZ_OID, reader(pg8000.converters.timestamptz_in))
 
 
-def session_factory(url: str) -> sessionmaker[Session]:
-    return sessionmaker(engine_for(url), expire_on_commit=False)
+def session_factory(url: str, notifier: redis.Redis | None = None) -> sessionmaker[Session]:
+    """Sessions of the database at `url`. Those of services that change meetings get `notifier`:
+    the Redis client that announces news in a meeting's live feed once it is committed
+    (functions/meetings/outbox.py)."""
+    info = {"vexa.feed.notifier": notifier} if notifier is not None else {}
+    return sessionmaker(engine_for(url), expire_on_commit=False, info=info)
 
 
 def ensure_database(url: str) -> None:

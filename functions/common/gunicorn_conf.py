@@ -4,10 +4,17 @@ Per-service process counts come from the command line or WEB_CONCURRENCY;
 the port from PORT, as Knative sets it.
 """
 import os
+import signal
+import sys
+import threading
+
+from functions.common.web import SHUTDOWN_HOOKS
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
+# gthread for request/response services; the gateway runs gevent (--worker-class), for its streams.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "2000"))  # gevent: connections per worker
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))  # a transcription may take a while on CPU
 graceful_timeout = 30
 keepalive = 5
@@ -36,3 +43,30 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    # On SIGTERM, run the app's shutdown hooks (functions/common/web.py on_shutdown) beside
+    # gunicorn's own handling, which then waits up to graceful_timeout for requests to end.
+    stop_worker = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        for hook in SHUTDOWN_HOOKS:
+            _start_soon(hook)  # not inside the signal handler
+        stop_worker(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _start_soon(hook):
+    """Run `hook` outside the signal handler: a greenlet under gevent (whose signal handlers run in
+    the event loop, where starting a thread would block), a thread otherwise."""
+    if "gevent" in sys.modules:
+        from gevent import monkey
+
+        if monkey.is_module_patched("threading"):
+            import gevent
+
+            gevent.spawn(hook)
+            return
+    threading.Thread(target=hook, daemon=True).start()

@@ -90,6 +90,12 @@ class Meeting(Base):
     audio_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Everyone the bots have seen in the meeting (themselves excluded), sorted.
     participants: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list, server_default=text("'[]'::jsonb"))
+    # The cursor of the meeting's latest feed event (MeetingEvent.seq): raised under the meeting's
+    # row lock, so events become visible in cursor order.
+    feed_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    # The cursor this run's feed starts after: the meeting id's previous run's last (0 for a first
+    # run), so cursors go on across runs and one of an earlier run is never taken for this one's.
+    feed_start: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
 
     sessions: Mapped[list[BotSession]] = relationship(order_by="BotSession.launched_at", back_populates="meeting")
     history: Mapped[list[StatusChange]] = relationship(order_by="StatusChange.id")
@@ -189,6 +195,9 @@ class TranscriptSegment(Base):
     end_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     text: Mapped[str] = mapped_column(Text, nullable=False)
     language: Mapped[str] = mapped_column(String(16), nullable=False)
+    # The participant whose speaker turns overlap it most (functions/meetings/speakers.py); kept
+    # up to date as turns arrive, which may be after the segment.
+    speaker: Mapped[str | None] = mapped_column(String(MAX_PARTICIPANT_NAME))
     created_at: Mapped[datetime] = _now_default()
 
     __table_args__ = (
@@ -213,3 +222,18 @@ class SpeakerTurn(Base):
     end_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
     __table_args__ = (Index("ix_speaker_turns_meeting_start", "meeting_pk", "start_at"),)
+
+
+class MeetingEvent(Base):
+    """What clients were told about a meeting, in order: one feed message (functions/common/feed.py)
+    per row, written in the transaction that made the change (an outbox).
+
+    `seq` is the message's cursor. Only the newest FEED_EVENTS_KEPT of a meeting are kept; a
+    reader behind them is told to resync.
+    """
+
+    __tablename__ = "meeting_events"
+
+    meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    body: Mapped[str] = mapped_column(Text, nullable=False)  # the message as JSON, cursor included

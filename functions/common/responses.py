@@ -121,6 +121,7 @@ class MeetingWithHistoryView(MeetingView):
 
 
 class SegmentView(_View):
+    id: int = Field(description="the segment's id: live feed messages about it name it")
     start: float = Field(description="seconds from the meeting's audio start")
     end: float
     start_at: Timestamp
@@ -131,21 +132,24 @@ class SegmentView(_View):
     speaker: str | None = Field(description="the participant who spoke most of it; null: unknown")
 
     @classmethod
-    def of(cls, segment: Row, speaker: str | None) -> SegmentView:
+    def of(cls, segment: Row) -> SegmentView:
         """`segment`: a row of functions.meetings.queries.SEGMENT_FIELDS."""
         return cls(
-            start=_seconds(segment.start_s), end=_seconds(segment.end_s), start_at=segment.start_at, end_at=segment.end_at,
-            text=segment.text, language=segment.language, session_id=segment.session_id, speaker=speaker,
+            id=segment.id, start=_seconds(segment.start_s), end=_seconds(segment.end_s), start_at=segment.start_at,
+            end_at=segment.end_at, text=segment.text, language=segment.language, session_id=segment.session_id,
+            speaker=segment.speaker,
         )  # fmt: skip
 
 
 class TranscriptView(_View):
     meeting: MeetingWithHistoryView
+    cursor: int = Field(description="the live feed's cursor this transcript reflects: follow on from it")
     segments: list[SegmentView]
 
     @classmethod
-    def of(cls, meeting: Meeting, segments: Sequence[Row], speakers: Sequence[str | None]) -> TranscriptView:
-        return cls(meeting=MeetingWithHistoryView.of(meeting), segments=[SegmentView.of(s, who) for s, who in zip(segments, speakers)])
+    def of(cls, meeting: Meeting, segments: Sequence[Row]) -> TranscriptView:
+        segment_views = [SegmentView.of(s) for s in segments]
+        return cls(meeting=MeetingWithHistoryView.of(meeting), cursor=meeting.feed_seq, segments=segment_views)
 
 
 class BotStatusView(_View):
@@ -162,6 +166,15 @@ class DeletedView(_View):
     user_id: str
     meeting_id: str
     deleted: DeletedCounts
+
+
+class TicketView(_View):
+    """A stream ticket: pass it as ?ticket= to the meeting's events or to /ws. It opens one stream, once."""
+
+    ticket: str
+    user_id: str
+    meeting_id: str
+    expires_at: Timestamp
 
 
 class UserView(_View):

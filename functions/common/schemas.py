@@ -118,8 +118,32 @@ class TranscriptFormat(StrEnum):
     VTT = "vtt"
 
 
+Cursor = Annotated[int, Field(ge=0, le=2**62)]
+
+
 class TranscriptQuery(_Body):
     format: TranscriptFormat = TranscriptFormat.JSON
+    since: Cursor | None = Field(
+        default=None,
+        description="a live feed cursor: answer only what changed after it (at most 1,000 messages) and the next cursor",
+    )
+
+    @model_validator(mode="after")
+    def _since_is_json(self) -> TranscriptQuery:
+        if self.since is not None and self.format != TranscriptFormat.JSON:
+            raise ValueError("since answers feed messages, which are JSON: drop format or since")
+        return self
+
+
+class StreamQuery(_Body):
+    since: Cursor | None = Field(
+        default=None, description="follow on after this cursor (Last-Event-ID wins); absent or 0: from the start of the latest run"
+    )
+    ticket: str | None = Field(default=None, max_length=100, description="a stream ticket, instead of X-API-Key")
+
+
+class WebSocketQuery(_Body):
+    ticket: str | None = Field(default=None, max_length=100, description="a stream ticket, instead of X-API-Key")
 
 
 # -- the admin API ------------------------------------------------------------------------------

@@ -222,6 +222,33 @@ class Settings:
         "A bot its orchestrator still does not know this long after it was asked for is launched again.",
     )
 
+    # -- the live feed (WebSocket, SSE, ?since=)
+    feed_events_kept: int = setting(
+        "10000",
+        "Newest feed events kept per meeting; a client whose cursor is older is told to `resync` (read the "
+        "transcript, then follow on from its cursor).",
+    )
+    feed_poll_seconds: float = setting(
+        "2",
+        "How often a gateway looks at the feed of the meetings it streams without being woken (a Redis "
+        "notification lost, Redis down): the most a message can be late.",
+    )
+    stream_keepalive_seconds: float = setting(
+        "15",
+        "A stream with nothing to say sends a keepalive this often (SSE comment, WebSocket ping), so proxies and "
+        "load balancers do not cut it as idle.",
+    )
+    stream_ticket_seconds: int = setting(
+        "60",
+        "How long a stream ticket (for browsers, which cannot send X-API-Key on a WebSocket or EventSource) stays "
+        "valid; each works once.",
+    )
+    auth_cache_seconds: float = setting(
+        "0.5",
+        "How long a gateway process trusts an API key it has checked before it checks it again: a revoked key is "
+        "refused within this (at most 1 s).",
+    )
+
     # -- operations
     status_cache_seconds: float = setting("1", "How long GET /bot/status answers are cached in Redis (0: no cache).")
     log_level: str = setting("INFO", "Python log level.")

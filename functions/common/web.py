@@ -152,6 +152,16 @@ def serves(blueprint: Blueprint, route: Route) -> Callable[[Callable[..., Respon
     return register
 
 
+SHUTDOWN_HOOKS: list[Callable[[], None]] = []
+
+
+def on_shutdown(hook: Callable[[], None]) -> None:
+    """Call `hook` when gunicorn asks this worker to stop (SIGTERM), before it waits for its
+    requests to finish: what would hold it open (a stream) can end first
+    (functions/common/gunicorn_conf.py)."""
+    SHUTDOWN_HOOKS.append(hook)
+
+
 def install(
     app: Flask,
     service: str,

@@ -1,8 +1,10 @@
-"""The gateway: Vexa's only public entry. Authenticates and validates requests, forwards the user
-routes to bot-manager (routes.py), serves the /admin API for users and their API keys (admin.py)
-and the OpenAPI document of both (openapi.py).
+"""The gateway: Vexa's only public entry. Authenticates and validates requests, forwards the routes
+that change meetings to bot-manager (routes.py), answers reads itself (reads.py), serves the
+meetings' live feeds (streams.py, hub.py), the
+/admin API for users and their API keys (admin.py) and the OpenAPI document (openapi.py).
 
-gunicorn runs `functions.gateway:create_app()`.
+gunicorn runs `functions.gateway:create_app()` with the gevent worker: a stream stays open for
+as long as someone watches, and costs a greenlet, not a thread.
 """
 from __future__ import annotations
 
@@ -20,26 +22,34 @@ from functions.common.logs import configure_logging
 from functions.common.settings import Settings, get_settings
 
 from .admin import bp as admin_bp
+from .auth import KeyCache
+from .hub import Hub
 from .openapi import bp as openapi_bp
+from .reads import bp as reads_bp
 from .routes import bp as public_bp
+from .streams import bp as streams_bp
 
 
 @dataclass(frozen=True)
 class Services:
     settings: Settings
     http: requests.Session  # to bot-manager
-    db_sessions: sessionmaker[Session]  # users and API keys
-    redis_client: redis.Redis  # rate limits
+    db_sessions: sessionmaker[Session]  # users and API keys, meetings' feeds
+    redis_client: redis.Redis  # rate limits, stream tickets
+    keys: KeyCache
+    hub: Hub
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     configure_logging("gateway", settings.log_level)
     app = Flask(__name__)
-    services = Services(
-        settings, requests.Session(), session_factory(settings.database_url), coordination.connect(settings.redis_url)
-    )
+    db_sessions, redis_client = session_factory(settings.database_url), coordination.connect(settings.redis_url)
+    hub = Hub(db_sessions, redis_client, settings.feed_poll_seconds, settings.stream_keepalive_seconds)
+    services = Services(settings, requests.Session(), db_sessions, redis_client, KeyCache(settings.auth_cache_seconds), hub)
     app.extensions["vexa"] = services
+    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": settings.stream_keepalive_seconds}
+    web.on_shutdown(hub.close)  # streams end with "going away" before the worker stops
 
     def ready() -> None:
         # Useless without bot-manager and the key store; report either so operators see the real cause.
@@ -49,6 +59,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     web.install(app, "gateway", max_body_bytes=settings.max_request_bytes, ready=ready)
     app.register_blueprint(public_bp)
+    app.register_blueprint(reads_bp)
+    app.register_blueprint(streams_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(openapi_bp)
     return app

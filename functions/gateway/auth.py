@@ -10,6 +10,8 @@ import hmac
 import logging
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 import redis
 from flask import current_app, g, request
@@ -22,18 +24,58 @@ API_KEY_HEADER = "X-API-Key"
 RATE_WINDOW_SECONDS = 60
 
 
+@dataclass(frozen=True)
+class KeyHolder:
+    """Who a live API key acts for."""
+
+    key_id: uuid.UUID
+    user_id: str
+    per_minute: int | None  # the key's own rate limit; None: the setting
+    expires_at: datetime | None
+
+
+class KeyCache:
+    """Keys this process checked in the last AUTH_CACHE_SECONDS, by their SHA-256 (never the key).
+
+    A key revoked meanwhile is refused once its entry is that old, so every replica refuses it
+    within AUTH_CACHE_SECONDS (at most 1 s); a bad key is never cached, it is looked up each time.
+    """
+
+    LIMIT = 10_000
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._checked: dict[str, tuple[float, KeyHolder]] = {}
+
+    def holder(self, db_sessions, presented: str | None) -> KeyHolder:
+        digest = store.hash_key(presented) if presented else ""
+        hit = self._checked.get(digest)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.seconds and (hit[1].expires_at is None or hit[1].expires_at > store.utcnow()):
+            return hit[1]
+        with db_sessions() as db, db.begin():
+            record = store.authenticate(db, presented)
+            holder = KeyHolder(record.id, record.user_id, record.rate_limit_per_minute, record.expires_at)
+        if len(self._checked) >= self.LIMIT:
+            self._checked.clear()
+        self._checked[digest] = (now, holder)
+        return holder
+
+
 def authenticate() -> None:
     """Find the user whose live API key came with the request (`g.user_id`); 401 or 429 otherwise.
 
     A before_request hook of the user routes: it returns nothing, so the request goes on.
     """
+    g.user_id = key_holder(request.headers.get(API_KEY_HEADER)).user_id
+
+
+def key_holder(presented: str | None) -> KeyHolder:
+    """The holder of the live key `presented`, within its rate limit; Unauthenticated (401) or 429."""
     services = current_app.extensions["vexa"]
-    with services.db_sessions() as db, db.begin():
-        record = store.authenticate(db, request.headers.get(API_KEY_HEADER))
-        key_id, user_id = record.id, record.user_id
-        per_minute = record.rate_limit_per_minute or services.settings.api_rate_limit_per_minute
-    _within_rate_limit(services.redis_client, key_id, per_minute)
-    g.user_id = user_id
+    holder = services.keys.holder(services.db_sessions, presented)
+    _within_rate_limit(services.redis_client, holder.key_id, holder.per_minute or services.settings.api_rate_limit_per_minute)
+    return holder
 
 
 def authorize(user_id: str, claimed: str) -> None:

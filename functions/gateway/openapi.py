@@ -5,24 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from functions.common.api import ERROR_MODEL, PATH_PARAMETERS, ROUTES, Caller, Reply, Route
+from functions.common.feed import STREAM_MESSAGE, ClientMessage
 from functions.common.web import type_adapter
 
 bp = Blueprint("openapi", __name__)
 REF_TEMPLATE = "#/components/schemas/{model}"
 SECURITY = {
     Caller.USER: [{"ApiKey": []}],
+    Caller.STREAM: [{"ApiKey": []}, {"StreamTicket": []}],
     Caller.ADMIN: [{"AdminToken": []}],
 }
 SECURITY_SCHEMES = {
     "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "StreamTicket": {"type": "apiKey", "in": "query", "name": "ticket",
+                     "description": "from POST /transcript/{user_id}/{meeting_id}/ticket: one meeting, once, briefly"},
     "AdminToken": {"type": "http", "scheme": "bearer", "description": "the ADMIN_TOKEN setting"},
 }
 DESCRIPTION = (
-    "Send bots to meetings and read their transcripts. Every /bot and /transcript call needs the user's API key in "
-    "X-API-Key and may act only for that user; /admin needs the admin token."
+    "Send bots to meetings and read their transcripts, whole or live. Every /bot and /transcript call needs the "
+    "user's API key in X-API-Key and may act only for that user; a browser opens a stream with a ticket instead. "
+    "The live feed's messages are the StreamMessage schema (WebSocket /ws also takes ClientMessage); /admin needs "
+    "the admin token."
 )
 
 
@@ -36,6 +42,11 @@ def openapi_document(server_url: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
+    # The live feed's messages (functions/common/feed.py): what the streams send and /ws accepts.
+    for name, kind in (("StreamMessage", STREAM_MESSAGE), ("ClientMessage", TypeAdapter(ClientMessage))):
+        schema = kind.json_schema(ref_template=REF_TEMPLATE)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
     return {
         "openapi": "3.1.0",
         "info": {"title": "Vexa API", "version": "1.0.0", "description": DESCRIPTION},

@@ -1,7 +1,8 @@
-"""The public user routes: authenticate, validate, check the key acts for its own user, forward.
+"""The public user routes that change meetings: authenticate, validate, check the key acts for
+its own user, forward.
 
-Every route in functions/common/api.py's USER_ROUTES is served here by the same view; bot-manager
-does the work and its answer goes back as it is.
+Every route in functions/common/api.py's FORWARDED_ROUTES is served here by the same view;
+bot-manager does the work and its answer goes back as it is.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import requests
 from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel
 
-from functions.common.api import USER_ROUTES, Route
+from functions.common.api import FORWARDED_ROUTES, Route
 from functions.common.web import ApiError, serves
 
 from .auth import authenticate, authorize
@@ -53,5 +54,5 @@ def _forward(method: str, path: str, **kwargs: Any) -> Response:
     return Response(upstream.content, status=upstream.status_code, headers=headers)
 
 
-for _route in USER_ROUTES:
+for _route in FORWARDED_ROUTES:
     serves(bp, _route)(forwarding_view(_route))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import NamedTuple
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -54,6 +55,10 @@ def run_bot(db: Session, settings: Settings, request: RunBotRequest) -> Meeting:
 
 def _new_meeting(db: Session, settings: Settings, request: RunBotRequest) -> Meeting:
     now = utcnow()
+    # Cursors go on from the meeting id's previous run (Meeting.feed_start).
+    previous_cursor = db.scalar(
+        select(func.max(Meeting.feed_seq)).where(Meeting.user_id == request.user_id, Meeting.meeting_id == request.meeting_id)
+    )
     meeting = Meeting(
         id=uuid.uuid4(),
         user_id=request.user_id,
@@ -65,6 +70,8 @@ def _new_meeting(db: Session, settings: Settings, request: RunBotRequest) -> Mee
         replay_speed=request.replay_speed,
         bot_options=request.model_dump(include={"bot_display_name", "automatic_leave"}, exclude_none=True) or None,
         participants=[],
+        feed_start=previous_cursor or 0,
+        feed_seq=previous_cursor or 0,
         status=S.REQUESTED,
         created_at=now,
         updated_at=now,
@@ -89,7 +96,12 @@ def stop_bot(db: Session, user_id: str, meeting_id: str) -> Meeting:
     return meeting
 
 
-def delete_meeting(db: Session, user_id: str, meeting_id: str) -> dict[str, int]:
+class Deleted(NamedTuple):
+    meeting_pks: list[uuid.UUID]  # every run deleted
+    segments: int
+
+
+def delete_meeting(db: Session, user_id: str, meeting_id: str) -> Deleted:
     """Delete every finished run of a meeting id with all its data: transcript, chunks, sessions, history.
 
     For users who must not keep recordings. A live run must be stopped first (Conflict).
@@ -110,4 +122,4 @@ def delete_meeting(db: Session, user_id: str, meeting_id: str) -> dict[str, int]
     segments = db.scalar(select(func.count()).where(TranscriptSegment.meeting_pk.in_(pks)))
     db.execute(delete(Meeting).where(Meeting.id.in_(pks)))  # the rest goes with it (ON DELETE CASCADE)
     log.warning("meeting.deleted", extra={"user_id": user_id, "user_meeting_id": meeting_id, "runs": len(pks), "segments": segments})
-    return {"meetings": len(pks), "segments": segments}
+    return Deleted(pks, segments)

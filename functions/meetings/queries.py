@@ -1,15 +1,12 @@
 """The read model: a user's meetings, a meeting's transcript with its speakers, a failed join's screenshot."""
 from __future__ import annotations
 
-from sqlalchemy import Column, ColumnElement, Float, Row, cast, extract, func, select
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, selectinload
 
 from functions.common.errors import NotFound
 from functions.common.lifecycle import LIVE
-from functions.common.models import BotSession, Meeting, SpeakerTurn, TranscriptSegment, User
-
-from .speakers import Turn, speakers_of
+from functions.common.models import BotSession, Meeting, TranscriptSegment, User
 
 STATUS_LIMIT = 100  # GET /bot/status lists a user's newest meetings, at most this many
 
@@ -44,6 +41,11 @@ def latest_meeting(db: Session, user_id: str, meeting_id: str, lock: bool = Fals
     return meeting
 
 
+def status_cache_key(user_id: str) -> str:
+    """Where GET /bot/status's answer for the user is cached (functions/common/coordination.py)."""
+    return f"status:{user_id}"
+
+
 def user_meetings(db: Session, user_id: str, limit: int = STATUS_LIMIT) -> list[Meeting]:
     """The user's newest meetings first; NotFound for an unknown user."""
     if db.get(User, user_id) is None:
@@ -62,6 +64,7 @@ def user_meetings(db: Session, user_id: str, limit: int = STATUS_LIMIT) -> list[
 # What a transcript shows of each segment: plain rows, not ORM objects (a tenth of the cost
 # for a long meeting's thousands of segments).
 SEGMENT_FIELDS = (
+    TranscriptSegment.id,
     TranscriptSegment.start_s,
     TranscriptSegment.end_s,
     TranscriptSegment.start_at,
@@ -69,43 +72,19 @@ SEGMENT_FIELDS = (
     TranscriptSegment.text,
     TranscriptSegment.language,
     TranscriptSegment.session_id,
+    TranscriptSegment.speaker,
+)
+SPOKEN_ORDER = (
+    TranscriptSegment.start_at,
+    TranscriptSegment.session_id,
+    TranscriptSegment.chunk_seq,
+    TranscriptSegment.segment_index,
 )
 
 
-def meeting_with_transcript(db: Session, user_id: str, meeting_id: str) -> tuple[Meeting, list[Row], list[str | None]]:
-    """The meeting's latest run, its segments (rows with SEGMENT_FIELDS) in spoken order, and who spoke each."""
-    meeting = latest_meeting(db, user_id, meeting_id)
-    segments = db.execute(
-        select(*SEGMENT_FIELDS)
-        .where(TranscriptSegment.meeting_pk == meeting.id)
-        .order_by(
-            TranscriptSegment.start_at,
-            TranscriptSegment.session_id,
-            TranscriptSegment.chunk_seq,
-            TranscriptSegment.segment_index,
-        )
-    ).all()
-    # Every turn's participant is among the meeting's participants: none, no turns to read.
-    turns = speaker_turns(db, meeting) if segments and meeting.participants else []
-    return meeting, list(segments), speakers_of(segments, turns)
-
-
-def speaker_turns(db: Session, meeting: Meeting) -> list[Turn]:
-    """The meeting's speaker turns in start order, timed as its segments are (seconds from its audio start).
-
-    Read as one JSON array that PostgreSQL builds: pg8000 decodes rows field by field in Python,
-    json.loads decodes the array in C, so 10,000 turns take a third of the time.
-    """
-
-    def seconds(at: Column) -> ColumnElement[float]:
-        return cast(extract("epoch", at - meeting.audio_started_at), Float)
-
-    turn = func.json_build_array(SpeakerTurn.participant, seconds(SpeakerTurn.start_at), seconds(SpeakerTurn.end_at))
-    turns = db.scalar(
-        select(func.json_agg(aggregate_order_by(turn, SpeakerTurn.start_at, SpeakerTurn.participant)))
-        .where(SpeakerTurn.meeting_pk == meeting.id)
-    )
-    return [Turn(*t) for t in turns or []]
+def transcript_segments(db: Session, meeting: Meeting) -> list[Row]:
+    """The meeting's segments (rows with SEGMENT_FIELDS) in spoken order."""
+    return list(db.execute(select(*SEGMENT_FIELDS).where(TranscriptSegment.meeting_pk == meeting.id).order_by(*SPOKEN_ORDER)))
 
 
 def failure_screenshot(db: Session, user_id: str, meeting_id: str) -> bytes:

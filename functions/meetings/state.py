@@ -18,6 +18,8 @@ from functions.common.lifecycle import TERMINAL, CompletionReason, MeetingStatus
 from functions.common.models import BotSession, Meeting, StatusChange, TranscribedChunk, TranscriptSegment
 from functions.common.naming import bot_name
 
+from . import outbox
+
 log = logging.getLogger(__name__)
 S = MeetingStatus
 
@@ -67,16 +69,18 @@ def move(db: Session, meeting: Meeting, target: MeetingStatus, reason: str | Non
         meeting.started_at = now
     if target in TERMINAL:
         meeting.ended_at = now
+    outbox.status_changed(db, meeting, target, reason, now)
     log.info("meeting.status", extra={**ids(meeting), "from": str(current), "to": str(target), "reason": reason, "actor": actor})
     return True
 
 
 def note(db: Session, meeting: Meeting, reason: str, actor: str) -> None:
     """Record in the meeting's history something done to it that keeps its status (a relaunch, a retry)."""
-    status = MeetingStatus(meeting.status)
-    db.add(StatusChange(meeting_pk=meeting.id, from_status=status, to_status=status, reason=reason, actor=actor, at=utcnow()))
+    status, now = MeetingStatus(meeting.status), utcnow()
+    db.add(StatusChange(meeting_pk=meeting.id, from_status=status, to_status=status, reason=reason, actor=actor, at=now))
     meeting.status_reason = reason
-    meeting.updated_at = utcnow()
+    meeting.updated_at = now
+    outbox.status_changed(db, meeting, status, reason, now)
 
 
 def add_session(meeting: Meeting, resume_from_s: float) -> BotSession:

@@ -28,6 +28,7 @@ from functions.common.lifecycle import LIVE, TERMINAL, MeetingStatus
 from functions.common.models import BotSession, Meeting
 from functions.common.settings import Settings, get_settings
 from functions.common.tasks import TaskName
+from functions.meetings import outbox
 from functions.meetings.state import Actor, end_lost_session, ids, lock_meeting, move, note, relaunch, settle, transcribed_chunks
 
 from .app import celery_app, worker_orchestrator
@@ -224,15 +225,15 @@ def reconcile_once(settings: Settings, orchestrator: Orchestrator, now: datetime
 
     `now` lets tests look at the world as it will be once grace periods have passed.
     """
-    db_sessions = session_factory(settings.database_url)
+    redis_client = coordination.connect(settings.redis_url)
+    db_sessions = session_factory(settings.database_url, redis_client)
     policy = policy_from(settings)
-    locks = coordination.connect(settings.redis_url)
     counts: dict[str, int] = {}
     with db_sessions() as db:
         candidates = _candidates(db, orchestrator)
     for meeting_pk in candidates:
         try:
-            with coordination.meeting_lock(locks, meeting_pk, wait=0):
+            with coordination.meeting_lock(redis_client, meeting_pk, wait=0):
                 action = _reconcile_meeting(db_sessions, settings, orchestrator, policy, meeting_pk, now)
         except coordination.MeetingBusy:
             continue  # a launch or stop is under way; the next pass looks again
@@ -240,6 +241,10 @@ def reconcile_once(settings: Settings, orchestrator: Orchestrator, now: datetime
             log.warning("reconciler.orchestrator_unavailable", extra={"meeting_id": str(meeting_pk), "error": str(exc)})
             continue
         counts[action] = counts.get(action, 0) + 1
+    with db_sessions() as db, db.begin():
+        pruned = outbox.prune(db, settings.feed_events_kept)  # bounded feeds, however long the meetings
+    if pruned:
+        log.info("feed.pruned", extra={"events": pruned})
     return counts
 
 

@@ -32,9 +32,10 @@ RETRY_POLICY = dict(autoretry_for=TRANSIENT, max_retries=RETRIES, retry_backoff=
 @celery_app.task(name=TaskName.LAUNCH_BOT, bind=True, **RETRY_POLICY)
 def launch_bot(task, meeting_pk: str, session_id: str) -> None:
     settings = get_settings()
-    db_sessions = session_factory(settings.database_url)
+    redis_client = coordination.connect(settings.redis_url)
+    db_sessions = session_factory(settings.database_url, redis_client)
     try:
-        with coordination.meeting_lock(coordination.connect(settings.redis_url), uuid.UUID(meeting_pk)):
+        with coordination.meeting_lock(redis_client, uuid.UUID(meeting_pk)):
             launch_session(db_sessions, settings, worker_orchestrator(), uuid.UUID(meeting_pk), session_id)
     except TRANSIENT as exc:
         if task.request.retries >= RETRIES:
@@ -47,5 +48,6 @@ def launch_bot(task, meeting_pk: str, session_id: str) -> None:
 @celery_app.task(name=TaskName.STOP_BOT, **RETRY_POLICY)
 def stop_bot(meeting_pk: str) -> None:
     settings = get_settings()
-    with coordination.meeting_lock(coordination.connect(settings.redis_url), uuid.UUID(meeting_pk)):
-        stop_session(session_factory(settings.database_url), worker_orchestrator(), uuid.UUID(meeting_pk))
+    redis_client = coordination.connect(settings.redis_url)
+    with coordination.meeting_lock(redis_client, uuid.UUID(meeting_pk)):
+        stop_session(session_factory(settings.database_url, redis_client), worker_orchestrator(), uuid.UUID(meeting_pk))

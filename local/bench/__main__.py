@@ -2,12 +2,15 @@
 
     python -m local.bench [--skip-peer]
     python -m local.bench --only browser   # part 8 alone, merged into the last run's results
+    python -m local.bench --only live      # part 9 alone (on a stack of its own), merged likewise
+    python -m local.bench --only api       # part 6 alone (on a stack of its own), merged likewise
     python -m local.bench --render         # rewrite docs/benchmarks.md's tables from the last run's results
 
 Order: the engines alone (no stack running), then the stack's parts (overhead,
 latency, capacity, API load), then the stack stops and the peer runs on the
 same, otherwise idle, machine; last, browser bots in simulated meetings, on a
-fresh stack whose bots reach the meeting simulators (part 8).
+fresh stack whose bots reach the meeting simulators (part 8). Live delivery
+(part 9, the WebSocket feed) runs on the stack after the API load.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import time
 
 from functions.common.settings import REPO_ROOT, Settings, get_settings
 
-from . import api_load, browser, cost, engines, peer, pipeline, report
+from . import api_load, browser, cost, engines, live, peer, pipeline, report
 from .sample import Sample
 from .stack import bench_stack
 
@@ -39,7 +42,7 @@ def step(name: str, results: dict, run) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m local.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-peer", action="store_true", help="leave out WhisperLive (part 5)")
-    parser.add_argument("--only", choices=["browser"], help="run one part alone and merge it into the last results")
+    parser.add_argument("--only", choices=sorted(ONLY), help="run one part alone and merge it into the last results")
     parser.add_argument("--render", action="store_true", help="only rewrite the document from the last results")
     args = parser.parse_args()
     if args.render:
@@ -61,6 +64,7 @@ def main() -> None:
         step("latency", results, lambda: pipeline.latency(bs, sample))
         step("capacity", results, lambda: pipeline.capacity(bs, clip))
         step("api", results, lambda: api_load.run(bs))
+        step("live", results, lambda: live.run(bs, live.LiveConfig.from_env()))
     if not args.skip_peer:
         steps = [s["n"] for s in results["capacity"]["steps"]]
         cores = settings.whisper_instances * settings.whisper_cpu_threads  # what our transcription process uses
@@ -79,12 +83,27 @@ def run_browser(settings: Settings, command: str) -> dict:
     return browser.run(WORKDIR / "stack", settings, command) | {"machine": report.machine()}
 
 
+def run_live(settings: Settings, command: str) -> dict:
+    """Part 9 alone, on a bench stack of its own (BENCH_LIVE_* may shrink it: local/bench/live.py)."""
+    with bench_stack(WORKDIR / "stack") as bs:
+        return live.run(bs, live.LiveConfig.from_env()) | {"command": command, "machine": report.machine()}
+
+
+def run_api(settings: Settings, command: str) -> dict:
+    """Part 6 alone, on a bench stack of its own."""
+    with bench_stack(WORKDIR / "stack") as bs:
+        return api_load.run(bs) | {"command": command, "machine": report.machine()}
+
+
+ONLY = {"api": run_api, "browser": run_browser, "live": run_live}  # the parts --only runs
+
+
 def run_only(part: str, settings: Settings) -> None:
-    """One part alone, merged into the last run's results (or into none, on a fresh checkout); the
-    cost model is redone where the capacity results it needs are there, and the document rendered."""
+    """One part alone, merged into the last run's results (or into none, on a fresh checkout); after
+    part 8 the cost model is redone where the capacity results it needs are there; the document rendered."""
     results: dict = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"command": COMMAND}
-    step(part, results, lambda: run_browser(settings, ONLY_COMMAND.format(part=part)))
-    if "capacity" in results:
+    step(part, results, lambda: ONLY[part](settings, ONLY_COMMAND.format(part=part)))
+    if part == "browser" and "capacity" in results:
         results["cost"] = cost.model(results["capacity"], settings, results["browser"])
         RESULTS.write_text(json.dumps(results, indent=2))
     render(results)
@@ -101,6 +120,7 @@ SECTIONS = {
     "peer": lambda r: peer.render(r["peer"], r["capacity"]),
     "api": lambda r: api_load.render(r["api"]),
     "browser": lambda r: browser.render(r["browser"]),
+    "live": lambda r: live.render(r["live"], r.get("latency")),
     "cost": lambda r: cost.render(r["cost"]),
 }
 

@@ -3,8 +3,8 @@
 What is measured, per endpoint, through the gateway (which authenticates, then forwards to
 bot-manager) on loopback:
 
-- throughput and latency under a closed-loop load from wrk (`--latency`): requests/s, p50, p75,
-  p90, p99, non-2xx responses and socket errors, bytes/s;
+- throughput and latency under closed-loop loads from wrk (`--latency`) of 2 and 8 connections:
+  requests/s, p50, p75, p90, p99, non-2xx responses and socket errors, bytes/s;
 - one cold request (a new connection, the first request to the endpoint since the meeting was
   seeded) and one warm request right after it on the same keep-alive connection, with `requests`;
 - the size of the response body.
@@ -17,7 +17,7 @@ INCR) like any client's. Bench keys carry their own rate_limit_per_minute (the m
 allows; local/bench/stack.py), so the limit is exercised but never throttles: the default
 API_RATE_LIMIT_PER_MINUTE (120) would answer 429 within the first second of load.
 
-    python -m local.bench.api_load [--segments N] [--duration S] [--connections C] [--threads T]
+    python -m local.bench.api_load [--segments N] [--duration S] [--connections C [C ...]] [--threads T]
 
 starts the bench stack (local/bench/stack.py), measures, prints JSON on stdout and stops it.
 `seed_meeting` and `measure` need no such stack: any running one will do.
@@ -176,17 +176,23 @@ def _check_status(response: requests.Response, meeting_id: str) -> None:
         raise BenchError(f"GET /bot/status does not list meeting {meeting_id!r}")
 
 
+# Closed-loop loads: 2 connections leave the machine headroom (latency at a given throughput), 8
+# saturate its 2 cores with wrk beside the services (throughput; p99 is then mostly queueing).
+CONNECTIONS = (2, 8)
+
+
 def measure(
     gateway_url: str,
     api_key: str,
     user_id: str,
     meeting_id: str,
     duration_s: int = 10,
-    connections: int = 8,
+    connections: tuple[int, ...] = CONNECTIONS,
     threads: int = 2,
     expected_segments: int = 10_000,
 ) -> dict[str, Any]:
-    """Load GET /bot/status, then GET /transcript, through the gateway with wrk.
+    """Load GET /bot/status, then GET /transcript, through the gateway with wrk, once per count
+    of `connections`.
 
     Fails (BenchError) unless both answer 200 and the transcript has `expected_segments` segments.
     """
@@ -205,11 +211,13 @@ def measure(
     _check_status(status, meeting_id)
     endpoints = {}
     for name, url in urls.items():
-        endpoints[name] = {"path": url.removeprefix(base), **singles[name],
-                           **_run_wrk(wrk, url, api_key, duration_s, connections, threads)}  # fmt: skip
-        _drain(connections, singles[name]["warm_ms"])
+        loads = []
+        for count in connections:
+            loads.append({"connections": count, **_run_wrk(wrk, url, api_key, duration_s, count, min(threads, count))})
+            _drain(count, singles[name]["warm_ms"])
+        endpoints[name] = {"path": url.removeprefix(base), **singles[name], "loads": loads}
     return {
-        "load": {"tool": wrk_version(wrk), "duration_s": duration_s, "connections": connections, "threads": threads,
+        "load": {"tool": wrk_version(wrk), "duration_s": duration_s, "connections": list(connections), "threads": threads,
                  "timeout_s": WRK_TIMEOUT_S, "cpus": os.cpu_count()},  # fmt: skip
         "segments": expected_segments,
         "endpoints": endpoints,
@@ -217,7 +225,8 @@ def measure(
 
 
 # -- on a bench stack ---------------------------------------------------------------------------
-def run(bs: BenchStack, segments: int = 10_000, duration_s: int = 10, connections: int = 8, threads: int = 2) -> dict[str, Any]:
+def run(bs: BenchStack, segments: int = 10_000, duration_s: int = 10, connections: tuple[int, ...] = CONNECTIONS,
+        threads: int = 2) -> dict[str, Any]:
     """Seed a meeting of `segments` segments on the bench stack, then load both endpoints."""
     user_id, meeting_id = "bench-api", "bench-api-meeting"
     api_key = bs.api_key(user_id)
@@ -230,48 +239,59 @@ def run(bs: BenchStack, segments: int = 10_000, duration_s: int = 10, connection
     return results
 
 
-def gunicorn_layout(stack: Stack) -> dict[str, dict[str, int]]:
-    """gunicorn workers and threads of the gateway and bot-manager, as local/stack.py starts them."""
+def gunicorn_layout(stack: Stack) -> dict[str, dict[str, Any]]:
+    """gunicorn's worker class, workers and threads of the gateway and bot-manager, as local/stack.py starts them."""
     layout = {}
     for program in stack.vexa_programs():
         if program.name in ("gateway", "bot-manager"):
             command = program.command
             layout[program.name] = {
+                "worker_class": command[command.index("--worker-class") + 1],
                 "workers": int(command[command.index("--workers") + 1]),
                 "threads": int(command[command.index("--threads") + 1]),
             }
     return layout
 
 
+def _layout(name: str, g: dict[str, Any]) -> str:
+    if g.get("worker_class") == "gevent":
+        return f"{name} {g['workers']} gevent workers"
+    return f"{name} {g['workers']} workers × {g['threads']} threads"
+
+
 def render(result: dict[str, Any]) -> str:
     load = result["load"]
-    layout = ", ".join(f"{name} {g['workers']} workers × {g['threads']} threads" for name, g in result["gunicorn"].items())
+    layout = ", ".join(_layout(name, g) for name, g in result["gunicorn"].items())
+    counts = " and ".join(str(c) for c in load["connections"])
     intro = (
-        f"{load['tool']}, {load['connections']} connections, {load['threads']} threads, {load['duration_s']} s per "
-        f"endpoint, through the gateway with an API key, on loopback. gunicorn: {layout}. "
+        f"{load['tool']}, {counts} connections (closed loop), up to {load['threads']} threads, {load['duration_s']} s per "
+        f"endpoint and load, through the gateway with an API key, on loopback. gunicorn: {layout}. "
         f"The transcript is a finished meeting with {result['segments']:,} segments."
     )
     names = {"bot_status": "GET /bot/status/{user_id}", "transcript": "GET /transcript/{user_id}/{meeting_id}"}
     rows = [
-        [names[name], round(e["rps"], 1), e["p50_ms"], e["p99_ms"], e["errors"], f"{e['response_bytes']:,}", e["warm_ms"]]
+        [names[name], l["connections"], round(l["rps"], 1), l["p50_ms"], l["p99_ms"], l["errors"], f"{e['response_bytes']:,}",
+         e["warm_ms"]]
         for name, e in result["endpoints"].items()
-    ]
-    return intro + "\n\n" + table(["endpoint", "requests/s", "p50 ms", "p99 ms", "errors", "response bytes", "one request ms"], rows)
+        for l in e["loads"]
+    ]  # fmt: skip
+    columns = ["endpoint", "connections", "requests/s", "p50 ms", "p99 ms", "errors", "response bytes", "one request ms"]
+    return intro + "\n\n" + table(columns, rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m local.bench.api_load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--segments", type=int, default=10_000, help="transcript segments of the meeting (default 10000)")
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per endpoint (default 10)")
-    parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
+    parser.add_argument("--connections", type=int, nargs="+", default=list(CONNECTIONS), help="wrk connections, one load each (default 2 8)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     args = parser.parse_args()
     ensure_wrk()  # before the stack's start-up
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON results only
         with bench_stack(REPO_ROOT / ".vexa" / "bench" / "stack") as bs:
-            results = run(bs, args.segments, args.duration, args.connections, args.threads)
+            results = run(bs, args.segments, args.duration, tuple(args.connections), args.threads)
     print(json.dumps(results, indent=2))
-    if any(e["errors"] for e in results["endpoints"].values()):
+    if any(load["errors"] for e in results["endpoints"].values() for load in e["loads"]):
         sys.exit("some requests failed: see non_2xx and socket_errors")
 
 

@@ -95,10 +95,11 @@ def test_the_gateway_gets_the_key_store_rate_limits_and_admin_token(with_values)
     }
     assert set(env_of(gateway)) - PROCESS_VARIABLES == {
         "LOG_LEVEL", "DATABASE_URL", "REDIS_URL", "BOT_MANAGER_URL", "MAX_REQUEST_BYTES", "DEFAULT_LANGUAGE",
-        "API_RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN",
+        "API_RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN", "STREAM_KEEPALIVE_SECONDS",
     }  # fmt: skip
     settings = Settings.from_env(plain_env(gateway_of(rendered)))
     assert settings.api_rate_limit_per_minute == values["settings"]["apiRateLimitPerMinute"]
+    assert settings.stream_keepalive_seconds == values["gateway"]["streamKeepaliveSeconds"]
     assert settings.max_request_bytes == values["settings"]["maxRequestBytes"]
     admin = secret_ref(gateway, "ADMIN_TOKEN")
     if values["admin"]["existingSecret"]:  # production: the operator's Secret; the chart makes none

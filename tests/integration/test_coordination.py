@@ -16,7 +16,7 @@ from tests.support.stacks import IN_PROCESS_REDIS_URL, InProcessBotManager
 
 
 def _statuses(bot_manager: InProcessBotManager, user: str) -> dict[str, str]:
-    bots = bot_manager.client.get(f"/bot/status/{user}").get_json()["bots"]
+    bots = bot_manager.read(f"/bot/status/{user}", user).get_json()["bots"]
     return {b["meeting_id"]: b["status"] for b in bots}
 
 

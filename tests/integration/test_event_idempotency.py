@@ -6,7 +6,10 @@ only the events this test sends reach the database.
 from __future__ import annotations
 
 import base64
+import json
 import os
+import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -31,6 +34,8 @@ from functions.common.events import (
 )
 from functions.common.lifecycle import CompletionReason, MeetingStatus
 from functions.common.settings import Settings
+from functions.common.models import Meeting
+from functions.meetings import outbox
 from functions.meetings.state import lock_meeting, relaunch
 from local.stack import free_port
 from tests.support.databases import snapshot
@@ -116,7 +121,7 @@ def test_every_event_type_delivered_twice_changes_nothing_the_second_time(bot_ma
         assert _post(client, event, path) == 204, f"redelivery of {event.get_type()} failed"
         assert snapshot(database_url) == before, f"redelivery of {event.get_type()} changed the database"
 
-    transcript = client.get(f"/transcript/erin/{_meeting_of(client, who)}").get_json()
+    transcript = bot_manager.read(f"/transcript/erin/{_meeting_of(bot_manager, who)}", "erin").get_json()
     assert transcript["meeting"]["status"] == "completed"
     assert [s["text"] for s in transcript["segments"]] == ["Good morning everyone.", "Let us begin.", "That is all."]
     assert [c["to"] for c in transcript["meeting"]["history"]] == [
@@ -137,7 +142,7 @@ def test_a_live_bots_heartbeats_show_its_delivery_until_its_final_report(bot_man
     client = bot_manager.client
 
     def session() -> dict:
-        meeting = client.get(f"/transcript/erin/{_meeting_of(client, who)}").get_json()["meeting"]
+        meeting = bot_manager.read(f"/transcript/erin/{_meeting_of(bot_manager, who)}", "erin").get_json()["meeting"]
         return next(s for s in meeting["sessions"] if s["session_id"] == who.session_id)
 
     assert _post(client, _status(who, BotState.ACTIVE, START)) == 204
@@ -151,9 +156,10 @@ def test_a_live_bots_heartbeats_show_its_delivery_until_its_final_report(bot_man
     assert (session()["chunks_sent"], session()["chunks_buffered"], session()["chunks_dropped"]) == (9, 0, 1)
 
 
-def _meeting_of(client: FlaskClient, who: Identity) -> str:
-    bots = client.get(f"/bot/status/{who.user_id}").get_json()["bots"]
-    return next(b["meeting_id"] for b in bots if b["id"] == who.meeting_pk)
+def _meeting_of(bot_manager: InProcessBotManager, who: Identity) -> str:
+    """The user's id of the meeting `who` is about."""
+    with bot_manager.app.extensions["vexa"].db_sessions() as db:
+        return db.get(Meeting, uuid.UUID(who.meeting_pk)).meeting_id
 
 
 def test_an_event_arriving_while_the_database_is_down_gets_503_so_the_broker_retries(tmp_path) -> None:
@@ -185,7 +191,7 @@ def test_a_relaunched_bot_and_a_late_chunk_of_the_lost_one_store_the_overlap_onc
     assert _post(client, _segments(lost, 2, ["Third words."])) == 204
     assert _post(client, _segments(new, 1, ["Fourth words."], offset=15.0)) == 204
 
-    transcript = client.get(f"/transcript/erin/{_meeting_of(client, lost)}").get_json()
+    transcript = bot_manager.read(f"/transcript/erin/{_meeting_of(bot_manager, lost)}", "erin").get_json()
     assert [s["text"] for s in transcript["segments"]] == ["First words.", "Second words.", "Third words, heard again.", "Fourth words."]
     assert [s["session_id"] for s in transcript["segments"]] == [lost.session_id] * 2 + [new.session_id] * 2
     assert transcript["meeting"]["relaunches"] == 1
@@ -194,7 +200,7 @@ def test_a_relaunched_bot_and_a_late_chunk_of_the_lost_one_store_the_overlap_onc
     # The lost bot's own final report arrives late: its true count replaces the reconciler's guess, once.
     late_report = _status(lost, BotState.LEFT, START + timedelta(seconds=16), reason="stopped", chunks_sent=3, chunks_dropped=0)
     assert _post(client, late_report) == 204
-    sessions_now = client.get(f"/transcript/erin/{_meeting_of(client, lost)}").get_json()["meeting"]["sessions"]
+    sessions_now = bot_manager.read(f"/transcript/erin/{_meeting_of(bot_manager, lost)}", "erin").get_json()["meeting"]["sessions"]
     assert [s["chunks_sent"] for s in sessions_now] == [3, None]
     before = snapshot(bot_manager.settings.database_url)
     assert _post(client, late_report) == 204
@@ -211,7 +217,7 @@ def test_speakers_events_in_any_order_give_the_same_participants_and_turns(bot_m
     ]
     for event in reversed(events):
         assert _post(client, event) == 204
-    meeting = bot_manager.meeting("erin", _meeting_of(client, who))
+    meeting = bot_manager.meeting("erin", _meeting_of(bot_manager, who))
     assert meeting["participants"] == ["ana", "Bob", "Zoë"]  # sorted regardless of case, each once
     before = snapshot(bot_manager.settings.database_url)
     for event in events:
@@ -228,8 +234,8 @@ def test_speakers_events_in_any_order_give_the_same_participants_and_turns(bot_m
 def test_a_failed_joins_screenshot_is_kept_once_and_served_as_jpeg(bot_manager: InProcessBotManager) -> None:
     who = _start_meeting(bot_manager)
     client = bot_manager.client
-    meeting_id = _meeting_of(client, who)
-    assert client.get(f"/bot/screenshot/erin/{meeting_id}").status_code == 404  # no failed join yet
+    meeting_id = _meeting_of(bot_manager, who)
+    assert bot_manager.read(f"/bot/screenshot/erin/{meeting_id}", "erin").status_code == 404  # no failed join yet
     jpeg = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + bytes(range(256)) + b"\xff\xd9"
     failed = _status(who, BotState.FAILED, START + timedelta(seconds=30), reason="join_error: no join button",
                      chunks_sent=0, chunks_dropped=0, screenshot=base64.b64encode(jpeg).decode())  # fmt: skip
@@ -248,12 +254,12 @@ def test_a_failed_joins_screenshot_is_kept_once_and_served_as_jpeg(bot_manager: 
     assert _post(client, failed) == 204
     assert snapshot(bot_manager.settings.database_url) == after
 
-    response = client.get(f"/bot/screenshot/erin/{meeting_id}")
+    response = bot_manager.read(f"/bot/screenshot/erin/{meeting_id}", "erin")
     assert response.status_code == 200 and response.mimetype == "image/jpeg" and response.data == jpeg
-    transcript = client.get(f"/transcript/erin/{meeting_id}").get_json()
+    transcript = bot_manager.read(f"/transcript/erin/{meeting_id}", "erin").get_json()
     assert transcript["meeting"]["status"] == "failed"
     assert [s["has_screenshot"] for s in transcript["meeting"]["sessions"]] == [True]
-    missing = client.get("/bot/screenshot/erin/never-ran")
+    missing = bot_manager.read("/bot/screenshot/erin/never-ran", "erin")
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "meeting_not_found"
 
 
@@ -268,5 +274,96 @@ def test_a_platform_bot_that_was_never_let_in_completes_saying_so(bot_manager: I
                 chunks_sent=0, chunks_dropped=0),
     ]:
         assert _post(client, event) == 204
-    meeting = bot_manager.meeting("erin", _meeting_of(client, who))
+    meeting = bot_manager.meeting("erin", _meeting_of(bot_manager, who))
     assert (meeting["status"], meeting["status_reason"]) == (MeetingStatus.COMPLETED, CompletionReason.ADMISSION_TIMEOUT)
+
+
+# -- the live feed (functions/meetings/outbox.py) -------------------------------------------------
+def _feed(bot_manager: InProcessBotManager, who: Identity, after: int = 0) -> list[dict]:
+    with bot_manager.app.extensions["vexa"].db_sessions() as db:
+        return [json.loads(e.body) for e in outbox.read(db, uuid.UUID(who.meeting_pk), after)]
+
+
+def test_a_reader_never_skips_a_batch_committed_after_a_later_one_began(bot_manager: InProcessBotManager, monkeypatch) -> None:
+    """Two workers store two chunks of one meeting at once; the first to take a cursor is slow to
+    commit. A reader that follows by cursor (as every client does) must still get both: the second
+    cannot commit a higher cursor while the first, lower one is unseen."""
+    who = _start_meeting(bot_manager)
+    start = _feed(bot_manager, who)[-1]["cursor"]
+    first_writing, write = threading.Event(), outbox._write
+
+    def slow_first_write(db, meeting, messages):
+        if threading.current_thread().name == "first":
+            first_writing.set()
+            time.sleep(1.0)  # holds its cursors, uncommitted
+        write(db, meeting, messages)
+
+    monkeypatch.setattr(outbox, "_write", slow_first_write)
+    finished: dict[str, float] = {}
+
+    def store(seq: int) -> None:
+        assert _post(bot_manager.app.test_client(), _segments(who, seq, [f"chunk {seq}"])) == 204
+        finished[threading.current_thread().name] = time.monotonic()
+
+    seen, done = [], threading.Event()
+
+    def follow() -> None:
+        cursor = start
+        while not done.is_set() or _feed(bot_manager, who, cursor):
+            for message in _feed(bot_manager, who, cursor):
+                seen.append(message)
+                cursor = message["cursor"]
+            time.sleep(0.005)
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    workers = [threading.Thread(target=store, args=(0,), name="first"), threading.Thread(target=store, args=(1,), name="second")]
+    workers[0].start()
+    assert first_writing.wait(10)
+    workers[1].start()
+    for worker in workers:
+        worker.join(30)
+    done.set()
+    follower.join(30)
+    assert finished["second"] > finished["first"], "the second commit waited for the first"
+    assert [m["cursor"] for m in seen] == [start + 1, start + 2]
+    assert [m["segment"]["text"] for m in seen] == ["chunk 0", "chunk 1"]
+
+
+def test_speakers_reported_after_their_segments_reach_the_feed(bot_manager: InProcessBotManager) -> None:
+    """A bot reports a turn when it ends, often after its segment was stored: the feed then says
+    who spoke the segments it already sent, and the transcript agrees."""
+    who = _start_meeting(bot_manager)
+    client = bot_manager.app.test_client()
+    assert _post(client, _segments(who, 0, ["Hello.", "Hi there."])) == 204  # at 0-0.9 s and 1-1.9 s
+    segments = [m["segment"] for m in _feed(bot_manager, who) if m["type"] == "segment"]
+    assert [s["speaker"] for s in segments] == [None, None]
+    assert _post(client, _speakers(who, 1, ["Ana", "Ben"], [("Ana", 0.0, 0.95), ("Ben", 0.95, 2.0)])) == 204
+    latest = _feed(bot_manager, who)[-1]
+    assert latest["type"] == "speakers" and latest["participants"] == ["Ana", "Ben"]
+    assert latest["segments"] == [{"id": segments[0]["id"], "speaker": "Ana"}, {"id": segments[1]["id"], "speaker": "Ben"}]
+    # The same turns again change nothing, so nothing more is said.
+    assert _post(client, _speakers(who, 2, ["Ana", "Ben"], [("Ana", 0.0, 0.95)])) == 204
+    assert _feed(bot_manager, who)[-1] == latest
+    # A segment stored after its turns gets its speaker at once.
+    assert _post(client, _segments(who, 1, ["Ben again."], offset=1.0)) == 204
+    assert _feed(bot_manager, who)[-1]["segment"]["speaker"] == "Ben"
+    transcript = bot_manager.read(f"/transcript/{who.user_id}/{_meeting_of(bot_manager, who)}", who.user_id).get_json()
+    assert [(s["text"], s["speaker"]) for s in transcript["segments"]] == [("Hello.", "Ana"), ("Hi there.", "Ben"), ("Ben again.", "Ben")]
+    assert transcript["cursor"] == _feed(bot_manager, who)[-1]["cursor"]
+
+
+def test_each_feed_keeps_its_newest_events(bot_manager: InProcessBotManager) -> None:
+    who = _start_meeting(bot_manager)
+    client = bot_manager.app.test_client()
+    for seq in range(6):
+        assert _post(client, _segments(who, seq, [f"chunk {seq}"])) == 204
+    latest = _feed(bot_manager, who)[-1]["cursor"]
+    with bot_manager.app.extensions["vexa"].db_sessions() as db, db.begin():
+        assert outbox.prune(db, 4) >= latest - 4
+    assert [m["cursor"] for m in _feed(bot_manager, who)] == list(range(latest - 3, latest + 1))
+    with bot_manager.app.extensions["vexa"].db_sessions() as db:
+        events = outbox.read(db, uuid.UUID(who.meeting_pk), 1)
+    resync = outbox.resync_needed("m", 1, latest, events)
+    assert resync is not None and resync.cursor == latest
+    assert outbox.resync_needed("m", latest - 4, latest, events) is None

@@ -16,9 +16,11 @@ import redis
 import yaml
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from functions.accounts import store as accounts
 from functions.bot_manager import create_app
+from functions.gateway import create_app as create_gateway
 from functions.common.events import Attr, EventType
 from functions.common.models import User
 from functions.common.settings import REPO_ROOT, Settings
@@ -78,15 +80,25 @@ def recorder_trigger(url: str) -> str:
 
 @dataclass
 class InProcessBotManager:
-    """bot-manager's Flask app in this process; the test plays the Celery worker's part."""
+    """bot-manager's Flask app in this process; the test plays the Celery worker's part. Reads go
+    through an in-process gateway on the same database, as clients' reads do."""
 
     app: Flask
     settings: Settings
     orchestrator: Orchestrator
+    gateway: Flask
 
     @property
     def client(self) -> FlaskClient:
         return self.app.test_client()
+
+    def read(self, path: str, user: str) -> TestResponse:
+        """GET `path` from the gateway with `user`'s API key (issued on first use)."""
+        with self.gateway.extensions["vexa"].db_sessions() as db, db.begin():
+            if db.get(User, user) is None:
+                accounts.create_user(db, user)
+            _, key = accounts.issue_key(db, user, name="tests")
+        return self.gateway.test_client().get(path, headers={"X-API-Key": key})
 
     def run(self, user: str, meeting_id: str, recording: Path | str = SAMPLE, launch: bool = True) -> dict:
         services = self.app.extensions["vexa"]
@@ -102,7 +114,7 @@ class InProcessBotManager:
         return meeting
 
     def meeting(self, user: str, meeting_id: str) -> dict:
-        return self.client.get(f"/transcript/{user}/{meeting_id}").get_json()["meeting"]
+        return self.read(f"/transcript/{user}/{meeting_id}", user).get_json()["meeting"]
 
 
 def in_process_bot_manager(database_url: str, state: Path, **settings_overrides: str) -> Iterator[InProcessBotManager]:
@@ -115,7 +127,7 @@ def in_process_bot_manager(database_url: str, state: Path, **settings_overrides:
          "BROKER_INGRESS_URL": sink.url, "BOT_DRAIN_SECONDS": "1", **settings_overrides}
     )  # fmt: skip
     orchestrator = create_orchestrator(settings)
-    yield InProcessBotManager(create_app(settings), settings, orchestrator)
+    yield InProcessBotManager(create_app(settings), settings, orchestrator, create_gateway(settings))
     for bot in orchestrator.list():
         orchestrator.stop(bot.name)
     sink.stop()

@@ -23,7 +23,7 @@ ALLOWED = {
     "accounts": {"common"},
     "bot_manager": {"common", "meetings"},
     "worker": {"common", "meetings"},
-    "gateway": {"common", "accounts"},
+    "gateway": {"common", "accounts", "meetings"},  # meetings: the live feeds it streams
     "transcription": {"common"},
     "broker": {"common"},
 }

@@ -8,11 +8,14 @@ from datetime import datetime, timezone
 import pytest
 
 from functions.bot_manager.events import participant_name
-from functions.bot_manager.renderings import to_srt, to_txt, to_vtt
+from functions.common.feed import SegmentMessage, SpeakersMessage, SpeakerUpdate, StatusMessage
 from functions.common.lifecycle import LIVE, TERMINAL, TRANSITIONS, InvalidTransition, MeetingStatus, check_transition, is_stale
 from functions.common.models import TranscriptSegment
+from functions.common.responses import SegmentView
 from functions.common.naming import MAX_NAME, bot_name
 from functions.common.settings import REPO_ROOT, Settings, markdown_table
+from functions.meetings.outbox import Event
+from functions.meetings.renderings import to_srt, to_txt, to_vtt
 from functions.meetings.speakers import Turn, speakers_of
 
 S = MeetingStatus
@@ -51,27 +54,25 @@ def test_ids_that_sanitise_alike_get_different_names() -> None:
     assert bot_name("a", "m", "s1") != bot_name("a", "m", "s2")
 
 
-def _segment(start: float, end: float, text: str) -> TranscriptSegment:
+def _segment(start: float, end: float, text: str, speaker: str | None = None) -> TranscriptSegment:
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    return TranscriptSegment(start_s=start, end_s=end, start_at=at, end_at=at, text=text, language="en")
+    return TranscriptSegment(start_s=start, end_s=end, start_at=at, end_at=at, text=text, language="en", speaker=speaker)
 
 
 def test_transcript_renderings() -> None:
     segments = [_segment(0.5, 2.25, "Good morning."), _segment(3661.2, 3662.0, "Bye.")]
-    unknown = [None, None]
-    assert to_txt(segments, unknown) == "[00:00:00] Good morning.\n[01:01:01] Bye.\n"
-    assert to_srt(segments, unknown) == (
+    assert to_txt(segments) == "[00:00:00] Good morning.\n[01:01:01] Bye.\n"
+    assert to_srt(segments) == (
         "1\n00:00:00,500 --> 00:00:02,250\nGood morning.\n\n2\n01:01:01,200 --> 01:01:02,000\nBye.\n"
     )
-    assert to_vtt(segments, unknown).startswith("WEBVTT\n\n00:00:00.500 --> 00:00:02.250\nGood morning.\n")
+    assert to_vtt(segments).startswith("WEBVTT\n\n00:00:00.500 --> 00:00:02.250\nGood morning.\n")
 
 
 def test_transcript_renderings_name_the_speaker_where_known() -> None:
-    segments = [_segment(0.5, 2.25, "Good morning."), _segment(3.0, 4.0, "Hi."), _segment(5.0, 6.0, "Bye.")]
-    speakers = ["Ana María", None, "R&D <lead>"]
-    assert to_txt(segments, speakers) == "[00:00:00] Ana María: Good morning.\n[00:00:03] Hi.\n[00:00:05] R&D <lead>: Bye.\n"
-    assert to_srt(segments, speakers).startswith("1\n00:00:00,500 --> 00:00:02,250\nAna María: Good morning.\n\n2\n")
-    vtt = to_vtt(segments, speakers)
+    segments = [_segment(0.5, 2.25, "Good morning.", "Ana María"), _segment(3.0, 4.0, "Hi."), _segment(5.0, 6.0, "Bye.", "R&D <lead>")]
+    assert to_txt(segments) == "[00:00:00] Ana María: Good morning.\n[00:00:03] Hi.\n[00:00:05] R&D <lead>: Bye.\n"
+    assert to_srt(segments).startswith("1\n00:00:00,500 --> 00:00:02,250\nAna María: Good morning.\n\n2\n")
+    vtt = to_vtt(segments)
     assert "\n<v Ana María>Good morning.\n" in vtt and "\nHi.\n" in vtt
     assert "\n<v R&amp;D &lt;lead&gt;>Bye.\n" in vtt  # a voice's name escaped as WebVTT requires
 
@@ -145,3 +146,17 @@ def test_readmes_configuration_table_is_the_settings_declaration() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     assert markdown_table() in readme, "README's configuration table differs: paste `python -m functions.common.settings`"
     assert readme.count("| variable | default | meaning |") == 1
+
+
+def test_every_feed_message_is_written_with_its_type_first() -> None:
+    """The gateway reads a stored message's type off its front (functions/meetings/outbox.py Event)."""
+    at = datetime(2026, 12, 6, tzinfo=timezone.utc)
+    segment = SegmentView(id=1, start=0.0, end=1.0, start_at=at, end_at=at, text="Hi.", language="en", session_id="s", speaker=None)
+    for message, final in (
+        (SegmentMessage(cursor=1, meeting_id="m", segment=segment), False),
+        (StatusMessage(cursor=2, meeting_id="m", status="active", reason=None, at=at), False),
+        (StatusMessage(cursor=3, meeting_id="m", status="failed", reason="bot_lost", at=at), True),
+        (SpeakersMessage(cursor=4, meeting_id="m", participants=["Ana"], segments=[SpeakerUpdate(id=1, speaker="Ana")]), False),
+    ):
+        event = Event(message.cursor, message.model_dump_json())
+        assert (event.type, event.final) == (message.type, final)

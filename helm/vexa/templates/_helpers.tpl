@@ -212,13 +212,26 @@ Files are read in name order, as the local broker does.
 One Vexa HTTP service as a Knative Service running gunicorn. Call with
 (dict "root" $ "name" "bot-manager" "package" "bot_manager" "config" .Values.botManager
       "public" false "containerConcurrency" 0 "workers" 2 "env" (include ... ) "serviceAccount" "")
+The config's workerClass picks gunicorn's worker: gthread (the default: `threads` request
+threads per process) or gevent (one thread; up to workerConnections greenlets per process, for
+long-lived streams). A config may also set Knative's responseStartTimeoutSeconds and
+idleTimeoutSeconds (0: no such timer); both must be at most timeoutSeconds.
 */}}
 {{- define "vexa.knativeService" -}}
 {{- $root := .root -}}
 {{- $c := .config -}}
 {{- $scale := $c.autoscaling -}}
+{{- $workerClass := $c.workerClass | default "gthread" -}}
 {{- if gt (int $scale.minScale) (int $scale.maxScale) -}}
 {{- fail (printf "%s: autoscaling.minScale (%d) is above autoscaling.maxScale (%d)" .name (int $scale.minScale) (int $scale.maxScale)) -}}
+{{- end -}}
+{{- range $timer := list "responseStartTimeoutSeconds" "idleTimeoutSeconds" -}}
+{{- if and (hasKey $c $timer) (gt (int (index $c $timer)) (int $c.timeoutSeconds)) -}}
+{{- fail (printf "%s: %s (%d) is above timeoutSeconds (%d), the longest a request may last" $.name $timer (int (index $c $timer)) (int $c.timeoutSeconds)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq $workerClass "gevent") (gt (int $scale.target) (mul (int .workers) (int $c.workerConnections))) -}}
+{{- fail (printf "%s: autoscaling.target (%d) is above what a pod holds at all, workers x workerConnections (%d)" .name (int $scale.target) (mul (int .workers) (int $c.workerConnections))) -}}
 {{- end -}}
 apiVersion: serving.knative.dev/v1
 kind: Service
@@ -245,7 +258,15 @@ spec:
         autoscaling.knative.dev/max-scale: {{ int $scale.maxScale | quote }}
     spec:
       containerConcurrency: {{ int .containerConcurrency }}
+      # The longest a request may last (streams included); Knative refuses more than its
+      # max-revision-timeout-seconds (600 by default) and makes it the pods' termination grace period.
       timeoutSeconds: {{ int $c.timeoutSeconds }}
+      {{- if hasKey $c "responseStartTimeoutSeconds" }}
+      responseStartTimeoutSeconds: {{ int $c.responseStartTimeoutSeconds }}
+      {{- end }}
+      {{- if hasKey $c "idleTimeoutSeconds" }}
+      idleTimeoutSeconds: {{ int $c.idleTimeoutSeconds }}
+      {{- end }}
       {{- if .serviceAccount }}
       serviceAccountName: {{ .serviceAccount }}
       {{- else }}
@@ -274,19 +295,36 @@ spec:
             - gunicorn
             - -c
             - python:functions.common.gunicorn_conf
+            - --worker-class
+            - {{ $workerClass }}
             - --workers
             - {{ int .workers | quote }}
+            {{- if eq $workerClass "gevent" }}
+            # Every request and open stream is a greenlet: one thread, this many per process.
+            - --threads
+            - "1"
+            - --worker-connections
+            - {{ int $c.workerConnections | quote }}
+            {{- else }}
             - --threads
             - {{ int .threads | quote }}
+            {{- end }}
             - functions.{{ .package }}:create_app()
           ports:
             # Knative sets PORT to this; gunicorn_conf binds to PORT.
             - name: http1
               containerPort: 8080
           env:
-            # gunicorn must not kill a worker before Knative gives up on its request.
             - name: GUNICORN_TIMEOUT
+              {{- if eq $workerClass "gevent" }}
+              # gevent: a worker is killed only when its event loop has not run for this long (its
+              # heartbeat goes every second, whatever its requests do), never for a long request.
+              value: {{ int $c.workerTimeoutSeconds | quote }}
+              {{- else }}
+              # gthread: as long as Knative waits for a request. (gthread's main thread beats every
+              # second too; the margin also covers a slow start, transcription loading its model.)
               value: {{ int $c.timeoutSeconds | quote }}
+              {{- end }}
             # /metrics adds up every gunicorn worker of the pod.
             - name: PROMETHEUS_MULTIPROC_DIR
               value: /run/metrics

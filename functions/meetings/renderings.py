@@ -27,27 +27,25 @@ def _vtt_voice(text: str, speaker: str | None) -> str:
     return f"<v {name}>{text}"
 
 
-def to_txt(segments: Sequence[TimedText], speakers: Sequence[str | None]) -> str:
-    return "".join(f"[{_clock(s.start_s, '.')[:8]}] {_said(s.text, who)}\n" for s, who in zip(segments, speakers))
+def to_txt(segments: Sequence[TimedText]) -> str:
+    return "".join(f"[{_clock(s.start_s, '.')[:8]}] {_said(s.text, s.speaker)}\n" for s in segments)
 
 
-def to_srt(segments: Sequence[TimedText], speakers: Sequence[str | None]) -> str:
+def to_srt(segments: Sequence[TimedText]) -> str:
     cues = [
-        f"{number}\n{_clock(s.start_s, ',')} --> {_clock(s.end_s, ',')}\n{_said(s.text, who)}\n"
-        for number, (s, who) in enumerate(zip(segments, speakers), start=1)
+        f"{number}\n{_clock(s.start_s, ',')} --> {_clock(s.end_s, ',')}\n{_said(s.text, s.speaker)}\n"
+        for number, s in enumerate(segments, start=1)
     ]
     return "\n".join(cues)
 
 
-def to_vtt(segments: Sequence[TimedText], speakers: Sequence[str | None]) -> str:
-    cues = [
-        f"{_clock(s.start_s, '.')} --> {_clock(s.end_s, '.')}\n{_vtt_voice(s.text, who)}\n" for s, who in zip(segments, speakers)
-    ]
+def to_vtt(segments: Sequence[TimedText]) -> str:
+    cues = [f"{_clock(s.start_s, '.')} --> {_clock(s.end_s, '.')}\n{_vtt_voice(s.text, s.speaker)}\n" for s in segments]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
-# format -> (renderer of the segments and their speakers as speakers_of gives them, MIME type)
-RENDERERS: dict[TranscriptFormat, tuple[Callable[[Sequence[TimedText], Sequence[str | None]], str], str]] = {
+# format -> (renderer of the segments, MIME type)
+RENDERERS: dict[TranscriptFormat, tuple[Callable[[Sequence[TimedText]], str], str]] = {
     TranscriptFormat.TXT: (to_txt, "text/plain; charset=utf-8"),
     TranscriptFormat.SRT: (to_srt, "application/x-subrip; charset=utf-8"),
     TranscriptFormat.VTT: (to_vtt, "text/vtt; charset=utf-8"),

@@ -122,15 +122,12 @@ class Hub:
             channel.waiting.discard(wake)
             self._leave(channel)
 
-    def wake_all(self) -> None:
-        for channel in list(self._channels.values()):
-            for waiter in list(channel.waiting):
-                waiter.set()
-
     def close(self) -> None:
         """The process is going away: every stream ends now (WebSocket close code 1001)."""
         self.closing.set()
-        self.wake_all()
+        for channel in list(self._channels.values()):
+            for waiter in list(channel.waiting):
+                waiter.set()
         for close in list(self.closers):
             try:
                 close()

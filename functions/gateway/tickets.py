@@ -7,7 +7,6 @@ away as it is used, on every replica at once.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import redis
 
+from functions.accounts import store
 from functions.common.errors import Unauthenticated
 from functions.common.web import ApiError
 
@@ -31,15 +31,16 @@ def _unavailable() -> ApiError:
     return ApiError(503, "tickets_unavailable", "stream tickets are kept in Redis, which is unreachable; retry shortly")
 
 
-def _key(ticket: str) -> str:
-    return f"vexa:ticket:{hashlib.sha256(ticket.encode()).hexdigest()}"
+def redis_key(ticket: str) -> str:
+    """Where Redis keeps a ticket: under its SHA-256, as API keys are stored (never the ticket itself)."""
+    return f"vexa:ticket:{store.hash_key(ticket)}"
 
 
 def issue(client: redis.Redis, user_id: str, meeting_id: str, seconds: int) -> tuple[str, datetime]:
     """A new ticket for the user's meeting, and when it expires."""
     ticket = TICKET_PREFIX + secrets.token_urlsafe(32)
     try:
-        client.set(_key(ticket), json.dumps({"user_id": user_id, "meeting_id": meeting_id}), ex=seconds)
+        client.set(redis_key(ticket), json.dumps({"user_id": user_id, "meeting_id": meeting_id}), ex=seconds)
     except redis.RedisError:
         raise _unavailable() from None
     return ticket, datetime.now(timezone.utc) + timedelta(seconds=seconds)
@@ -48,7 +49,7 @@ def issue(client: redis.Redis, user_id: str, meeting_id: str, seconds: int) -> t
 def redeem(client: redis.Redis, ticket: str) -> Ticket:
     """What `ticket` was issued for, using it up; Unauthenticated if it is unknown, used or expired."""
     try:
-        held = client.getdel(_key(ticket)) if ticket.startswith(TICKET_PREFIX) else None
+        held = client.getdel(redis_key(ticket)) if ticket.startswith(TICKET_PREFIX) else None
     except redis.RedisError:
         raise _unavailable() from None
     if held is None:

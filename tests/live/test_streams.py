@@ -6,7 +6,6 @@ A stack of its own (its gateway is restarted), in the lane that does not run the
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -22,6 +21,7 @@ from websockets.sync.client import connect
 
 from functions.common.db import engine_for
 from functions.common.feed import CloseCode
+from functions.gateway import tickets
 from local.stack_client import RunningStack, wait_for
 from tests.support import faults
 from tests.support.databases import fresh_database
@@ -171,7 +171,7 @@ def test_tickets_open_one_stream_once_and_expire(live_stack: RunningStack) -> No
     assert rs.api("POST", f"/transcript/{user}/no-such-meeting/ticket", user).status_code == 404
     # Expiry: Redis drops it after STREAM_TICKET_SECONDS; shortened here by hand rather than waited for.
     short = rs.api("POST", f"/transcript/{user}/{meeting}/ticket", user).json()["ticket"]
-    redis.Redis.from_url(rs.stack.redis_url).pexpire(f"vexa:ticket:{hashlib.sha256(short.encode()).hexdigest()}", 50)
+    redis.Redis.from_url(rs.stack.redis_url).pexpire(tickets.redis_key(short), 50)
     time.sleep(0.2)
     assert requests.get(events, params={"ticket": short}, timeout=30).status_code == 401
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -87,6 +87,7 @@ class InProcessBotManager:
     settings: Settings
     orchestrator: Orchestrator
     gateway: Flask
+    keys: dict[str, str] = field(default_factory=dict)  # each user's API key for reads
 
     @property
     def client(self) -> FlaskClient:
@@ -94,11 +95,12 @@ class InProcessBotManager:
 
     def read(self, path: str, user: str) -> TestResponse:
         """GET `path` from the gateway with `user`'s API key (issued on first use)."""
-        with self.gateway.extensions["vexa"].db_sessions() as db, db.begin():
-            if db.get(User, user) is None:
-                accounts.create_user(db, user)
-            _, key = accounts.issue_key(db, user, name="tests")
-        return self.gateway.test_client().get(path, headers={"X-API-Key": key})
+        if user not in self.keys:
+            with self.gateway.extensions["vexa"].db_sessions() as db, db.begin():
+                if db.get(User, user) is None:
+                    accounts.create_user(db, user)
+                _, self.keys[user] = accounts.issue_key(db, user, name="tests")
+        return self.gateway.test_client().get(path, headers={"X-API-Key": self.keys[user]})
 
     def run(self, user: str, meeting_id: str, recording: Path | str = SAMPLE, launch: bool = True) -> dict:
         services = self.app.extensions["vexa"]

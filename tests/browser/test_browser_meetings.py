@@ -26,6 +26,7 @@ import pytest
 from functions.common.events import SAMPLE_RATE, Attr, EventType, decode_wav, encode_wav
 from functions.common.lifecycle import JOIN_ERROR, CompletionReason, MeetingStatus
 from functions.common.settings import REPO_ROOT
+from local.simulators import voices
 from local.simulators.control import SimulatedMeeting, Simulator, new_meeting_key
 from local.stack_client import wait_for
 from local.wer import normalize, word_error_rate
@@ -73,30 +74,35 @@ def where_the_sample_starts(heard: np.ndarray, sample: np.ndarray) -> int:
     return int(np.argmax(2 * correlation[: len(heard) - len(sample) + 1] - (energy[len(sample) :] - energy[: -len(sample)])))
 
 
-def capture_snr(heard_pcm: bytes, sample: bytes) -> tuple[dict[str, float], float]:
-    """How faithfully the bot heard the sample: the signal-to-noise ratio in dB of each half
-    second of every turn (keyed by its time in the sample and its speaker), and where the
-    sample starts in what the bot heard, in s.
+def capture_snr(heard_pcm: bytes) -> tuple[dict[str, float], dict[str, float]]:
+    """How faithfully the bot heard the participants: the signal-to-noise ratio in dB of each
+    half second of every turn (keyed by its time in the sample and its speaker), and where each
+    participant's voice starts in what the bot heard, in s.
 
-    Each half second is lined up with what the bot heard on its own, near where the sample as
-    a whole lines up: the voices play from media elements of their own, started a few
-    milliseconds apart, and now and then their playback stalls for a few tens of
-    milliseconds, which shifts everything after without changing it.
+    Each voice plays from a media element of its own, and under load one starts up to seconds
+    after another (play() waits for the decoder), so each is lined up on its own and the bot
+    is expected to have heard their sum with those offsets. Each half second is then lined up
+    again near there: now and then a voice's playback stalls for a few tens of milliseconds,
+    which shifts everything after without changing it.
     """
     heard = np.frombuffer(heard_pcm, dtype="<i2").astype(np.float64)
-    original = np.frombuffer(sample, dtype="<i2").astype(np.float64)
-    start = where_the_sample_starts(heard, original)
+    tracks = {speaker: voices.voice_samples(speaker).astype(np.float64) for speaker in voices.speakers()}
+    starts = {speaker: where_the_sample_starts(heard, track) for speaker, track in tracks.items()}
+    expected = np.zeros(len(heard))
+    for speaker, track in tracks.items():
+        expected[starts[speaker] : starts[speaker] + len(track)] += track[: len(heard) - starts[speaker]]
     window, slack = SAMPLE_RATE // 2, SAMPLE_RATE // 4
     snrs = {}
     for turn in TURNS:
+        begin = starts[turn["speaker"]]
         for at in range(round(turn["start"] * SAMPLE_RATE), round(turn["end"] * SAMPLE_RATE) - window, window):
-            said = original[at : at + window]
+            said = expected[begin + at : begin + at + window]
             if np.sqrt(np.mean(said**2)) < SPEECH_RMS:
                 continue  # a pause within the turn: nothing to line up
-            near = max(0, start + at - slack)
+            near = max(0, begin + at - slack)
             found = near + where_the_sample_starts(heard[near : near + window + 2 * slack], said)
             snrs[f"{at / SAMPLE_RATE:.1f} s {turn['speaker']}"] = _db(np.sum(said**2), np.sum((heard[found : found + window] - said) ** 2))
-    return snrs, start / SAMPLE_RATE
+    return snrs, {speaker: start / SAMPLE_RATE for speaker, start in starts.items()}
 
 
 def _db(signal: float, noise: float) -> float:
@@ -112,28 +118,30 @@ def file_source_wer(stack: RunningStack, heard: bytes, recording: Path) -> float
     return word_error_rate(SAMPLE_TEXT, " ".join(s["text"] for s in done["segments"]))
 
 
-def who_spoke(start: float, end: float) -> dict[str, float]:
-    """How many seconds of [start, end] each participant spoke in the sample (meeting.json's turns)."""
+def who_spoke(start: float, end: float, lead_ins: dict[str, float]) -> dict[str, float]:
+    """How many seconds of [start, end] of the meeting's audio each participant spoke, by the
+    sample's turns (meeting.json) and where each one's voice started (`lead_ins`)."""
     spoken: dict[str, float] = {}
     for turn in TURNS:
-        shared = min(end, turn["end"]) - max(start, turn["start"])
+        lead_in = lead_ins[turn["speaker"]]
+        shared = min(end, turn["end"] + lead_in) - max(start, turn["start"] + lead_in)
         if shared > 0:
             spoken[turn["speaker"]] = spoken.get(turn["speaker"], 0.0) + shared
     return spoken
 
 
-def speaker_accuracy(segments: list[dict[str, Any]], offset: float) -> float:
+def speaker_accuracy(segments: list[dict[str, Any]], lead_ins: dict[str, float]) -> float:
     """Share of transcript words attributed to the participant who said them.
 
     A segment's words count as its speaker's share of the speech it spans, so one that spans
-    two turns counts as partly wrong, whichever of the two it is given to. `offset`: where the
-    sample's 0 s falls on the meeting's audio clock (the voices start as the bot is let in, a
-    fraction of a second from the bot's audio position 0).
+    two turns counts as partly wrong, whichever of the two it is given to. `lead_ins`: where each
+    participant's voice starts on the meeting's audio clock (the voices start as the bot is let
+    in, a fraction of a second or so from the bot's audio position 0).
     """
     right = total = 0.0
     for segment in segments:
         words = len(normalize(segment["text"]).split())
-        spoken = who_spoke(segment["start"] - offset, segment["end"] - offset)
+        spoken = who_spoke(segment["start"], segment["end"], lead_ins)
         total += words
         if spoken:
             right += words * spoken.get(segment["speaker"], 0.0) / sum(spoken.values())
@@ -190,7 +198,7 @@ def platform_meetings(stack: RunningStack, simulator: Simulator) -> dict[str, Pl
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_a_meeting_on_each_platform_is_transcribed_with_its_speakers(
-    stack: RunningStack, platform_meetings: dict[str, PlatformMeeting], audio_recorder: EventReceiver, sample_pcm: bytes,
+    stack: RunningStack, platform_meetings: dict[str, PlatformMeeting], audio_recorder: EventReceiver,
     tmp_path: Path, platform: str,
 ) -> None:
     m = platform_meetings[platform]
@@ -204,9 +212,10 @@ def test_a_meeting_on_each_platform_is_transcribed_with_its_speakers(
 
     # What the bot heard is the sample, untouched: captured, mixed and resampled without loss.
     heard = recorded_audio(audio_recorder, done["meeting"]["id"])
-    snrs, lead_in = capture_snr(heard, sample_pcm)
+    snrs, lead_ins = capture_snr(heard)
     poor = {moment: snr for moment, snr in snrs.items() if snr < MIN_CAPTURE_SNR_DB}
-    print(f"{platform}: the bot heard the sample from {lead_in:.3f} s, {len(snrs) - len(poor)} of {len(snrs)} "
+    starts = ", ".join(f"{speaker} from {lead_in:.3f} s" for speaker, lead_in in lead_ins.items())
+    print(f"{platform}: the bot heard {starts}, {len(snrs) - len(poor)} of {len(snrs)} "
           f"half seconds at {MIN_CAPTURE_SNR_DB:g} dB SNR or more (median {np.median(list(snrs.values())):.0f} dB)")  # fmt: skip
     assert len(poor) <= MAX_STALLED_WINDOWS, f"heard poorly: {', '.join(f'{m}: {snr:.0f} dB' for m, snr in poor.items())}"
     # Its transcript is as good as the file source's on that same audio.
@@ -214,7 +223,7 @@ def test_a_meeting_on_each_platform_is_transcribed_with_its_speakers(
     baseline = file_source_wer(stack, heard, tmp_path / f"{platform}-as-heard.wav")
     print(f"{platform}: WER {wer:.1f}%, the file source on the same audio {baseline:.1f}%")
     assert wer <= baseline + WER_MARGIN
-    accuracy = speaker_accuracy(done["segments"], offset=lead_in)
+    accuracy = speaker_accuracy(done["segments"], lead_ins)
     print(f"{platform}: {accuracy:.1%} of words attributed to the right speaker")
     assert accuracy >= SPEAKER_ACCURACY
 

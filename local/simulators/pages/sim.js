@@ -343,8 +343,8 @@ const Sim = (() => {
         console.warn(`simulator: WebRTC loopback failed (${fallback}); playing ${person.name} from an <audio> element`);
       }
     }
+    if (!remote && !voice.stopped) remote = await viaElement(url, buffer);
     if (voice.stopped) return remote && remote.stop();
-    if (!remote) remote = viaElement(url, buffer);
     let unwatch = () => {};
     voice.stop = () => {
       voice.stopped = true;
@@ -490,11 +490,17 @@ const Sim = (() => {
   // "element" transport (and the fallback): the remote audio is an <audio src autoplay> element.
   // Its level is read from the decoded voice at the element's playback position rather than
   // from a capture of the element (see above: captures of one element interfere).
-  function viaElement(url, buffer) {
+  // It is ready once it can play through, so that the voices' play() calls start them together.
+  async function viaElement(url, buffer) {
     const element = remoteAudioElement();
     element.autoplay = false; // started with the others
     element.preload = "auto";
+    const ready = new Promise((resolve) => {
+      element.addEventListener("canplaythrough", resolve, { once: true });
+      element.addEventListener("error", resolve, { once: true }); // play() will say what is wrong
+    });
     element.src = url;
+    await ready;
     const channel = buffer.getChannelData(0);
     const span = Math.round(buffer.sampleRate * 0.04); // ~40 ms, like the analyser's window
     return {

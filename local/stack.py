@@ -26,6 +26,7 @@ import requests
 
 from functions.common.processes import pid_alive
 from functions.common.settings import REPO_ROOT, Settings
+from functions.common.tasks import WEBHOOK_QUEUE
 from functions.worker.orchestrator import ProcessOrchestrator
 
 from . import embedded_postgres
@@ -153,6 +154,10 @@ class Stack:
             web("gateway", "functions.gateway", s.gateway_port, 2, 1, "gevent"),
             Program("celery-worker", [sys.executable, "-m", "celery", "-A", "functions.worker.app:celery_app", "worker",
                                       "--loglevel", "INFO", "--concurrency", "2"], env),  # fmt: skip
+            # Webhook deliveries wait on receivers: threads, on a queue of their own (functions/common/tasks.py).
+            Program("celery-webhooks", [sys.executable, "-m", "celery", "-A", "functions.worker.app:celery_app", "worker",
+                                        "--loglevel", "INFO", "--queues", WEBHOOK_QUEUE, "--pool", "threads",
+                                        "--concurrency", "16", "--hostname", f"webhooks@{socket.gethostname()}"], env),  # fmt: skip
             Program("celery-beat", [sys.executable, "-m", "celery", "-A", "functions.worker.app:celery_app", "beat",
                                     "--loglevel", "INFO", "--schedule", str(self.state / "celerybeat-schedule")], env),  # fmt: skip
         ]

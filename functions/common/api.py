@@ -26,23 +26,33 @@ from .responses import (
     MeetingView,
     TicketView,
     UserView,
+    IssuedWebhookEndpointView,
+    WebhookDeliveryListView,
+    WebhookDeliveryView,
+    WebhookEndpointListView,
+    WebhookEndpointView,
 )
 from .feed import TranscriptOrChanges
 from .schemas import (
     CreateKeyRequest,
     CreateUserRequest,
+    CreateWebhookRequest,
+    DeliveriesQuery,
     MeetingId,
     RunBotRequest,
     StopBotRequest,
     StreamQuery,
     TranscriptQuery,
     UpdateUserRequest,
+    UpdateWebhookRequest,
     UserId,
     WebSocketQuery,
 )
 
 # Every path parameter any route has, and what it must be.
-PATH_PARAMETERS: dict[str, Any] = {"user_id": UserId, "meeting_id": MeetingId, "key_id": uuid.UUID}
+PATH_PARAMETERS: dict[str, Any] = {
+    "user_id": UserId, "meeting_id": MeetingId, "key_id": uuid.UUID, "endpoint_id": uuid.UUID, "delivery_id": uuid.UUID,
+}  # fmt: skip
 _PARAMETER = re.compile(r"\{(\w+)\}")
 
 
@@ -176,6 +186,49 @@ LIVE_PAGE = Route(
     replies={200: Reply("the page", media={"text/html": {"type": "string"}})},
 )  # fmt: skip
 
+# Webhooks (functions/webhooks/, the events in functions/common/webhooks.py), served by the gateway.
+CREATE_WEBHOOK = Route(
+    "create_webhook", "POST", "/webhooks/{user_id}",
+    "Add a webhook endpoint; the response holds its signing secret, which is never shown again", Caller.USER,
+    body=CreateWebhookRequest, replies={201: Reply("the endpoint, with its secret", IssuedWebhookEndpointView)},
+    errors=(*BODY_ERRORS, *USER_ERRORS, 404, 409),
+)  # fmt: skip
+LIST_WEBHOOKS = Route(
+    "list_webhooks", "GET", "/webhooks/{user_id}", "A user's webhook endpoints", Caller.USER,
+    replies={200: Reply("the endpoints", WebhookEndpointListView)}, errors=(*USER_ERRORS, 404, 422),
+)  # fmt: skip
+GET_WEBHOOK = Route(
+    "get_webhook", "GET", "/webhooks/{user_id}/{endpoint_id}", "A webhook endpoint", Caller.USER,
+    replies={200: Reply("the endpoint", WebhookEndpointView)}, errors=(*USER_ERRORS, 404, 422),
+)  # fmt: skip
+UPDATE_WEBHOOK = Route(
+    "update_webhook", "PATCH", "/webhooks/{user_id}/{endpoint_id}",
+    "Change a webhook endpoint's URL, events or description, or turn it off and on", Caller.USER,
+    body=UpdateWebhookRequest, replies={200: Reply("the endpoint", WebhookEndpointView)},
+    errors=(*BODY_ERRORS, *USER_ERRORS, 404),
+)  # fmt: skip
+DELETE_WEBHOOK = Route(
+    "delete_webhook", "DELETE", "/webhooks/{user_id}/{endpoint_id}",
+    "Delete a webhook endpoint with its delivery log; nothing more is sent to it", Caller.USER,
+    replies={200: Reply("the deleted endpoint", WebhookEndpointView)}, errors=(*USER_ERRORS, 404, 422),
+)  # fmt: skip
+ROTATE_WEBHOOK_SECRET = Route(
+    "rotate_webhook_secret", "POST", "/webhooks/{user_id}/{endpoint_id}/secret",
+    "Give a webhook endpoint a new signing secret; the old one signs too for WEBHOOK_SECRET_OVERLAP_SECONDS",
+    Caller.USER, replies={200: Reply("the endpoint, with its new secret", IssuedWebhookEndpointView)},
+    errors=(*USER_ERRORS, 404, 422),
+)  # fmt: skip
+WEBHOOK_DELIVERIES = Route(
+    "webhook_deliveries", "GET", "/webhooks/{user_id}/{endpoint_id}/deliveries",
+    "A webhook endpoint's delivery log: each delivery with every attempt", Caller.USER, query=DeliveriesQuery,
+    replies={200: Reply("the deliveries, newest first", WebhookDeliveryListView)}, errors=(*USER_ERRORS, 404, 422),
+)  # fmt: skip
+RESEND_WEBHOOK = Route(
+    "resend_webhook", "POST", "/webhooks/{user_id}/{endpoint_id}/deliveries/{delivery_id}/resend",
+    "Send a delivery again now, with its original webhook-id and body", Caller.USER,
+    replies={202: Reply("the delivery, due now", WebhookDeliveryView)}, errors=(*USER_ERRORS, 404, 409, 422),
+)  # fmt: skip
+
 CREATE_USER = Route(
     "create_user", "POST", "/admin/users", "Create a user", Caller.ADMIN, body=CreateUserRequest,
     replies={201: Reply("the user", UserView)}, errors=(*BODY_ERRORS, *ADMIN_ERRORS, 409),
@@ -211,7 +264,12 @@ HEALTHZ = Route(
 FORWARDED_ROUTES = (RUN_BOT, STOP_BOT, DELETE_TRANSCRIPT)
 # The gateway answers these itself, from the read model (functions/meetings/queries.py).
 READ_ROUTES = (BOT_STATUS, TRANSCRIPT, SCREENSHOT)
-USER_ROUTES = (*FORWARDED_ROUTES, *READ_ROUTES)
+# The gateway answers these itself, from the webhooks store (functions/webhooks/endpoints.py).
+WEBHOOK_ROUTES = (
+    CREATE_WEBHOOK, LIST_WEBHOOKS, GET_WEBHOOK, UPDATE_WEBHOOK, DELETE_WEBHOOK, ROTATE_WEBHOOK_SECRET, WEBHOOK_DELIVERIES,
+    RESEND_WEBHOOK,
+)  # fmt: skip
+USER_ROUTES = (*FORWARDED_ROUTES, *READ_ROUTES, *WEBHOOK_ROUTES)
 # The gateway implements these itself.
 STREAM_ROUTES = (STREAM_TICKET, TRANSCRIPT_EVENTS, WEBSOCKET, LIVE_PAGE)
 ADMIN_ROUTES = (CREATE_USER, GET_USER, UPDATE_USER, CREATE_KEY, LIST_KEYS, REVOKE_KEY)

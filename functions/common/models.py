@@ -237,3 +237,89 @@ class MeetingEvent(Base):
     meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     body: Mapped[str] = mapped_column(Text, nullable=False)  # the message as JSON, cursor included
+
+
+class WebhookEndpoint(Base):
+    """Where a user wants meeting events POSTed (functions/webhooks/), signed with its secret."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    event_types: Mapped[list[str]] = mapped_column(JSONB, nullable=False)
+    description: Mapped[str | None] = mapped_column(String(200))
+    # The signing secret (whsec_...) itself: a signature needs it. Shown once, at creation and rotation.
+    secret: Mapped[str] = mapped_column(String(64), nullable=False)
+    # After a rotation, the old secret signs too until previous_secret_until (receivers switch over).
+    previous_secret: Mapped[str | None] = mapped_column(String(64))
+    previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=text("true"))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now_default()
+    updated_at: Mapped[datetime] = _now_default()
+
+    __table_args__ = (Index("ix_webhook_endpoints_user", "user_id"),)
+
+
+class WebhookCursor(Base):
+    """How far a meeting's feed has been turned into webhook messages (functions/webhooks/fanout.py)."""
+
+    __tablename__ = "webhook_cursors"
+
+    meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class WebhookMessage(Base):
+    """One webhook event as signed and sent: its `webhook-id` and body are the same on every
+    endpoint and every attempt, so a receiver can tell a retry from news."""
+
+    __tablename__ = "webhook_messages"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # webhook-id
+    meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now_default()
+
+    __table_args__ = (Index("ix_webhook_messages_meeting", "meeting_pk"),)
+
+
+class WebhookDelivery(Base):
+    """A message on its way to one endpoint: pending until a 2xx, failed once out of attempts."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    message_id: Mapped[str] = mapped_column(ForeignKey("webhook_messages.id", ondelete="CASCADE"), nullable=False)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # a functions.webhooks.catalogue.DeliveryStatus
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # When the next attempt is due (pending), or until when the one in flight holds it.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now_default()
+
+    message: Mapped[WebhookMessage] = relationship()
+    history: Mapped[list[WebhookAttempt]] = relationship(order_by="WebhookAttempt.id")
+
+    __table_args__ = (
+        UniqueConstraint("message_id", "endpoint_id", name="uq_webhook_delivery"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
+        Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    )
+
+
+class WebhookAttempt(Base):
+    """One try at a delivery: what the receiver answered (or why nothing was sent), how fast."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False)
+    at: Mapped[datetime] = _now_default()
+    response_status: Mapped[int | None] = mapped_column(Integer)  # None: no response
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)  # None: delivered
+
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id"),)

@@ -18,15 +18,14 @@ before it opens anything (`bot/runner.py`), on its own file system.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import posixpath
-import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
+from .addresses import internal_host
 from .logs import redact_url
 
 FIELD = "meeting_url"
@@ -142,7 +141,7 @@ def _allowed_url(meeting_url: str, parts, scheme: str, sources: Sources) -> str:
         if prefix.scheme != scheme:
             continue
         if prefix.host is None:
-            if _internal_host(host):
+            if internal_host(host):
                 raise _refused(
                     meeting_url,
                     f"{host} is a local or internal host; only a prefix that names it admits it",
@@ -154,36 +153,6 @@ def _allowed_url(meeting_url: str, parts, scheme: str, sources: Sources) -> str:
         ):
             return meeting_url
     raise _refused(meeting_url, "it does not start with an allowed URL prefix", sources)
-
-
-# Names that never lead to the public internet: this machine, mDNS / cluster-local DNS, and the
-# clouds' metadata servers (metadata.google.internal).
-_INTERNAL_SUFFIXES = (".localhost", ".local", ".internal")
-
-
-def _internal_host(host: str) -> bool:
-    """Whether `host` is a loopback, private, link-local (cloud metadata) or otherwise non-public
-    address, or a name that can only mean one. A name that merely resolves to one is for the
-    network to stop (the chart's NetworkPolicy for bots)."""
-    numeric, address = _numeric_ipv4(host)
-    if not numeric:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:  # a name: single-label names resolve through the cluster's search domains
-            return host == "localhost" or host.endswith(_INTERNAL_SUFFIXES) or "." not in host
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return not address.is_global or address.is_multicast
-
-
-def _numeric_ipv4(host: str) -> tuple[bool, ipaddress.IPv4Address]:
-    """IPv4 in any form the resolver accepts (`127.1`, `0x7f.0.0.1`, `2130706433`), as FFmpeg would read it."""
-    if not host or not all(c in "0123456789abcdefx." for c in host):
-        return False, ipaddress.IPv4Address(0)
-    try:
-        return True, ipaddress.IPv4Address(socket.inet_aton(host))
-    except OSError:
-        return False, ipaddress.IPv4Address(0)
 
 
 def _refused(meeting_url: str, why: str, sources: Sources) -> RecordingNotAllowed:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSche
 from sqlalchemy import Row
 
 from .lifecycle import MeetingStatus
-from .models import ApiKey, BotSession, Meeting, StatusChange, User
+from .models import ApiKey, BotSession, Meeting, StatusChange, User, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 Timestamp = Annotated[
     datetime, PlainSerializer(datetime.isoformat, return_type=str), WithJsonSchema({"type": "string", "format": "date-time"})
@@ -245,3 +245,84 @@ class MeetingConflictView(_View):
     """A 409 about a meeting: the live one a run or a delete ran into, the finished one a stop came too late for."""
 
     error: MeetingConflictBody
+
+
+# -- webhooks
+class WebhookEndpointView(_View):
+    """A webhook endpoint as listed: never its secret."""
+
+    id: uuid.UUID
+    user_id: str
+    url: str
+    event_types: list[str]
+    description: str | None
+    enabled: bool
+    disabled_reason: str | None = Field(description="why Vexa turned it off (410 Gone, or failing for good)")
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @classmethod
+    def fields_of(cls, e: WebhookEndpoint) -> dict[str, Any]:
+        return dict(
+            id=e.id, user_id=e.user_id, url=e.url, event_types=e.event_types, description=e.description,
+            enabled=e.enabled, disabled_reason=e.disabled_reason, created_at=e.created_at, updated_at=e.updated_at,
+        )  # fmt: skip
+
+    @classmethod
+    def of(cls, endpoint: WebhookEndpoint) -> WebhookEndpointView:
+        return cls(**cls.fields_of(endpoint))
+
+
+class IssuedWebhookEndpointView(WebhookEndpointView):
+    """An endpoint as created or given a new secret: the only answers that hold the secret."""
+
+    secret: str = Field(description="whsec_...: verify `webhook-signature` with it; shown only here")
+    previous_secret_valid_until: Timestamp | None = Field(
+        description="after a rotation: deliveries are signed with the old secret too until then"
+    )
+
+    @classmethod
+    def issued(cls, endpoint: WebhookEndpoint) -> IssuedWebhookEndpointView:
+        return cls(
+            **cls.fields_of(endpoint), secret=endpoint.secret, previous_secret_valid_until=endpoint.previous_secret_until
+        )
+
+
+class WebhookEndpointListView(_View):
+    user_id: str
+    endpoints: list[WebhookEndpointView]
+
+
+class WebhookAttemptView(_View):
+    at: Timestamp
+    response_status: int | None = Field(description="null: no response (refused before sending, timeout, no connection)")
+    latency_ms: int | None
+    error: str | None = Field(description="null: delivered")
+
+    @classmethod
+    def of(cls, a: WebhookAttempt) -> WebhookAttemptView:
+        return cls(at=a.at, response_status=a.response_status, latency_ms=a.latency_ms, error=a.error)
+
+
+class WebhookDeliveryView(_View):
+    id: uuid.UUID
+    webhook_id: str = Field(description="the message's webhook-id header: the same on every attempt")
+    event_type: str
+    status: str = Field(description="pending, delivered or failed")
+    attempts: int
+    next_attempt_at: Timestamp | None = Field(description="pending: when the next attempt is due")
+    created_at: Timestamp
+    history: list[WebhookAttemptView] = Field(description="every attempt, oldest first")
+
+    @classmethod
+    def of(cls, d: WebhookDelivery) -> WebhookDeliveryView:
+        return cls(
+            id=d.id, webhook_id=d.message_id, event_type=d.message.event_type, status=d.status, attempts=d.attempts,
+            next_attempt_at=d.next_attempt_at, created_at=d.created_at,
+            history=[WebhookAttemptView.of(a) for a in d.history],
+        )  # fmt: skip
+
+
+class WebhookDeliveryListView(_View):
+    endpoint_id: uuid.UUID
+    deliveries: list[WebhookDeliveryView] = Field(description="newest first")

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from .platforms import MeetingLinkError, Platform, resolve_meeting
+from .webhooks import DEFAULT_EVENT_TYPES, WebhookEventType
 
 # Ids appear in URL paths, logs and (sanitised) Kubernetes names: printable, no slashes or spaces.
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+:-]*$")]
@@ -166,4 +167,37 @@ class CreateKeyRequest(_Body):
     expires_in_days: DaysToExpiry | None = Field(default=None, description="Never expires if absent.")
     rate_limit_per_minute: RequestsPerMinute | None = Field(
         default=None, description="Requests per minute; API_RATE_LIMIT_PER_MINUTE if absent."
+    )
+
+
+# -- webhooks (functions/common/webhooks.py)
+WebhookUrl = Annotated[str, StringConstraints(min_length=1, max_length=2000), *_NUL_FREE]
+WebhookDescription = Annotated[str, StringConstraints(max_length=200), *_NUL_FREE]
+EventTypes = Annotated[list[WebhookEventType], Field(min_length=1, max_length=len(WebhookEventType))]
+
+
+class CreateWebhookRequest(_Body):
+    url: WebhookUrl = Field(description="an https:// URL whose host resolves to public addresses only")
+    event_types: EventTypes = Field(
+        default=list(DEFAULT_EVENT_TYPES), description="what to send; absent: every meeting.* event (segments are opt-in)"
+    )
+    description: WebhookDescription | None = None
+
+
+class UpdateWebhookRequest(_Body):
+    url: WebhookUrl | None = None
+    event_types: EventTypes | None = None
+    description: WebhookDescription | None = None
+    enabled: bool | None = Field(default=None, description="true turns a disabled endpoint back on")
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> UpdateWebhookRequest:
+        if not self.model_fields_set:
+            raise ValueError("name at least one of url, event_types, description, enabled")
+        return self
+
+
+class DeliveriesQuery(_Body):
+    limit: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=50, description="the newest this many deliveries"
     )

@@ -249,6 +249,32 @@ class Settings:
         "refused within this (at most 1 s).",
     )
 
+    # -- webhooks (functions/webhooks/)
+    webhook_timeout_seconds: float = setting("15", "How long one webhook delivery attempt may take, connecting included.")
+    webhook_retry_scale: float = setting(
+        "1",
+        "Multiplies the webhook retry schedule (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h): below 1 "
+        "compresses it (tests, demos).",
+    )
+    webhook_pump_seconds: float = setting(
+        "1",
+        "How often the worker turns new meeting events into webhook deliveries and sends those that are due.",
+    )
+    webhook_allowed_networks: str = setting(
+        "",
+        "Comma-separated addresses or networks (10.0.0.0/8, 127.0.0.2) webhook receivers may resolve to besides "
+        "public ones, for receivers inside your own network; they may also use http://.",
+    )
+    webhook_dns_servers: str = setting(
+        "",
+        "Comma-separated nameservers (IP or IP:port) that resolve webhook receivers' hosts; empty: the system's "
+        "resolver.",
+    )
+    webhook_secret_overlap_seconds: int = setting(
+        "86400",
+        "After a webhook secret is rotated, deliveries are signed with the old secret too for this long.",
+    )
+
     # -- operations
     status_cache_seconds: float = setting("1", "How long GET /bot/status answers are cached in Redis (0: no cache).")
     log_level: str = setting("INFO", "Python log level.")

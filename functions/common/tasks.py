@@ -23,13 +23,18 @@ TASK_SOFT_TIME_LIMIT_SECONDS = TASK_TIME_LIMIT_SECONDS - 60
 # would be handed to a second worker while the first is still at it.
 VISIBILITY_TIMEOUT_SECONDS = TASK_TIME_LIMIT_SECONDS + 30
 # The modules that define the tasks, which the worker loads.
-TASK_MODULES = ["functions.worker.reconciler", "functions.worker.tasks"]
+TASK_MODULES = ["functions.worker.reconciler", "functions.worker.tasks", "functions.worker.webhooks"]
+# Webhook deliveries wait on receivers (up to WEBHOOK_TIMEOUT_SECONDS each): they have a queue and
+# workers of their own, so a slow receiver never delays a bot's launch.
+WEBHOOK_QUEUE = "vexa.webhooks"
 
 
 class TaskName(StrEnum):
     RECONCILE = "vexa.reconcile"  # args: none (Celery beat, every RECONCILE_SECONDS)
     LAUNCH_BOT = "vexa.launch_bot"  # args: meeting pk, bot session id
     STOP_BOT = "vexa.stop_bot"  # args: meeting pk
+    WEBHOOK_PUMP = "vexa.webhooks.pump"  # args: none (Celery beat, every WEBHOOK_PUMP_SECONDS)
+    DELIVER_WEBHOOK = "vexa.webhooks.deliver"  # args: delivery id, attempts made before (WEBHOOK_QUEUE)
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -41,8 +46,14 @@ def create_celery(settings: Settings) -> Celery:
                 "schedule": settings.reconcile_seconds,
                 # Passes queued while no worker ran are dropped, not run back to back: the next one will do.
                 "options": {"expires": max(settings.reconcile_seconds, 1.0)},
-            }
+            },
+            "webhook-pump": {
+                "task": TaskName.WEBHOOK_PUMP,
+                "schedule": settings.webhook_pump_seconds,
+                "options": {"expires": max(settings.webhook_pump_seconds, 1.0)},
+            },
         },
+        task_routes={TaskName.DELIVER_WEBHOOK: {"queue": WEBHOOK_QUEUE}},
         timezone="UTC",
         # One task at a time per worker process, acknowledged only once done, so a
         # worker killed mid-task leaves it to another worker instead of losing it.

@@ -1,7 +1,7 @@
 """The gateway: Vexa's only public entry. Authenticates and validates requests, forwards the routes
 that change meetings to bot-manager (routes.py), answers reads itself (reads.py), serves the
-meetings' live feeds (streams.py, hub.py), the
-/admin API for users and their API keys (admin.py) and the OpenAPI document (openapi.py).
+meetings' live feeds (streams.py, hub.py), users' webhook endpoints
+(webhooks.py), the /admin API for users and their API keys (admin.py) and the OpenAPI document (openapi.py).
 
 gunicorn runs `functions.gateway:create_app()` with the gevent worker: a stream stays open for
 as long as someone watches, and costs a greenlet, not a thread.
@@ -28,6 +28,7 @@ from .openapi import bp as openapi_bp
 from .reads import bp as reads_bp
 from .routes import bp as public_bp
 from .streams import bp as streams_bp
+from .webhooks import bp as webhooks_bp
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(public_bp)
     app.register_blueprint(reads_bp)
     app.register_blueprint(streams_bp)
+    app.register_blueprint(webhooks_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(openapi_bp)
     return app

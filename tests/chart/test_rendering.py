@@ -70,6 +70,13 @@ def test_helm_lint_strict_is_clean(values):
         ({"admin": {"existingSecret": "Admin_Token"}}, "/admin/existingSecret"),  # not a Secret name
         ({"admin": {"existingSecretKey": ""}}, "/admin/existingSecretKey"),
         ({"admin": {"existingSecretKey": "admin token"}}, "/admin/existingSecretKey"),  # not a Secret key
+        ({"webhooks": {"concurrency": 0}}, "/webhooks/concurrency"),
+        ({"webhooks": {"timeoutSeconds": 0}}, "/webhooks/timeoutSeconds"),
+        ({"webhooks": {"timeoutSeconds": 600}}, "/webhooks/timeoutSeconds"),  # Celery would end the attempt first
+        ({"webhooks": {"allowedNetworks": "10.0.0.0/8"}}, "/webhooks/allowedNetworks"),  # a list, not a string
+        ({"webhooks": {"allowedNetworks": ["intranet.example.com"]}}, "/webhooks/allowedNetworks/0"),  # not an address
+        ({"webhooks": {"dnsServers": ["dns.google"]}}, "/webhooks/dnsServers/0"),  # must be an IP: the policy admits it
+        ({"networkPolicy": {"webhooks": {"extraegress": []}}}, "extraegress"),  # a typo
     ],
 )
 def test_bad_values_fail_at_install_time(chart, values, complaint):
@@ -90,6 +97,9 @@ def test_bad_values_fail_at_install_time(chart, values, complaint):
         # The bundled tiny.en, or any *.en model, transcribes English only.
         ({"settings": {"defaultLanguage": "de"}}, 'settings.defaultLanguage is "de", but the transcription model'),
         ({"settings": {"defaultLanguage": "fr"}, "transcription": {"model": "/models/small.en"}}, "English-only"),
+        # The webhook workers' NetworkPolicy cannot locate an external Redis (or database) by itself.
+        ({"redis": {"enabled": False}, "externalRedis": {"url": "redis://redis.internal:6379/0"}},
+         "networkPolicy.webhooks.extraEgress is empty, but the webhook workers need your external Redis"),
     ],
 )
 def test_inconsistent_values_fail_with_a_clear_message(chart, values, complaint):

@@ -10,22 +10,32 @@ The bots' NetworkPolicy, evaluated offline (tests.support.network_policy), selec
 pods of the Jobs the worker builds, admits no connection to them, and lets them reach DNS, the
 Knative Broker's ingress and the public internet, but not the cloud metadata servers, the
 Kubernetes API, nodes, private ranges, other ports of the DNS and Broker pods, nor any pod of
-the release; `make local` opens exactly the in-cluster sample server on top.
+the release; `make local` opens exactly the in-cluster sample server on top. The webhook
+workers' NetworkPolicy selects exactly their pods, admits no connection to them, and lets them
+reach DNS (and webhooks.dnsServers), PostgreSQL and Redis (the bundled pods, or the rules
+values-production.yaml gives for its managed ones) and exactly the receivers their own check
+accepts: public addresses and webhooks.allowedNetworks, nothing else of the cluster; the chart
+refuses to render it for an external database or Redis it has no rule for.
 """
 from __future__ import annotations
 
+import ipaddress
+
 import helm_python as helm
 import pytest
+import urllib3
 import yaml
 
 from functions.common.admission import check_run_request
 from functions.common.errors import Unacceptable
 from functions.common.schemas import RunBotRequest
 from functions.common.settings import REPO_ROOT, Settings
+from functions.webhooks import receivers
 from functions.worker.orchestrator.job_spec import BOT_SELECTOR
 from tests.support.chart import (
-    KIND_VALUES, NAMESPACE, PODS, WORKER, ApiRequest, api_requests_of_the_worker, assert_valid_kubernetes, bot_policy,
-    chart_pods, knative_services, launch_as_the_worker, objects, of_kind, one, plain_env, pod_specs, render,
+    KIND_VALUES, NAMESPACE, PODS, RELEASE, WEBHOOKS, WORKER, ApiRequest, api_requests_of_the_worker,
+    assert_valid_kubernetes, bot_policy, chart_pods, container_of, knative_services, launch_as_the_worker, objects, of_kind,
+    one, plain_env, pod_specs, render, webhooks_policy,
 )  # fmt: skip
 from tests.support.network_policy import Destination, egress_allows, selects
 
@@ -212,3 +222,107 @@ def test_make_local_lets_bots_fetch_the_in_cluster_sample_and_nothing_more(chart
     assert check_run_request(sample, settings).meeting_url == sample.meeting_url
     with pytest.raises(Unacceptable, match="recording_not_allowed|not an allowed recording source"):
         check_run_request(sample.model_copy(update={"meeting_url": "http://bot-manager.vexa.svc.cluster.local/"}), settings)
+
+
+# ---- the webhook workers' network -----------------------------------------------------------------
+
+# Receivers a user might name, by literal address (so no DNS is asked): public ones, the clusters'
+# own ranges, the metadata servers, and addresses inside and just outside CUSTOM_VALUES'
+# webhooks.allowedNetworks (10.20.0.0/16, 10.30.0.7, fd00:20::/64).
+RECEIVERS = [
+    "https://93.184.215.14/hooks", "https://8.8.8.8:8443/vexa", "https://[2606:4700:4700::1111]/hooks",
+    "http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/", "https://10.96.0.1/api",
+    "https://10.0.0.2:10250/pods", "http://172.17.0.1:5432/", "http://192.168.1.1/", "http://100.64.0.10/",
+    "http://10.20.3.4:8080/hooks", "http://10.30.0.7/hooks", "http://10.30.0.8/hooks", "http://[fd00:20::5]/hooks",
+    "http://[fd00:21::5]/hooks",
+]  # fmt: skip
+# Where values-production.yaml says its managed PostgreSQL and Redis are.
+PRODUCTION_DATA = [Destination("10.20.0.3", 5432), Destination("10.20.0.4", 6379)]
+
+
+def test_the_webhooks_network_policy_selects_exactly_the_webhook_workers(with_values):
+    rendered, _ = with_values
+    policy = webhooks_policy(rendered)
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    confined = [pod for pod, labels in chart_pods(rendered).items() if selects(policy["spec"]["podSelector"], labels)]
+    assert confined == [f"Deployment/{WEBHOOKS}"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and not policy["spec"].get("ingress")
+
+
+def test_webhook_workers_reach_exactly_the_receivers_they_accept(with_values):
+    """Every receiver their own check (functions/webhooks/receivers.py, with their rendered settings)
+    accepts, the network lets them reach; every one it refuses, the network stops too. An endpoint
+    the gateway accepted but the network blocked would fail every attempt."""
+    rendered, _ = with_values
+    policy = webhooks_policy(rendered)
+    settings = Settings.from_env(plain_env(one(rendered, "Deployment", WEBHOOKS)))
+    disagree = []
+    for url in RECEIVERS:
+        try:
+            receivers.check(url, settings)
+            accepted = True
+        except receivers.ReceiverRefused:
+            accepted = False
+        parts = urllib3.util.parse_url(url)  # the parser the check and the attempt use
+        port = parts.port or {"https": 443, "http": 80}[parts.scheme]
+        if egress_allows(policy, Destination(parts.host.strip("[]"), port)) != accepted:
+            disagree.append((url, "accepted" if accepted else "refused"))
+    assert disagree == []
+
+
+def test_webhook_workers_reach_their_nameservers(with_values):
+    """The cluster's DNS, and each nameserver WEBHOOK_DNS_SERVERS names, on the port the code asks it on."""
+    rendered, _ = with_values
+    policy = webhooks_policy(rendered)
+    assert egress_allows(policy, DNS_POD) and egress_allows(policy, Destination(**{**vars(DNS_POD), "protocol": "TCP"}))
+    servers = Settings.from_env(plain_env(one(rendered, "Deployment", WEBHOOKS))).webhook_dns_servers
+    if not servers:
+        return
+    resolver = receivers._nameservers(servers)
+    assert resolver.nameservers
+    for server in resolver.nameservers:
+        port = resolver.nameserver_ports.get(server, resolver.port)
+        for protocol in ("UDP", "TCP"):
+            assert egress_allows(policy, Destination(server, port, protocol)), (server, port, protocol)
+        if ipaddress.ip_address(server).is_private:  # that port only, nothing else there
+            assert not egress_allows(policy, Destination(server, port + 1, "UDP"))
+
+
+def test_webhook_workers_reach_the_database_and_redis(with_values):
+    """The bundled PostgreSQL and Redis pods, on the ports they listen on; or the managed ones."""
+    rendered, values = with_values
+    policy = webhooks_policy(rendered)
+    if values["postgresql"]["enabled"]:
+        for name in (f"{RELEASE}-postgresql", f"{RELEASE}-redis"):
+            pod = one(rendered, "StatefulSet", name)["spec"]["template"]
+            (port,) = container_of(one(rendered, "StatefulSet", name))["ports"]
+            labels = pod["metadata"]["labels"]
+            assert egress_allows(policy, Destination("10.244.2.7", port["containerPort"], "TCP", NAMESPACE, labels)), name
+    else:
+        assert [d for d in PRODUCTION_DATA if not egress_allows(policy, d)] == []
+
+
+def test_webhook_workers_reach_no_other_pod_of_the_release(rendered):
+    """Not the Vexa services, the worker, beat, bots' Broker: only the data services, on their ports."""
+    policy = webhooks_policy(rendered)
+    data = {f"StatefulSet/{RELEASE}-postgresql": 5432, f"StatefulSet/{RELEASE}-redis": 6379}
+    reached = [
+        (pod, port)
+        for pod, labels in chart_pods(rendered).items()
+        for port in RELEASE_PORTS
+        if egress_allows(policy, Destination("10.244.2.5", port, "TCP", NAMESPACE, labels)) and data.get(pod) != port
+    ]
+    assert reached == []
+    assert not egress_allows(policy, BROKER_INGRESS)
+    assert [d for d in NEVER if egress_allows(policy, d)] == []
+
+
+def test_an_external_database_needs_a_rule_for_the_webhook_workers(chart):
+    """Without one they could not reach it: the chart refuses, naming what to set."""
+    external = {"postgresql": {"enabled": False}, "externalDatabase": {"existingSecret": "vexa-database"}}
+    with pytest.raises(helm.HelmRenderError, match=r"networkPolicy\.webhooks\.extraEgress is empty.*external PostgreSQL"):
+        render(chart, external)
+    rule = {"to": [{"ipBlock": {"cidr": "10.20.0.3/32"}}], "ports": [{"protocol": "TCP", "port": 5432}]}
+    rendered = objects(render(chart, {**external, "networkPolicy": {"webhooks": {"extraEgress": [rule]}}}))
+    assert egress_allows(webhooks_policy(rendered), Destination("10.20.0.3", 5432))
+    assert not of_kind(objects(render(chart, {**external, "networkPolicy": {"enabled": False}})), "NetworkPolicy")

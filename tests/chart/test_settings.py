@@ -3,8 +3,9 @@
 The worker is told to launch bots as Jobs in the release's namespace and where the Broker is;
 bot-manager gets what its API needs (and refuses run requests as the release's values say) but
 nothing to launch bots with; the gateway gets the key store, the rate limit and, alone, the
-admin token. Each is checked on the default, production and custom values, so a value passed
-on is told from a default that happens to match.
+admin token, and what it checks webhook receivers and rotates their secrets by (the webhook
+settings themselves: test_webhooks.py). Each is checked on the default, production and custom
+values, so a value passed on is told from a default that happens to match.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from functions.common.errors import Unacceptable
 from functions.common.schemas import RunBotRequest
 from functions.common.settings import SETTINGS, Settings
 from tests.support.chart import (
-    BEAT, CUSTOM_VALUES, NAMESPACE, PODS, PROCESS_VARIABLES, RELEASE, WORKER, container_of, env_of, gateway_of,
-    knative_services, of_kind, one, plain_env, pod_specs, secret_ref,
+    BEAT, CUSTOM_VALUES, GATEWAY_WEBHOOK_SETTINGS, NAMESPACE, PODS, PROCESS_VARIABLES, RELEASE, WORKER, container_of,
+    env_of, gateway_of, knative_services, of_kind, one, plain_env, pod_specs, secret_ref,
 )  # fmt: skip
 
 
@@ -95,7 +96,7 @@ def test_the_gateway_gets_the_key_store_rate_limits_and_admin_token(with_values)
     }
     assert set(env_of(gateway)) - PROCESS_VARIABLES == {
         "LOG_LEVEL", "DATABASE_URL", "REDIS_URL", "BOT_MANAGER_URL", "MAX_REQUEST_BYTES", "DEFAULT_LANGUAGE",
-        "API_RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN", "STREAM_KEEPALIVE_SECONDS",
+        "API_RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN", "STREAM_KEEPALIVE_SECONDS", *GATEWAY_WEBHOOK_SETTINGS,
     }  # fmt: skip
     settings = Settings.from_env(plain_env(gateway_of(rendered)))
     assert settings.api_rate_limit_per_minute == values["settings"]["apiRateLimitPerMinute"]

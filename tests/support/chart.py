@@ -56,11 +56,13 @@ PROCESS_VARIABLES = {"GUNICORN_TIMEOUT", "GUNICORN_THREADS", "PROMETHEUS_MULTIPR
 # The Kubernetes API identity: the Celery worker's, the only Vexa pod that talks to the API.
 WORKER = f"{RELEASE}-worker"
 BEAT = f"{RELEASE}-beat"
+# The webhook delivery workers (Celery, the webhook queue only) and their NetworkPolicy.
+WEBHOOKS = f"{RELEASE}-webhooks"
 # Every pod the chart runs (pod_specs' keys), by values file (default, production, CUSTOM_VALUES):
 # Vexa's own, plus the bundled PostgreSQL and Redis unless the values name external ones.
 VEXA_PODS = (
     *(f"Service/{name}" for name in KNATIVE_SERVICES),
-    f"Deployment/{WORKER}", f"Deployment/{BEAT}", f"Job/{RELEASE}-migrations",
+    f"Deployment/{WORKER}", f"Deployment/{WEBHOOKS}", f"Deployment/{BEAT}", f"Job/{RELEASE}-migrations",
 )  # fmt: skip
 BUNDLED_PODS = (f"StatefulSet/{RELEASE}-postgresql", f"StatefulSet/{RELEASE}-redis")
 PODS = {"default": (*VEXA_PODS, *BUNDLED_PODS), "production": VEXA_PODS, "custom": (*VEXA_PODS, *BUNDLED_PODS)}
@@ -102,13 +104,25 @@ BOT_VALUES = {
     "LOG_LEVEL": "settings.logLevel",
     "RECORDING_SOURCES": "settings.recordingSources",  # bots check their recording against it again
 }
+# Where each webhook setting comes from in values.yaml. Every Celery pod gets them all (the
+# worker's pump, the webhook workers' attempts, beat's schedule, `vexa admin`); the gateway the
+# ones it checks and rotates endpoints by (GATEWAY_WEBHOOK_SETTINGS).
+WEBHOOK_VALUES = {
+    "WEBHOOK_TIMEOUT_SECONDS": "webhooks.timeoutSeconds",
+    "WEBHOOK_RETRY_SCALE": "webhooks.retryScale",
+    "WEBHOOK_PUMP_SECONDS": "webhooks.pumpSeconds",
+    "WEBHOOK_ALLOWED_NETWORKS": "webhooks.allowedNetworks",  # a list in values, comma-separated in the pod
+    "WEBHOOK_DNS_SERVERS": "webhooks.dnsServers",
+    "WEBHOOK_SECRET_OVERLAP_SECONDS": "webhooks.secretOverlapSeconds",
+}
+GATEWAY_WEBHOOK_SETTINGS = {"WEBHOOK_ALLOWED_NETWORKS", "WEBHOOK_DNS_SERVERS", "WEBHOOK_SECRET_OVERLAP_SECONDS"}
 # Settings the worker reads that follow from the release, not from a value of their own
 # (checked one by one in test_the_job_the_worker_builds_fits_what_the_chart_prepared).
 RELEASE_FACTS = {"ORCHESTRATOR", "KUBERNETES_NAMESPACE", "BOT_SERVICE_ACCOUNT", "BOT_IMAGE", "BROKER_INGRESS_URL"}
 # Reconciler settings the chart does not expose: the worker runs with the code's defaults.
 CODE_DEFAULTS = {"BOT_HEARTBEAT_TIMEOUT_SECONDS", "TRANSCRIPT_TIMEOUT_SECONDS"}
-# A value for every BOT_VALUES entry, each unlike its default, so the tests tell a value the
-# chart passes on from one it happens to share with the code's default.
+# A value for every BOT_VALUES and WEBHOOK_VALUES entry, each unlike its default, so the tests
+# tell a value the chart passes on from one it happens to share with the code's default.
 CUSTOM_VALUES = {
     "image": {"registry": "registry.example.com/team", "tag": "9.9.9"},
     "settings": {"logLevel": "DEBUG", "statusCacheSeconds": 2.5, "apiRateLimitPerMinute": 600,
@@ -137,6 +151,16 @@ CUSTOM_VALUES = {
         "chromiumPath": "/opt/chromium/chrome",
         "browserHostRules": "MAP meet.google.com 10.0.0.9:8443",
         "platformsDir": "/etc/vexa/platforms",
+    },
+    "webhooks": {
+        "replicas": 3,
+        "concurrency": 32,
+        "timeoutSeconds": 7.5,
+        "retryScale": 0.25,
+        "pumpSeconds": 2.5,
+        "allowedNetworks": ["10.20.0.0/16", "10.30.0.7", "fd00:20::/64"],
+        "dnsServers": ["10.0.0.10", "1.1.1.1:5353"],
+        "secretOverlapSeconds": 3600,
     },
 }  # fmt: skip
 
@@ -225,9 +249,13 @@ def chart_pods(rendered: list[dict]) -> dict[str, dict[str, str]]:
 
 
 def bot_policy(rendered: list[dict]) -> dict:
-    """The chart's one NetworkPolicy, the bots'."""
-    (policy,) = of_kind(rendered, "NetworkPolicy", "networking.k8s.io/v1")
-    return policy
+    """The bots' NetworkPolicy."""
+    return one(rendered, "NetworkPolicy", f"{RELEASE}-bot", "networking.k8s.io/v1")
+
+
+def webhooks_policy(rendered: list[dict]) -> dict:
+    """The webhook workers' NetworkPolicy."""
+    return one(rendered, "NetworkPolicy", WEBHOOKS, "networking.k8s.io/v1")
 
 
 def annotations_of(service: dict) -> dict[str, str]:

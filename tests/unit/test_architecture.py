@@ -20,10 +20,11 @@ from functions.common.settings import REPO_ROOT
 ALLOWED = {
     "common": set(),
     "meetings": {"common"},
-    "accounts": {"common"},
+    "accounts": {"common", "webhooks"},  # webhooks: `vexa admin` manages users' endpoints too
+    "webhooks": {"common", "meetings"},  # meetings: the feed it delivers
     "bot_manager": {"common", "meetings"},
-    "worker": {"common", "meetings"},
-    "gateway": {"common", "accounts", "meetings"},  # meetings: the live feeds it streams
+    "worker": {"common", "meetings", "webhooks"},
+    "gateway": {"common", "accounts", "meetings", "webhooks"},  # meetings: the live feeds it streams
     "transcription": {"common"},
     "broker": {"common"},
 }

@@ -1,0 +1,115 @@
+"""New feed events become webhook messages, and each message one delivery per endpoint that
+wants its type: in one transaction with the meeting's webhook cursor, so an event is turned
+into messages exactly once however often the pump runs or dies.
+
+The feed's cursors become visible in order (functions/meetings/outbox.py), so reading after the
+webhook cursor never skips an event that commits late.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timezone
+from typing import Iterator, Sequence
+
+from pydantic import TypeAdapter
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from functions.common.feed import FeedMessage, SegmentMessage, StatusMessage
+from functions.common.lifecycle import MeetingStatus
+from functions.common.models import Meeting, WebhookCursor, WebhookDelivery, WebhookEndpoint, WebhookMessage
+from functions.common.responses import MeetingView, SegmentView
+from functions.common.webhooks import (
+    MAX_SEGMENTS_PER_MESSAGE,
+    DeliveryStatus,
+    SegmentsData,
+    StatusData,
+    WebhookEventType,
+    message_id,
+    payload,
+)
+from functions.meetings import outbox, queries
+
+log = logging.getLogger(__name__)
+FEED_MESSAGE = TypeAdapter(FeedMessage)
+EVENTS_PER_PASS = 1000  # a meeting's events turned into messages in one transaction
+ENDS = {MeetingStatus.COMPLETED: WebhookEventType.MEETING_COMPLETED, MeetingStatus.FAILED: WebhookEventType.MEETING_FAILED}
+
+
+def meetings_with_news(db: Session, limit: int = 100) -> list[uuid.UUID]:
+    """Meetings of users with an enabled endpoint whose feed has events not yet turned into messages."""
+    subscribed = select(WebhookEndpoint.user_id).where(WebhookEndpoint.enabled)
+    return list(
+        db.scalars(
+            select(Meeting.id)
+            .outerjoin(WebhookCursor, WebhookCursor.meeting_pk == Meeting.id)
+            .where(Meeting.user_id.in_(subscribed), Meeting.feed_seq > func.coalesce(WebhookCursor.seq, Meeting.feed_start))
+            .limit(limit)
+        )
+    )
+
+
+def fan_out(db: Session, meeting_pk: uuid.UUID) -> list[uuid.UUID]:
+    """Turn the meeting's new events into messages and deliveries (in the caller's transaction);
+    the ids of the deliveries made."""
+    meeting = db.get(Meeting, meeting_pk)
+    if meeting is None:
+        return []
+    db.execute(insert(WebhookCursor).values(meeting_pk=meeting_pk, seq=meeting.feed_start).on_conflict_do_nothing())
+    cursor = db.scalars(select(WebhookCursor).where(WebhookCursor.meeting_pk == meeting_pk).with_for_update()).one()
+    events = outbox.read(db, meeting_pk, after=cursor.seq, limit=EVENTS_PER_PASS)
+    if not events:
+        return []
+    if events[0].cursor != cursor.seq + 1:
+        log.warning("webhooks.events_pruned", extra={"meeting_id": str(meeting_pk), "user_id": meeting.user_id,
+                                                      "missed": events[0].cursor - cursor.seq - 1})  # fmt: skip
+    cursor.seq = events[-1].cursor
+    endpoints = list(db.scalars(select(WebhookEndpoint).where(WebhookEndpoint.user_id == meeting.user_id, WebhookEndpoint.enabled)))
+    wanted = {t for endpoint in endpoints for t in endpoint.event_types}
+    now = datetime.now(timezone.utc)
+    made = [m for m in _messages(db, meeting, [FEED_MESSAGE.validate_json(e.body) for e in events], wanted, now)]
+    if not made:
+        return []
+    db.execute(insert(WebhookMessage).values([dict(id=i, meeting_pk=meeting_pk, event_type=t, body=b, created_at=now)
+                                              for i, t, b in made]).on_conflict_do_nothing())  # fmt: skip
+    rows = [
+        dict(message_id=i, endpoint_id=endpoint.id, status=DeliveryStatus.PENDING, next_attempt_at=now, created_at=now)
+        for i, t, _ in made for endpoint in endpoints if t in endpoint.event_types
+    ]  # fmt: skip
+    return list(db.scalars(insert(WebhookDelivery).values(rows).on_conflict_do_nothing().returning(WebhookDelivery.id)))
+
+
+def _messages(
+    db: Session, meeting: Meeting, messages: Sequence[object], wanted: set[str], now: datetime
+) -> Iterator[tuple[str, WebhookEventType, str]]:
+    """(webhook-id, type, body) of each message some endpoint wants, in feed order."""
+    view = MeetingView.of(meeting)
+    batch: list[SegmentMessage] = []
+
+    def segments_message() -> Iterator[tuple[str, WebhookEventType, str]]:
+        if batch and WebhookEventType.TRANSCRIPT_SEGMENTS in wanted:
+            kind = WebhookEventType.TRANSCRIPT_SEGMENTS
+            data = SegmentsData(meeting=view, cursor=batch[-1].cursor, segments=[m.segment for m in batch])
+            yield message_id(meeting.id, batch[0].cursor, kind), kind, payload(kind, data, now)
+        batch.clear()
+
+    for message in messages:
+        if isinstance(message, SegmentMessage):
+            batch.append(message)
+            if len(batch) == MAX_SEGMENTS_PER_MESSAGE:
+                yield from segments_message()
+            continue
+        yield from segments_message()
+        if not isinstance(message, StatusMessage):
+            continue  # speakers updates are the live feed's alone, for now
+        kinds = [WebhookEventType.MEETING_STATUS_CHANGED] + ([ENDS[message.status]] if message.status in ENDS else [])
+        for kind in (k for k in kinds if k in wanted):
+            segments = None
+            if kind == WebhookEventType.MEETING_COMPLETED:
+                segments = [SegmentView.of(row) for row in queries.transcript_segments(db, meeting)]
+            data = StatusData(meeting=view, status=message.status, reason=message.reason, at=message.at,
+                              cursor=message.cursor, segments=segments)  # fmt: skip
+            yield message_id(meeting.id, message.cursor, kind), kind, payload(kind, data, now)
+    yield from segments_message()

@@ -1,6 +1,7 @@
 """bot-manager: owns meetings and their transcripts. It serves the API the gateway forwards
-(api.py) and the bots' CloudEvents (events.py), and hands bot launches and stops to the worker
-as Celery tasks; it never calls an orchestrator itself.
+(api.py), the bots' CloudEvents (events.py) and bot requests sent as CloudEvents (requests.py),
+and hands bot launches and stops to the worker as Celery tasks; it never calls an orchestrator
+itself.
 
 gunicorn runs `functions.bot_manager:create_app()`.
 """
@@ -24,6 +25,7 @@ from functions.common.tasks import create_celery
 from .api import bp as api_bp
 from .events import bp as events_bp
 from .metrics import MeetingMetrics
+from .requests import bp as requests_bp
 
 
 @dataclass(frozen=True)
@@ -54,4 +56,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     )  # fmt: skip
     app.register_blueprint(api_bp)
     app.register_blueprint(events_bp)
+    app.register_blueprint(requests_bp)
     return app

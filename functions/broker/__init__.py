@@ -41,7 +41,8 @@ def create_app(settings: Settings | None = None, subscribers: Mapping[str, str] 
     """The broker app; `subscribers` replaces the Service name -> base URL mapping (tests)."""
     settings = settings or get_settings()
     configure_logging("broker", settings.log_level)
-    routing = load_routing(settings.knative_dir, service_urls(settings) if subscribers is None else subscribers)
+    services = service_urls(settings) if subscribers is None else subscribers
+    routing = load_routing(settings.knative_dir, services, settings.user_triggers_dir or None)
     dispatcher = Dispatcher(routing, max_event_bytes=settings.max_event_bytes)
 
     app = Flask(__name__)

@@ -75,11 +75,12 @@ def parse_duration(text: str) -> float:
     return sum(float(value) * _SECONDS_PER_UNIT[unit] for unit, value in match.groupdict().items() if value)
 
 
-def load_routing(knative_dir: str | Path, services: Mapping[str, str]) -> Routing:
-    """The Broker and its Triggers from every *.yaml file in `knative_dir`.
+def load_routing(knative_dir: str | Path, services: Mapping[str, str], user_triggers_dir: str | Path | None = None) -> Routing:
+    """The Broker and its Triggers from every *.yaml file in `knative_dir`, plus the users' own
+    Triggers in `user_triggers_dir` (USER_TRIGGERS_DIR), which may hold only Triggers.
 
     `services` maps Knative Service names to base URLs, for subscribers and
-    dead letter sinks given as a `ref`.
+    dead letter sinks given as a `ref` (Vexa's own Triggers only: a user's subscriber is a `uri`).
     """
     brokers, triggers = [], []
     for path in sorted(Path(knative_dir).glob("*.yaml")):
@@ -88,6 +89,12 @@ def load_routing(knative_dir: str | Path, services: Mapping[str, str]) -> Routin
                 brokers.append(resource)
             elif resource.get("kind") == "Trigger":
                 triggers.append(resource)
+    user_triggers = []
+    for path in sorted(Path(user_triggers_dir).glob("*.yaml")) if user_triggers_dir else ():
+        for resource in _resources(path):
+            if resource.get("kind") != "Trigger":
+                raise RoutingError(f"{path}: USER_TRIGGERS_DIR may hold only Triggers, not a {resource.get('kind')}")
+            user_triggers.append(resource)
     if len(brokers) != 1:
         raise RoutingError(f"{knative_dir} must define exactly one Broker, found {len(brokers)}")
     broker = brokers[0]
@@ -99,10 +106,11 @@ def load_routing(knative_dir: str | Path, services: Mapping[str, str]) -> Routin
     _delivery_policy(broker_delivery, services, f"Broker {name!r}")
 
     routes: dict[str, Route] = {}
-    for trigger in triggers:
+    # A user's Trigger may not deliver to Vexa's own services; it shares the Broker's dead letter sink.
+    for trigger, subscribers in [*((t, services) for t in triggers), *((t, {}) for t in user_triggers)]:
         if (_namespace(trigger), _spec(trigger).get("broker")) != (namespace, name):
             raise RoutingError(f"Trigger {trigger['metadata'].get('name')!r} names a broker other than {namespace}/{name}")
-        route = _route(trigger, broker_delivery, services)
+        route = _route(trigger, broker_delivery, services, subscribers)
         if route.trigger in routes:
             raise RoutingError(f"Trigger {route.trigger!r} is defined twice")
         routes[route.trigger] = route
@@ -132,7 +140,9 @@ def _spec(resource: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def _route(trigger: dict[str, Any], broker_delivery: dict[str, Any], services: Mapping[str, str]) -> Route:
+def _route(
+    trigger: dict[str, Any], broker_delivery: dict[str, Any], services: Mapping[str, str], subscribers: Mapping[str, str]
+) -> Route:
     name = trigger["metadata"].get("name")
     if not name:
         raise RoutingError("a Trigger has no metadata.name")
@@ -145,7 +155,7 @@ def _route(trigger: dict[str, Any], broker_delivery: dict[str, Any], services: M
     return Route(
         trigger=name,
         filter=_filter(spec.get("filter"), where),
-        subscriber=_destination(spec.get("subscriber"), services, f"{where} subscriber"),
+        subscriber=_destination(spec.get("subscriber"), subscribers, f"{where} subscriber"),
         delivery=_delivery_policy(delivery, services, where),
     )
 

@@ -48,6 +48,28 @@ class EventType(StrEnum):
     BOT_SPEAKERS = "io.vexa.bot.speakers.v1"  # bot -> bot-manager: who spoke when, who is there
 
 
+class PublicEventType(StrEnum):
+    """What Vexa announces about meetings into the Broker, for users' own Triggers (filter on
+    `type` and `userid`): the webhook events (functions/common/webhooks.py) as CloudEvents, with
+    the same id (`msg_...`) and the same `data`."""
+
+    MEETING_STATUS = "io.vexa.meeting.status.v1"
+    MEETING_COMPLETED = "io.vexa.meeting.completed.v1"
+    MEETING_FAILED = "io.vexa.meeting.failed.v1"
+    TRANSCRIPT_STORED = "io.vexa.transcript.stored.v1"
+
+
+class RequestEventType(StrEnum):
+    """What producers outside Vexa (a calendar service) send into the Broker to act for a user:
+    `data` is the REST body (RunBotRequest, StopBotRequest); bot-manager's /requests handles it."""
+
+    BOT_RUN_REQUESTED = "io.vexa.bot.run.requested.v1"
+    BOT_STOP_REQUESTED = "io.vexa.bot.stop.requested.v1"
+
+
+PUBLIC_EVENT_SOURCE = "/vexa/meetings"  # the `source` of every PublicEventType event
+
+
 class Attr(StrEnum):
     """Extension attribute names (CloudEvents: lowercase letters and digits)."""
 

@@ -273,17 +273,25 @@ class WebhookCursor(Base):
 
 class WebhookMessage(Base):
     """One webhook event as signed and sent: its `webhook-id` and body are the same on every
-    endpoint and every attempt, so a receiver can tell a retry from news."""
+    endpoint and every attempt, so a receiver can tell a retry from news. It also goes into the
+    Broker once, as a public CloudEvent of the same id."""
 
     __tablename__ = "webhook_messages"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # webhook-id
     meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), nullable=False)
+    user_id: Mapped[str] = mapped_column(String(128), nullable=False)
     event_type: Mapped[str] = mapped_column(String(64), nullable=False)
     body: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = _now_default()
+    # When it went into the Broker as a public CloudEvent (functions/webhooks/publishing.py); null: not yet.
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_webhook_messages_meeting", "meeting_pk"),)
+    __table_args__ = (
+        Index("ix_webhook_messages_meeting", "meeting_pk"),
+        Index("ix_webhook_messages_unpublished", "created_at", postgresql_where=text("published_at IS NULL")),
+        Index("ix_webhook_messages_created", "created_at"),
+    )
 
 
 class WebhookDelivery(Base):
@@ -323,3 +331,15 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)  # None: delivered
 
     __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id"),)
+
+
+class BotRequest(Base):
+    """A run or stop request that came as a CloudEvent, handled once: a redelivery (same source and
+    id, as CloudEvents defines an event's identity) finds it here and starts nothing."""
+
+    __tablename__ = "bot_requests"
+
+    source: Mapped[str] = mapped_column(String(256), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    meeting_pk: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("meetings.id", ondelete="SET NULL"))
+    received_at: Mapped[datetime] = _now_default()

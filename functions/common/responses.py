@@ -33,7 +33,7 @@ class StatusChangeView(_View):
     from_status: MeetingStatus | None = Field(serialization_alias="from")
     to: MeetingStatus
     reason: str | None
-    actor: str = Field(description="api, bot-manager, reconciler or bot:<session id>")
+    actor: str = Field(description="api, bot-manager, reconciler, bot:<session id> or event:<source> (a CloudEvent request)")
     at: Timestamp
 
     @classmethod

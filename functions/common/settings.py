@@ -82,6 +82,11 @@ class Settings:
         "Folder with the Broker/Trigger YAML the local broker reads.",
         shown_default="the repo's `knative/`",
     )
+    user_triggers_dir: str = setting(
+        "",
+        "Folder of users' own Trigger YAML (on the Broker of KNATIVE_DIR, subscribers as absolute `uri`s) the local "
+        "broker routes too, e.g. to receive io.vexa.meeting.* events with `make up`; empty: none.",
+    )
     state_dir: str = setting(".vexa", "Where the embedded stack keeps data, logs and bot logs.")
 
     # -- how bots run
@@ -269,6 +274,10 @@ class Settings:
         "",
         "Comma-separated nameservers (IP or IP:port) that resolve webhook receivers' hosts; empty: the system's "
         "resolver.",
+    )
+    webhook_log_days: float = setting(
+        "30",
+        "Webhook messages and their delivery log are kept this long (those still pending, longer).",
     )
     webhook_secret_overlap_seconds: int = setting(
         "86400",

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .events import PublicEventType
 from .lifecycle import MeetingStatus
 from .responses import MeetingView, SegmentView, Timestamp
 
@@ -23,6 +24,13 @@ class WebhookEventType(StrEnum):
     TRANSCRIPT_SEGMENTS = "transcript.segments"  # segments as they are stored, batched (opt-in)
 
 
+# Each webhook event's CloudEvent type in the Broker (functions/common/events.py).
+CLOUDEVENT_TYPES = {
+    WebhookEventType.MEETING_STATUS_CHANGED: PublicEventType.MEETING_STATUS,
+    WebhookEventType.MEETING_COMPLETED: PublicEventType.MEETING_COMPLETED,
+    WebhookEventType.MEETING_FAILED: PublicEventType.MEETING_FAILED,
+    WebhookEventType.TRANSCRIPT_SEGMENTS: PublicEventType.TRANSCRIPT_STORED,
+}
 # What an endpoint created without `event_types` receives: the segments stream is opt-in.
 DEFAULT_EVENT_TYPES = (
     WebhookEventType.MEETING_STATUS_CHANGED,

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 S = MeetingStatus
 
 
-def run_bot(db: Session, settings: Settings, request: RunBotRequest) -> Meeting:
+def run_bot(db: Session, settings: Settings, request: RunBotRequest, actor: str = Actor.API) -> Meeting:
     """Create the meeting and its first bot session, `starting`.
 
     Refused: Unacceptable (a recording outside RECORDING_SOURCES, a language the model lacks),
@@ -50,10 +50,10 @@ def run_bot(db: Session, settings: Settings, request: RunBotRequest) -> Meeting:
     running = db.scalar(select(func.count()).where(Meeting.user_id == request.user_id, Meeting.status.in_(LIVE)))
     if running >= limit:
         raise LimitReached("bot_limit_reached", f"user {request.user_id!r} already has {running} live bots (limit {limit})")
-    return _new_meeting(db, settings, request)
+    return _new_meeting(db, settings, request, actor)
 
 
-def _new_meeting(db: Session, settings: Settings, request: RunBotRequest) -> Meeting:
+def _new_meeting(db: Session, settings: Settings, request: RunBotRequest, actor: str) -> Meeting:
     now = utcnow()
     # Cursors go on from the meeting id's previous run (Meeting.feed_start).
     previous_cursor = db.scalar(
@@ -78,21 +78,21 @@ def _new_meeting(db: Session, settings: Settings, request: RunBotRequest) -> Mee
         sessions=[],
     )
     db.add(meeting)
-    db.add(StatusChange(meeting_pk=meeting.id, from_status=None, to_status=S.REQUESTED, actor=Actor.API, at=now))
+    db.add(StatusChange(meeting_pk=meeting.id, from_status=None, to_status=S.REQUESTED, actor=actor, at=now))
     add_session(meeting, resume_from_s=0.0)
     db.flush()
     move(db, meeting, S.STARTING, None, Actor.BOT_MANAGER)
     return meeting
 
 
-def stop_bot(db: Session, user_id: str, meeting_id: str) -> Meeting:
+def stop_bot(db: Session, user_id: str, meeting_id: str, actor: str = Actor.API) -> Meeting:
     """Mark the meeting's latest run stopping; NotFound, or Conflict once it has ended."""
     meeting = latest_meeting(db, user_id, meeting_id, lock=True)
     if meeting.status in TERMINAL:
         raise Conflict(
             "meeting_finished", f"meeting {meeting_id!r} already ended ({meeting.status})", meeting=MeetingView.of(meeting)
         )
-    move(db, meeting, S.STOPPING, CompletionReason.STOPPED, Actor.API)
+    move(db, meeting, S.STOPPING, CompletionReason.STOPPED, actor)
     return meeting
 
 

@@ -32,6 +32,11 @@ class Actor(StrEnum):
     RECONCILER = "reconciler"
 
 
+def event_actor(source: str) -> str:
+    """A request that came as a CloudEvent (functions/bot_manager/requests.py), by its `source`."""
+    return f"event:{source}"[:100]
+
+
 def bot_actor(bot_session: BotSession) -> str:
     return f"bot:{bot_session.id}"
 

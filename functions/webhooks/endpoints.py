@@ -10,11 +10,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, selectinload
 
 from functions.common.errors import Conflict, NotFound, Unacceptable
-from functions.common.models import Meeting, User, WebhookCursor, WebhookDelivery, WebhookEndpoint
+from functions.common.models import User, WebhookDelivery, WebhookEndpoint
 from functions.common.settings import Settings
 from functions.common.webhooks import DeliveryStatus, WebhookEventType
 
@@ -31,7 +30,6 @@ def create(
     count = db.scalar(select(func.count()).select_from(WebhookEndpoint).where(WebhookEndpoint.user_id == user_id))
     if count >= MAX_ENDPOINTS_PER_USER:
         raise Conflict("too_many_webhooks", f"a user may have at most {MAX_ENDPOINTS_PER_USER} webhook endpoints")
-    _start_from_now(db, user_id)
     endpoint = WebhookEndpoint(
         user_id=user_id, url=_checked(url, settings), event_types=_types(event_types), description=description,
         secret=signing.new_secret(), enabled=True,
@@ -67,7 +65,6 @@ def update(
     if description is not None:
         endpoint.description = description
     if enabled is True and not endpoint.enabled:
-        _start_from_now(db, user_id)  # what happened while it was off is not sent
         endpoint.enabled, endpoint.disabled_reason = True, None
     elif enabled is False and endpoint.enabled:
         disable(db, endpoint, "disabled by its owner")
@@ -144,16 +141,6 @@ def _checked(url: str, settings: Settings) -> str:
 
 def _types(event_types: Sequence[WebhookEventType]) -> list[str]:
     return [str(t) for t in dict.fromkeys(event_types)]
-
-
-def _start_from_now(db: Session, user_id: str) -> None:
-    """If the user has no enabled endpoint, their meetings' past events are not sent to a new one:
-    every meeting's webhook cursor moves to its latest event."""
-    if db.scalar(select(WebhookEndpoint.id).where(WebhookEndpoint.user_id == user_id, WebhookEndpoint.enabled).limit(1)):
-        return
-    latest = select(Meeting.id, Meeting.feed_seq).where(Meeting.user_id == user_id)
-    statement = insert(WebhookCursor).from_select(["meeting_pk", "seq"], latest)
-    db.execute(statement.on_conflict_do_update(index_elements=["meeting_pk"], set_={"seq": statement.excluded.seq}))
 
 
 def _now() -> datetime:

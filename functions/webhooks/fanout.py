@@ -1,6 +1,8 @@
-"""New feed events become webhook messages, and each message one delivery per endpoint that
-wants its type: in one transaction with the meeting's webhook cursor, so an event is turned
-into messages exactly once however often the pump runs or dies.
+"""New feed events become webhook messages (which also go into the Broker as public CloudEvents,
+publishing.py), and each message one delivery per enabled endpoint that wants its type: in one
+transaction with the meeting's webhook cursor, so an event is turned into messages exactly once
+however often the pump runs or dies. An endpoint gets what happens after it was created or
+turned back on, not what came before.
 
 The feed's cursors become visible in order (functions/meetings/outbox.py), so reading after the
 webhook cursor never skips an event that commits late.
@@ -39,13 +41,12 @@ ENDS = {MeetingStatus.COMPLETED: WebhookEventType.MEETING_COMPLETED, MeetingStat
 
 
 def meetings_with_news(db: Session, limit: int = 100) -> list[uuid.UUID]:
-    """Meetings of users with an enabled endpoint whose feed has events not yet turned into messages."""
-    subscribed = select(WebhookEndpoint.user_id).where(WebhookEndpoint.enabled)
+    """Meetings whose feed has events not yet turned into messages."""
     return list(
         db.scalars(
             select(Meeting.id)
             .outerjoin(WebhookCursor, WebhookCursor.meeting_pk == Meeting.id)
-            .where(Meeting.user_id.in_(subscribed), Meeting.feed_seq > func.coalesce(WebhookCursor.seq, Meeting.feed_start))
+            .where(Meeting.feed_seq > func.coalesce(WebhookCursor.seq, Meeting.feed_start))
             .limit(limit)
         )
     )
@@ -66,30 +67,30 @@ def fan_out(db: Session, meeting_pk: uuid.UUID) -> list[uuid.UUID]:
         log.warning("webhooks.events_pruned", extra={"meeting_id": str(meeting_pk), "user_id": meeting.user_id,
                                                       "missed": events[0].cursor - cursor.seq - 1})  # fmt: skip
     cursor.seq = events[-1].cursor
-    endpoints = list(db.scalars(select(WebhookEndpoint).where(WebhookEndpoint.user_id == meeting.user_id, WebhookEndpoint.enabled)))
-    wanted = {t for endpoint in endpoints for t in endpoint.event_types}
     now = datetime.now(timezone.utc)
-    made = [m for m in _messages(db, meeting, [FEED_MESSAGE.validate_json(e.body) for e in events], wanted, now)]
+    made = list(_messages(db, meeting, [FEED_MESSAGE.validate_json(e.body) for e in events], now))
     if not made:
         return []
-    db.execute(insert(WebhookMessage).values([dict(id=i, meeting_pk=meeting_pk, event_type=t, body=b, created_at=now)
-                                              for i, t, b in made]).on_conflict_do_nothing())  # fmt: skip
+    db.execute(insert(WebhookMessage).values([
+        dict(id=i, meeting_pk=meeting_pk, user_id=meeting.user_id, event_type=t, body=b, created_at=now) for i, t, b in made
+    ]).on_conflict_do_nothing())  # fmt: skip
+    endpoints = list(db.scalars(select(WebhookEndpoint).where(WebhookEndpoint.user_id == meeting.user_id, WebhookEndpoint.enabled)))
     rows = [
         dict(message_id=i, endpoint_id=endpoint.id, status=DeliveryStatus.PENDING, next_attempt_at=now, created_at=now)
         for i, t, _ in made for endpoint in endpoints if t in endpoint.event_types
     ]  # fmt: skip
+    if not rows:
+        return []
     return list(db.scalars(insert(WebhookDelivery).values(rows).on_conflict_do_nothing().returning(WebhookDelivery.id)))
 
 
-def _messages(
-    db: Session, meeting: Meeting, messages: Sequence[object], wanted: set[str], now: datetime
-) -> Iterator[tuple[str, WebhookEventType, str]]:
-    """(webhook-id, type, body) of each message some endpoint wants, in feed order."""
+def _messages(db: Session, meeting: Meeting, messages: Sequence[object], now: datetime) -> Iterator[tuple[str, WebhookEventType, str]]:
+    """(webhook-id, type, body) of each message the feed's `messages` make, in feed order."""
     view = MeetingView.of(meeting)
     batch: list[SegmentMessage] = []
 
     def segments_message() -> Iterator[tuple[str, WebhookEventType, str]]:
-        if batch and WebhookEventType.TRANSCRIPT_SEGMENTS in wanted:
+        if batch:
             kind = WebhookEventType.TRANSCRIPT_SEGMENTS
             data = SegmentsData(meeting=view, cursor=batch[-1].cursor, segments=[m.segment for m in batch])
             yield message_id(meeting.id, batch[0].cursor, kind), kind, payload(kind, data, now)
@@ -105,7 +106,7 @@ def _messages(
         if not isinstance(message, StatusMessage):
             continue  # speakers updates are the live feed's alone, for now
         kinds = [WebhookEventType.MEETING_STATUS_CHANGED] + ([ENDS[message.status]] if message.status in ENDS else [])
-        for kind in (k for k in kinds if k in wanted):
+        for kind in kinds:
             segments = None
             if kind == WebhookEventType.MEETING_COMPLETED:
                 segments = [SegmentView.of(row) for row in queries.transcript_segments(db, meeting)]

@@ -1,23 +1,26 @@
 """The webhook tasks: the pump (Celery beat, every WEBHOOK_PUMP_SECONDS) turns new feed events into
-deliveries and hands every due delivery to a `deliver` task on the webhook queue, whose own
-workers wait on receivers (functions/webhooks/)."""
+messages and deliveries, publishes the messages into the Broker as public CloudEvents, prunes old
+ones, and hands every due delivery to a `deliver` task on the webhook queue, whose own workers
+wait on receivers (functions/webhooks/)."""
 from __future__ import annotations
 
 import logging
 import uuid
 
 import redis
+import requests
 
 from functions.common import coordination
 from functions.common.db import session_factory
 from functions.common.settings import get_settings
 from functions.common.tasks import TaskName, enqueue
-from functions.webhooks import delivery, fanout
+from functions.webhooks import delivery, fanout, publishing
 
 from .app import celery_app
 
 log = logging.getLogger(__name__)
 PUMP_LOCK_SECONDS = 30
+_broker = requests.Session()
 
 
 @celery_app.task(name=TaskName.WEBHOOK_PUMP)
@@ -38,7 +41,11 @@ def pump() -> dict[str, int]:
         for claim in claims:
             # A task that is lost leaves its delivery leased: claimed again once the lease runs out.
             enqueue(celery_app, TaskName.DELIVER_WEBHOOK, str(claim.delivery_id), str(claim.attempt))
-        return {"deliveries_made": made, "attempts_sent": len(claims)}
+        with db_sessions() as db, db.begin():
+            published = publishing.publish(db, _broker, settings.broker_ingress_url)
+        with db_sessions() as db, db.begin():
+            pruned = publishing.prune(db, settings.webhook_log_days)
+        return {"deliveries_made": made, "attempts_sent": len(claims), "published": published, "pruned": pruned}
     finally:
         try:
             lock.release()

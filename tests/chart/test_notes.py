@@ -3,7 +3,8 @@
 It tells how to reach the gateway and send a bot, how to read the admin token from the Secret
 it is really in (unless the admin API is off), admin API calls that are routes of the gateway
 with bodies they accept, and `vexa admin` command lines the CLI parses, run in a pod that has
-the CLI and DATABASE_URL: the worker's, or beat's when the worker is scaled to zero.
+the CLI and DATABASE_URL: the worker's, or beat's when the worker is scaled to zero. It names
+the Deployment that sends webhooks, which the chart runs.
 """
 from __future__ import annotations
 
@@ -92,3 +93,12 @@ def test_notes_send_the_cli_to_beat_when_there_is_no_worker(chart):
     notes = notes_of(chart, {"worker": {"replicas": 0}})
     assert f"kubectl exec -n {NAMESPACE} deploy/{RELEASE}-beat -- vexa admin create-user" in notes
     assert f"deploy/{RELEASE}-worker" not in notes
+
+
+def test_notes_point_to_the_webhook_workers(chart):
+    values = {"webhooks": {"replicas": 3}}
+    notes = notes_of(chart, values)
+    line = f"kubectl logs -n {NAMESPACE} deploy/{RELEASE}-webhooks -f"
+    assert line in notes and "webhooks.replicas: 3" in notes
+    deployment = one(objects(render(chart, values)), "Deployment", f"{RELEASE}-webhooks")
+    assert deployment["spec"]["replicas"] == 3

@@ -34,8 +34,8 @@ from functions.webhooks import receivers
 from functions.worker.orchestrator.job_spec import BOT_SELECTOR
 from tests.support.chart import (
     KIND_VALUES, NAMESPACE, PODS, RELEASE, WEBHOOKS, WORKER, ApiRequest, api_requests_of_the_worker,
-    assert_valid_kubernetes, bot_policy, chart_pods, container_of, knative_services, launch_as_the_worker, objects, of_kind,
-    one, plain_env, pod_specs, render, webhooks_policy,
+    assert_valid_kubernetes, bot_policy, chart_pods, container_of, knative_services, launch_as_the_worker, objects,
+    of_kind, one, plain_env, pod_specs, render, webhooks_policy,
 )  # fmt: skip
 from tests.support.network_policy import Destination, egress_allows, selects
 
@@ -296,8 +296,8 @@ def test_webhook_workers_reach_the_database_and_redis(with_values):
         for name in (f"{RELEASE}-postgresql", f"{RELEASE}-redis"):
             pod = one(rendered, "StatefulSet", name)["spec"]["template"]
             (port,) = container_of(one(rendered, "StatefulSet", name))["ports"]
-            labels = pod["metadata"]["labels"]
-            assert egress_allows(policy, Destination("10.244.2.7", port["containerPort"], "TCP", NAMESPACE, labels)), name
+            destination = Destination("10.244.2.7", port["containerPort"], "TCP", NAMESPACE, pod["metadata"]["labels"])
+            assert egress_allows(policy, destination), name
     else:
         assert [d for d in PRODUCTION_DATA if not egress_allows(policy, d)] == []
 
@@ -320,7 +320,8 @@ def test_webhook_workers_reach_no_other_pod_of_the_release(rendered):
 def test_an_external_database_needs_a_rule_for_the_webhook_workers(chart):
     """Without one they could not reach it: the chart refuses, naming what to set."""
     external = {"postgresql": {"enabled": False}, "externalDatabase": {"existingSecret": "vexa-database"}}
-    with pytest.raises(helm.HelmRenderError, match=r"networkPolicy\.webhooks\.extraEgress is empty.*external PostgreSQL"):
+    refusal = r"networkPolicy\.webhooks\.extraEgress is empty.*external PostgreSQL"
+    with pytest.raises(helm.HelmRenderError, match=refusal):
         render(chart, external)
     rule = {"to": [{"ipBlock": {"cidr": "10.20.0.3/32"}}], "ports": [{"protocol": "TCP", "port": 5432}]}
     rendered = objects(render(chart, {**external, "networkPolicy": {"webhooks": {"extraEgress": [rule]}}}))

@@ -3,45 +3,27 @@ for an hour (the retry schedule compressed), each exactly once, signed as the St
 reference library verifies; receivers on internal addresses are refused when created and when a
 name is pointed at one later; one user's key cannot touch another's webhooks.
 
-A stack of its own, whose receivers' names resolve through a DNS server the tests control.
+On the stack of tests/live/conftest.py, whose receivers' names resolve through a DNS server the
+tests control.
 """
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 import requests
 import standardwebhooks
 
 from functions.common.webhooks import RETRY_SCHEDULE, WebhookEventType
 from local.stack_client import RunningStack, wait_for
-from tests.support.databases import fresh_database
-from tests.support.stacks import running_stack
-from tests.support.webhooks import NameServer, WebhookReceiver
+from tests.support.webhooks import WEBHOOK_RETRY_SCALE, NameServer, WebhookReceiver
 
-SCALE = 0.001  # WEBHOOK_RETRY_SCALE: the schedule's 10 hours are 36 s, an hour is 3.6 s
+SCALE = WEBHOOK_RETRY_SCALE
 HOUR = 3600 * SCALE
 EVERY_TYPE = [str(t) for t in WebhookEventType]
 W = WebhookEventType
-
-
-@pytest.fixture(scope="module")
-def name_server() -> Iterator[NameServer]:
-    server = NameServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def hooks_stack(tmp_path_factory: pytest.TempPathFactory, name_server: NameServer) -> Iterator[RunningStack]:
-    with fresh_database() as database_url:
-        yield from running_stack(
-            tmp_path_factory.mktemp("webhooks"), database_url, WEBHOOK_RETRY_SCALE=str(SCALE), WEBHOOK_PUMP_SECONDS="0.5",
-            WEBHOOK_ALLOWED_NETWORKS="127.0.0.2", WEBHOOK_DNS_SERVERS=name_server.address,
-        )  # fmt: skip
 
 
 def create(rs: RunningStack, user: str, url: str, event_types: list[str] | None = None) -> requests.Response:
@@ -55,8 +37,8 @@ def delivery_log(rs: RunningStack, user: str, endpoint_id: str) -> list[dict]:
     return response.json()["deliveries"]
 
 
-def test_every_event_reaches_a_failing_and_a_down_receiver_once_signed(hooks_stack: RunningStack) -> None:
-    rs, user, meeting = hooks_stack, "alice", "standup"
+def test_every_event_reaches_a_failing_and_a_down_receiver_once_signed(events_stack: RunningStack) -> None:
+    rs, user, meeting = events_stack, "alice", "standup"
     flaky = WebhookReceiver(answer=lambda n: 500 if n < 5 else 200).up()
     outage = WebhookReceiver().up()
     outage.down()  # down from before the meeting starts until an hour (compressed) into it
@@ -115,9 +97,9 @@ def test_every_event_reaches_a_failing_and_a_down_receiver_once_signed(hooks_sta
 
 
 def test_receivers_on_internal_addresses_are_refused_at_creation_and_at_delivery(
-    hooks_stack: RunningStack, name_server: NameServer
+    events_stack: RunningStack, name_server: NameServer
 ) -> None:
-    rs, user = hooks_stack, "mallory"
+    rs, user = events_stack, "mallory"
     name_server.point("loopback.vexa.test", "127.0.0.1")
     refused = {
         "http://127.0.0.1:8080/hook": "127.0.0.1 is not a public address",
@@ -151,8 +133,8 @@ def test_receivers_on_internal_addresses_are_refused_at_creation_and_at_delivery
     rs.stop_bot(user, "rebind")
 
 
-def test_one_users_key_cannot_see_or_change_anothers_webhooks(hooks_stack: RunningStack) -> None:
-    rs = hooks_stack
+def test_one_users_key_cannot_see_or_change_anothers_webhooks(events_stack: RunningStack) -> None:
+    rs = events_stack
     receiver = WebhookReceiver().up()
     endpoint = create(rs, "carol", receiver.url).json()
     assert endpoint["event_types"] == [W.MEETING_STATUS_CHANGED, W.MEETING_COMPLETED, W.MEETING_FAILED]

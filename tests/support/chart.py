@@ -113,6 +113,7 @@ WEBHOOK_VALUES = {
     "WEBHOOK_PUMP_SECONDS": "webhooks.pumpSeconds",
     "WEBHOOK_ALLOWED_NETWORKS": "webhooks.allowedNetworks",  # a list in values, comma-separated in the pod
     "WEBHOOK_DNS_SERVERS": "webhooks.dnsServers",
+    "WEBHOOK_LOG_DAYS": "webhooks.logDays",
     "WEBHOOK_SECRET_OVERLAP_SECONDS": "webhooks.secretOverlapSeconds",
 }
 GATEWAY_WEBHOOK_SETTINGS = {"WEBHOOK_ALLOWED_NETWORKS", "WEBHOOK_DNS_SERVERS", "WEBHOOK_SECRET_OVERLAP_SECONDS"}
@@ -160,6 +161,7 @@ CUSTOM_VALUES = {
         "pumpSeconds": 2.5,
         "allowedNetworks": ["10.20.0.0/16", "10.30.0.7", "fd00:20::/64"],
         "dnsServers": ["10.0.0.10", "1.1.1.1:5353"],
+        "logDays": 7.5,
         "secretOverlapSeconds": 3600,
     },
 }  # fmt: skip

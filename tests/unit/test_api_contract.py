@@ -14,7 +14,7 @@ from functions.gateway import create_app as create_gateway
 from functions.gateway.openapi import openapi_document
 
 # Served besides the API: operations (metrics), the document itself, and bot-manager's event sinks.
-NOT_API = {"/metrics", "/openapi.json", "/events", "/dead-letters", "/static/<path:filename>"}
+NOT_API = {"/metrics", "/openapi.json", "/events", "/requests", "/dead-letters", "/static/<path:filename>"}
 
 
 def served(app: Flask) -> set[tuple[str, str]]:

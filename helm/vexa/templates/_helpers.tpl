@@ -465,11 +465,86 @@ Integer settings go through int, so that a large number is never written as 1e+0
   value: {{ $b.platformsDir | quote }}
 {{- end -}}
 
-{{/* ---- Celery: what the worker and beat share ---------------------------------------- */}}
+{{/* ---- NetworkPolicies (networkpolicy.yaml): egress rules more than one policy has --------- */}}
+
+{{/* Name resolution at the cluster DNS pods (and networkPolicy.dns.extraPeers). Call with .Values.networkPolicy. */}}
+{{- define "vexa.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        {{- toYaml .dns.namespaceSelector | nindent 8 }}
+      podSelector:
+        {{- toYaml .dns.podSelector | nindent 8 }}
+    {{- with .dns.extraPeers }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  ports:
+    - protocol: UDP
+      port: 53
+    - protocol: TCP
+      port: 53
+{{- end -}}
+
+{{/* The public internet (networkPolicy.publicInternet), any port and protocol. Call with .Values.networkPolicy. */}}
+{{- define "vexa.publicInternetEgress" -}}
+- to:
+    {{- range .publicInternet }}
+    - ipBlock:
+        cidr: {{ .cidr | quote }}
+        {{- with .except }}
+        except:
+          {{- range . }}
+          - {{ . | quote }}
+          {{- end }}
+        {{- end }}
+    {{- end }}
+{{- end -}}
+
+{{/* One address as a CIDR: 10.0.0.7 -> 10.0.0.7/32, fd00::7 -> fd00::7/128. */}}
+{{- define "vexa.hostCidr" -}}
+{{- . }}/{{ ternary "128" "32" (contains ":" .) -}}
+{{- end -}}
+
+{{/* ---- Webhooks ---------------------------------------------------------------------- */}}
+
+{{/*
+Which receivers webhooks may go to: the gateway checks an endpoint's URL when it is created,
+the webhook workers again at every attempt, so both get the same two settings.
+*/}}
+{{- define "vexa.webhookReceiverEnv" -}}
+- name: WEBHOOK_ALLOWED_NETWORKS
+  value: {{ join "," .Values.webhooks.allowedNetworks | quote }}
+- name: WEBHOOK_DNS_SERVERS
+  value: {{ join "," .Values.webhooks.dnsServers | quote }}
+{{- end -}}
+
+{{/*
+Every webhook setting, for every Celery pod alike: beat schedules the pump every
+WEBHOOK_PUMP_SECONDS, the worker's pump leases each attempt for WEBHOOK_TIMEOUT_SECONDS and a
+margin, and the webhook workers make it within that timeout (a lease shorter than an attempt
+would send it twice). `vexa admin` in a worker or beat pod creates endpoints and rotates
+secrets as the gateway does.
+*/}}
+{{- define "vexa.webhookEnv" -}}
+{{- $w := .Values.webhooks -}}
+{{ include "vexa.webhookReceiverEnv" . }}
+- name: WEBHOOK_TIMEOUT_SECONDS
+  value: {{ toString $w.timeoutSeconds | quote }}
+- name: WEBHOOK_RETRY_SCALE
+  value: {{ toString $w.retryScale | quote }}
+- name: WEBHOOK_PUMP_SECONDS
+  value: {{ toString $w.pumpSeconds | quote }}
+- name: WEBHOOK_LOG_DAYS
+  value: {{ toString $w.logDays | quote }}
+- name: WEBHOOK_SECRET_OVERLAP_SECONDS
+  value: {{ int $w.secretOverlapSeconds | quote }}
+{{- end -}}
+
+{{/* ---- Celery: what the worker, the webhook workers and beat share -------------------- */}}
 
 {{- define "vexa.backgroundEnv" -}}
 {{ include "vexa.databaseUrlEnv" . }}
 {{ include "vexa.redisUrlEnv" . }}
 - name: LOG_LEVEL
   value: {{ .Values.settings.logLevel | quote }}
+{{ include "vexa.webhookEnv" . }}
 {{- end -}}

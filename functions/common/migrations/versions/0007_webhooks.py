@@ -1,4 +1,5 @@
-"""webhooks: users' endpoints, the messages signed for them, every delivery and attempt
+"""webhooks: users' endpoints, the messages signed for them (and published into the Broker), every
+delivery and attempt, and the inbound bot requests already handled
 
 Revision ID: 0007
 Revises: 0006
@@ -41,13 +42,18 @@ def upgrade() -> None:
     op.create_table('webhook_messages',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('meeting_pk', sa.Uuid(), nullable=False),
+    sa.Column('user_id', sa.String(length=128), nullable=False),
     sa.Column('event_type', sa.String(length=64), nullable=False),
     sa.Column('body', sa.Text(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['meeting_pk'], ['meetings.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_webhook_messages_meeting', 'webhook_messages', ['meeting_pk'], unique=False)
+    op.create_index('ix_webhook_messages_unpublished', 'webhook_messages', ['created_at'], unique=False,
+                    postgresql_where=sa.text('published_at IS NULL'))
+    op.create_index('ix_webhook_messages_created', 'webhook_messages', ['created_at'], unique=False)
     op.create_table('webhook_deliveries',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('message_id', sa.String(length=64), nullable=False),
@@ -75,11 +81,20 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_webhook_attempts_delivery', 'webhook_attempts', ['delivery_id'], unique=False)
+    op.create_table('bot_requests',
+    sa.Column('source', sa.String(length=256), nullable=False),
+    sa.Column('event_id', sa.String(length=256), nullable=False),
+    sa.Column('meeting_pk', sa.Uuid(), nullable=True),
+    sa.Column('received_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.ForeignKeyConstraint(['meeting_pk'], ['meetings.id'], ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('source', 'event_id')
+    )
     # Meetings that exist now start with their history behind them: nothing of it is sent.
     op.execute("INSERT INTO webhook_cursors (meeting_pk, seq) SELECT id, feed_seq FROM meetings")
 
 
 def downgrade() -> None:
+    op.drop_table('bot_requests')
     op.drop_table('webhook_attempts')
     op.drop_table('webhook_deliveries')
     op.drop_table('webhook_messages')

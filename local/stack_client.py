@@ -8,11 +8,13 @@ from typing import Any, Callable
 
 import requests
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from functions.common.db import engine_for
 from functions.common.lifecycle import LIVE
-from functions.common.models import Meeting
+from functions.common.models import Meeting, WebhookMessage
 from functions.common.settings import REPO_ROOT
+from functions.webhooks import fanout
 from functions.worker.orchestrator import ProcessOrchestrator
 from local.stack import Stack
 
@@ -45,13 +47,16 @@ class RunningStack:
         return f"http://127.0.0.1:{port}"
 
     def wait_until_quiet(self, timeout: float = 120) -> None:
-        """Until no meeting is live and no bot runs: before comparing the whole database, say."""
+        """Until no meeting is live, no bot runs and the webhook pump has made and published the
+        messages of every meeting's news: before comparing the whole database, say."""
 
         def quiet() -> bool:
-            with engine_for(self.database_url).connect() as conn:
-                live = conn.scalar(select(func.count()).select_from(Meeting).where(Meeting.status.in_(LIVE)))
+            with Session(engine_for(self.database_url)) as db:
+                live = db.scalar(select(func.count()).select_from(Meeting).where(Meeting.status.in_(LIVE)))
+                unpublished = db.scalar(select(func.count()).select_from(WebhookMessage).where(WebhookMessage.published_at.is_(None)))
+                news = fanout.meetings_with_news(db, limit=1)
             bots = ProcessOrchestrator(str(self.stack.state)).list()
-            return live == 0 and not any(bot.state.live for bot in bots)
+            return live == 0 and not news and unpublished == 0 and not any(bot.state.live for bot in bots)
 
         wait_for(quiet, timeout, "every meeting of the stack to end and its bots to exit", interval=0.5)
 

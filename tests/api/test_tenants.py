@@ -61,6 +61,10 @@ def test_every_user_endpoint_serves_only_the_keys_own_user(stack: RunningStack, 
     with engine_for(stack.database_url).begin() as conn:
         conn.execute(text("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = :id"), {"id": expired["id"]})
 
+    created = stack.api("POST", f"/webhooks/{alice}", alice, json={"url": "https://8.8.8.8/vexa"})
+    assert created.status_code == 201, created.text
+    hook = f"/webhooks/{alice}/{created.json()['id']}"
+
     body = {"user_id": alice, "meeting_id": meeting}
     run_body = {**body, "meeting_id": f"new-{meeting}", "meeting_url": str(short_silence), "replay_speed": 50}
     endpoints = [
@@ -70,6 +74,14 @@ def test_every_user_endpoint_serves_only_the_keys_own_user(stack: RunningStack, 
         ("GET", f"/transcript/{alice}/{meeting}", {}),
         ("GET", f"/transcript/{alice}/{meeting}?format=txt", {}),
         ("GET", f"/bot/screenshot/{alice}/{meeting}", {}),
+        ("POST", f"/webhooks/{alice}", {"json": {"url": "https://8.8.4.4/vexa"}}),
+        ("GET", f"/webhooks/{alice}", {}),
+        ("GET", hook, {}),
+        ("PATCH", hook, {"json": {"description": "changed"}}),
+        ("POST", f"{hook}/secret", {}),
+        ("GET", f"{hook}/deliveries", {}),
+        ("POST", f"{hook}/deliveries/{uuid.uuid4()}/resend", {}),
+        ("DELETE", hook, {}),
         ("DELETE", f"/transcript/{alice}/{meeting}", {}),
     ]
     credentials = {
@@ -95,11 +107,15 @@ def test_every_user_endpoint_serves_only_the_keys_own_user(stack: RunningStack, 
 
     # The owner's key does all of it (last: the delete).
     own = {"X-API-Key": stack.api_key(alice)}
-    expected = [201, 409, 200, 200, 200, 404, 200]  # stop: the meeting had already ended; screenshot: it joined
+    # stop: the meeting had already ended; screenshot: it joined; resend: no such delivery.
+    expected = [201, 409, 200, 200, 200, 404, 201, 200, 200, 200, 200, 200, 404, 200, 200]
     for (method, path, kwargs), status in zip(endpoints, expected):
         response = requests.request(method, f"{stack.gateway}{path}", headers=own, timeout=30, **kwargs)
         assert response.status_code == status, f"{method} {path} with own key: {response.status_code} {response.text}"
         cells += 1
+    # The endpoint the owner made goes too: nothing is sent on to 8.8.4.4 for the run it started.
+    for endpoint in stack.api("GET", f"/webhooks/{alice}", alice).json()["endpoints"]:
+        assert stack.api("DELETE", f"/webhooks/{alice}/{endpoint['id']}", alice).status_code == 200
     # And bob sees none of alice's meetings in his own status.
     assert stack.api("GET", f"/bot/status/{bob}", bob).json()["bots"] == []
     print(f"\nisolation matrix: {len(endpoints)} user endpoints x {len(credentials) + 1} credentials = {cells} requests")

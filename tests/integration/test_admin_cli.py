@@ -71,7 +71,7 @@ def _failed_delivery(database_url: str, user_id: str, endpoint_id: str) -> str:
         meeting = Meeting(id=uuid.uuid4(), user_id=user_id, meeting_id="standup", platform="google_meet", language="en",
                           replay_speed=1.0, status="completed")  # fmt: skip
         message = WebhookMessage(id=message_id(meeting.id, 3, WebhookEventType.MEETING_COMPLETED), meeting_pk=meeting.id,
-                                 event_type=str(WebhookEventType.MEETING_COMPLETED), body="{}")  # fmt: skip
+                                 user_id=user_id, event_type=str(WebhookEventType.MEETING_COMPLETED), body="{}")  # fmt: skip
         delivery = WebhookDelivery(id=uuid.uuid4(), message_id=message.id, endpoint_id=uuid.UUID(endpoint_id),
                                    status=DeliveryStatus.FAILED, attempts=8)  # fmt: skip
         db.add(meeting)

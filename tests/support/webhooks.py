@@ -29,6 +29,7 @@ class WebhookReceiver:
 
     host: str = "127.0.0.2"
     answer: Callable[[int], int] = lambda n: 200
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every answer
     received: list[Received] = field(default_factory=list)
     port: int = 0
     _server: ThreadingHTTPServer | None = None
@@ -48,6 +49,8 @@ class WebhookReceiver:
                     status = receiver.answer(len(receiver.received))
                     receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, status))
                 self.send_response(status)
+                for name, value in receiver.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

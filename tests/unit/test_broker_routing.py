@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from cloudevents.core.v1.event import CloudEvent
 
 from functions.broker import service_urls
@@ -82,3 +83,27 @@ def test_durations(text: str, seconds: float):
 def test_durations_are_parsed_strictly(text: str):
     with pytest.raises(RoutingError):
         parse_duration(text)
+
+
+def test_users_triggers_route_public_events_to_their_own_services_only(tmp_path: Path):
+    """USER_TRIGGERS_DIR: a user's Trigger, as written for the cluster with a `uri`, is routed and
+    shares the Broker's dead letter sink; one naming Vexa's own services, or a second Broker, stops startup."""
+    services = {"bot-manager": "http://127.0.0.1:2"}
+    knative = write_knative(tmp_path / "knative", [], deadLetterSink=service_ref("bot-manager", "/dead-letters"))
+    users = tmp_path / "users"
+    users.mkdir()
+    mine = trigger("alice-completed", {"type": "io.vexa.meeting.completed.v1", "userid": "alice"}, {"uri": "http://127.0.0.1:9/x"})
+    mine["metadata"]["namespace"], mine["spec"]["broker"] = "tests", "test-broker"
+    (users / "alice.yaml").write_text(yaml.safe_dump(mine))
+    [route] = load_routing(knative, services, users).routes
+    assert route.matches({"type": "io.vexa.meeting.completed.v1", "userid": "alice"})
+    assert not route.matches({"type": "io.vexa.meeting.completed.v1", "userid": "bob"})
+    assert route.delivery.dead_letter_sink == "http://127.0.0.1:2/dead-letters"
+
+    mine["spec"]["subscriber"] = service_ref("bot-manager", "/requests")  # a way to act as Vexa itself
+    (users / "alice.yaml").write_text(yaml.safe_dump(mine))
+    with pytest.raises(RoutingError, match="'bot-manager' is unknown"):
+        load_routing(knative, services, users)
+    (users / "alice.yaml").write_text((knative / "broker.yaml").read_text())
+    with pytest.raises(RoutingError, match="only Triggers"):
+        load_routing(knative, services, users)

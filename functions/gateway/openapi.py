@@ -10,6 +10,7 @@ from pydantic import BaseModel, TypeAdapter
 from functions.common.api import ERROR_MODEL, PATH_PARAMETERS, ROUTES, Caller, Reply, Route
 from functions.common.feed import STREAM_MESSAGE, ClientMessage
 from functions.common.web import type_adapter
+from functions.common.webhooks import WebhookEventType, WebhookPayload
 
 bp = Blueprint("openapi", __name__)
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -28,8 +29,17 @@ DESCRIPTION = (
     "Send bots to meetings and read their transcripts, whole or live. Every /bot and /transcript call needs the "
     "user's API key in X-API-Key and may act only for that user; a browser opens a stream with a ticket instead. "
     "The live feed's messages are the StreamMessage schema (WebSocket /ws also takes ClientMessage); /admin needs "
-    "the admin token."
+    "the admin token. `webhooks` describes what Vexa POSTs to a user's webhook endpoints, signed per Standard Webhooks."
 )
+# What every webhook delivery carries besides its body (https://www.standardwebhooks.com/).
+WEBHOOK_HEADERS = [
+    {"name": "webhook-id", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "the message's id: the same on every attempt, the receiver's idempotency key"},
+    {"name": "webhook-timestamp", "in": "header", "required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"},
+     "description": "when this attempt was signed, in Unix seconds"},
+    {"name": "webhook-signature", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "v1,<base64 HMAC-SHA256 of id.timestamp.body>, one per signing secret, space-separated"},
+]  # fmt: skip
 
 
 @bp.get("/openapi.json")
@@ -52,8 +62,22 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "info": {"title": "Vexa API", "version": "1.0.0", "description": DESCRIPTION},
         "servers": [{"url": server_url}],
         "paths": paths,
+        "webhooks": _webhooks(schemas),
         "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }
+
+
+def _webhooks(schemas: dict[str, Any]) -> dict[str, Any]:
+    """The requests Vexa makes to webhook endpoints: one per event type, each body a WebhookPayload."""
+    body = {"required": True, "content": {"application/json": {"schema": _ref(WebhookPayload, schemas, "serialization")}}}
+    replies = {"2XX": {"description": "delivered"},
+               "410": {"description": "gone: Vexa disables the endpoint"},
+               "default": {"description": "retried on the schedule (Retry-After honoured)"}}  # fmt: skip
+    return {
+        str(kind): {"post": {"operationId": f"webhook_{kind.name.lower()}", "summary": f"{kind}: sent to endpoints subscribed to it",
+                             "parameters": WEBHOOK_HEADERS, "requestBody": body, "responses": replies}}
+        for kind in WebhookEventType
+    }  # fmt: skip
 
 
 def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:

@@ -61,12 +61,14 @@ def fan_out(db: Session, meeting_pk: uuid.UUID) -> list[uuid.UUID]:
     db.execute(insert(WebhookCursor).values(meeting_pk=meeting_pk, seq=meeting.feed_start).on_conflict_do_nothing())
     cursor = db.scalars(select(WebhookCursor).where(WebhookCursor.meeting_pk == meeting_pk).with_for_update()).one()
     events = outbox.read(db, meeting_pk, after=cursor.seq, limit=EVENTS_PER_PASS)
+    # Events commit with the feed_seq that counts them, so any missing here were pruned (FEED_EVENTS_KEPT).
+    first = events[0].cursor if events else meeting.feed_seq + 1
+    if first != cursor.seq + 1:
+        log.warning("webhooks.events_pruned", extra={"meeting_id": str(meeting_pk), "user_id": meeting.user_id,
+                                                      "missed": first - cursor.seq - 1})  # fmt: skip
+    cursor.seq = events[-1].cursor if events else max(cursor.seq, meeting.feed_seq)
     if not events:
         return []
-    if events[0].cursor != cursor.seq + 1:
-        log.warning("webhooks.events_pruned", extra={"meeting_id": str(meeting_pk), "user_id": meeting.user_id,
-                                                      "missed": events[0].cursor - cursor.seq - 1})  # fmt: skip
-    cursor.seq = events[-1].cursor
     now = datetime.now(timezone.utc)
     made = list(_messages(db, meeting, [FEED_MESSAGE.validate_json(e.body) for e in events], now))
     if not made:

@@ -7,14 +7,12 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import yaml
 
 from functions.common.events import Attr, PublicEventType
-from functions.common.settings import REPO_ROOT
 from local.stack_client import RunningStack
 from tests.support.databases import fresh_database
 from tests.support.receiver import EventReceiver
-from tests.support.stacks import running_stack
+from tests.support.stacks import running_stack, trigger_yaml
 from tests.support.webhooks import WEBHOOK_RETRY_SCALE, NameServer
 
 TRIGGER_USER = "dave"  # whose meetings' completions the user Trigger hands to `user_trigger_receiver`
@@ -36,17 +34,8 @@ def user_trigger_receiver() -> Iterator[EventReceiver]:
 
 def user_trigger(subscriber: str) -> str:
     """A Trigger as a user writes it for the cluster: their user's completed meetings, to their service."""
-    broker = yaml.safe_load((REPO_ROOT / "knative" / "broker.yaml").read_text())["metadata"]
-    return yaml.safe_dump({
-        "apiVersion": "eventing.knative.dev/v1",
-        "kind": "Trigger",
-        "metadata": {"name": "dave-meetings-completed", "namespace": broker["namespace"]},
-        "spec": {
-            "broker": broker["name"],
-            "filter": {"attributes": {"type": str(PublicEventType.MEETING_COMPLETED), str(Attr.USER_ID): TRIGGER_USER}},
-            "subscriber": {"uri": subscriber},
-        },
-    })  # fmt: skip
+    attributes = {"type": str(PublicEventType.MEETING_COMPLETED), str(Attr.USER_ID): TRIGGER_USER}
+    return trigger_yaml("dave-meetings-completed", attributes, subscriber)
 
 
 @pytest.fixture(scope="package")

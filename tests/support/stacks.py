@@ -63,19 +63,20 @@ def running_stack(state: Path, database_url: str, **extra_env: str) -> Iterator[
         stack.down()
 
 
-def recorder_trigger(url: str) -> str:
-    """A Trigger on knative/'s Broker that hands RECORDED_USER's audio chunks to `url`."""
+def trigger_yaml(name: str, attributes: dict[str, str], subscriber: str) -> str:
+    """A Trigger on knative/'s Broker that hands the events whose attributes match to `subscriber` (a URL)."""
     broker = yaml.safe_load((REPO_ROOT / "knative" / "broker.yaml").read_text())["metadata"]
     return yaml.safe_dump({
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Trigger",
-        "metadata": {"name": "test-audio-recorder", "namespace": broker["namespace"]},
-        "spec": {
-            "broker": broker["name"],
-            "filter": {"attributes": {"type": str(EventType.AUDIO_CHUNK), str(Attr.USER_ID): RECORDED_USER}},
-            "subscriber": {"uri": url},
-        },
+        "metadata": {"name": name, "namespace": broker["namespace"]},
+        "spec": {"broker": broker["name"], "filter": {"attributes": attributes}, "subscriber": {"uri": subscriber}},
     })  # fmt: skip
+
+
+def recorder_trigger(url: str) -> str:
+    """A Trigger that hands RECORDED_USER's audio chunks to `url`."""
+    return trigger_yaml("test-audio-recorder", {"type": str(EventType.AUDIO_CHUNK), str(Attr.USER_ID): RECORDED_USER}, url)
 
 
 @dataclass

@@ -16,8 +16,15 @@ from functions.worker.orchestrator.job_spec import BOT_SELECTOR
 from tests.support.chart import CHART, KNATIVE_DIR, KNATIVE_SERVICES, NAMESPACE, knative_services, objects, of_kind, render
 
 
-def knative_files() -> list[dict]:
-    return [doc for path in sorted(KNATIVE_DIR.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+def knative_files(requests: bool = False) -> list[dict]:
+    """knative/'s Broker and Triggers; the Triggers of bot requests only with `requests`: the chart
+    installs those only where an EventPolicy says who may send them."""
+    docs = [doc for path in sorted(KNATIVE_DIR.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return [doc for doc in docs if requests or not is_request_trigger(doc)]
+
+
+def is_request_trigger(resource: dict) -> bool:
+    return (resource["metadata"].get("annotations") or {}).get("vexa.io/sent-by") == "requests"
 
 
 def test_the_chart_reads_knative_from_the_repository():
@@ -54,8 +61,10 @@ def test_the_cluster_routes_events_as_the_local_broker_does(rendered, tmp_path):
     (tmp_path / "rendered.yaml").write_text(
         yaml.safe_dump_all([o for o in rendered if o["kind"] in ("Broker", "Trigger")])
     )
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "knative.yaml").write_text(yaml.safe_dump_all(knative_files()))
     from_chart = load_routing(tmp_path, services)
-    from_files = load_routing(KNATIVE_DIR, services)
+    from_files = load_routing(tmp_path / "files", services)
     assert from_chart.routes and sorted(from_chart.routes, key=repr) == sorted(from_files.routes, key=repr)
     assert from_chart.path == f"/{NAMESPACE}/default"
 
@@ -91,3 +100,18 @@ def test_bot_jobs_get_the_broker_as_their_sink(rendered):
     assert binding["spec"]["sink"]["ref"] == {
         "apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": broker["metadata"]["name"],
     }  # fmt: skip
+
+
+def test_bot_request_triggers_exist_only_where_an_event_policy_names_their_senders(chart):
+    """A request acts for any user it names: without EventPolicies that say who may send one, the
+    cluster routes none (anything that reaches the Broker, a bot among them, could otherwise)."""
+    requests = {o["metadata"]["name"] for o in knative_files(requests=True) if is_request_trigger(o)}
+    assert len(requests) == 2
+
+    def triggers(values: dict) -> set[str]:
+        return {o["metadata"]["name"] for o in of_kind(objects(render(chart, values)), "Trigger")}
+
+    assert not requests & triggers({})
+    assert not requests & triggers({"eventPolicy": {"enabled": True}})  # nobody may send them
+    senders = {"eventPolicy": {"enabled": True, "requestSenders": ["system:serviceaccount:calendar:scheduler"]}}
+    assert requests <= triggers(senders)

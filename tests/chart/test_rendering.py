@@ -77,6 +77,10 @@ def test_helm_lint_strict_is_clean(values):
         ({"webhooks": {"allowedNetworks": ["intranet.example.com"]}}, "/webhooks/allowedNetworks/0"),  # not an address
         ({"webhooks": {"dnsServers": ["dns.google"]}}, "/webhooks/dnsServers/0"),  # must be an IP: the policy admits it
         ({"networkPolicy": {"webhooks": {"extraegress": []}}}, "extraegress"),  # a typo
+        ({"eventPolicy": {"enabled": "yes"}}, "/eventPolicy/enabled"),
+        ({"eventPolicy": {"requestSenders": ["scheduler"]}}, "/eventPolicy/requestSenders/0"),  # not an OIDC subject
+        ({"eventPolicy": {"requestSenders": ["system:serviceaccount:*"]}}, "/eventPolicy/requestSenders/0"),  # everyone
+        ({"eventPolicy": {"requestSenders": ["system:serviceaccount:calendar:"]}}, "/eventPolicy/requestSenders/0"),
     ],
 )
 def test_bad_values_fail_at_install_time(chart, values, complaint):

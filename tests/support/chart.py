@@ -47,6 +47,8 @@ KNATIVE_CRDS = {
     ("eventing.knative.dev/v1", "Broker"): "eventing.knative.dev_brokers.yaml",
     ("eventing.knative.dev/v1", "Trigger"): "eventing.knative.dev_triggers.yaml",
     ("sources.knative.dev/v1", "SinkBinding"): "sources.knative.dev_sinkbindings.yaml",
+    # Rendered with eventPolicy.enabled only.
+    ("eventing.knative.dev/v1alpha1", "EventPolicy"): "eventing.knative.dev_eventpolicies.yaml",
 }
 # The Knative Services and the package under functions/ each serves.
 KNATIVE_SERVICES = {"gateway": "gateway", "bot-manager": "bot_manager", "transcription": "transcription"}
@@ -330,10 +332,11 @@ def kubernetes_definitions() -> referencing.Registry:
 
 @lru_cache(maxsize=None)
 def knative_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
-    """A validator for one Knative kind, from its CRD in KNATIVE_SCHEMAS, made strict (_strict)."""
+    """A validator for one Knative kind, from its CRD in KNATIVE_SCHEMAS (the version `api_version`
+    names: v1, v1alpha1 for EventPolicy), made strict (_strict)."""
     path = KNATIVE_SCHEMAS / KNATIVE_CRDS[(api_version, kind)]
     crd = yaml.safe_load(path.read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == api_version.rpartition("/")[2]]
     schema = _strict(version["schema"]["openAPIV3Schema"])
     # What every object has and the CRD leaves to the API server: apiVersion, kind and
     # metadata, the latter checked as Kubernetes' own ObjectMeta.

@@ -206,6 +206,93 @@ Files are read in name order, as the local broker does.
 {{- .Values.eventing.brokerIngressUrl | default (printf "http://broker-ingress.knative-eventing.svc.%s/%s/%s" .Values.clusterDomain .Release.Namespace (include "vexa.brokerName" .)) -}}
 {{- end -}}
 
+{{/* The SinkBinding that gives bot Jobs the Broker as K_SINK (sinkbinding.yaml). */}}
+{{- define "vexa.botSinkBindingName" -}}{{ include "vexa.fullname" . }}-bot-sink{{- end -}}
+
+{{/* ---- Knative Eventing: who may send what (eventpolicy.yaml) ----------------------------- */}}
+
+{{/*
+The public event types, functions/common/events.py's PublicEventType: the worker's webhook pump
+publishes them for users' own Triggers. Vexa routes none of them, so knative/ cannot name them;
+tests/chart/test_event_policy.py keeps this list in step with the code.
+*/}}
+{{- define "vexa.publicEventTypes" -}}
+{{- list "io.vexa.meeting.status.v1" "io.vexa.meeting.completed.v1" "io.vexa.meeting.failed.v1" "io.vexa.transcript.stored.v1" | toJson -}}
+{{- end -}}
+
+{{/*
+Who sends which event type into the Broker, as JSON {"bot": [...], "requests": [...],
+"replies": {"<trigger>": [...]}, "public": [...]}. The routed types come from knative/*.yaml, the
+one place the chart names them: each Trigger's filter type, sent by whom its vexa.io/sent-by
+annotation says (`bot`, `requests` or `reply:<trigger>`). A type has one sender.
+*/}}
+{{- define "vexa.eventSenders" -}}
+{{- $triggers := list -}}
+{{- range (include "vexa.knativeResources" . | fromJson).resources -}}
+{{- if eq .kind "Trigger" }}{{ $triggers = append $triggers . }}{{ end -}}
+{{- end -}}
+{{- $names := dict -}}
+{{- range $triggers }}{{ $_ := set $names .metadata.name true }}{{ end -}}
+{{- $senders := dict "bot" (list) "requests" (list) "replies" (dict) "public" (include "vexa.publicEventTypes" . | fromJsonArray) -}}
+{{- $sentBy := dict -}}
+{{- range $senders.public }}{{ $_ := set $sentBy . "the worker (public events)" }}{{ end -}}
+{{- range $triggers -}}
+{{- $name := .metadata.name -}}
+{{- $type := ((.spec.filter | default dict).attributes | default dict).type | default "" -}}
+{{- $sender := index (.metadata.annotations | default dict) "vexa.io/sent-by" | default "" -}}
+{{- if not $type -}}
+{{- fail (printf "knative/*.yaml: Trigger %q filters on no type, so eventPolicy cannot tell what its sender may send" $name) -}}
+{{- end -}}
+{{- if and (hasKey $sentBy $type) (ne (get $sentBy $type) $sender) -}}
+{{- fail (printf "knative/*.yaml: %s is sent by %s and, says Trigger %q, by %s: a type has one sender" $type (get $sentBy $type) $name $sender) -}}
+{{- end -}}
+{{- $_ := set $sentBy $type $sender -}}
+{{- if or (eq $sender "bot") (eq $sender "requests") -}}
+{{- $_ := set $senders $sender (append (get $senders $sender) $type | uniq) -}}
+{{- else if and (hasPrefix "reply:" $sender) (hasKey $names (trimPrefix "reply:" $sender)) -}}
+{{- $to := trimPrefix "reply:" $sender -}}
+{{- $_ := set $senders.replies $to (append (get $senders.replies $to | default (list)) $type | uniq) -}}
+{{- else -}}
+{{- fail (printf "knative/*.yaml: Trigger %q: vexa.io/sent-by is %q, not bot, requests or reply:<a Trigger in knative/>" $name $sender) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $senders -}}
+{{- end -}}
+
+{{/*
+The OIDC subject Knative Eventing gives a Trigger or source of this release, the ServiceAccount it
+creates for it: kmeta.ChildName(name, "-oidc-<group>-<kind>"), lowercased (knative/eventing
+pkg/auth/serviceaccount.go). A name longer than 63 characters Knative hashes (md5, which Helm lacks):
+then "<its first 31 characters>*", what every such name starts with.
+Call with (dict "root" $ "name" "vexa-bot-sink" "suffix" "-oidc-sources.knative.dev-sinkbinding").
+*/}}
+{{- define "vexa.oidcSubject" -}}
+{{- $name := printf "%s%s" .name .suffix | lower -}}
+{{- if gt (len $name) 63 }}{{ $name = printf "%s*" (.name | lower | trunc 31) }}{{ end -}}
+system:serviceaccount:{{ .root.Release.Namespace }}:{{ $name }}
+{{- end -}}
+
+{{/* An EventPolicy's `to`: this release's Broker only (an empty `to` would cover every addressable of the namespace). */}}
+{{- define "vexa.eventPolicyTarget" -}}
+to:
+  - ref:
+      apiVersion: eventing.knative.dev/v1
+      kind: Broker
+      name: {{ include "vexa.brokerName" . }}
+{{- end -}}
+
+{{/* An EventPolicy's `filters`: events of these types only. Call with the list of types. */}}
+{{- define "vexa.eventPolicyFilters" -}}
+{{- if not . }}{{ fail "an EventPolicy would allow no event type: knative/*.yaml names none for its sender" }}{{ end -}}
+filters:
+  # Every filter of a policy must hold: one, true for any of these types.
+  - any:
+      {{- range . }}
+      - exact:
+          type: {{ . | quote }}
+      {{- end }}
+{{- end -}}
+
 {{/* ---- Knative Services ---------------------------------------------------------------- */}}
 
 {{/*

@@ -1,0 +1,264 @@
+"""Who may send which events into the Broker: the EventPolicies of eventPolicy in values.yaml.
+
+Off by default. Enabled, they are valid against Knative's EventPolicy CRD and apply to the
+release's Broker alone; evaluated offline as the Broker's ingress decides (tests.support.event_policy),
+each of Vexa's senders may send exactly the types it sends, as functions/common/events.py names
+them: the bots (the identity their SinkBinding gives them) every EventType but the transcript
+segments, which only transcription's replies (sent as Trigger transcription-audio-chunks) may send;
+the Celery worker the PublicEventTypes; eventPolicy.requestSenders the RequestEventTypes; nobody
+else anything, and nobody at all a request when requestSenders is empty. No subject is in two
+policies (Knative would then use one policy's types only). The chart refuses requestSenders that
+would let Vexa's own identities, the bots' above all, send requests, and a knative/ Trigger that
+does not say who sends its events.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from functions.common.events import EventType, PublicEventType, RequestEventType
+from functions.worker.orchestrator.job_spec import BOT_SELECTOR
+from tests.support.chart import (
+    CHART, KUBERNETES_VERSION, NAMESPACE, RELEASE, WORKER, knative_validator, merged, objects, of_kind, one,
+    plain_env, pod_specs, production_values, render,
+)  # fmt: skip
+from tests.support.event_policy import allows, child_name, oidc_subject, subjects_named_twice
+
+CALENDAR = "system:serviceaccount:calendar:scheduler"
+PARTNERS = "system:serviceaccount:partners:calendar-*"  # a pattern, in another namespace
+ENABLED = {"eventPolicy": {"enabled": True, "requestSenders": [CALENDAR, PARTNERS]}}
+EVENT_POLICY = ("eventing.knative.dev/v1alpha1", "EventPolicy")
+# Every type there is, and two no one sends.
+EVERY_TYPE = (*EventType, *PublicEventType, *RequestEventType, "io.vexa.nobody.sends.v1", "com.example.order.v1")
+
+
+def policies_of(rendered: list[dict]) -> list[dict]:
+    return of_kind(rendered, "EventPolicy", EVENT_POLICY[0])
+
+
+@pytest.fixture(scope="module", params=["default", "production"])
+def enabled(request, chart) -> list[dict[str, Any]]:
+    base = {} if request.param == "default" else production_values()
+    return objects(render(chart, merged(base, ENABLED)))
+
+
+def broker_of(rendered: list[dict]) -> dict:
+    (broker,) = of_kind(rendered, "Broker")
+    return broker
+
+
+def allowed_types(rendered: list[dict], subject: str) -> set[str]:
+    """The types the Broker accepts from `subject`."""
+    policies, broker = policies_of(rendered), broker_of(rendered)
+    decisions = {t: allows(policies, broker, rendered, subject, {"type": str(t)}) for t in EVERY_TYPE}
+    assert None not in decisions.values(), "no EventPolicy applies to the Broker"
+    return {str(t) for t, allowed in decisions.items() if allowed}
+
+
+class Identities:
+    """Who sends into the Broker, as the rendered release makes them."""
+
+    def __init__(self, rendered: list[dict]):
+        key, value = BOT_SELECTOR.split("=")
+        bot_jobs = {"matchLabels": {key: value}}
+        (binding,) = [b for b in of_kind(rendered, "SinkBinding") if b["spec"]["subject"]["selector"] == bot_jobs]
+        # The token the SinkBinding mounts into the bot Jobs' pods (/oidc/token) is its own identity's.
+        self.bots = oidc_subject(binding["apiVersion"], "SinkBinding", binding["metadata"]["name"], NAMESPACE)
+        worker = one(rendered, "Deployment", WORKER)
+        # The ServiceAccount the worker names in the bot Jobs it builds.
+        self.bot_account = f"system:serviceaccount:{NAMESPACE}:{plain_env(worker)['BOT_SERVICE_ACCOUNT']}"
+        account = pod_specs(rendered)[f"Deployment/{WORKER}"]["serviceAccountName"]
+        self.worker = f"system:serviceaccount:{NAMESPACE}:{account}"
+        # Knative sends a subscriber's reply back into the Broker as the subscriber's Trigger.
+        self.triggers = {
+            t["spec"]["filter"]["attributes"]["type"]:
+                oidc_subject(t["apiVersion"], "Trigger", t["metadata"]["name"], NAMESPACE)
+            for t in of_kind(rendered, "Trigger")
+        }
+        self.transcription_replies = self.triggers[EventType.AUDIO_CHUNK]
+
+
+# ---- off by default --------------------------------------------------------------------------------
+
+
+def test_no_event_policy_unless_enabled(renders):
+    assert [values for values, rendered in renders.items() if policies_of(rendered)] == []
+
+
+# ---- what renders -----------------------------------------------------------------------------------
+
+
+def test_helm_lint_strict_is_clean_with_event_policies():
+    report = helm.lint(CHART, ENABLED, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBERNETES_VERSION}")
+    assert [m for m in report["messages"] if m["severity"] >= 2] == [] and report["errors"] == []
+
+
+def test_every_event_policy_is_valid(enabled):
+    policies = policies_of(enabled)
+    assert len(policies) == 4  # bots, transcription's replies, public events, requests
+    problems = []
+    for policy in policies:
+        errors = knative_validator(*EVENT_POLICY).iter_errors(policy)
+        problems += [f"{policy['metadata']['name']}: {e.message} at {list(e.absolute_path)}" for e in errors]
+    assert problems == []
+
+
+def test_strict_validation_catches_a_typo(enabled):
+    """The check above is not vacuous: a misspelt field of an EventPolicy is an error."""
+    policy = copy.deepcopy(policies_of(enabled)[0])
+    policy["spec"]["filter"] = policy["spec"].pop("filters")
+    assert not knative_validator(*EVENT_POLICY).is_valid(policy)
+
+
+def test_every_policy_is_for_the_broker_alone(enabled):
+    """An EventPolicy without `to` would apply to every addressable of the namespace."""
+    broker = broker_of(enabled)
+    ref = {"apiVersion": broker["apiVersion"], "kind": "Broker", "name": broker["metadata"]["name"]}
+    assert [p["spec"]["to"] for p in policies_of(enabled)] == [[{"ref": ref}]] * 4
+    assert {p["metadata"]["namespace"] for p in policies_of(enabled)} == {NAMESPACE}
+
+
+def test_no_subject_is_in_two_policies(enabled):
+    assert subjects_named_twice(policies_of(enabled), enabled) == []
+
+
+# ---- who may send what ------------------------------------------------------------------------------
+
+
+def test_bots_may_send_only_their_own_events(enabled):
+    """A bot runs whatever page its meeting serves: never a request (it would act for any user),
+    a public meeting event (users' Triggers trust them) or a transcript."""
+    who = Identities(enabled)
+    assert allowed_types(enabled, who.bots) == {str(t) for t in EventType} - {EventType.TRANSCRIPT_SEGMENTS}
+    # Its ServiceAccount gets no token for the Broker, and is allowed nothing either.
+    assert allowed_types(enabled, who.bot_account) == set()
+
+
+def test_transcription_replies_may_send_only_transcript_segments(enabled):
+    assert allowed_types(enabled, Identities(enabled).transcription_replies) == {EventType.TRANSCRIPT_SEGMENTS}
+
+
+def test_the_worker_may_send_only_the_public_events(enabled):
+    assert allowed_types(enabled, Identities(enabled).worker) == {str(t) for t in PublicEventType}
+
+
+@pytest.mark.parametrize("sender", [CALENDAR, "system:serviceaccount:partners:calendar-sync"])
+def test_request_senders_may_send_only_requests(enabled, sender):
+    assert allowed_types(enabled, sender) == {str(t) for t in RequestEventType}
+
+
+def test_only_request_senders_may_send_requests(enabled):
+    who = Identities(enabled)
+    others = [
+        who.bots, who.bot_account, who.worker, *who.triggers.values(),
+        f"system:serviceaccount:{NAMESPACE}:default", f"system:serviceaccount:{NAMESPACE}:scheduler",
+        "system:serviceaccount:calendar:other", "system:serviceaccount:partners:billing", "system:anonymous",
+    ]  # fmt: skip
+    assert {s: allowed_types(enabled, s) & set(RequestEventType) for s in others} == {s: set() for s in others}
+
+
+def test_everyone_else_may_send_nothing(enabled):
+    who = Identities(enabled)
+    # bot-manager's replies (to bot events and requests) included: it sends none.
+    strangers = [s for s in who.triggers.values() if s != who.transcription_replies]
+    strangers += [f"system:serviceaccount:{NAMESPACE}:default", "system:serviceaccount:elsewhere:app"]
+    assert {s: allowed_types(enabled, s) for s in strangers} == {s: set() for s in strangers}
+
+
+def test_without_request_senders_nobody_may_send_requests(chart):
+    rendered = objects(render(chart, {"eventPolicy": {"enabled": True}}))
+    assert [p["metadata"]["name"] for p in policies_of(rendered)] == [
+        f"{RELEASE}-bots", f"{RELEASE}-replies-transcription-audio-chunks", f"{RELEASE}-public-events"
+    ]
+    who = Identities(rendered)
+    for subject in (who.bots, who.worker, who.transcription_replies, CALENDAR):
+        assert allowed_types(rendered, subject) & set(RequestEventType) == set()
+
+
+# ---- what the chart refuses ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sender, complaint",
+    [
+        (f"system:serviceaccount:{NAMESPACE}:*", "a pattern over the release's namespace"),
+        (f"system:serviceaccount:{NAMESPACE}:vexa-*", "a pattern over the release's namespace"),
+        (f"system:serviceaccount:{NAMESPACE}:{RELEASE}-worker", "the Celery worker's ServiceAccount"),
+        (f"system:serviceaccount:{NAMESPACE}:vexa-bot", "the bots' ServiceAccount"),
+        (oidc_subject("sources.knative.dev/v1", "SinkBinding", f"{RELEASE}-bot-sink", NAMESPACE), "the bots' identity"),
+        (oidc_subject("eventing.knative.dev/v1", "Trigger", "transcription-audio-chunks", NAMESPACE),
+         "Trigger transcription-audio-chunks's identity"),
+    ],
+)  # fmt: skip
+def test_vexas_own_identities_may_never_send_requests(chart, sender, complaint):
+    values = {"eventPolicy": {"enabled": True, "requestSenders": [CALENDAR, sender]}}
+    with pytest.raises(helm.HelmRenderError, match=re.escape(complaint)):
+        render(chart, values)
+
+
+def test_a_hashed_identity_is_refused_too(chart):
+    """With a long release name Knative hashes the bots' identity (md5, which Helm lacks): the chart
+    still knows how it starts."""
+    release = "acme-meeting-notes-production"
+    bots = oidc_subject("sources.knative.dev/v1", "SinkBinding", f"{release}-vexa-bot-sink", NAMESPACE)
+    assert not bots.endswith("-oidc-sources.knative.dev-sinkbinding")  # hashed
+    values = {"eventPolicy": {"enabled": True, "requestSenders": [bots]}}
+    with pytest.raises(helm.HelmRenderError, match=re.escape("the bots' identity")):
+        chart.render(values, name=release, namespace=NAMESPACE, is_install=True)
+
+
+@pytest.mark.parametrize(
+    "parent, suffix, want",
+    [
+        ("asdf", "-deployment", "asdf-deployment"),
+        ("f" * 63, "-deploy", "ffffffffffffffffffffffff105d7597f637e83cc711605ac3ea4957-deploy"),
+        ("f" * 63, "f" * 63, "fffffffffffffffffffffffffffffff0502661254f13c89973cb3a83e0cbec0"),
+        ("a", "f" * 63, "ab5cfd486935decbc0d305799f4ce4414ffffffffffffffffffffffffffffff"),
+        ("aaaa", "b---a" * 20, "aaaa7a3f7966594e3f0849720eced8212c18b---ab---ab---ab---ab---ab"),
+    ],
+)
+def test_identities_are_named_as_knative_names_them(parent, suffix, want):
+    """The evaluator's kmeta.ChildName gives what knative/pkg's own tests (kmeta/names_test.go) expect."""
+    assert child_name(parent, suffix) == want
+
+
+@pytest.fixture
+def chart_copy(tmp_path: Path) -> Path:
+    """The chart with its own copy of knative/ (not the link), to edit."""
+    copy_path = tmp_path / "vexa"
+    shutil.copytree(CHART, copy_path, symlinks=False)
+    return copy_path
+
+
+@pytest.mark.parametrize(
+    "case, complaint",
+    [
+        ("no sender", 'Trigger "transcription-audio-chunks": vexa.io/sent-by is ""'),
+        ("a reply to no Trigger", 'vexa.io/sent-by is "reply:no-such-trigger"'),
+        ("two senders of one type", 'sent by bot and, says Trigger "audio-archive", by requests'),
+    ],
+)
+def test_every_trigger_says_who_sends_its_events(chart_copy, case, complaint):
+    """A Trigger in knative/ must say who sends its type (vexa.io/sent-by), or no policy could allow it."""
+    triggers = chart_copy / "files" / "knative" / "triggers.yaml"
+    docs = list(yaml.safe_load_all(triggers.read_text()))
+    chunks, segments = docs[0], docs[1]
+    assert chunks["metadata"]["name"] == "transcription-audio-chunks"
+    assert segments["metadata"]["name"] == "bot-manager-transcript-segments"
+    if case == "no sender":
+        del chunks["metadata"]["annotations"]
+    elif case == "a reply to no Trigger":
+        segments["metadata"]["annotations"]["vexa.io/sent-by"] = "reply:no-such-trigger"
+    else:
+        archive = {"name": "audio-archive", "annotations": {"vexa.io/sent-by": "requests"}}
+        docs.append({**copy.deepcopy(chunks), "metadata": archive})  # a Trigger on the bots' audio chunks
+    triggers.write_text(yaml.safe_dump_all(docs))
+    with helm.Chart.load(chart_copy) as edited, pytest.raises(helm.HelmRenderError, match=re.escape(complaint)):
+        render(edited, {"eventPolicy": {"enabled": True}})

@@ -4,13 +4,15 @@
     python -m local.bench --only browser   # part 8 alone, merged into the last run's results
     python -m local.bench --only live      # part 9 alone (on a stack of its own), merged likewise
     python -m local.bench --only api       # part 6 alone (on a stack of its own), merged likewise
+    python -m local.bench --only webhooks  # part 10 alone (on a stack of its own), merged likewise
     python -m local.bench --render         # rewrite docs/benchmarks.md's tables from the last run's results
 
 Order: the engines alone (no stack running), then the stack's parts (overhead,
 latency, capacity, API load), then the stack stops and the peer runs on the
 same, otherwise idle, machine; last, browser bots in simulated meetings, on a
 fresh stack whose bots reach the meeting simulators (part 8). Live delivery
-(part 9, the WebSocket feed) runs on the stack after the API load.
+(part 9, the WebSocket feed) runs on the stack after the API load, and then part 10 (live
+transcripts while the meeting's user has webhook endpoints, half never answering).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import time
 
 from functions.common.settings import REPO_ROOT, Settings, get_settings
 
-from . import api_load, browser, cost, engines, live, peer, pipeline, report
+from . import api_load, browser, cost, engines, live, peer, pipeline, report, webhooks
 from .sample import Sample
 from .stack import bench_stack
 
@@ -65,6 +67,7 @@ def main() -> None:
         step("capacity", results, lambda: pipeline.capacity(bs, clip))
         step("api", results, lambda: api_load.run(bs))
         step("live", results, lambda: live.run(bs, live.LiveConfig.from_env()))
+        step("webhooks", results, lambda: webhooks.run(bs))
     if not args.skip_peer:
         steps = [s["n"] for s in results["capacity"]["steps"]]
         cores = settings.whisper_instances * settings.whisper_cpu_threads  # what our transcription process uses
@@ -95,7 +98,13 @@ def run_api(settings: Settings, command: str) -> dict:
         return api_load.run(bs) | {"command": command, "machine": report.machine()}
 
 
-ONLY = {"api": run_api, "browser": run_browser, "live": run_live}  # the parts --only runs
+def run_webhooks(settings: Settings, command: str) -> dict:
+    """Part 10 alone, on a bench stack of its own (BENCH_WEBHOOKS_ROUNDS may shrink it)."""
+    with bench_stack(WORKDIR / "stack") as bs:
+        return webhooks.run(bs) | {"command": command, "machine": report.machine()}
+
+
+ONLY = {"api": run_api, "browser": run_browser, "live": run_live, "webhooks": run_webhooks}  # the parts --only runs
 
 
 def run_only(part: str, settings: Settings) -> None:
@@ -121,6 +130,7 @@ SECTIONS = {
     "api": lambda r: api_load.render(r["api"]),
     "browser": lambda r: browser.render(r["browser"]),
     "live": lambda r: live.render(r["live"], r.get("latency")),
+    "webhooks": lambda r: webhooks.render(r["webhooks"]),
     "cost": lambda r: cost.render(r["cost"]),
 }
 

@@ -456,7 +456,7 @@ def _per_chunk(chunks: list[tuple[list[int], float]], first_seen: dict[int, floa
         shown = [first_seen[i] for i in ids if i in first_seen]
         if shown:
             latencies.append(min(shown) - last_word)
-    return {"chunks_seen": len(latencies), **_spread(latencies)}
+    return {"chunks_seen": len(latencies), **_spread(latencies), "latencies_s": [round(v, 3) for v in latencies]}
 
 
 # -- the clients --------------------------------------------------------------------------------

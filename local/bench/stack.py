@@ -2,8 +2,9 @@
 
 It runs its own PostgreSQL and Redis (so a benchmark never touches the user's
 data), on free ports, with the default settings except that bots may replay
-recordings from the benchmark's own folder and one user may run many. Bench
-API keys carry a rate limit no load test reaches.
+recordings from the benchmark's own folder, one user may run many, and webhooks
+may go to receivers on loopback (part 10's). Bench API keys carry a rate limit
+no load test reaches.
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def bench_stack(state: Path) -> Iterator[BenchStack]:
     environ = isolated_environ(state, dict(os.environ)) | {
         "RECORDING_SOURCES": f"{REPO_ROOT / 'local' / 'sample'}/,{media}/",
         "MAX_BOTS_PER_USER": "100",
+        "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
     }
     stack = Stack(Settings.from_env(environ), environ)
     stack.up()

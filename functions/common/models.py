@@ -256,6 +256,8 @@ class WebhookEndpoint(Base):
     previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=text("true"))
     disabled_reason: Mapped[str | None] = mapped_column(Text)
+    # Since when its attempts fail (null: its last one succeeded): it then gets one attempt out at a time.
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now_default()
     updated_at: Mapped[datetime] = _now_default()
 
@@ -306,6 +308,7 @@ class WebhookDelivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # When the next attempt is due (pending), or until when the one in flight holds it.
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    in_flight: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     created_at: Mapped[datetime] = _now_default()
 
     message: Mapped[WebhookMessage] = relationship()

@@ -275,6 +275,11 @@ class Settings:
         "Comma-separated nameservers (IP or IP:port) that resolve webhook receivers' hosts; empty: the system's "
         "resolver.",
     )
+    webhook_failing_in_flight: int = setting(
+        "4",
+        "Attempts at endpoints whose last attempt failed that may be out at once (one per endpoint), so that "
+        "receivers that do not answer leave the rest of the webhook workers' threads (16 a process) to those that do.",
+    )
     webhook_log_days: float = setting(
         "30",
         "Webhook messages and their delivery log are kept this long (those still pending, longer).",

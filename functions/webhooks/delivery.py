@@ -3,6 +3,7 @@
 The pump claims due deliveries by moving their next attempt past a lease (so the next pass
 does not hand them out twice) and a task makes the attempt. A task that dies mid-attempt
 leaves the delivery to be claimed again once the lease runs out: at least once, never lost.
+Endpoints that fail get few attempts out at once (claim_due), so they cannot starve the rest.
 
 After an attempt: a 2xx delivers; 410 Gone disables the endpoint; anything else is retried on
 RETRY_SCHEDULE (later if the receiver's Retry-After asks), and a delivery out of attempts fails
@@ -17,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from prometheus_client import Counter, Histogram
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 ATTEMPTS = Counter("vexa_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
 LATENCY = Histogram("vexa_webhook_attempt_seconds", "How long receivers took to answer a webhook delivery")
 LEASE_MARGIN_SECONDS = 60  # a claimed delivery is not handed out again for its timeout plus this
+ENDPOINT_IN_FLIGHT = 4  # attempts one endpoint may have out at once
 MAX_RETRY_AFTER_SECONDS = 24 * 3600
 
 
@@ -41,20 +43,55 @@ class Claim:
 
 
 def claim_due(db: Session, settings: Settings, limit: int = 500) -> list[Claim]:
-    """Deliveries whose attempt is due, each leased to the task that will make it."""
+    """Deliveries whose attempt is due, each leased to the task that will make it.
+
+    So that receivers that do not answer cannot take every worker thread from those that do
+    (each such attempt holds a thread for WEBHOOK_TIMEOUT_SECONDS): an endpoint has at most
+    ENDPOINT_IN_FLIGHT attempts out at once, one whose last attempt failed at most one, and all
+    such failing endpoints together at most WEBHOOK_FAILING_IN_FLIGHT. The pump runs one pass
+    at a time (functions/worker/webhooks.py), so counting and claiming cannot race.
+    """
     now = _now()
-    due = (
-        select(WebhookDelivery.id)
-        .where(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.next_attempt_at <= now)
-        .order_by(WebhookDelivery.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    in_flight = (
+        select(WebhookDelivery.endpoint_id, func.count().label("busy"))
+        .where(WebhookDelivery.in_flight, WebhookDelivery.next_attempt_at > now)
+        .group_by(WebhookDelivery.endpoint_id)
+        .subquery()
     )
+    busy = func.coalesce(in_flight.c.busy, 0)
+    failing = WebhookEndpoint.failing_since.is_not(None)
+    due = (
+        select(
+            WebhookDelivery.id, failing.label("failing"), busy.label("busy"), WebhookDelivery.next_attempt_at,
+            func.row_number().over(partition_by=WebhookDelivery.endpoint_id, order_by=WebhookDelivery.next_attempt_at).label("rank"),
+        )
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .outerjoin(in_flight, in_flight.c.endpoint_id == WebhookDelivery.endpoint_id)
+        .where(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.next_attempt_at <= now)
+        .subquery()
+    )  # fmt: skip
+    allowed = case((due.c.failing, 1), else_=ENDPOINT_IN_FLIGHT)
+    candidates = db.execute(
+        select(due.c.id, due.c.failing).where(due.c.rank + due.c.busy <= allowed).order_by(due.c.next_attempt_at).limit(limit)
+    ).all()
+    failing_slots = settings.webhook_failing_in_flight - db.scalar(
+        select(func.count()).select_from(WebhookDelivery).join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(WebhookDelivery.in_flight, WebhookDelivery.next_attempt_at > now, WebhookEndpoint.failing_since.is_not(None))
+    )  # fmt: skip
+    picked = []
+    for delivery_id, is_failing in candidates:
+        if is_failing:
+            if failing_slots <= 0:
+                continue
+            failing_slots -= 1
+        picked.append(delivery_id)
+    if not picked:
+        return []
     lease = now + timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
     rows = db.execute(
         update(WebhookDelivery)
-        .where(WebhookDelivery.id.in_(due.scalar_subquery()))
-        .values(next_attempt_at=lease)
+        .where(WebhookDelivery.id.in_(picked), WebhookDelivery.status == DeliveryStatus.PENDING)
+        .values(next_attempt_at=lease, in_flight=True)
         .returning(WebhookDelivery.id, WebhookDelivery.attempts),
         execution_options={"synchronize_session": False},
     )
@@ -109,16 +146,22 @@ def _prepare(db: Session, claim: Claim) -> _Prepared | None:
 
 
 def _record(db: Session, settings: Settings, claim: Claim, answer: receivers.Answer) -> None:
+    delivery = db.get(WebhookDelivery, claim.delivery_id, with_for_update=True)
+    if delivery is None:
+        return  # its endpoint was deleted while the attempt was out
     db.add(WebhookAttempt(delivery_id=claim.delivery_id, response_status=answer.status, latency_ms=answer.latency_ms,
                           error=answer.error))  # fmt: skip
-    delivery = db.get(WebhookDelivery, claim.delivery_id, with_for_update=True)
-    if delivery is None or delivery.status != DeliveryStatus.PENDING or delivery.attempts != claim.attempt + 1:
+    endpoint = db.get(WebhookEndpoint, delivery.endpoint_id, with_for_update=True)
+    if answer.error is None:
+        endpoint.failing_since = None
+    elif endpoint.failing_since is None:
+        endpoint.failing_since = _now()
+    if delivery.status != DeliveryStatus.PENDING or delivery.attempts != claim.attempt + 1:
         return  # re-sent or given up on while this attempt was out: that decides what follows
+    delivery.in_flight = False
     if answer.error is None:
         delivery.status, delivery.next_attempt_at = DeliveryStatus.DELIVERED, None
-        return
-    endpoint = db.get(WebhookEndpoint, delivery.endpoint_id, with_for_update=True)
-    if answer.status == 410:
+    elif answer.status == 410:
         endpoints.disable(db, endpoint, "the receiver answered 410 Gone")
     elif delivery.attempts >= MAX_ATTEMPTS:
         endpoints.disable(db, endpoint, f"delivery {delivery.message_id} failed all {MAX_ATTEMPTS} attempts; "

@@ -115,6 +115,7 @@ WEBHOOK_VALUES = {
     "WEBHOOK_PUMP_SECONDS": "webhooks.pumpSeconds",
     "WEBHOOK_ALLOWED_NETWORKS": "webhooks.allowedNetworks",  # a list in values, comma-separated in the pod
     "WEBHOOK_DNS_SERVERS": "webhooks.dnsServers",
+    "WEBHOOK_FAILING_IN_FLIGHT": "webhooks.failingInFlight",
     "WEBHOOK_LOG_DAYS": "webhooks.logDays",
     "WEBHOOK_SECRET_OVERLAP_SECONDS": "webhooks.secretOverlapSeconds",
 }
@@ -163,6 +164,7 @@ CUSTOM_VALUES = {
         "pumpSeconds": 2.5,
         "allowedNetworks": ["10.20.0.0/16", "10.30.0.7", "fd00:20::/64"],
         "dnsServers": ["10.0.0.10", "1.1.1.1:5353"],
+        "failingInFlight": 6,
         "logDays": 7.5,
         "secretOverlapSeconds": 3600,
     },

@@ -620,6 +620,8 @@ secrets as the gateway does.
   value: {{ toString $w.retryScale | quote }}
 - name: WEBHOOK_PUMP_SECONDS
   value: {{ toString $w.pumpSeconds | quote }}
+- name: WEBHOOK_FAILING_IN_FLIGHT
+  value: {{ int $w.failingInFlight | quote }}
 - name: WEBHOOK_LOG_DAYS
   value: {{ toString $w.logDays | quote }}
 - name: WEBHOOK_SECRET_OVERLAP_SECONDS

@@ -256,8 +256,10 @@ class WebhookEndpoint(Base):
     previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=text("true"))
     disabled_reason: Mapped[str | None] = mapped_column(Text)
-    # Since when its attempts fail (null: its last one succeeded): it then gets one attempt out at a time.
+    # Since when its attempts fail (null: its last one succeeded), and when one last succeeded: an
+    # endpoint that fails, or has yet to answer, gets one attempt out at a time (delivery.claim_due).
     failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now_default()
     updated_at: Mapped[datetime] = _now_default()
 

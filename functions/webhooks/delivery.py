@@ -3,7 +3,8 @@
 The pump claims due deliveries by moving their next attempt past a lease (so the next pass
 does not hand them out twice) and a task makes the attempt. A task that dies mid-attempt
 leaves the delivery to be claimed again once the lease runs out: at least once, never lost.
-Endpoints that fail get few attempts out at once (claim_due), so they cannot starve the rest.
+Endpoints that fail, or have yet to answer, get few attempts out at once and are queued last
+(claim_due), so they cannot starve the rest.
 
 After an attempt: a 2xx delivers; 410 Gone disables the endpoint; anything else is retried on
 RETRY_SCHEDULE (later if the receiver's Retry-After asks), and a delivery out of attempts fails
@@ -46,10 +47,11 @@ def claim_due(db: Session, settings: Settings, limit: int = 500) -> list[Claim]:
     """Deliveries whose attempt is due, each leased to the task that will make it.
 
     So that receivers that do not answer cannot take every worker thread from those that do
-    (each such attempt holds a thread for WEBHOOK_TIMEOUT_SECONDS): an endpoint has at most
-    ENDPOINT_IN_FLIGHT attempts out at once, one whose last attempt failed at most one, and all
-    such failing endpoints together at most WEBHOOK_FAILING_IN_FLIGHT. The pump runs one pass
-    at a time (functions/worker/webhooks.py), so counting and claiming cannot race.
+    (each such attempt holds a thread for WEBHOOK_TIMEOUT_SECONDS): an endpoint that answers has
+    at most ENDPOINT_IN_FLIGHT attempts out at once; one that has yet to answer, or whose last
+    attempt failed, one; all failing ones together WEBHOOK_FAILING_IN_FLIGHT. Each pass queues
+    the answering endpoints' attempts first. The pump runs one pass at a time
+    (functions/worker/webhooks.py), so counting and claiming cannot race.
     """
     now = _now()
     in_flight = (
@@ -58,11 +60,12 @@ def claim_due(db: Session, settings: Settings, limit: int = 500) -> list[Claim]:
         .group_by(WebhookDelivery.endpoint_id)
         .subquery()
     )
-    busy = func.coalesce(in_flight.c.busy, 0)
-    failing = WebhookEndpoint.failing_since.is_not(None)
+    # 0: answers, 1: has yet to answer, 2: failing.
+    standing = case((WebhookEndpoint.failing_since.is_not(None), 2), (WebhookEndpoint.answered_at.is_(None), 1), else_=0)
     due = (
         select(
-            WebhookDelivery.id, failing.label("failing"), busy.label("busy"), WebhookDelivery.next_attempt_at,
+            WebhookDelivery.id, standing.label("standing"), func.coalesce(in_flight.c.busy, 0).label("busy"),
+            WebhookDelivery.next_attempt_at,
             func.row_number().over(partition_by=WebhookDelivery.endpoint_id, order_by=WebhookDelivery.next_attempt_at).label("rank"),
         )
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
@@ -70,17 +73,18 @@ def claim_due(db: Session, settings: Settings, limit: int = 500) -> list[Claim]:
         .where(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.next_attempt_at <= now)
         .subquery()
     )  # fmt: skip
-    allowed = case((due.c.failing, 1), else_=ENDPOINT_IN_FLIGHT)
+    allowed = case((due.c.standing == 0, ENDPOINT_IN_FLIGHT), else_=1)
     candidates = db.execute(
-        select(due.c.id, due.c.failing).where(due.c.rank + due.c.busy <= allowed).order_by(due.c.next_attempt_at).limit(limit)
-    ).all()
+        select(due.c.id, due.c.standing).where(due.c.rank + due.c.busy <= allowed)
+        .order_by(due.c.standing, due.c.next_attempt_at).limit(limit)
+    ).all()  # fmt: skip
     failing_slots = settings.webhook_failing_in_flight - db.scalar(
         select(func.count()).select_from(WebhookDelivery).join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
         .where(WebhookDelivery.in_flight, WebhookDelivery.next_attempt_at > now, WebhookEndpoint.failing_since.is_not(None))
     )  # fmt: skip
     picked = []
-    for delivery_id, is_failing in candidates:
-        if is_failing:
+    for delivery_id, standing in candidates:
+        if standing == 2:
             if failing_slots <= 0:
                 continue
             failing_slots -= 1
@@ -88,14 +92,14 @@ def claim_due(db: Session, settings: Settings, limit: int = 500) -> list[Claim]:
     if not picked:
         return []
     lease = now + timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
-    rows = db.execute(
+    claimed = dict(db.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id.in_(picked), WebhookDelivery.status == DeliveryStatus.PENDING)
         .values(next_attempt_at=lease, in_flight=True)
         .returning(WebhookDelivery.id, WebhookDelivery.attempts),
         execution_options={"synchronize_session": False},
-    )
-    return [Claim(*row) for row in rows]
+    ).all())  # fmt: skip
+    return [Claim(delivery_id, claimed[delivery_id]) for delivery_id in picked if delivery_id in claimed]
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,7 @@ def _record(db: Session, settings: Settings, claim: Claim, answer: receivers.Ans
                           error=answer.error))  # fmt: skip
     endpoint = db.get(WebhookEndpoint, delivery.endpoint_id, with_for_update=True)
     if answer.error is None:
-        endpoint.failing_since = None
+        endpoint.failing_since, endpoint.answered_at = None, _now()
     elif endpoint.failing_since is None:
         endpoint.failing_since = _now()
     if delivery.status != DeliveryStatus.PENDING or delivery.attempts != claim.attempt + 1:

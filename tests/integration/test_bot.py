@@ -210,11 +210,13 @@ def test_a_full_buffer_drops_the_oldest_chunks_and_counts_them(
     chunks = chunks_of(sink, config)
     arrived = seqs(chunks)
     assert arrived, "nothing arrived after the sink recovered"
-    # The oldest chunks went: what arrived is the meeting's end, whole and in order.
+    # The oldest chunks went: what arrived is in order, each once, and ends with the meeting's end.
+    # (A recording replays faster than a backed-off sender catches up, so under load the buffer may
+    # fill again after the sink recovered and drop more of the oldest: gaps, never disorder.)
     first = arrived[0]
-    assert arrived == list(range(first, n))
+    assert arrived == sorted(set(arrived))
+    assert arrived[-capacity:] == list(range(n - capacity, n)), "the buffer's last chunks were not flushed"
     assert first >= recover_after + 1 - capacity, "the buffer held more chunks than it may"
-    assert len(arrived) >= capacity, "the buffer held fewer chunks than it may"
     if recover == "after_meeting":
         assert arrived == list(range(n - capacity, n))
     for chunk in chunks:
@@ -224,7 +226,7 @@ def test_a_full_buffer_drops_the_oldest_chunks_and_counts_them(
     left = sink.final_status()
     assert left.reason == "source_ended"
     assert left.chunks_sent == len(arrived)
-    assert left.chunks_dropped == n - len(arrived) == first  # exactly the seqs that never arrived
+    assert left.chunks_dropped == n - len(arrived)  # exactly the seqs that never arrived
 
 
 def test_a_rejected_chunk_is_not_retried_and_counts_as_not_sent(

@@ -107,7 +107,8 @@ def test_receivers_that_fail_get_few_attempts_out_so_those_that_answer_are_not_k
     db_sessions: sessionmaker[Session],
 ) -> None:
     """Each failing endpoint gets one attempt out at a time and all of them together
-    WEBHOOK_FAILING_IN_FLIGHT; an endpoint that answers gets ENDPOINT_IN_FLIGHT, whatever is due."""
+    WEBHOOK_FAILING_IN_FLIGHT, one that has yet to answer one; an endpoint that answers gets
+    ENDPOINT_IN_FLIGHT, whatever is due, and its attempts are queued first."""
     settings = Settings.from_env({"WEBHOOK_FAILING_IN_FLIGHT": "3"})
     with db_sessions() as db, db.begin():
         db.add(User(user_id="alice"))
@@ -118,8 +119,10 @@ def test_receivers_that_fail_get_few_attempts_out_so_those_that_answer_are_not_k
         failing = [WebhookEndpoint(id=uuid.uuid4(), user_id="alice", url=f"https://10.0.0.{n}/", event_types=["transcript.segments"],
                                    secret=signing.new_secret(), failing_since=datetime.now(timezone.utc)) for n in range(5)]  # fmt: skip
         healthy = WebhookEndpoint(id=uuid.uuid4(), user_id="alice", url="https://8.8.8.8/", event_types=["transcript.segments"],
-                                  secret=signing.new_secret())  # fmt: skip
-        db.add_all([*failing, healthy])
+                                  secret=signing.new_secret(), answered_at=datetime.now(timezone.utc))  # fmt: skip
+        new = WebhookEndpoint(id=uuid.uuid4(), user_id="alice", url="https://8.8.4.4/", event_types=["transcript.segments"],
+                              secret=signing.new_secret())  # fmt: skip
+        db.add_all([*failing, healthy, new])
         messages = [WebhookMessage(id=message_id(meeting.id, n, WebhookEventType.TRANSCRIPT_SEGMENTS), meeting_pk=meeting.id,
                                    user_id="alice", event_type="transcript.segments", body="{}") for n in range(10)]  # fmt: skip
         db.flush()
@@ -127,12 +130,13 @@ def test_receivers_that_fail_get_few_attempts_out_so_those_that_answer_are_not_k
         db.flush()
         due = datetime.now(timezone.utc) - timedelta(seconds=1)
         db.add_all(WebhookDelivery(message_id=m.id, endpoint_id=e.id, status=DeliveryStatus.PENDING, next_attempt_at=due)
-                   for m in messages for e in [*failing, healthy])  # fmt: skip
+                   for m in messages for e in [*failing, healthy, new])  # fmt: skip
     with db_sessions() as db, db.begin():
         claims = delivery.claim_due(db, settings)
     with db_sessions() as db:
         claimed = [db.get(WebhookDelivery, c.delivery_id).endpoint_id for c in claims]
-    assert claimed.count(healthy.id) == delivery.ENDPOINT_IN_FLIGHT
+    assert claimed[: delivery.ENDPOINT_IN_FLIGHT] == [healthy.id] * delivery.ENDPOINT_IN_FLIGHT
+    assert claimed.count(healthy.id) == delivery.ENDPOINT_IN_FLIGHT and claimed.count(new.id) == 1
     per_failing = [claimed.count(e.id) for e in failing]
     assert sum(per_failing) == 3 and max(per_failing) == 1
     # The next pass, with all of those still out, hands out nothing more.

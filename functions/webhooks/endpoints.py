@@ -127,7 +127,8 @@ def resend(db: Session, user_id: str, endpoint_id: uuid.UUID, delivery_id: uuid.
     ).first()
     if delivery is None:
         raise NotFound("delivery_not_found", f"webhook endpoint {endpoint_id} has no delivery {delivery_id}")
-    delivery.status, delivery.attempts, delivery.next_attempt_at = DeliveryStatus.PENDING, 0, _now()
+    # An attempt still out for it finds its claim stale and leaves the outcome to the new ones.
+    delivery.status, delivery.attempts, delivery.next_attempt_at, delivery.in_flight = DeliveryStatus.PENDING, 0, _now(), False
     return delivery
 
 

@@ -3,10 +3,13 @@
 Every producer and consumer (bot, transcription, bot-manager, local broker,
 the Knative Triggers in knative/) uses the names defined here.
 
-All events carry the extension attributes `meetingid`, `userid` and
-`sessionid` (one bot launch), so the broker and logs can tell meetings apart
-without opening the payload. Event ids are deterministic: a retried or
-duplicated event has the id of the original, and every consumer is idempotent.
+Three families: EventType, between Vexa's own services, each carrying the
+extension attributes `meetingid`, `userid` and `sessionid` (one bot launch), so
+the broker and logs can tell meetings apart without opening the payload;
+PublicEventType, Vexa's news for users' own Triggers (`meetingid`, `userid`);
+RequestEventType, bot requests from producers outside Vexa. Event ids are
+deterministic: a retried or duplicated event has the id of the original, and
+every consumer is idempotent.
 """
 from __future__ import annotations
 

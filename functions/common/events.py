@@ -60,6 +60,7 @@ class PublicEventType(StrEnum):
     MEETING_COMPLETED = "io.vexa.meeting.completed.v1"
     MEETING_FAILED = "io.vexa.meeting.failed.v1"
     TRANSCRIPT_STORED = "io.vexa.transcript.stored.v1"
+    TRANSCRIPT_SPEAKERS = "io.vexa.transcript.speakers.v1"
 
 
 class RequestEventType(StrEnum):

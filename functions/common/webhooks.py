@@ -13,6 +13,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from .events import PublicEventType
+from .feed import SpeakerUpdate
 from .lifecycle import MeetingStatus
 from .responses import MeetingView, SegmentView, Timestamp
 
@@ -22,6 +23,7 @@ class WebhookEventType(StrEnum):
     MEETING_COMPLETED = "meeting.completed"  # the meeting ended well: its whole final transcript
     MEETING_FAILED = "meeting.failed"  # the meeting ended in failure, and why
     TRANSCRIPT_SEGMENTS = "transcript.segments"  # segments as they are stored, batched (opt-in)
+    TRANSCRIPT_SPEAKERS = "transcript.speakers"  # participants, and stored segments' new speakers (opt-in)
 
 
 # Each webhook event's CloudEvent type in the Broker (functions/common/events.py).
@@ -30,8 +32,9 @@ CLOUDEVENT_TYPES = {
     WebhookEventType.MEETING_COMPLETED: PublicEventType.MEETING_COMPLETED,
     WebhookEventType.MEETING_FAILED: PublicEventType.MEETING_FAILED,
     WebhookEventType.TRANSCRIPT_SEGMENTS: PublicEventType.TRANSCRIPT_STORED,
+    WebhookEventType.TRANSCRIPT_SPEAKERS: PublicEventType.TRANSCRIPT_SPEAKERS,
 }
-# What an endpoint created without `event_types` receives: the segments stream is opt-in.
+# What an endpoint created without `event_types` receives: the transcript streams are opt-in.
 DEFAULT_EVENT_TYPES = (
     WebhookEventType.MEETING_STATUS_CHANGED,
     WebhookEventType.MEETING_COMPLETED,
@@ -42,6 +45,7 @@ _ID_SUFFIX = {
     WebhookEventType.MEETING_COMPLETED: "c",
     WebhookEventType.MEETING_FAILED: "f",
     WebhookEventType.TRANSCRIPT_SEGMENTS: "t",
+    WebhookEventType.TRANSCRIPT_SPEAKERS: "p",
 }
 
 
@@ -89,13 +93,23 @@ class SegmentsData(_Data):
     segments: list[SegmentView]
 
 
+class SpeakersData(_Data):
+    """transcript.speakers: who is in the meeting, and segments already sent whose speaker changed
+    (speaker turns may arrive after the segments they cover)."""
+
+    meeting: MeetingView
+    cursor: int = Field(description="the feed cursor of this change")
+    participants: list[str] = Field(description="everyone the bots saw so far, sorted")
+    segments: list[SpeakerUpdate] = Field(description="segments (by id) whose speaker is now this")
+
+
 class WebhookPayload(_Data):
     type: WebhookEventType
     timestamp: Timestamp = Field(description="when the message was made")
-    data: StatusData | SegmentsData
+    data: StatusData | SegmentsData | SpeakersData
 
 
-def payload(event_type: WebhookEventType, data: StatusData | SegmentsData, at: datetime) -> str:
+def payload(event_type: WebhookEventType, data: StatusData | SegmentsData | SpeakersData, at: datetime) -> str:
     """The body of a message, as signed and sent."""
     unused = {"data": {"segments"}} if isinstance(data, StatusData) and data.segments is None else None
     return WebhookPayload(type=event_type, timestamp=at, data=data).model_dump_json(by_alias=True, exclude=unused)

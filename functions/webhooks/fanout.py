@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from functions.common.feed import FeedMessage, SegmentMessage, StatusMessage
+from functions.common.feed import FeedMessage, SegmentMessage, SpeakersMessage
 from functions.common.lifecycle import MeetingStatus
 from functions.common.models import Meeting, WebhookCursor, WebhookDelivery, WebhookEndpoint, WebhookMessage
 from functions.common.responses import MeetingView, SegmentView
@@ -27,6 +27,7 @@ from functions.common.webhooks import (
     MAX_SEGMENTS_PER_MESSAGE,
     DeliveryStatus,
     SegmentsData,
+    SpeakersData,
     StatusData,
     WebhookEventType,
     message_id,
@@ -86,7 +87,7 @@ def fan_out(db: Session, meeting_pk: uuid.UUID) -> list[uuid.UUID]:
     return list(db.scalars(insert(WebhookDelivery).values(rows).on_conflict_do_nothing().returning(WebhookDelivery.id)))
 
 
-def _messages(db: Session, meeting: Meeting, messages: Sequence[object], now: datetime) -> Iterator[tuple[str, WebhookEventType, str]]:
+def _messages(db: Session, meeting: Meeting, messages: Sequence[FeedMessage], now: datetime) -> Iterator[tuple[str, WebhookEventType, str]]:
     """(webhook-id, type, body) of each message the feed's `messages` make, in feed order."""
     view = MeetingView.of(meeting)
     batch: list[SegmentMessage] = []
@@ -105,8 +106,12 @@ def _messages(db: Session, meeting: Meeting, messages: Sequence[object], now: da
                 yield from segments_message()
             continue
         yield from segments_message()
-        if not isinstance(message, StatusMessage):
-            continue  # speakers updates are the live feed's alone, for now
+        if isinstance(message, SpeakersMessage):
+            kind = WebhookEventType.TRANSCRIPT_SPEAKERS
+            data = SpeakersData(meeting=view, cursor=message.cursor, participants=message.participants, segments=message.segments)
+            yield message_id(meeting.id, message.cursor, kind), kind, payload(kind, data, now)
+            continue
+        # A status change: each one, and the meeting's end as an event of its own too.
         kinds = [WebhookEventType.MEETING_STATUS_CHANGED] + ([ENDS[message.status]] if message.status in ENDS else [])
         for kind in kinds:
             segments = None

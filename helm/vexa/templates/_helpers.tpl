@@ -217,7 +217,7 @@ publishes them for users' own Triggers. Vexa routes none of them, so knative/ ca
 tests/chart/test_event_policy.py keeps this list in step with the code.
 */}}
 {{- define "vexa.publicEventTypes" -}}
-{{- list "io.vexa.meeting.status.v1" "io.vexa.meeting.completed.v1" "io.vexa.meeting.failed.v1" "io.vexa.transcript.stored.v1" | toJson -}}
+{{- list "io.vexa.meeting.status.v1" "io.vexa.meeting.completed.v1" "io.vexa.meeting.failed.v1" "io.vexa.transcript.stored.v1" "io.vexa.transcript.speakers.v1" | toJson -}}
 {{- end -}}
 
 {{/*

@@ -1,0 +1,90 @@
+"""A meeting's feed turned into webhook messages, against real PostgreSQL: in feed order, segments
+batched, speakers updates and the meeting's end as events of their own, each with the id of the
+feed event it reports; done once however often it runs; deliveries only for the types an
+endpoint wants; the same messages as public CloudEvents."""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Iterator
+
+import pytest
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from functions.common.db import session_factory
+from functions.common.events import PublicEventType
+from functions.common.feed import SegmentMessage, SpeakersMessage, SpeakerUpdate, StatusMessage
+from functions.common.models import Meeting, MeetingEvent, User, WebhookDelivery, WebhookEndpoint, WebhookMessage
+from functions.common.responses import SegmentView
+from functions.common.webhooks import WebhookEventType, message_id
+from functions.webhooks import fanout, publishing, signing
+from tests.support.databases import fresh_database
+
+W = WebhookEventType
+NOW = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture()
+def db_sessions() -> Iterator[sessionmaker[Session]]:
+    with fresh_database() as url:
+        yield session_factory(url)
+
+
+def segment(cursor: int, text: str) -> SegmentMessage:
+    view = SegmentView(id=cursor, start=cursor, end=cursor + 1, start_at=NOW, end_at=NOW, text=text, language="en",
+                       session_id="s1", speaker=None)  # fmt: skip
+    return SegmentMessage(cursor=cursor, meeting_id="standup", segment=view)
+
+
+def test_a_feed_becomes_messages_once_in_order_and_deliveries_only_of_the_wanted_types(db_sessions) -> None:
+    feed: list[BaseModel] = [
+        StatusMessage(cursor=1, meeting_id="standup", status="active", reason=None, at=NOW),
+        segment(2, "Good morning."), segment(3, "Let us start."), segment(4, "Alice first."),
+        SpeakersMessage(cursor=5, meeting_id="standup", participants=["Alice", "Bob"],
+                        segments=[SpeakerUpdate(id=2, speaker="Alice")]),
+        segment(6, "Thanks."),
+        StatusMessage(cursor=7, meeting_id="standup", status="completed", reason="stopped", at=NOW),
+    ]  # fmt: skip
+    with db_sessions() as db, db.begin():
+        db.add(User(user_id="alice"))
+        db.flush()
+        meeting = Meeting(id=uuid.uuid4(), user_id="alice", meeting_id="standup", platform="file", language="en",
+                          replay_speed=1.0, status="completed", feed_seq=len(feed))  # fmt: skip
+        db.add(meeting)
+        wanted = WebhookEndpoint(user_id="alice", url="https://8.8.8.8/", secret=signing.new_secret(),
+                                 event_types=[W.TRANSCRIPT_SPEAKERS, W.MEETING_COMPLETED])  # fmt: skip
+        db.add(wanted)
+        db.flush()
+        db.add_all(MeetingEvent(meeting_pk=meeting.id, seq=m.cursor, body=m.model_dump_json(by_alias=True)) for m in feed)
+    with db_sessions() as db, db.begin():
+        made = fanout.fan_out(db, meeting.id)
+    with db_sessions() as db, db.begin():
+        assert fanout.fan_out(db, meeting.id) == [] and fanout.meetings_with_news(db) == []  # nothing twice
+
+    with db_sessions() as db:
+        messages = db.scalars(select(WebhookMessage).order_by(WebhookMessage.id)).all()
+        by_id = {m.id: (m.event_type, json.loads(m.body)["data"]) for m in messages}
+        expected = [(1, W.MEETING_STATUS_CHANGED), (2, W.TRANSCRIPT_SEGMENTS), (5, W.TRANSCRIPT_SPEAKERS),
+                    (6, W.TRANSCRIPT_SEGMENTS), (7, W.MEETING_STATUS_CHANGED), (7, W.MEETING_COMPLETED)]  # fmt: skip
+        assert set(by_id) == {message_id(meeting.id, cursor, kind) for cursor, kind in expected}
+        batch = by_id[message_id(meeting.id, 2, W.TRANSCRIPT_SEGMENTS)][1]
+        assert [s["text"] for s in batch["segments"]] == ["Good morning.", "Let us start.", "Alice first."] and batch["cursor"] == 4
+        speakers = by_id[message_id(meeting.id, 5, W.TRANSCRIPT_SPEAKERS)][1]
+        assert speakers["participants"] == ["Alice", "Bob"] and speakers["segments"] == [{"id": 2, "speaker": "Alice"}]
+        completed = by_id[message_id(meeting.id, 7, W.MEETING_COMPLETED)][1]
+        assert (completed["status"], completed["reason"], completed["meeting"]["meeting_id"]) == ("completed", "stopped", "standup")
+        assert "segments" not in by_id[message_id(meeting.id, 7, W.MEETING_STATUS_CHANGED)][1]
+
+        deliveries = db.scalars(select(WebhookDelivery)).all()
+        assert sorted(d.id for d in deliveries) == sorted(made)
+        assert sorted(d.message_id for d in deliveries) == sorted(
+            [message_id(meeting.id, 5, W.TRANSCRIPT_SPEAKERS), message_id(meeting.id, 7, W.MEETING_COMPLETED)]
+        )
+        event = publishing.cloudevent(db.get(WebhookMessage, message_id(meeting.id, 5, W.TRANSCRIPT_SPEAKERS)))
+        assert (event.get_type(), event.get_id(), event.get_attributes()["userid"]) == (
+            PublicEventType.TRANSCRIPT_SPEAKERS, message_id(meeting.id, 5, W.TRANSCRIPT_SPEAKERS), "alice"
+        )
+        assert event.get_data() == speakers

@@ -265,6 +265,8 @@ def parse_http(headers: dict[str, str], body: bytes) -> CloudEvent:
             envelope = json.loads(body)
         except ValueError:
             raise BadEvent("malformed CloudEvent: the structured body is not JSON") from None
+        except RecursionError:  # Python's parser recurses once per level
+            raise BadEvent("malformed CloudEvent: its JSON nests too deeply") from None
         if not isinstance(envelope, dict):
             raise BadEvent("malformed CloudEvent: the structured body must be a JSON object")
         present = set(envelope)
@@ -276,6 +278,8 @@ def parse_http(headers: dict[str, str], body: bytes) -> CloudEvent:
         return from_http(HTTPMessage(headers=lowered, body=body), FORMAT)
     except (BaseCloudEventException, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise BadEvent(f"malformed CloudEvent: {exc}") from None
+    except RecursionError:
+        raise BadEvent("malformed CloudEvent: its data's JSON nests too deeply") from None
 
 
 def event_type(event: CloudEvent) -> EventType:

@@ -92,7 +92,10 @@ def parse_json_body(model: type[Model]) -> Model:
     """The request's JSON body validated against `model`, or an ApiError naming the problem."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # Python's parser recurses once per level
+        raise ApiError(400, "invalid_json", "the request body's JSON nests too deeply") from None
     if body is None:
         raise ApiError(400, "invalid_json", "the request body is not valid JSON")
     if not isinstance(body, dict):

@@ -22,6 +22,7 @@ from tests.support.databases import snapshot
 from tests.support.stacks import SAMPLE, RunningStack
 
 JSON = {"Content-Type": "application/json"}
+DEEP = b"[" * 1000 + b"]" * 1000  # 2 KB of JSON nested 1,000 levels: Python's parser runs out of stack
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,8 @@ def _api_cases(meeting: dict) -> list[tuple[str, str, dict, int, str]]:
     return [
         ("POST", "/bot/run", {"data": "{not json", "headers": JSON}, 400, "JSON"),
         ("POST", "/bot/run", {"data": "[1, 2]", "headers": JSON}, 422, "object"),
+        ("POST", "/bot/run", {"data": DEEP, "headers": JSON}, 400, "nests too deeply"),
+        ("POST", "/bot/stop", {"data": DEEP, "headers": JSON}, 400, "nests too deeply"),
         ("POST", "/bot/run", {"data": json.dumps(good)}, 415, "Content-Type"),
         ("POST", "/bot/run", {"json": {"meeting_id": "m", "meeting_url": str(SAMPLE)}}, 422, "user_id"),
         ("POST", "/bot/run", {"json": {**good, "meeting_id": None}}, 422, "meeting_id"),
@@ -95,6 +98,9 @@ def test_public_api_rejects_bad_requests_clearly_and_changes_nothing(stack: Runn
         assert response.status_code == status, f"{where}: {response.status_code} {response.text}"
         error = response.json()["error"]
         assert error["code"] and word.lower() in error["message"].lower(), f"{where}: {error}"
+    deep_admin = requests.post(f"{stack.gateway}/admin/users", data=DEEP, timeout=30,
+                               headers={**JSON, "Authorization": f"Bearer {stack.stack.admin_token}"})  # fmt: skip
+    assert deep_admin.status_code == 400 and "nests too deeply" in deep_admin.json()["error"]["message"], deep_admin.text
     assert snapshot(stack.database_url) == before
     assert stack.transcript(meeting["user_id"], meeting["meeting_id"])["segments"] == finished_meeting["segments"]
 
@@ -130,6 +136,9 @@ def _event_cases(meeting: dict) -> list[tuple[str, dict, bytes, int, str]]:
         ("bot-manager", {**headers, "ce-sessionid": "not-a-session"}, body, 422, "session"),
         ("bot-manager", *chunk(encode_wav(b"\x00\x00" * 160)), 400, "does not handle"),
         ("bot-manager", {"Content-Type": "application/cloudevents+json"}, b"[]", 400, "object"),
+        ("bot-manager", {"Content-Type": "application/cloudevents+json"}, DEEP, 400, "nests too deeply"),
+        ("bot-manager", wrong_payload, DEEP, 400, "nests too deeply"),
+        ("transcription", {"Content-Type": "application/cloudevents+json"}, DEEP, 400, "nests too deeply"),
         ("bot-manager", *message(new_event(EventType.BOT_STATUS, who, "y", event_source("bot", "s"), failed)), 400, "screenshot"),
         ("bot-manager", speakers, b'{"participants": ["Ana"]}', 400, "turns"),
         ("bot-manager", speakers, json.dumps({"participants": [], "turns": [
@@ -154,4 +163,8 @@ def test_services_reject_bad_cloudevents_without_retry_or_change(stack: RunningS
         where = f"{service} {headers.get('ce-type')} {body[:40]!r}"
         assert response.status_code == status, f"{where}: {response.status_code} {response.text}"
         assert word.lower() in response.json()["error"]["message"].lower(), f"{where}: {response.text}"
+    # The broker's ingress reads events as the services do.
+    broker = requests.post(f"{stack.url('broker')}/vexa/default", headers={"Content-Type": "application/cloudevents+json"},
+                           data=DEEP, timeout=30)  # fmt: skip
+    assert broker.status_code == 400 and "nests too deeply" in broker.json()["error"]["message"], broker.text
     assert snapshot(stack.database_url) == before

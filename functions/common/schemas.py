@@ -87,7 +87,8 @@ class RunBotRequest(_Body):
         "http(s):// URL of a recording. Optional for a Google Meet code given as meeting_id.",
     )
     language: Language | None = Field(default=None, description="Spoken language; the DEFAULT_LANGUAGE setting if absent.")
-    replay_speed: float = Field(default=1.0, gt=0, le=100, description="`file` only: 1.0 replays in real time.")
+    # Bounded below as well: a speed like 1e-300 would make the bot's pacing overflow.
+    replay_speed: float = Field(default=1.0, ge=0.1, le=100, description="`file` only: 1.0 replays in real time.")
     bot_display_name: BotDisplayName | None = Field(
         default=None, description="The name the bot joins a meeting under; the BOT_DISPLAY_NAME setting if absent."
     )

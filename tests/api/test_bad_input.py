@@ -48,6 +48,7 @@ def _api_cases(meeting: dict) -> list[tuple[str, str, dict, int, str]]:
         ("POST", "/bot/run", {"json": {**good, "user_id": 42}}, 422, "user_id"),
         ("POST", "/bot/run", {"json": {**good, "replay_speed": "fast"}}, 422, "replay_speed"),
         ("POST", "/bot/run", {"json": {**good, "replay_speed": 0}}, 422, "replay_speed"),
+        ("POST", "/bot/run", {"json": {**good, "replay_speed": 1e-300}}, 422, "replay_speed"),
         ("POST", "/bot/run", {"json": {**good, "platform": "skype"}}, 422, "platform"),
         # A recording's path is no Zoom meeting, nor is a Meet link, nor plain http.
         ("POST", "/bot/run", {"json": {**good, "platform": "zoom"}}, 422, "meeting_url"),

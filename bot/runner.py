@@ -15,10 +15,14 @@ import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import BaseModel
 
 from functions.common.bot_config import FINAL_STATUS_SECONDS, BotConfig
 from functions.common.events import (
+    MAX_PARTICIPANTS,
     MAX_REASON,
     Attr,
     BotHeartbeatData,
@@ -32,8 +36,9 @@ from functions.common.events import (
     event_source,
     new_event,
 )
+from functions.common.signing import decode_key, signed
 from functions.common.lifecycle import CompletionReason
-from functions.common.recordings import allowed_recording, parse_sources
+from functions.common.recordings import allowed_recording, parse_recording_networks, parse_sources
 
 from .chunker import Chunk, Chunker
 from .sink import EventSink
@@ -50,6 +55,7 @@ class Bot:
         self.config = config
         self.identity = Identity(meeting_pk=config.meeting_pk, user_id=config.user_id, session_id=config.session_id)
         self.source_uri = event_source("bot", config.session_id)
+        self.key = decode_key(config.session_key)  # signs every event: functions/common/signing.py
         self.sink = EventSink(config.sink_url, capacity=config.buffer_chunks)
         self.chunker = self._chunker(start_ms=0)
         # Set from a signal handler, so a plain attribute: taking a lock there can deadlock
@@ -113,23 +119,26 @@ class Bot:
         assert self.session_start is not None
         at = self.session_start
         data = BotSpeakersData(
-            participants=participants,
+            # Past the cap bot-manager would refuse the event, turns and all: the first names seen are kept.
+            participants=participants[:MAX_PARTICIPANTS],
             turns=[SpeakerTurn(participant=t.participant, start_at=at + timedelta(seconds=t.start),
                                end_at=at + timedelta(seconds=t.end)) for t in turns],  # fmt: skip
         )
         self.speaker_events += 1
         event_id = f"{self.config.session_id}:speakers:{self.speaker_events}"
-        self.sink.send(new_event(EventType.BOT_SPEAKERS, self.identity, event_id, self.source_uri, data))
+        self.sink.send(self._event(EventType.BOT_SPEAKERS, event_id, data))
         log.info("bot.speakers", extra={"turns": len(turns), "participants": len(participants)})
 
     def _meeting_url(self) -> str:
         """The recording to open, checked against RECORDING_SOURCES here too: bot-manager checked it
-        on its own machine, but a symbolic link is resolved where the bot runs."""
+        on its own machine, but a symbolic link is resolved where the bot runs. (An http(s) one is
+        checked again, hop by hop, as it is fetched: bot/sources/download.py.)"""
         url = self.config.meeting_url
         if self.config.platform != "file" or not self.config.recording_sources:
             return url
         try:
-            return allowed_recording(url, parse_sources(self.config.recording_sources))
+            networks = parse_recording_networks(self.config.recording_allowed_networks)
+            return allowed_recording(url, parse_sources(self.config.recording_sources), networks)
         except ValueError as exc:  # RecordingNotAllowed, or a RECORDING_SOURCES no bot can use: final either way
             raise SourceError(str(exc)) from None
 
@@ -173,11 +182,9 @@ class Bot:
     def _send_chunks(self, chunks: list[Chunk]) -> None:
         for chunk in chunks:
             assert self.session_start is not None
-            event = new_event(
+            event = self._event(
                 EventType.AUDIO_CHUNK,
-                self.identity,
                 f"{self.config.session_id}:chunk:{chunk.seq}",
-                self.source_uri,
                 encode_wav(chunk.pcm),
                 {
                     Attr.CHUNK_SEQ: chunk.seq,
@@ -190,12 +197,16 @@ class Bot:
             self.sink.send(event, is_chunk=True)
             log.info("bot.chunk", extra={"chunk_seq": chunk.seq, "seconds": round(chunk.duration, 2)})
 
+    def _event(self, kind: EventType, event_id: str, data: BaseModel | bytes, extra: dict[str, Any] | None = None) -> CloudEvent:
+        """An event of this session, signed with its key."""
+        return signed(new_event(kind, self.identity, event_id, self.source_uri, data, extra), self.key)
+
     def _status(self, state: BotState, reason: str | None = None, **final: int | bool | str | None) -> None:
         if reason is not None and len(reason) > MAX_REASON:  # a browser's error text can be long
             reason = reason[: MAX_REASON - 1] + "…"
         data = BotStatusData(state=state, reason=reason, at=datetime.now(timezone.utc), **final)
         event_id = f"{self.config.session_id}:status:{state}"
-        self.sink.send(new_event(EventType.BOT_STATUS, self.identity, event_id, self.source_uri, data))
+        self.sink.send(self._event(EventType.BOT_STATUS, event_id, data))
         log.info("bot.status", extra={"state": str(state), "reason": reason})
 
     def _heartbeat_forever(self) -> None:
@@ -211,7 +222,7 @@ class Bot:
                 chunks_dropped=self.sink.chunks_dropped,
             )
             event_id = f"{self.config.session_id}:heartbeat:{beat}"
-            self.sink.send(new_event(EventType.BOT_HEARTBEAT, self.identity, event_id, self.source_uri, data))
+            self.sink.send(self._event(EventType.BOT_HEARTBEAT, event_id, data))
 
 
 def install_signal_handlers(bot: Bot) -> None:

@@ -25,12 +25,22 @@ import redis
 import requests
 
 from functions.common.processes import pid_alive
-from functions.common.settings import REPO_ROOT, Settings
+from functions.common.settings import REPO_ROOT, SETTINGS, Settings
 from functions.common.tasks import WEBHOOK_QUEUE
 from functions.worker.orchestrator import ProcessOrchestrator
 
 from . import embedded_postgres
 from .supervisor import Program, Supervisor
+
+
+# Which process gets which secret setting: only what it uses (local/stack.py generates what is not given).
+PROGRAM_SECRETS: dict[str, tuple[str, ...]] = {
+    "gateway": ("admin_token", "service_token"),
+    "bot-manager": ("service_token", "event_signing_key"),
+    "transcription": ("event_signing_key",),
+    "celery-worker": ("event_signing_key",),  # it launches the bots, each with its session's key
+}
+GENERATED_SECRETS = frozenset(SETTINGS[name].env for names in PROGRAM_SECRETS.values() for name in names)
 
 
 def free_port() -> int:
@@ -44,7 +54,7 @@ def isolated_environ(state: Path, base: dict[str, str]) -> dict[str, str]:
     """`base` made into a stack of its own: state under `state`, its own embedded PostgreSQL and
     Redis (unless the caller then names a DATABASE_URL or REDIS_URL), and every service on a
     free port (so it runs beside `make up` and other test stacks)."""
-    environ = {k: v for k, v in base.items() if k not in ("DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN")}
+    environ = {k: v for k, v in base.items() if k not in {"DATABASE_URL", "REDIS_URL", *GENERATED_SECRETS}}
     ports = ("GATEWAY_PORT", "BOT_MANAGER_PORT", "TRANSCRIPTION_PORT", "BROKER_PORT", "EMBEDDED_POSTGRES_PORT", "EMBEDDED_REDIS_PORT")
     return environ | {"STATE_DIR": str(state)} | {name: str(free_port()) for name in ports}
 
@@ -87,9 +97,14 @@ class Stack:
     @property
     def admin_token(self) -> str:
         """ADMIN_TOKEN if given, else one generated at the first `up` and kept in STATE_DIR/admin-token."""
-        if self.settings.admin_token:
-            return self.settings.admin_token
-        path = self.state / "admin-token"
+        return self.secret("admin_token")
+
+    def secret(self, name: str) -> str:
+        """Secret setting `name` if given, else one generated at the first `up` and kept in
+        STATE_DIR/<its name, in dashes> (readable by this user only)."""
+        if given := getattr(self.settings, name):
+            return given
+        path = self.state / name.replace("_", "-")
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
@@ -97,12 +112,16 @@ class Stack:
             path.write_text(secrets.token_urlsafe(32))
         return path.read_text().strip()
 
+    def secrets_for(self, program: str) -> dict[str, str]:
+        """The secrets `program` needs, and no other (PROGRAM_SECRETS)."""
+        return {SETTINGS[name].env: self.secret(name) for name in PROGRAM_SECRETS.get(program, ())}
+
     def service_env(self) -> dict[str, str]:
-        """What every Vexa process gets: the caller's settings plus the stack's own addresses."""
+        """What every Vexa process gets: the caller's settings (less the secrets of others) plus the
+        stack's own addresses."""
         s = self.settings
         return {
-            **self.environ,
-            "ADMIN_TOKEN": self.admin_token,
+            **{name: value for name, value in self.environ.items() if name not in GENERATED_SECRETS},
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "STATE_DIR": str(self.state),
@@ -141,7 +160,7 @@ class Stack:
         s, env = self.settings, self.service_env()
 
         def web(name: str, app: str, port: int, workers: int, threads: int, worker_class: str = "gthread") -> Program:
-            program_env = env | {"PORT": str(port), "HOST": "127.0.0.1", "K_SERVICE": name,
+            program_env = env | self.secrets_for(name) | {"PORT": str(port), "HOST": "127.0.0.1", "K_SERVICE": name,
                                  "PROMETHEUS_MULTIPROC_DIR": str(self.state / "metrics" / name)}  # fmt: skip
             return Program(name, _gunicorn(app, workers, threads, worker_class), program_env, f"http://127.0.0.1:{port}/healthz")
 
@@ -153,7 +172,7 @@ class Stack:
             # gevent: every live stream is a greenlet (functions/gateway/__init__.py).
             web("gateway", "functions.gateway", s.gateway_port, 2, 1, "gevent"),
             Program("celery-worker", [sys.executable, "-m", "celery", "-A", "functions.worker.app:celery_app", "worker",
-                                      "--loglevel", "INFO", "--concurrency", "2"], env),  # fmt: skip
+                                      "--loglevel", "INFO", "--concurrency", "2"], env | self.secrets_for("celery-worker")),  # fmt: skip
             # Webhook deliveries wait on receivers: threads, on a queue of their own (functions/common/tasks.py).
             Program("celery-webhooks", [sys.executable, "-m", "celery", "-A", "functions.worker.app:celery_app", "worker",
                                         "--loglevel", "INFO", "--queues", WEBHOOK_QUEUE, "--pool", "threads",

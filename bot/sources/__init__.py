@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functions.common.bot_config import BotConfig
 from functions.common.platforms import MEETING_PLATFORMS, Platform
+from functions.common.recordings import parse_recording_networks, parse_sources
 
 from .base import AudioSource, NotAdmitted, SourceError, SourceListener
 
@@ -16,7 +17,12 @@ def open_source(config: BotConfig, listener: SourceListener) -> AudioSource:
     if config.platform == Platform.FILE:
         from .file import FileSource
 
-        return FileSource(config.meeting_url, config.replay_speed)
+        try:  # the rules every hop of an http(s) recording is checked by (the runner checked them first)
+            sources = parse_sources(config.recording_sources) if config.recording_sources else None
+            networks = parse_recording_networks(config.recording_allowed_networks)
+        except ValueError as exc:
+            raise SourceError(str(exc)) from None
+        return FileSource(config.meeting_url, config.replay_speed, sources, networks)
     if config.platform in MEETING_PLATFORMS:
         from .browser import BrowserSource
 

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from functions.common import coordination, web
 from functions.common.db import session_factory
 from functions.common.logs import configure_logging
-from functions.common.recordings import parse_sources
+from functions.common.recordings import parse_recording_networks, parse_sources
 from functions.common.settings import Settings, get_settings
+from functions.common.signing import master_key
 from functions.common.tasks import create_celery
 
 from .api import bp as api_bp
@@ -34,16 +35,22 @@ class Services:
     db_sessions: sessionmaker[Session]
     celery: Celery  # to hand launches and stops to the workers
     redis_client: redis.Redis  # the status and transcript caches
+    signing_key: bytes  # EVENT_SIGNING_KEY: checks who sent each event (functions/common/signing.py)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     configure_logging("bot-manager", settings.log_level)
     parse_sources(settings.recording_sources)  # a malformed RECORDING_SOURCES stops bot-manager at start
+    parse_recording_networks(settings.recording_allowed_networks)  # and so does RECORDING_ALLOWED_NETWORKS
+    settings.required("service_token", "bot-manager cannot tell the gateway's calls from anyone's")
     app = Flask(__name__)
     redis_client = coordination.connect(settings.redis_url)
     # Its sessions announce news in a meeting's live feed once committed (functions/meetings/outbox.py).
-    services = Services(settings, session_factory(settings.database_url, redis_client), create_celery(settings), redis_client)
+    services = Services(
+        settings, session_factory(settings.database_url, redis_client), create_celery(settings), redis_client,
+        master_key(settings),
+    )  # fmt: skip
     app.extensions["vexa"] = services
 
     def ready() -> None:

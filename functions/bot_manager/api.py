@@ -6,13 +6,15 @@ launch or stop goes to the worker only once it has committed. Reads are the gate
 """
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+import hmac
+
+from flask import Blueprint, Response, current_app, request
 
 from functions.common import api, coordination
 from functions.common.responses import DeletedCounts, DeletedView, MeetingView
 from functions.common.schemas import RunBotRequest, StopBotRequest
 from functions.common.tasks import TaskName, enqueue
-from functions.common.web import json_response, serves
+from functions.common.web import ApiError, json_response, serves
 from functions.meetings import commands, transcripts
 from functions.meetings.queries import status_cache_key
 
@@ -21,6 +23,16 @@ bp = Blueprint("api", __name__)
 
 def _services():
     return current_app.extensions["vexa"]
+
+
+@bp.before_request
+def _from_the_gateway() -> None:
+    """These routes act for any user: only the gateway, which has checked the user's key, may
+    call them, and it proves so with SERVICE_TOKEN."""
+    expected = f"Bearer {_services().settings.service_token}"
+    if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected.encode()):
+        raise ApiError(401, "service_token_required", "bot-manager serves the gateway only: Authorization: Bearer "
+                                                      "<SERVICE_TOKEN> is missing or wrong")  # fmt: skip
 
 
 @serves(bp, api.RUN_BOT)

@@ -12,6 +12,7 @@ import binascii
 import logging
 import unicodedata
 import uuid
+from datetime import datetime, timezone
 from typing import Callable
 
 from cloudevents.core.v1.event import CloudEvent
@@ -21,7 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from functions.common import signing
 from functions.common.events import (
+    MAX_CLOCK_SKEW,
+    MAX_PARTICIPANTS,
     Attr,
     BadEvent,
     BotHeartbeatData,
@@ -30,15 +34,18 @@ from functions.common.events import (
     BotStatusData,
     EventType,
     Identity,
+    RequestEventType,
     TranscriptSegmentsData,
     audio_chunk_attributes,
     event_type,
     identity_of,
+    not_in_future,
     parse_http,
     payload_of,
 )
 from functions.common.lifecycle import InvalidTransition, MeetingStatus
 from functions.common.models import BotSession, Meeting, SpeakerTurn, TranscribedChunk, TranscriptSegment
+from functions.common.signing import SIGNERS, Signer
 from functions.meetings import outbox, queries, speakers
 from functions.meetings.state import bot_actor, ids, lock_meeting, move, session_of, settle
 
@@ -65,12 +72,41 @@ def receive():
     handler = HANDLERS.get(kind)
     if handler is None:
         raise BadEvent(f"bot-manager does not handle {kind} events")
-    identity = identity_of(event)
+    identity = _verified_identity(event, kind)
     with current_app.extensions["vexa"].db_sessions() as db, db.begin():
         meeting, bot_session = _subject(db, identity)
+        if SIGNERS[kind] == Signer.BOT:
+            _refuse_after_end(bot_session, event)
         changed = handler(db, meeting, bot_session, event)
     EVENTS.labels(str(kind), "applied" if changed else "duplicate").inc()
     return "", 204
+
+
+def _verified_identity(event: CloudEvent, kind: EventType) -> Identity:
+    """Whom `event` is about, once its signature shows it comes from that session's bot (or from
+    transcription, for segments); BadEvent 401/403 otherwise, before anything is read from the database."""
+    identity = identity_of(event)
+    signing.verify(event, identity, kind, current_app.extensions["vexa"].signing_key)
+    return identity
+
+
+def _refuse_after_end(bot_session: BotSession, event: CloudEvent) -> None:
+    """Once a bot has reported its end, nothing it sends later counts: a key that outlives its
+    bot (leaked from a finished pod) cannot change the meeting. Its events sent before the end
+    but delivered after (the broker does not keep order) still count."""
+    sent_at = _sent_at(event)
+    if bot_session.end_reported and bot_session.ended_at is not None and sent_at > bot_session.ended_at + MAX_CLOCK_SKEW:
+        raise BadEvent(
+            f"bot session {bot_session.id} ended at {bot_session.ended_at.isoformat()}; this event was sent at "
+            f"{sent_at.isoformat()}", 410, "session_ended",
+        )  # fmt: skip
+
+
+def _sent_at(event: CloudEvent) -> datetime:
+    """The event's `time` (now if it has none), which may not lie in the future."""
+    sent_at = event.get_time() or datetime.now(timezone.utc)
+    not_in_future(sent_at, "time")
+    return sent_at
 
 
 @bp.post("/dead-letters")
@@ -78,13 +114,18 @@ def dead_letter():
     """The broker's dead-letter sink: an undeliverable event is logged and counted.
 
     An audio chunk that could not be transcribed is recorded as a gap, so the
-    meeting still completes instead of waiting for it forever.
+    meeting still completes instead of waiting for it forever. Vexa's own events count only
+    with their sender's signature (401/403 otherwise), so no one but the session's bot can
+    declare one of its chunks lost; other events (a refused bot request) are only logged.
     """
     event = parse_http(dict(request.headers), request.get_data())
     attributes = event.get_attributes()
+    internal = event.get_type() in set(EventType)
+    if internal:
+        _verified_identity(event, EventType(event.get_type()))
     error = attributes.get("knativeerrordata")
     error_text = base64.b64decode(error).decode(errors="replace")[:500] if error else None
-    DEAD_LETTERS.labels(event.get_type()).inc()
+    DEAD_LETTERS.labels(event.get_type() if internal or event.get_type() in set(RequestEventType) else "other").inc()
     if event.get_type() == EventType.AUDIO_CHUNK:
         _record_lost_chunk(event, error_text or f"undeliverable (status {attributes.get('knativeerrorcode')})")
     log.error(
@@ -106,10 +147,17 @@ def dead_letter():
 def _record_lost_chunk(event: CloudEvent, error: str) -> None:
     identity = identity_of(event)
     chunk = audio_chunk_attributes(event)
+    not_in_future(chunk.session_start, Attr.SESSION_START)  # as transcription would have refused it: no gap
     with current_app.extensions["vexa"].db_sessions() as db, db.begin():
         meeting, bot_session = _subject(db, identity)
+        _refuse_after_end(bot_session, event)
+        _refuse_uncounted_chunk(bot_session, chunk.chunk_seq)
         _claim_chunk(db, bot_session, chunk.chunk_seq, offset_s=chunk.offset_ms / 1000, duration_s=0.0, segment_count=0, error=error)
         settle(db, meeting)
+
+
+def _chunk_handled(db: Session, bot_session: BotSession, chunk_seq: int) -> bool:
+    return db.get(TranscribedChunk, (bot_session.meeting_pk, bot_session.id, chunk_seq)) is not None
 
 
 def _claim_chunk(db: Session, bot_session: BotSession, chunk_seq: int, **columns: object) -> bool:
@@ -138,8 +186,19 @@ def _subject(db: Session, identity: Identity) -> tuple[Meeting, BotSession]:
     return meeting, bot_session
 
 
+def _refuse_uncounted_chunk(bot_session: BotSession, chunk_seq: int) -> None:
+    """Once a bot has reported its end it has said how many chunks it made (sent and dropped):
+    a chunk beyond them is not its own (BadEvent 410)."""
+    if bot_session.end_reported and chunk_seq >= bot_session.chunks_sent + bot_session.chunks_dropped:
+        raise BadEvent(
+            f"bot session {bot_session.id} ended having made {bot_session.chunks_sent + bot_session.chunks_dropped} "
+            f"chunk(s); there is no chunk {chunk_seq}", 410, "session_ended",
+        )  # fmt: skip
+
+
 def on_bot_status(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
     status: BotStatusData = payload_of(event, BotStatusData)
+    not_in_future(status.at, "data.at")
     screenshot = _jpeg(status.screenshot) if status.screenshot is not None else None
     if status.state in (BotState.LEFT, BotState.FAILED):
         if bot_session.end_reported:
@@ -192,6 +251,7 @@ def _jpeg(screenshot: str) -> bytes:
 def on_heartbeat(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
     """The bot lives; while its session does, its delivery counts are the latest heartbeat's."""
     beat: BotHeartbeatData = payload_of(event, BotHeartbeatData)
+    not_in_future(beat.at, "data.at")  # the reconciler's silence would go negative: never found lost
     if bot_session.last_heartbeat_at is not None and bot_session.last_heartbeat_at >= beat.at:
         return False
     bot_session.last_heartbeat_at = beat.at
@@ -207,11 +267,15 @@ def on_segments(db: Session, meeting: Meeting, bot_session: BotSession, event: C
     origin = meeting.audio_started_at or data.session_start
     owned_until = _audio_owned_until(meeting, bot_session)
     kept = [seg for seg in data.segments if (seg.start_at - origin).total_seconds() < owned_until]
-    claimed = _claim_chunk(
+    if _chunk_handled(db, bot_session, data.chunk_seq):
+        return False  # this chunk's transcript is already stored
+    _refuse_uncounted_chunk(bot_session, data.chunk_seq)
+    if meeting.status == S.COMPLETED:
+        # Its transcript was declared final (a chunk it waited for too long counts as missing).
+        raise BadEvent(f"meeting {meeting.id} has completed: its transcript takes no new chunk", 410, "meeting_ended")
+    _claim_chunk(
         db, bot_session, data.chunk_seq, offset_s=data.chunk_offset, duration_s=data.chunk_duration, segment_count=len(kept)
     )
-    if not claimed:
-        return False  # this chunk's transcript is already stored
     meeting.audio_started_at = origin
     if len(kept) < len(data.segments):
         log.info("transcript.overlap_dropped", extra={**ids(meeting), "chunk_seq": data.chunk_seq,
@@ -256,10 +320,15 @@ def on_speakers(db: Session, meeting: Meeting, bot_session: BotSession, event: C
     for who, start_at, end_at in turns:
         if end_at < start_at:
             raise BadEvent(f"data.turns: {who!r}'s turn ends ({end_at.isoformat()}) before it starts ({start_at.isoformat()})")
+        not_in_future(end_at, f"data.turns: {who!r}'s turn end")
     # A turn's speaker is a participant too, so a meeting with turns always has participants.
     seen = {participant_name(name) for name in data.participants} | {who for who, _, _ in turns}
     seen.discard("")  # a name of nothing but spaces names no one
     participants = sorted(seen.union(meeting.participants), key=lambda name: (name.casefold(), name))
+    if len(participants) > MAX_PARTICIPANTS:
+        raise BadEvent(
+            f"the meeting would have {len(participants)} participants, at most {MAX_PARTICIPANTS}", 422, "too_many_participants"
+        )
     changed = participants != meeting.participants
     if changed:
         meeting.participants = participants

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .errors import Unacceptable
 from .languages import describe, supported_languages
 from .platforms import Platform
-from .recordings import RecordingNotAllowed, allowed_recording, parse_sources
+from .recordings import RecordingNotAllowed, allowed_recording, parse_recording_networks, parse_sources
 from .schemas import RunBotRequest
 from .settings import Settings
 
@@ -21,7 +21,9 @@ def check_run_request(request: RunBotRequest, settings: Settings) -> RunBotReque
     check_max_duration(request, settings)
     if request.platform == Platform.FILE and request.meeting_url is not None:
         try:
-            url = allowed_recording(request.meeting_url, parse_sources(settings.recording_sources))
+            sources = parse_sources(settings.recording_sources)
+            networks = parse_recording_networks(settings.recording_allowed_networks)
+            url = allowed_recording(request.meeting_url, sources, networks)
         except RecordingNotAllowed as exc:
             raise Unacceptable("recording_not_allowed", str(exc)) from None
         request = request.model_copy(update={"meeting_url": url})

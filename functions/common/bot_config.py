@@ -47,6 +47,9 @@ class BotConfig:
     meeting_pk: str = meeting_value("VEXA_MEETING_PK")  # the meeting's primary key (a UUID), carried on every event
     user_id: str = meeting_value("VEXA_USER_ID")
     session_id: str = meeting_value("VEXA_SESSION_ID")
+    # The key this session signs its events with (functions/common/signing.py); a Kubernetes Job
+    # gets it from a Secret of its own, never as a plain value in the Job (job_spec.py).
+    session_key: str = meeting_value("VEXA_SESSION_KEY")
     platform: str = meeting_value("VEXA_PLATFORM")
     meeting_url: str = meeting_value("VEXA_MEETING_URL")
     language: str = meeting_value("VEXA_LANGUAGE")
@@ -71,6 +74,9 @@ class BotConfig:
     # Where the recording may come from (bot-manager's RECORDING_SOURCES): the bot checks it again
     # on its own file system before it opens anything. Not given: no second check.
     recording_sources: str = tunable("recording_sources", default="")
+    # Internal addresses an http(s) recording, and each of its redirects, may come from: the bot
+    # checks every hop's addresses itself (bot/sources/download.py).
+    recording_allowed_networks: str = tunable("recording_allowed_networks")
     # Meeting platforms (bot/browser/): the name the bot joins under and when it leaves on its own,
     # the meeting's own choices (RunBotRequest.bot_display_name, .automatic_leave) or else the settings'.
     display_name: str = tunable("bot_display_name")
@@ -110,3 +116,6 @@ class BotConfig:
 
 
 ENV_NAMES: dict[str, str] = {f.name: env_name(f) for f in fields(BotConfig)}  # field -> its environment variable
+# Variables whose values are secrets: an orchestrator keeps them out of anything others can read
+# (a Job's spec), and nothing logs them.
+SECRET_ENV = frozenset({ENV_NAMES["session_key"]})

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 import wave
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
 
@@ -37,6 +37,12 @@ MAX_CHUNK_WAV_BYTES = MAX_CHUNK_PCM_BYTES + 1024
 # is 30-150 KB, so this leaves room under MAX_EVENT_BYTES' default 512 KiB.
 MAX_SCREENSHOT_BASE64 = 400_000
 MAX_PARTICIPANT_NAME = 200
+# Everyone a meeting's bots may report (a speakers event's list, and the meeting's union): Meet,
+# Teams and Zoom meetings hold up to 1,000 with add-ons, but a notetaker's meetings far fewer,
+# and the cap keeps a meeting's status answer small (500 names of 200 characters: 100 KB).
+MAX_PARTICIPANTS = 500
+# How far ahead of a receiver's clock a sender's may be: a time later than now by more is invented.
+MAX_CLOCK_SKEW = timedelta(seconds=60)
 MAX_REASON = 500  # a status reason's length: a sender shortens a longer one
 AUDIO_CONTENT_TYPE = "audio/wav"
 JSON_CONTENT_TYPE = "application/json"
@@ -84,6 +90,7 @@ class Attr(StrEnum):
     OFFSET_MS = "offsetms"  # audio chunk: start, in ms from the session's audio start
     SESSION_START = "sessionstart"  # audio chunk: UTC wall time of the session's audio position 0
     LANGUAGE = "language"  # audio chunk: language to transcribe in
+    SIGNATURE = "vexasignature"  # who sent it: functions/common/signing.py
 
 
 class BotState(StrEnum):
@@ -130,7 +137,7 @@ class BotSpeakersData(_Payload):
     union of any events it gets, in any order.
     """
 
-    participants: list[str] = Field(max_length=1000)
+    participants: list[str] = Field(max_length=MAX_PARTICIPANTS)
     turns: list[SpeakerTurn] = Field(max_length=1000)
 
 
@@ -183,6 +190,13 @@ class Identity(_Payload):
     meeting_pk: str = Field(min_length=1, max_length=64, alias=Attr.MEETING_PK)
     user_id: str = Field(min_length=1, max_length=128, alias=Attr.USER_ID)
     session_id: str = Field(min_length=1, max_length=64, alias=Attr.SESSION_ID)
+
+
+def not_in_future(value: datetime, what: str, now: datetime | None = None) -> None:
+    """BadEvent (400) naming `what` if `value` lies beyond this clock's now and MAX_CLOCK_SKEW."""
+    now = now or datetime.now(timezone.utc)
+    if value > now + MAX_CLOCK_SKEW:
+        raise BadEvent(f"{what} {value.isoformat()} is in the future (now {now.isoformat(timespec='seconds')})")
 
 
 def is_retryable(status: int) -> bool:

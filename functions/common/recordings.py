@@ -11,10 +11,14 @@ RECORDING_SOURCES is a comma-separated list of prefixes:
   not pass for `https://good.example/`.
 
 A path or URL with a `..` segment is refused outright: servers and file systems resolve them
-in ways a prefix check cannot see.
+in ways a prefix check cannot see. A prefix without a host admits public hosts only, and the
+addresses of RECORDING_ALLOWED_NETWORKS.
 
 bot-manager checks every run request (`functions.common.admission`), and the bot checks again
-before it opens anything (`bot/runner.py`), on its own file system.
+before it opens anything (`bot/runner.py`), on its own file system. A bot fetches an http(s)
+recording itself (bot/sources/download.py) and checks every hop, the URL and each redirect, with
+`recording_destination`: the same prefixes, then its host resolved and every address checked,
+and the connection made to the checked address (functions/common/outbound.py).
 """
 from __future__ import annotations
 
@@ -22,14 +26,18 @@ import os
 import posixpath
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 from urllib.request import url2pathname
 
-from .addresses import internal_host
+import urllib3
+from urllib3.exceptions import LocationParseError
+
+from .addresses import IpNetwork, internal_host, literal_address, normalise_host, parse_networks
 from .logs import redact_url
+from .outbound import DEFAULT_PORTS as _DEFAULT_PORTS
+from .outbound import Destination, refused_address, resolve
 
 FIELD = "meeting_url"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class RecordingNotAllowed(ValueError):
@@ -91,15 +99,26 @@ def parse_sources(text: str) -> Sources:
     return Sources(text, tuple(folders), tuple(urls))
 
 
-def allowed_recording(meeting_url: str, sources: Sources) -> str:
+@lru_cache(maxsize=16)
+def parse_recording_networks(text: str) -> tuple[IpNetwork, ...]:
+    """RECORDING_ALLOWED_NETWORKS as networks; ValueError naming the setting and the bad entry."""
+    try:
+        return parse_networks(text)
+    except ValueError as exc:
+        raise ValueError(f"RECORDING_ALLOWED_NETWORKS: {exc}") from None
+
+
+def allowed_recording(meeting_url: str, sources: Sources, networks: tuple[IpNetwork, ...] = ()) -> str:
     """`meeting_url` normalised (a local path becomes its real path), or RecordingNotAllowed.
 
     The schema (`RunBotRequest`) has already made it an absolute path, file:// or http(s):// URL.
+    `networks` (RECORDING_ALLOWED_NETWORKS) admits those internal addresses under a prefix without a host.
     """
     parts = urlsplit(meeting_url)
     scheme = parts.scheme.lower()
     if scheme in _DEFAULT_PORTS:
-        return _allowed_url(meeting_url, parts, scheme, sources)
+        _matching_prefix(meeting_url, parts, scheme, sources, networks)
+        return meeting_url
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise _refused(meeting_url, "file:// URLs must name this machine", sources)
@@ -126,37 +145,101 @@ def _allowed_path(meeting_url: str, path: str, sources: Sources) -> str:
     raise _refused(meeting_url, "it is not inside an allowed folder", sources)
 
 
-def _allowed_url(meeting_url: str, parts, scheme: str, sources: Sources) -> str:
+def recording_destination(
+    url: str, sources: Sources | None, networks: tuple[IpNetwork, ...], field: str = FIELD
+) -> Destination:
+    """Where a bot fetches the http(s) recording `url` from, checked now: RecordingNotAllowed saying
+    why not (`field` names the URL in it), outbound.Unresolvable if its host does not resolve.
+
+    The URL must match RECORDING_SOURCES as allowed_recording checks it (`sources` None: the bot was
+    given none, so only addresses are checked). Its host is resolved and every address must be
+    public or in `networks`, unless the prefix it matched names the host: whoever wrote that prefix
+    chose that host, wherever it is (a media server inside the cluster).
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise _refused(url, "a recording is fetched over http:// or https:// only", sources, field)
+    host, port, target = _as_sent(url, parts, scheme, sources, field)
+    prefix = _matching_prefix(url, parts, scheme, sources, networks, field) if sources is not None else None
+    named = prefix is not None and prefix.host is not None
+    addresses = resolve(host, port)
+    refused = None if named else refused_address(addresses, networks)
+    if refused is not None:
+        shown = host if literal_address(host) else f"{host} resolves to {refused}, which"
+        why = (
+            f"{shown} is not a public address (loopback, private, link-local or reserved); "
+            "recordings inside your own network need RECORDING_ALLOWED_NETWORKS"
+        )
+        raise _refused(url, why, sources, field)
+    return Destination(scheme, host, port, target, addresses)
+
+
+def _as_sent(url: str, parts: SplitResult, scheme: str, sources: Sources | None, field: str) -> tuple[str, int, str]:
+    """The normalised host, port and request target of `url` as urllib3, which sends the request,
+    reads it; refused when the checks' parser (urlsplit) reads another host or port."""
+    try:
+        sent = urllib3.util.parse_url(url)
+        checked_host, sent_host = normalise_host(parts.hostname or ""), normalise_host(sent.host or "")
+        checked_port = parts.port or _DEFAULT_PORTS[scheme]
+    except (LocationParseError, ValueError):
+        raise _refused(url, "its host or port is invalid", sources, field) from None
+    sent_port = sent.port or _DEFAULT_PORTS[scheme]
+    if (sent.scheme or "").lower() != scheme or sent_host != checked_host or sent_port != checked_port:
+        raise _refused(url, "URL parsers disagree on its host", sources, field)
+    return sent_host, sent_port, sent.request_uri
+
+
+def _matching_prefix(
+    meeting_url: str,
+    parts: SplitResult,
+    scheme: str,
+    sources: Sources,
+    networks: tuple[IpNetwork, ...],
+    field: str = FIELD,
+) -> UrlPrefix:
+    """The URL prefix `meeting_url` lies under, or RecordingNotAllowed."""
     path = unquote(parts.path)
     if "\\" in path or ".." in path.split("/"):
-        raise _refused(meeting_url, "a URL path must not contain '..' or backslashes", sources)
+        raise _refused(meeting_url, "a URL path must not contain '..' or backslashes", sources, field)
     try:
         port = parts.port or _DEFAULT_PORTS[scheme]
     except ValueError:
-        raise _refused(meeting_url, "its port is invalid", sources) from None
+        raise _refused(meeting_url, "its port is invalid", sources, field) from None
     host = (parts.hostname or "").lower()
     if not host:
-        raise _refused(meeting_url, "a URL must name a host", sources)
+        raise _refused(meeting_url, "a URL must name a host", sources, field)
     for prefix in sources.urls:
         if prefix.scheme != scheme:
             continue
         if prefix.host is None:
-            if internal_host(host):
+            if internal_host(host) and not _allowed_literal(host, networks):
                 raise _refused(
                     meeting_url,
-                    f"{host} is a local or internal host; only a prefix that names it admits it",
+                    f"{host} is a local or internal host; only a prefix that names it admits it "
+                    "(or, for an address, RECORDING_ALLOWED_NETWORKS)",
                     sources,
+                    field,
                 )
-            return meeting_url
+            return prefix
         if prefix.host == host and prefix.port == port and (
             not prefix.path or parts.path == prefix.path or parts.path.startswith(prefix.path + "/")
         ):
-            return meeting_url
-    raise _refused(meeting_url, "it does not start with an allowed URL prefix", sources)
+            return prefix
+    raise _refused(meeting_url, "it does not start with an allowed URL prefix", sources, field)
 
 
-def _refused(meeting_url: str, why: str, sources: Sources) -> RecordingNotAllowed:
+def _allowed_literal(host: str, networks: tuple[IpNetwork, ...]) -> bool:
+    """Whether `host` is an address written out that lies in one of `networks`."""
+    try:
+        address = literal_address(normalise_host(host))
+    except ValueError:
+        return False
+    return address is not None and any(address in network for network in networks)
+
+
+def _refused(meeting_url: str, why: str, sources: Sources | None, field: str = FIELD) -> RecordingNotAllowed:
+    allowed = f"; allowed (RECORDING_SOURCES): {sources.describe()}" if sources is not None else ""
     return RecordingNotAllowed(
-        f"{FIELD} {redact_url(meeting_url)!r} is not an allowed recording source ({why}); "
-        f"allowed (RECORDING_SOURCES): {sources.describe()}"
+        f"{field} {redact_url(meeting_url)!r} is not an allowed recording source ({why}){allowed}"
     )

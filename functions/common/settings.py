@@ -43,6 +43,20 @@ class Settings:
         "STATE_DIR/admin-token.",
         secret=True,
     )
+    event_signing_key: str = setting(
+        "",
+        "Secret from which each bot session's event-signing key and transcription's reply key are derived "
+        "(functions/common/signing.py): the worker, bot-manager and transcription need it, nothing else. "
+        "`make up` generates one into STATE_DIR/event-signing-key; the services refuse to start without it.",
+        secret=True,
+    )
+    service_token: str = setting(
+        "",
+        "Bearer token the gateway sends bot-manager with every call it forwards; bot-manager refuses calls to "
+        "its API without it. `make up` generates one into STATE_DIR/service-token; bot-manager refuses to "
+        "start without it.",
+        secret=True,
+    )
 
     # -- the API
     api_rate_limit_per_minute: int = setting(
@@ -54,6 +68,12 @@ class Settings:
         "Comma-separated prefixes a `file` meeting_url must start with: local folders (ending in /) and URL "
         "prefixes.",
         shown_default="the repo's `local/sample/`, `https://`",
+    )
+    recording_allowed_networks: str = setting(
+        "",
+        "Comma-separated addresses or networks (10.0.0.0/8, 127.0.0.2) the hosts of recording URLs, and of "
+        "their redirects, may resolve to besides public ones under a RECORDING_SOURCES prefix that names no host, "
+        "for recordings inside your own network.",
     )
 
     # -- where the services listen and find each other
@@ -292,6 +312,13 @@ class Settings:
     # -- operations
     status_cache_seconds: float = setting("1", "How long GET /bot/status answers are cached in Redis (0: no cache).")
     log_level: str = setting("INFO", "Python log level.")
+
+    def required(self, name: str, needed_for: str) -> str:
+        """The value of setting `name`; RuntimeError (a service that must not start) when it is empty."""
+        value = getattr(self, name)
+        if not value:
+            raise RuntimeError(f"{SETTINGS[name].env} is not set, and {needed_for} without it")
+        return value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -47,7 +47,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     db_sessions, redis_client = session_factory(settings.database_url), coordination.connect(settings.redis_url)
     hub = Hub(db_sessions, redis_client, settings.feed_poll_seconds, settings.stream_keepalive_seconds)
-    services = Services(settings, requests.Session(), db_sessions, redis_client, KeyCache(settings.auth_cache_seconds), hub)
+    to_bot_manager = requests.Session()
+    to_bot_manager.headers["Authorization"] = f"Bearer {settings.required('service_token', 'bot-manager refuses the gateway')}"
+    services = Services(settings, to_bot_manager, db_sessions, redis_client, KeyCache(settings.auth_cache_seconds), hub)
     app.extensions["vexa"] = services
     app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": settings.stream_keepalive_seconds}
     web.on_shutdown(hub.close)  # streams end with "going away" before the worker stops

@@ -10,6 +10,7 @@ from flask import Flask
 from functions.common import web
 from functions.common.logs import configure_logging
 from functions.common.settings import Settings, get_settings
+from functions.common.signing import master_key
 
 from .engines import load_engine
 from .handler import bp
@@ -20,7 +21,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging("transcription", settings.log_level)
     app = Flask(__name__)
     # Loaded once per process, before the first request: a chunk never waits for a model load.
-    app.extensions["vexa"] = {"settings": settings, "engine": load_engine(settings)}
+    # The key is checked first: a transcription that could not check chunks must not load a model.
+    signing_key = master_key(settings)
+    app.extensions["vexa"] = {"settings": settings, "engine": load_engine(settings), "signing_key": signing_key}
     web.install(app, "transcription", max_body_bytes=settings.max_event_bytes)
     app.register_blueprint(bp)
     return app

@@ -9,8 +9,10 @@ import numpy as np
 from flask import Blueprint, Response, current_app, request
 from prometheus_client import Counter, Histogram
 
+from functions.common import signing
 from functions.common.events import (
     SAMPLE_RATE,
+    Attr,
     AudioChunkAttributes,
     BadEvent,
     EventType,
@@ -22,10 +24,12 @@ from functions.common.events import (
     event_type,
     identity_of,
     new_event,
+    not_in_future,
     parse_http,
     to_http,
 )
 from functions.common.languages import describe, supported_languages
+from functions.common.signing import Signer, session_key
 
 from .engines import TranscribedSegment
 
@@ -45,8 +49,12 @@ def transcribe_chunk():
     if event_type(event) != EventType.AUDIO_CHUNK:
         raise BadEvent(f"transcription handles only {EventType.AUDIO_CHUNK} events, got {event.get_type()}")
     identity = identity_of(event)
-    chunk = audio_chunk_attributes(event)
     services = current_app.extensions["vexa"]
+    # Only the session's own bot may have audio transcribed for it, and only transcription
+    # signs the reply (functions/common/signing.py).
+    signing.verify(event, identity, EventType.AUDIO_CHUNK, services["signing_key"])
+    chunk = audio_chunk_attributes(event)
+    not_in_future(chunk.session_start, Attr.SESSION_START)
     supported = supported_languages(services["settings"])
     if chunk.language not in supported:
         raise BadEvent(
@@ -71,7 +79,7 @@ def transcribe_chunk():
 
     offset = chunk.offset_ms / 1000
     segments = [_on_session_clock(index, piece, offset, chunk) for index, piece in enumerate(transcribed)]
-    reply = new_event(
+    reply = signing.signed(new_event(
         EventType.TRANSCRIPT_SEGMENTS,
         identity,
         f"{identity.session_id}:segments:{chunk.chunk_seq}",  # same id on redelivery
@@ -84,7 +92,7 @@ def transcribe_chunk():
             language=chunk.language,
             segments=segments,
         ),
-    )
+    ), session_key(services["signing_key"], identity, Signer.TRANSCRIPTION))
     log.info(
         "chunk.transcribed",
         extra={

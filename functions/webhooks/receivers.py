@@ -4,24 +4,23 @@ A receiver's host must resolve only to public addresses (functions/common/addres
 ones WEBHOOK_ALLOWED_NETWORKS admits, when its endpoint is created **and at every attempt**: a
 name may be pointed at 127.0.0.1 or 169.254.169.254 after it was checked. The attempt then
 connects to the very address that was checked (TLS still verifies the certificate for the
-name), so the name cannot change between the check and the connection. URLs are read with
-urllib3's parser, the one that sends the request. Redirects are not followed: a 3xx is a failure.
+name), so the name cannot change between the check and the connection (functions/common/outbound.py,
+shared with the recordings bots download). URLs are read with urllib3's parser, the one that sends
+the request. Redirects are not followed: a 3xx is a failure.
 """
 from __future__ import annotations
 
-import socket
 import time
 from email.utils import parsedate_to_datetime
 from dataclasses import dataclass
 from functools import lru_cache
 
-import certifi
-import dns.exception
-import dns.resolver
 import urllib3
 from urllib3.exceptions import HTTPError, LocationParseError
 
-from functions.common.addresses import IpAddress, IpNetwork, internal_address, literal_address, parse_networks
+from functions.common import outbound
+from functions.common.addresses import IpAddress, IpNetwork, literal_address, parse_networks
+from functions.common.outbound import Destination, Unresolvable, pinned_pool, refused_address, resolve
 from functions.common.settings import Settings
 
 USER_AGENT = "Vexa-Webhooks/1"
@@ -32,15 +31,10 @@ class ReceiverRefused(ValueError):
     """The URL may not receive webhooks; the message says why."""
 
 
-@dataclass(frozen=True)
-class Receiver:
-    """A receiver's URL as urllib3 reads it, and the addresses its host resolved to."""
-
-    scheme: str
-    host: str
-    port: int
-    target: str  # path and query
-    addresses: tuple[IpAddress, ...]
+# A receiver's URL as urllib3 reads it, and the addresses its host resolved to.
+Receiver = Destination
+# tests/chart/test_security.py reads the workers' resolver through it.
+_nameservers = outbound.nameservers
 
 
 @dataclass(frozen=True)
@@ -70,13 +64,13 @@ def check(url: str, settings: Settings) -> Receiver:
     port = parts.port or (443 if scheme == "https" else 80)
     allowed = _allowed_networks(settings.webhook_allowed_networks)
     addresses = _resolve(host, port, settings.webhook_dns_servers)
-    for address in addresses:
-        if internal_address(address) and not any(address in network for network in allowed):
-            shown = host if literal_address(host) else f"{host} resolves to {address}, which"
-            raise ReceiverRefused(
-                f"{shown} is not a public address (loopback, private, link-local or reserved); "
-                "receivers inside your own network need WEBHOOK_ALLOWED_NETWORKS"
-            )
+    refused = refused_address(addresses, allowed)
+    if refused is not None:
+        shown = host if literal_address(host) else f"{host} resolves to {refused}, which"
+        raise ReceiverRefused(
+            f"{shown} is not a public address (loopback, private, link-local or reserved); "
+            "receivers inside your own network need WEBHOOK_ALLOWED_NETWORKS"
+        )
     if scheme == "http" and not all(any(a in network for network in allowed) for a in addresses):
         raise ReceiverRefused("a webhook URL must be https:// (http:// only for hosts in WEBHOOK_ALLOWED_NETWORKS)")
     return Receiver(scheme, host, port, parts.request_uri, addresses)
@@ -84,18 +78,8 @@ def check(url: str, settings: Settings) -> Receiver:
 
 def post(receiver: Receiver, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
     """POST `body` to the receiver's first checked address; what came of it."""
-    host_header = receiver.host if ":" not in receiver.host else f"[{receiver.host}]"
-    if receiver.port != (443 if receiver.scheme == "https" else 80):
-        host_header += f":{receiver.port}"
-    options = dict(timeout=urllib3.Timeout(total=timeout), retries=False, maxsize=1)
-    address = str(receiver.addresses[0])
-    if receiver.scheme == "https":
-        pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
-            address, receiver.port, server_hostname=receiver.host, assert_hostname=receiver.host,
-            cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(), **options,
-        )  # fmt: skip
-    else:
-        pool = urllib3.HTTPConnectionPool(address, receiver.port, **options)
+    host_header = receiver.host_header()
+    pool = pinned_pool(receiver, urllib3.Timeout(total=timeout))
     started = time.monotonic()
     try:
         response = pool.urlopen(
@@ -114,42 +98,10 @@ def post(receiver: Receiver, body: bytes, headers: dict[str, str], timeout: floa
 
 
 def _resolve(host: str, port: int, dns_servers: str) -> tuple[IpAddress, ...]:
-    literal = literal_address(host)
-    if literal is not None:
-        return (literal,)
     try:
-        if dns_servers:
-            return _resolve_with(host, _nameservers(dns_servers))
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, dns.exception.DNSException) as exc:
-        raise ReceiverRefused(f"{host} does not resolve: {exc}") from None
-    addresses = tuple(dict.fromkeys(literal_address(info[4][0].split("%")[0]) for info in infos))
-    return tuple(a for a in addresses if a is not None)
-
-
-def _resolve_with(host: str, resolver: dns.resolver.Resolver) -> tuple[IpAddress, ...]:
-    found: list[IpAddress] = []
-    for record_type in ("A", "AAAA"):
-        try:
-            answer = resolver.resolve(host, record_type, search=False)
-        except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
-            continue
-        found.extend(a for a in (literal_address(r.to_text()) for r in answer) if a is not None)
-    if not found:
-        raise ReceiverRefused(f"{host} does not resolve: no A or AAAA records")
-    return tuple(found)
-
-
-@lru_cache(maxsize=4)
-def _nameservers(text: str) -> dns.resolver.Resolver:
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.lifetime = 5.0
-    for entry in (part.strip() for part in text.split(",") if part.strip()):
-        address, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
-        resolver.nameservers = [*resolver.nameservers, address]
-        if port:
-            resolver.nameserver_ports[address] = int(port)
-    return resolver
+        return resolve(host, port, dns_servers)
+    except Unresolvable as exc:
+        raise ReceiverRefused(str(exc)) from None
 
 
 @lru_cache(maxsize=4)

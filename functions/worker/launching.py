@@ -13,11 +13,12 @@ import uuid
 from sqlalchemy.orm import Session, sessionmaker
 
 from functions.common.bot_config import BotConfig
-from functions.common.events import BotState
+from functions.common.events import BotState, Identity
 from functions.common.lifecycle import TERMINAL, CompletionReason, MeetingStatus
 from functions.common.models import BotSession, Meeting
 from functions.common.schemas import AutomaticLeave
 from functions.common.settings import Settings
+from functions.common.signing import Signer, encode_key, master_key, session_key
 from functions.meetings.state import Actor, end_unlaunched, ids, lock_meeting, move, session_of, settle
 
 from .orchestrator import BotSpec, Orchestrator, OrchestratorError
@@ -41,12 +42,14 @@ def bot_options_config(bot_options: dict | None) -> dict[str, str | float]:
 
 def bot_spec(settings: Settings, meeting: Meeting, bot_session: BotSession) -> BotSpec:
     resumed = bot_session.resume_from_s > 0 and meeting.audio_started_at is not None
+    identity = Identity(meeting_pk=str(meeting.id), user_id=meeting.user_id, session_id=bot_session.id)
     config = BotConfig.for_meeting(
         settings,
         sink_url=settings.broker_ingress_url,
-        meeting_pk=str(meeting.id),
-        user_id=meeting.user_id,
-        session_id=bot_session.id,
+        meeting_pk=identity.meeting_pk,
+        user_id=identity.user_id,
+        session_id=identity.session_id,
+        session_key=encode_key(session_key(master_key(settings), identity, Signer.BOT)),
         platform=meeting.platform,
         meeting_url=meeting.meeting_url or "",
         language=meeting.language,

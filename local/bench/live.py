@@ -68,6 +68,7 @@ import psutil
 import requests
 from sqlalchemy import select
 
+from functions.common import signing
 from functions.common.db import session_factory
 from functions.common.events import (
     SAMPLE_RATE,
@@ -217,6 +218,8 @@ def post_batches(bs: BenchStack, meeting: LiveMeeting, batches: int) -> tuple[di
     """Post the segment events one after another; when bot-manager answered each (time.time(), by
     segment text), and how long each POST took (ms)."""
     url = bs.url("bot-manager") + "/events"
+    # Signed as transcription signs its replies (functions/common/signing.py), with the stack's key.
+    reply_key = signing.session_key(bs.stack.secret("event_signing_key").encode(), meeting.identity, signing.Signer.TRANSCRIPTION)
     spacing = random.Random(SEED)
     answered: dict[str, float] = {}
     post_ms: list[float] = []
@@ -224,7 +227,7 @@ def post_batches(bs: BenchStack, meeting: LiveMeeting, batches: int) -> tuple[di
         due = time.time()
         for batch in range(batches):
             time.sleep(max(0.0, due - time.time()))
-            message = to_http(_segments_event(meeting, batch))
+            message = to_http(signing.signed(_segments_event(meeting, batch), reply_key))
             sent = time.time()
             response = http.post(url, headers=message.headers, data=message.body, timeout=30)
             now = time.time()

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 import requests
+from cloudevents.core.v1.event import CloudEvent
 
 from functions.common.events import (
     Attr,
@@ -19,9 +21,11 @@ from functions.common.events import (
     to_http,
 )
 from tests.support.databases import snapshot
+from tests.support.signing import as_sender
 from tests.support.stacks import SAMPLE, RunningStack
 
 JSON = {"Content-Type": "application/json"}
+SESSION_TIME = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)  # when the bad events' bot "sent" them
 DEEP = b"[" * 1000 + b"]" * 1000  # 2 KB of JSON nested 1,000 levels: Python's parser runs out of stack
 
 
@@ -106,14 +110,17 @@ def test_public_api_rejects_bad_requests_clearly_and_changes_nothing(stack: Runn
     assert stack.transcript(meeting["user_id"], meeting["meeting_id"])["segments"] == finished_meeting["segments"]
 
 
-def _event_cases(meeting: dict) -> list[tuple[str, dict, bytes, int, str]]:
-    """(service, headers, body, expected status, a word in the message) for bot-manager and transcription."""
+def _event_cases(meeting: dict, master: bytes) -> list[tuple[str, dict, bytes, int, str]]:
+    """(service, headers, body, expected status, a word in the message) for bot-manager and transcription.
+
+    Each event is signed as its real sender would sign it, bad content and all (forged events are
+    tests/api/test_forged_events.py's), and sent while its session ran."""
     who = Identity(meeting_pk=meeting["id"], user_id=meeting["user_id"], session_id=meeting["session_id"])
     stranger = Identity(meeting_pk=str(uuid.uuid4()), user_id="frank", session_id="s1")
     status = BotStatusData(state=BotState.ACTIVE, at="2026-11-27T09:00:00Z")
 
     def message(event) -> tuple[dict, bytes]:
-        m = to_http(event)
+        m = to_http(as_sender(event, master, SESSION_TIME))
         return m.headers, m.body
 
     def chunk(body: bytes, **attributes) -> tuple[dict, bytes]:
@@ -121,29 +128,32 @@ def _event_cases(meeting: dict) -> list[tuple[str, dict, bytes, int, str]]:
         return message(new_event(EventType.AUDIO_CHUNK, who, "bad-chunk", event_source("bot", "s"), body, {**extra, **attributes}))
 
     status_event = new_event(EventType.BOT_STATUS, who, "x", event_source("bot", "s"), status)
+
+    def status_with(data: object, **attributes: str) -> tuple[dict, bytes]:
+        return message(CloudEvent({**status_event.get_attributes(), **attributes}, data))
+
     headers, body = message(status_event)
     failed = BotStatusData(state=BotState.FAILED, at="2026-11-27T09:00:00Z", reason="join_error", screenshot="not base64!")
-    speakers = {**headers, "ce-type": EventType.BOT_SPEAKERS}
     no_id = {k: v for k, v in headers.items() if k != "ce-id"}
-    wrong_payload = {**headers}
     cases = [
         ("bot-manager", {"Content-Type": "application/json"}, b"{}", 400, "not a CloudEvent"),
         ("bot-manager", no_id, body, 400, "id"),
         ("bot-manager", {**headers, "ce-type": "com.example.unknown"}, body, 400, "unknown event type"),
-        ("bot-manager", wrong_payload, b'{"state": "dancing"}', 400, "state"),
-        ("bot-manager", wrong_payload, b'{"state": "left", "at": "2026-11-27T09:00:00Z", "reason": "bye\\u0000"}', 400, "reason"),
+        ("bot-manager", *status_with({"state": "dancing"}), 400, "state"),
+        ("bot-manager", *status_with({"state": "left", "at": "2026-11-27T09:00:00Z", "reason": "bye\x00"}), 400, "reason"),
         ("bot-manager", {**headers, "ce-meetingid": ""}, body, 400, "meetingid"),
         ("bot-manager", *message(new_event(EventType.BOT_STATUS, stranger, "x", "/t", status)), 422, "no meeting"),
-        ("bot-manager", {**headers, "ce-sessionid": "not-a-session"}, body, 422, "session"),
+        ("bot-manager", *status_with(status.model_dump(mode="json"), sessionid="not-a-session"), 422, "session"),
         ("bot-manager", *chunk(encode_wav(b"\x00\x00" * 160)), 400, "does not handle"),
         ("bot-manager", {"Content-Type": "application/cloudevents+json"}, b"[]", 400, "object"),
         ("bot-manager", {"Content-Type": "application/cloudevents+json"}, DEEP, 400, "nests too deeply"),
-        ("bot-manager", wrong_payload, DEEP, 400, "nests too deeply"),
+        ("bot-manager", headers, DEEP, 400, "nests too deeply"),
         ("transcription", {"Content-Type": "application/cloudevents+json"}, DEEP, 400, "nests too deeply"),
         ("bot-manager", *message(new_event(EventType.BOT_STATUS, who, "y", event_source("bot", "s"), failed)), 400, "screenshot"),
-        ("bot-manager", speakers, b'{"participants": ["Ana"]}', 400, "turns"),
-        ("bot-manager", speakers, json.dumps({"participants": [], "turns": [
-            {"participant": "Ana", "start_at": "2026-11-27T09:00:05Z", "end_at": "2026-11-27T09:00:01Z"}]}).encode(), 400, "ends"),
+        ("bot-manager", *status_with({"participants": ["Ana"]}, type=EventType.BOT_SPEAKERS), 400, "turns"),
+        ("bot-manager", *status_with({"participants": [], "turns": [
+            {"participant": "Ana", "start_at": "2026-11-27T09:00:05Z", "end_at": "2026-11-27T09:00:01Z"}]},
+            type=EventType.BOT_SPEAKERS), 400, "ends"),
         ("transcription", *chunk(b"RIFF....WAVEfmt garbage"), 400, "undecodable audio"),
         ("transcription", *chunk(b"\xff" * 2000), 400, "undecodable audio"),
         ("transcription", *chunk(encode_wav(b"\x00\x00" * 8000, rate=8000)), 400, "16000"),
@@ -159,7 +169,7 @@ def _event_cases(meeting: dict) -> list[tuple[str, dict, bytes, int, str]]:
 def test_services_reject_bad_cloudevents_without_retry_or_change(stack: RunningStack, finished_meeting: dict) -> None:
     stack.wait_until_quiet()  # no other test's bot may change the database meanwhile
     before = snapshot(stack.database_url)
-    for service, headers, body, status, word in _event_cases(finished_meeting["meeting"]):
+    for service, headers, body, status, word in _event_cases(finished_meeting["meeting"], stack.stack.secret("event_signing_key").encode()):
         response = requests.post(f"{stack.url(service)}/events", headers=headers, data=body, timeout=30)
         where = f"{service} {headers.get('ce-type')} {body[:40]!r}"
         assert response.status_code == status, f"{where}: {response.status_code} {response.text}"

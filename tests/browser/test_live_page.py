@@ -24,6 +24,7 @@ from tests.support import faults
 from tests.support.browser import bot_browser
 from tests.support.databases import fresh_database
 from tests.support.stacks import RunningStack, running_stack
+from tests.support.signing import as_sender
 
 MEETING_TIMEOUT_MS = 150_000  # the sample (63 s) at 3x, the bot's drain and the last chunk's transcription, with room
 # What the page showed, recorded as it happened (before any page script runs): every segment
@@ -92,7 +93,7 @@ def report_speaker(rs: RunningStack, meeting: dict[str, Any], segment: dict[str,
     turn = SpeakerTurn(participant=who, start_at=segment["start_at"], end_at=segment["end_at"])
     event = new_event(EventType.BOT_SPEAKERS, identity, uuid.uuid4().hex, event_source("bot", meeting["session_id"]),
                       BotSpeakersData(participants=[who], turns=[turn]))  # fmt: skip
-    message = to_http(event)
+    message = to_http(as_sender(event, rs.stack.secret("event_signing_key").encode()))
     response = requests.post(f"{rs.url('bot-manager')}/events", headers=message.headers, data=message.body, timeout=30)
     assert response.ok, response.text
 

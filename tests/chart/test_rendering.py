@@ -70,6 +70,13 @@ def test_helm_lint_strict_is_clean(values):
         ({"admin": {"existingSecret": "Admin_Token"}}, "/admin/existingSecret"),  # not a Secret name
         ({"admin": {"existingSecretKey": ""}}, "/admin/existingSecretKey"),
         ({"admin": {"existingSecretKey": "admin token"}}, "/admin/existingSecretKey"),  # not a Secret key
+        ({"internalSecrets": {"serviceToken": {"value": "hunter2"}}}, "value"),  # never a secret in values
+        ({"internalSecrets": {"eventSigningKey": "hunter2"}}, "/internalSecrets/eventSigningKey"),
+        ({"internalSecrets": {"existingSecret": "Vexa_Keys"}}, "/internalSecrets/existingSecret"),  # not a Secret name
+        ({"internalSecrets": {"serviceToken": {"existingSecretKey": ""}}}, "/internalSecrets/serviceToken"),
+        ({"networkPolicy": {"knative": {"networking": {"namespaceSelector": {"name": "istio-system"}}}}},
+         "/networkPolicy/knative/networking/namespaceSelector"),  # not a selector
+        ({"networkPolicy": {"knative": {"extraFrom": {"podSelector": {}}}}}, "/networkPolicy/knative/extraFrom"),
         ({"webhooks": {"concurrency": 0}}, "/webhooks/concurrency"),
         ({"webhooks": {"timeoutSeconds": 0}}, "/webhooks/timeoutSeconds"),
         ({"webhooks": {"timeoutSeconds": 600}}, "/webhooks/timeoutSeconds"),  # Celery would end the attempt first

@@ -2,8 +2,9 @@
 what the bots may connect to.
 
 RBAC grants the Celery worker, the only pod with an API token, exactly the requests its
-orchestrator makes (found by running it against a recording API client) in the release's
-namespace and nothing cluster-wide; every other pod, the bots' included, runs without a token.
+orchestrator makes (found by running it against a recording API client, with the delete an
+ownerReference takes) in the release's namespace and nothing cluster-wide: Secrets, for its bots'
+session keys, to create and delete but never to read; every other pod, the bots' included, runs without a token.
 Every container of every pod runs as a numeric non-root user, unprivileged, with all
 capabilities dropped, the runtime's seccomp profile and a read-only root with a writable /tmp.
 The bots' NetworkPolicy, evaluated offline (tests.support.network_policy), selects exactly the
@@ -34,8 +35,8 @@ from functions.webhooks import receivers
 from functions.worker.orchestrator.job_spec import BOT_SELECTOR
 from tests.support.chart import (
     KIND_VALUES, NAMESPACE, PODS, RELEASE, WEBHOOKS, WORKER, ApiRequest, api_requests_of_the_worker,
-    assert_valid_kubernetes, bot_policy, chart_pods, container_of, knative_services, launch_as_the_worker, objects,
-    of_kind, one, plain_env, pod_specs, render, webhooks_policy,
+    assert_valid_kubernetes, bot_policy, chart_pods, container_of, env_with_secrets, knative_services,
+    launch_as_the_worker, objects, of_kind, one, plain_env, pod_specs, render, webhooks_policy, worker_at_work,
 )  # fmt: skip
 from tests.support.network_policy import Destination, egress_allows, selects
 
@@ -56,10 +57,42 @@ def test_rbac_grants_exactly_what_the_worker_asks_the_api_for(rendered):
         for rule in role["rules"]
         for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]
     }  # fmt: skip
-    needed = api_requests_of_the_worker(plain_env(one(rendered, "Deployment", WORKER)))
+    needed = api_requests_of_the_worker(env_with_secrets(one(rendered, "Deployment", WORKER)))
     assert {r.namespace for r in needed} == {NAMESPACE}
     assert sorted(needed - granted, key=repr) == [], "the worker would be refused these"
     assert sorted(granted - needed, key=repr) == [], "granted, but the worker never asks for them"
+
+
+def test_the_worker_may_create_and_delete_secrets_but_read_none(rendered):
+    """Secrets only for the bots' session keys: create and delete, never get, list or watch (nor
+    a wildcard that would imply them), so the worker's code reads no Secret of the namespace."""
+    (role,) = of_kind(rendered, "Role")
+    assert not [rule for rule in role["rules"] if "*" in rule["apiGroups"] + rule["resources"] + rule["verbs"]]
+    on_secrets = {verb for rule in role["rules"] if "" in rule["apiGroups"] and "secrets" in rule["resources"]
+                  for verb in rule["verbs"]}  # fmt: skip
+    assert on_secrets == {"create", "delete"}
+
+
+def test_the_secrets_the_worker_creates_are_its_bots_session_keys(rendered):
+    """What the Role's secrets grant is for: each bot's Secret, named like its Job, owned by the
+    Job (so it goes with it, and delete is what the ownerReference takes) and read by the Job's
+    pod alone, through secretKeyRefs to it."""
+    api = worker_at_work(env_with_secrets(one(rendered, "Deployment", WORKER)))
+    (job,) = [o for o in api.created if o["kind"] == "Job"]
+    (secret,) = [o for o in api.created if o["kind"] == "Secret"]
+    assert len(api.created) == 2  # nothing else
+    assert_valid_kubernetes(secret)
+    name = job["metadata"]["name"]
+    assert secret["metadata"]["name"] == name and secret["metadata"]["namespace"] == NAMESPACE
+    (owner,) = secret["metadata"]["ownerReferences"]
+    assert (owner["apiVersion"], owner["kind"], owner["name"]) == ("batch/v1", "Job", name)
+    assert owner["uid"] and not owner.get("blockOwnerDeletion")  # that would take update on jobs/finalizers
+    refs = [
+        e["valueFrom"]["secretKeyRef"]
+        for container in job["spec"]["template"]["spec"]["containers"] for e in container["env"] if "valueFrom" in e
+    ]  # fmt: skip
+    assert refs and {ref["name"] for ref in refs} == {name}
+    assert {ref["key"] for ref in refs} == set(secret["stringData"]) == {"session-key"}
 
 
 def test_the_role_is_bound_to_the_worker_alone(rendered):
@@ -162,7 +195,7 @@ def test_the_bot_network_policy_selects_exactly_the_bot_pods(with_values):
     rendered, _ = with_values
     policy = bot_policy(rendered)
     assert policy["metadata"]["namespace"] == NAMESPACE
-    _, namespace, job = launch_as_the_worker(plain_env(one(rendered, "Deployment", WORKER)))
+    _, namespace, job = launch_as_the_worker(env_with_secrets(one(rendered, "Deployment", WORKER)))
     assert namespace == NAMESPACE
     selector = policy["spec"]["podSelector"]
     key, value = BOT_SELECTOR.split("=")

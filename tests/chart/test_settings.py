@@ -44,12 +44,14 @@ def test_bot_manager_gets_what_its_api_needs_and_nothing_to_launch_bots_with(wit
     beat = env_of(container_of(one(rendered, "Deployment", BEAT)))
     # Two go to both: bot-manager refuses run requests by them, the worker builds bots from them.
     admission = {"RECORDING_SOURCES", "MAX_MEETING_SECONDS"}
-    launching = set(worker) - set(beat) - admission  # for launching bots, beyond Celery's own
+    # And EVENT_SIGNING_KEY: the worker derives each bot's session key from it, bot-manager checks events with it.
+    signing = {"EVENT_SIGNING_KEY"}
+    launching = set(worker) - set(beat) - admission - signing  # for launching bots, beyond Celery's own
     assert {"ORCHESTRATOR", "KUBERNETES_NAMESPACE", "BOT_IMAGE"} <= launching
     assert not launching & set(manager), f"bot-manager has {sorted(launching & set(manager))}"
     assert set(manager) - PROCESS_VARIABLES - {"WHISPER_MODEL"} == {
         "LOG_LEVEL", "DATABASE_URL", "REDIS_URL", "MAX_BOTS_PER_USER", "MAX_EVENT_BYTES", "DEFAULT_LANGUAGE",
-        "STATUS_CACHE_SECONDS", "RECORDING_SOURCES", "MAX_MEETING_SECONDS",
+        "STATUS_CACHE_SECONDS", "RECORDING_SOURCES", "MAX_MEETING_SECONDS", "SERVICE_TOKEN", "EVENT_SIGNING_KEY",
     }  # fmt: skip
     # WHISPER_MODEL, from transcription.model, lets it refuse languages the model does not know.
     assert manager.get("WHISPER_MODEL", {}).get("value", "") == values["transcription"]["model"]
@@ -96,7 +98,8 @@ def test_the_gateway_gets_the_key_store_rate_limits_and_admin_token(with_values)
     }
     assert set(env_of(gateway)) - PROCESS_VARIABLES == {
         "LOG_LEVEL", "DATABASE_URL", "REDIS_URL", "BOT_MANAGER_URL", "MAX_REQUEST_BYTES", "DEFAULT_LANGUAGE",
-        "API_RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN", "STREAM_KEEPALIVE_SECONDS", *GATEWAY_WEBHOOK_SETTINGS,
+        "API_RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN", "STREAM_KEEPALIVE_SECONDS", "SERVICE_TOKEN",
+        *GATEWAY_WEBHOOK_SETTINGS,
     }  # fmt: skip
     settings = Settings.from_env(plain_env(gateway_of(rendered)))
     assert settings.api_rate_limit_per_minute == values["settings"]["apiRateLimitPerMinute"]

@@ -13,12 +13,13 @@ import math
 
 import pytest
 
-from functions.common.bot_config import ENV_NAMES, BotConfig
+from functions.common.bot_config import ENV_NAMES, SECRET_ENV, BotConfig
 from functions.common.settings import SETTINGS, Settings
 from functions.worker.orchestrator.job_spec import DEADLINE_MARGIN_SECONDS
 from tests.support.chart import (
-    BEAT, BOT_VALUES, CODE_DEFAULTS, CUSTOM_VALUES, NAMESPACE, RELEASE_FACTS, WORKER, assert_valid_kubernetes,
-    bot_tunables, container_of, env_of, launch_as_the_worker, merged, of_kind, one, plain_env, value_at,
+    BEAT, BOT_VALUES, CODE_DEFAULTS, CUSTOM_VALUES, INTERNAL_SECRETS, NAMESPACE, RELEASE_FACTS, WORKER,
+    assert_valid_kubernetes, bot_tunables, container_of, env_of, env_with_secrets, launch_as_the_worker, merged,
+    of_kind, one, plain_env, value_at,
 )  # fmt: skip
 
 
@@ -27,15 +28,16 @@ def test_the_worker_gets_every_setting_it_builds_and_relaunches_bots_from(with_v
     reads to do so, found by running that code."""
     rendered, _ = with_values
     worker = one(rendered, "Deployment", WORKER)
-    env = plain_env(worker)
+    env = env_with_secrets(worker)
     settings, _, _ = launch_as_the_worker(env)
     read = settings.variables
     # What the worker's code reads: BotConfig.for_meeting's bot tunables, the Job's own
     # settings (job_spec.build_job) and the reconciler's relaunch policy.
     assert bot_tunables() <= read
     assert {"BOT_IMAGE", "MAX_MEETING_SECONDS", "BOT_RELAUNCH_LIMIT", "LAUNCH_TIMEOUT_SECONDS"} <= read
-    # Every one is accounted for: from a value, from the release, or deliberately left at its default.
-    unaccounted = read - BOT_VALUES.keys() - RELEASE_FACTS - CODE_DEFAULTS
+    # Every one is accounted for: from a value, from the release, from a Secret (EVENT_SIGNING_KEY,
+    # which each bot's session key is derived from), or deliberately left at its default.
+    unaccounted = read - BOT_VALUES.keys() - RELEASE_FACTS - INTERNAL_SECRETS[f"Deployment/{WORKER}"] - CODE_DEFAULTS
     assert not unaccounted, f"the worker reads {sorted(unaccounted)}: pass them in vexa.botEnv and list them here"
     missing = read - CODE_DEFAULTS - set(env_of(container_of(worker)))
     assert not missing, f"the worker's Deployment lacks {sorted(missing)}; it would build bots from code defaults"
@@ -68,7 +70,7 @@ def test_the_job_the_worker_builds_fits_what_the_chart_prepared(chart, with_valu
     chart must not drift apart: labels the SinkBinding selects, the bots' account, the release's
     namespace and image, and the bot settings from values.yaml."""
     rendered, values = with_values
-    _, namespace, job = launch_as_the_worker(plain_env(one(rendered, "Deployment", WORKER)))
+    _, namespace, job = launch_as_the_worker(env_with_secrets(one(rendered, "Deployment", WORKER)))
     assert_valid_kubernetes(job)
     assert namespace == job["metadata"]["namespace"] == NAMESPACE
     (binding,) = of_kind(rendered, "SinkBinding")
@@ -91,7 +93,11 @@ def test_the_job_the_worker_builds_fits_what_the_chart_prepared(chart, with_valu
     assert job["spec"]["ttlSecondsAfterFinished"] == values["bot"]["jobTtlSeconds"]
     # The bot reads its tunables back exactly as values.yaml set them; K_SINK (the SinkBinding
     # replaces it) falls back to the Broker's ingress.
-    bot_env = {e["name"]: e["value"] for e in container["env"]}
+    # Its session key only from the Secret named like its Job (which the worker may create, not read).
+    from_secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "value" not in e}
+    assert set(from_secrets) == SECRET_ENV
+    assert {ref["name"] for ref in from_secrets.values()} == {job["metadata"]["name"]}
+    bot_env = {e["name"]: e.get("value", "stand-in") for e in container["env"]}
     config = BotConfig.from_env(bot_env)
     tunables = {field: variable for field, variable in ENV_NAMES.items() if variable in bot_tunables()}
     assert {variable: getattr(config, field) for field, variable in tunables.items()} == {

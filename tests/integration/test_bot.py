@@ -20,20 +20,23 @@ from typing import Callable
 import pytest
 
 from bot.chunker import Chunk, Chunker
+from functions.common import signing
 from functions.common.bot_config import ENV_NAMES, BotConfig
 from functions.common.events import (
     MAX_REASON,
     SAMPLE_RATE,
     AudioChunkAttributes,
+    BadEvent,
     BotHeartbeatData,
     BotState,
     BotStatusData,
     EventType,
+    Identity,
     audio_chunk_attributes,
     decode_wav,
 )
 from functions.common.settings import REPO_ROOT
-from tests.support.bot import CHUNK_MAX, CHUNK_MIN, CHUNK_PAUSE_MS, EXIT_TIMEOUT, VAD_MODE, BotRun, bot_config, bot_env
+from tests.support.bot import BOT_MASTER_KEY, CHUNK_MAX, CHUNK_MIN, CHUNK_PAUSE_MS, EXIT_TIMEOUT, VAD_MODE, BotRun, bot_config, bot_env
 from tests.support.receiver import EventReceiver
 
 BYTES_PER_SECOND = SAMPLE_RATE * 2
@@ -136,6 +139,13 @@ def test_a_meeting_arrives_whole_and_in_order(
         f"{config.session_id}:status:{state}" for state in ("joining", "active", "left")
     }
     assert len({e.id for e in events}) == len(events), "an event arrived twice"
+    # Each is signed with this session's key, which verifies no other session's events.
+    identity = Identity(meeting_pk=config.meeting_pk, user_id=config.user_id, session_id=config.session_id)
+    for event in events:
+        signing.verify(event.event, identity, EventType(event.type), BOT_MASTER_KEY)
+    stranger = identity.model_copy(update={"session_id": "another-session"})
+    with pytest.raises(BadEvent, match="not bot's for session another-session"):
+        signing.verify(events[0].event, stranger, EventType(events[0].type), BOT_MASTER_KEY)
 
 
 def test_sigterm_leaves_gracefully_and_sends_what_was_heard(

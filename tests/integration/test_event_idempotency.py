@@ -39,7 +39,8 @@ from functions.meetings import outbox
 from functions.meetings.state import lock_meeting, relaunch
 from local.stack import free_port
 from tests.support.databases import snapshot
-from tests.support.stacks import InProcessBotManager
+from tests.support.signing import as_sender
+from tests.support.stacks import IN_PROCESS_SECRETS, InProcessBotManager
 
 START = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
 
@@ -50,7 +51,11 @@ def _start_meeting(bot_manager: InProcessBotManager) -> Identity:
 
 
 def _post(client: FlaskClient, event, path: str = "/events") -> int:
-    message = to_http(event)
+    """POST `event`, signed as its sender would, and sent when its data says it was (else at START:
+    these meetings happen at START on the bots' clocks)."""
+    data = event.get_data()
+    sent_at = datetime.fromisoformat(data["at"]) if isinstance(data, dict) and "at" in data else START
+    message = to_http(as_sender(event, client.application.extensions["vexa"].signing_key, sent_at))
     return client.post(path, headers=message.headers, data=message.body).status_code
 
 
@@ -164,11 +169,12 @@ def _meeting_of(bot_manager: InProcessBotManager, who: Identity) -> str:
 
 def test_an_event_arriving_while_the_database_is_down_gets_503_so_the_broker_retries(tmp_path) -> None:
     settings = Settings.from_env(
-        {**os.environ, "DATABASE_URL": f"postgresql+pg8000://postgres@127.0.0.1:{free_port()}/vexa", "STATE_DIR": str(tmp_path)}
+        {**os.environ, "DATABASE_URL": f"postgresql+pg8000://postgres@127.0.0.1:{free_port()}/vexa", "STATE_DIR": str(tmp_path),
+         **IN_PROCESS_SECRETS}
     )
     client = create_app(settings).test_client()
     who = Identity(meeting_pk=str(uuid.uuid4()), user_id="erin", session_id="s1")
-    message = to_http(_status(who, BotState.ACTIVE, START))
+    message = to_http(as_sender(_status(who, BotState.ACTIVE, START), settings.event_signing_key.encode()))
     response = client.post("/events", headers=message.headers, data=message.body)
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "database_unavailable"
@@ -225,7 +231,7 @@ def test_speakers_events_in_any_order_give_the_same_participants_and_turns(bot_m
     assert snapshot(bot_manager.settings.database_url) == before
     assert len(before["speaker_turns"]) == 5
     # A turn that ends before it starts is refused whole (400: never redelivered), changing nothing.
-    backwards = to_http(_speakers(who, 4, ["Dan"], [("Dan", 9.0, 8.0)]))
+    backwards = to_http(as_sender(_speakers(who, 4, ["Dan"], [("Dan", 9.0, 8.0)]), bot_manager.settings.event_signing_key.encode()))
     response = client.post("/events", headers=backwards.headers, data=backwards.body)
     assert response.status_code == 400 and "ends" in response.get_json()["error"]["message"]
     assert snapshot(bot_manager.settings.database_url) == before
@@ -244,7 +250,7 @@ def test_a_failed_joins_screenshot_is_kept_once_and_served_as_jpeg(bot_manager: 
     before = snapshot(bot_manager.settings.database_url)
     for bad in ("not base64!", base64.b64encode(b"GIF89a....").decode()):
         bad_event = _status(who, BotState.FAILED, START, reason="join_error", screenshot=bad)
-        message = to_http(bad_event)
+        message = to_http(as_sender(bad_event, bot_manager.settings.event_signing_key.encode()))
         response = client.post("/events", headers=message.headers, data=message.body)
         assert response.status_code == 400 and "screenshot" in response.get_json()["error"]["message"], response.get_json()
     assert snapshot(bot_manager.settings.database_url) == before

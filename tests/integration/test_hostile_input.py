@@ -54,7 +54,8 @@ from local.stack import free_port
 from tests.support.bot import bot_config
 from tests.support.databases import fresh_database, snapshot
 from tests.support.receiver import EventReceiver
-from tests.support.stacks import SAMPLE, in_process_bot_manager
+from tests.support.signing import as_sender
+from tests.support.stacks import IN_PROCESS_SECRETS, SAMPLE, in_process_bot_manager
 
 # ---- recordings: what bot-manager accepts ---------------------------------------------------------
 
@@ -90,7 +91,8 @@ def manager(recordings: dict[str, Path], tmp_path: Path) -> Iterator[tuple[Flask
 
 def run(app: Flask, meeting_url: str, **fields) -> tuple[int, dict]:
     body = {"user_id": "mallory", "meeting_id": f"m-{uuid.uuid4().hex[:8]}", "meeting_url": meeting_url, **fields}
-    response = app.test_client().post("/bot/run", json=body)
+    token = app.extensions["vexa"].settings.service_token  # as the gateway calls
+    response = app.test_client().post("/bot/run", json=body, headers={"Authorization": f"Bearer {token}"})
     return response.status_code, response.get_json()
 
 
@@ -185,7 +187,7 @@ def test_the_bot_replays_a_recording_inside_its_sources(sink: EventReceiver, lau
 def test_bot_manager_hands_bots_its_recording_sources():
     settings = Settings.from_env({"RECORDING_SOURCES": f"/srv/recordings/,{MEDIA}"})
     config = BotConfig.for_meeting(settings, sink_url="http://sink", meeting_pk="m", user_id="u", session_id="s",
-                                   platform="file", meeting_url=f"{MEDIA}a.ogg", language="en", replay_speed=1.0)  # fmt: skip
+                                   session_key="a2V5", platform="file", meeting_url=f"{MEDIA}a.ogg", language="en", replay_speed=1.0)  # fmt: skip
     assert BotConfig.from_env(config.to_env()).recording_sources == f"/srv/recordings/,{MEDIA}"
 
 
@@ -231,13 +233,15 @@ def test_a_model_is_english_only_by_its_name_or_its_vocabulary(tmp_path):
 def transcription() -> Flask:
     """The transcription service in-process, with the real faster-whisper engine and tiny.en."""
     return create_transcription(Settings.from_env({**os.environ, "TRANSCRIPTION_ENGINE": "faster-whisper",
-                                                   "WHISPER_MODEL": ""}))  # fmt: skip
+                                                   "WHISPER_MODEL": "", **IN_PROCESS_SECRETS}))  # fmt: skip
 
 
 def chunk_event(body: bytes, language: str = "en") -> tuple[dict, bytes]:
+    """A chunk as a session's own bot sends it, signed: only what it holds is left to refuse."""
     who = Identity(meeting_pk=str(uuid.uuid4()), user_id="mallory", session_id=uuid.uuid4().hex)
     attributes = {Attr.CHUNK_SEQ: 0, Attr.OFFSET_MS: 0, Attr.SESSION_START: "2026-11-27T09:00:00Z", Attr.LANGUAGE: language}
-    message = to_http(new_event(EventType.AUDIO_CHUNK, who, f"{who.session_id}:chunk:0", event_source("bot", "s"), body, attributes))
+    event = new_event(EventType.AUDIO_CHUNK, who, f"{who.session_id}:chunk:0", event_source("bot", "s"), body, attributes)
+    message = to_http(as_sender(event, IN_PROCESS_SECRETS["EVENT_SIGNING_KEY"].encode()))
     return message.headers, message.body
 
 
@@ -396,5 +400,6 @@ def test_no_endpoint_returns_the_settings(manager):
     ]  # fmt: skip
     for response in answers:
         text = response.get_data(as_text=True)
-        for value in (settings.database_url, settings.redis_url, database_url.rsplit("/", 1)[0]):
+        for value in (settings.database_url, settings.redis_url, database_url.rsplit("/", 1)[0], settings.service_token,
+                      settings.event_signing_key):  # fmt: skip
             assert value not in text, (response.request.path, text[:300])

@@ -65,6 +65,7 @@ def make_spec(settings: Settings, user: str = "erin", meeting: str | None = None
         meeting_pk=str(uuid.uuid4()),
         user_id=user,
         session_id=session,
+        session_key="a2V5",
         platform="file",
         meeting_url=str(SAMPLE),
         language="en",

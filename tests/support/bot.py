@@ -13,12 +13,15 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from functions.common import signing
 from functions.common.bot_config import BotConfig
+from functions.common.events import Identity
 from functions.common.settings import REPO_ROOT
 from local.stack_client import SAMPLE
 
 from .receiver import EventReceiver
 
+BOT_MASTER_KEY = b"bot-tests-event-signing-key"  # EVENT_SIGNING_KEY of the worker these bots' launcher plays
 EXIT_TIMEOUT = 60.0  # generous: a loaded machine must not make a test flaky
 FAST = 24.0  # replay speed: the 63 s sample takes under 3 s
 # Shorter chunks than production, so even a few seconds of audio make several.
@@ -47,8 +50,16 @@ def bot_config(sink_url: str, **overrides: Any) -> BotConfig:
         buffer_chunks=360,
         drain_seconds=20.0,
         log_level="INFO",
+        session_key="",
     )
-    return replace(config, **overrides)
+    config = replace(config, **overrides)
+    return config if config.session_key else replace(config, session_key=signing.encode_key(bot_session_key(config)))
+
+
+def bot_session_key(config: BotConfig) -> bytes:
+    """The key a worker holding BOT_MASTER_KEY gives the bot of `config` (functions/common/signing.py)."""
+    identity = Identity(meeting_pk=config.meeting_pk, user_id=config.user_id, session_id=config.session_id)
+    return signing.session_key(BOT_MASTER_KEY, identity, signing.Signer.BOT)
 
 
 @pytest.fixture

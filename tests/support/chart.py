@@ -1,12 +1,14 @@
 """Helpers for the tests of the Helm chart helm/vexa (tests/chart/): rendering it with the Helm SDK
 (helm-python-sdk), picking objects out of what it renders, validating them against the Kubernetes
-and Knative schemas, the values the tests render with, and the worker's own launch code run on the
-worker's rendered environment.
+and Knative schemas, the values the tests render with, the release's NetworkPolicies evaluated for
+who may connect to a pod, and the worker's own launch code run on the worker's rendered environment.
 """
 from __future__ import annotations
 
 import copy
+import inspect
 import json
+import types
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,6 +29,7 @@ from functions.worker.orchestrator import Orchestrator
 from functions.worker.orchestrator.job_spec import build_job
 from functions.worker.orchestrator.kubernetes import KubernetesOrchestrator
 from functions.worker.reconciler import policy_from
+from tests.support.network_policy import Destination, egress_allows, selects
 
 CHART = REPO_ROOT / "helm" / "vexa"
 PRODUCTION_VALUES = CHART / "values-production.yaml"
@@ -68,6 +71,16 @@ VEXA_PODS = (
 )  # fmt: skip
 BUNDLED_PODS = (f"StatefulSet/{RELEASE}-postgresql", f"StatefulSet/{RELEASE}-redis")
 PODS = {"default": (*VEXA_PODS, *BUNDLED_PODS), "production": VEXA_PODS, "custom": (*VEXA_PODS, *BUNDLED_PODS)}
+# The secrets the services share among themselves (README "Trust boundaries"), by the pods that
+# get them: SERVICE_TOKEN the gateway sends and bot-manager requires; EVENT_SIGNING_KEY, from which
+# the worker derives each bot's session key and bot-manager and transcription check and sign
+# events. Every other pod (webhook workers, beat, migrations, the data services) gets neither.
+INTERNAL_SECRETS = {
+    "Service/gateway": {"SERVICE_TOKEN"},
+    "Service/bot-manager": {"SERVICE_TOKEN", "EVENT_SIGNING_KEY"},
+    "Service/transcription": {"EVENT_SIGNING_KEY"},
+    f"Deployment/{WORKER}": {"EVENT_SIGNING_KEY"},
+}
 
 # Where each setting the worker builds, launches and relaunches bots from comes from in
 # values.yaml. Which settings those are is not listed here but found by running the worker's
@@ -123,8 +136,10 @@ GATEWAY_WEBHOOK_SETTINGS = {"WEBHOOK_ALLOWED_NETWORKS", "WEBHOOK_DNS_SERVERS", "
 # Settings the worker reads that follow from the release, not from a value of their own
 # (checked one by one in test_the_job_the_worker_builds_fits_what_the_chart_prepared).
 RELEASE_FACTS = {"ORCHESTRATOR", "KUBERNETES_NAMESPACE", "BOT_SERVICE_ACCOUNT", "BOT_IMAGE", "BROKER_INGRESS_URL"}
-# Reconciler settings the chart does not expose: the worker runs with the code's defaults.
-CODE_DEFAULTS = {"BOT_HEARTBEAT_TIMEOUT_SECONDS", "TRANSCRIPT_TIMEOUT_SECONDS"}
+# Settings the chart does not expose: the worker runs with the code's defaults. The reconciler's two,
+# and RECORDING_ALLOWED_NETWORKS (empty): the bots' NetworkPolicy lets them reach public addresses
+# only, and an in-cluster media server is admitted by a RECORDING_SOURCES prefix naming it.
+CODE_DEFAULTS = {"BOT_HEARTBEAT_TIMEOUT_SECONDS", "TRANSCRIPT_TIMEOUT_SECONDS", "RECORDING_ALLOWED_NETWORKS"}
 # A value for every BOT_VALUES and WEBHOOK_VALUES entry, each unlike its default, so the tests
 # tell a value the chart passes on from one it happens to share with the code's default.
 CUSTOM_VALUES = {
@@ -254,6 +269,10 @@ def chart_pods(rendered: list[dict]) -> dict[str, dict[str, str]]:
     return pods
 
 
+def network_policy(rendered: list[dict], name: str) -> dict:
+    return one(rendered, "NetworkPolicy", f"{RELEASE}-{name}", "networking.k8s.io/v1")
+
+
 def bot_policy(rendered: list[dict]) -> dict:
     """The bots' NetworkPolicy."""
     return one(rendered, "NetworkPolicy", f"{RELEASE}-bot", "networking.k8s.io/v1")
@@ -262,6 +281,30 @@ def bot_policy(rendered: list[dict]) -> dict:
 def webhooks_policy(rendered: list[dict]) -> dict:
     """The webhook workers' NetworkPolicy."""
     return one(rendered, "NetworkPolicy", WEBHOOKS, "networking.k8s.io/v1")
+
+
+def ingress_allows(policy: dict, source: Destination) -> bool:
+    """Whether `policy`'s ingress rules admit a connection from `source` (a pod, with its namespace
+    and labels, or an address outside) to `source.port` of the pods it selects. Evaluated as
+    egress_allows evaluates egress: an ingress rule's `from` and `ports` mean for the connecting
+    peer and the port connected to what an egress rule's `to` and `ports` mean."""
+    assert "Ingress" in policy["spec"]["policyTypes"], policy["metadata"]["name"]
+    rules = [
+        {**({"to": rule["from"]} if "from" in rule else {}), **({"ports": rule["ports"]} if "ports" in rule else {})}
+        for rule in policy["spec"].get("ingress", [])
+    ]
+    return egress_allows({"metadata": policy["metadata"], "spec": {"egress": rules}}, source)
+
+
+def ingress_admits(rendered: list[dict], pod_labels: dict[str, str], source: Destination) -> bool:
+    """Whether a pod of the release labelled `pod_labels` takes a connection from `source`, as the
+    API defines it for all the release's NetworkPolicies together: admitted by any that selects
+    it and governs its ingress, or by default when none does."""
+    governing = [
+        p for p in of_kind(rendered, "NetworkPolicy", "networking.k8s.io/v1")
+        if "Ingress" in p["spec"]["policyTypes"] and selects(p["spec"]["podSelector"], pod_labels)
+    ]  # fmt: skip
+    return not governing or any(ingress_allows(p, source) for p in governing)
 
 
 def annotations_of(service: dict) -> dict[str, str]:
@@ -280,6 +323,15 @@ def env_of(container: dict) -> dict[str, dict]:
 def plain_env(workload: dict) -> dict[str, str]:
     """A workload's environment as the process sees it, less what comes from Secrets."""
     return {name: e["value"] for name, e in env_of(container_of(workload)).items() if "value" in e}
+
+
+def env_with_secrets(workload: dict) -> dict[str, str]:
+    """A workload's environment as the process sees it, each value from a Secret given as a
+    stand-in naming that Secret and key (for code that needs a secret setting to be set)."""
+    return {
+        name: e["value"] if "value" in e else "stand-in:{name}/{key}".format(**e["valueFrom"]["secretKeyRef"])
+        for name, e in env_of(container_of(workload)).items()
+    }
 
 
 def secret_ref(container: dict, name: str) -> dict[str, str]:
@@ -363,6 +415,9 @@ class SettingsReads:
         self.names: set[str] = set()
 
     def __getattr__(self, name: str) -> Any:
+        member = getattr(type(self._settings), name, None)
+        if inspect.isfunction(member):  # a method (Settings.required): the settings it reads are noted too
+            return types.MethodType(member, self)
         self.names.add(name)
         return getattr(self._settings, name)
 
@@ -393,8 +448,9 @@ def launch_as_the_worker(env: dict[str, str]) -> tuple[SettingsReads, str, dict]
 
 
 def bot_tunables() -> set[str]:
-    """The variables a bot gets from the settings of whoever launches it (BotConfig.for_meeting)."""
-    return {name for name in ENV_NAMES.values() if name in {s.env for s in SETTINGS.values()}}
+    """The variables a bot gets from the settings of whoever launches it (BotConfig.for_meeting),
+    but for those the chart leaves at the code's defaults."""
+    return {name for name in ENV_NAMES.values() if name in {s.env for s in SETTINGS.values()}} - CODE_DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -420,15 +476,23 @@ class _Answer:
         return {"content-type": "application/json"}
 
 
+# What the recording client answers for each resource the worker asks about: (apiVersion, kind).
+_KINDS = {"jobs": ("batch/v1", "Job"), "secrets": ("v1", "Secret")}
+# An owner's kind -> its API group and resource, for the permission an ownerReference to it takes.
+_OWNER_RESOURCES = {"Job": ("batch", "jobs")}
+
+
 class RecordingApiClient(client.ApiClient):
     """A Kubernetes API client that sends nothing: it notes each request as RBAC would authorize
-    it and answers as a cluster with the bots' Jobs would (an empty list, the named Job)."""
+    it, and each object it is asked to create, and answers as a cluster with the bots' Jobs would
+    (an empty list, the named object, the created object with its uid)."""
 
     def __init__(self) -> None:
         super().__init__(client.Configuration(host="https://kubernetes.invalid"))
         self.requests: list[ApiRequest] = []
+        self.created: list[dict[str, Any]] = []
 
-    def request(self, method: str, url: str, query_params: Any = None, **_: Any) -> _Answer:
+    def request(self, method: str, url: str, query_params: Any = None, body: Any = None, **_: Any) -> _Answer:
         parts = url.removeprefix(self.configuration.host).strip("/").split("/")
         group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
         assert rest[0] == "namespaces", f"{method} {url}: not a namespaced request"
@@ -442,16 +506,19 @@ class RecordingApiClient(client.ApiClient):
             "DELETE": "delete" if named else "deletecollection",
         }[method]  # fmt: skip
         self.requests.append(ApiRequest(namespace, group, resource, verb))
-        if named:
-            return _Answer({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": named[0]}})
+        api_version, kind = _KINDS.get(resource, _KINDS["jobs"])
         if method == "POST":
-            return _Answer({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "new"}})
-        return _Answer({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": []})
+            self.created.append(copy.deepcopy(body))
+            return _Answer({**body, "metadata": {**body.get("metadata", {}), "uid": str(uuid.uuid4())}})
+        if named:
+            metadata = {"name": named[0], "uid": str(uuid.uuid4())}
+            return _Answer({"apiVersion": api_version, "kind": kind, "metadata": metadata})
+        return _Answer({"apiVersion": api_version, "kind": f"{kind}List", "metadata": {}, "items": []})
 
 
-def api_requests_of_the_worker(env: dict[str, str]) -> set[ApiRequest]:
-    """The Kubernetes API requests the worker's orchestrator makes, with `env` as the worker's
-    environment, when it does each thing an Orchestrator does: launch, status, list, stop."""
+def worker_at_work(env: dict[str, str]) -> RecordingApiClient:
+    """The recording API client of the worker's orchestrator, with `env` as the worker's
+    environment, after it did each thing an Orchestrator does: launch, status, list, stop."""
     settings = Settings.from_env(env)
     api = RecordingApiClient()
     orchestrator = KubernetesOrchestrator(settings, api)
@@ -467,4 +534,29 @@ def api_requests_of_the_worker(env: dict[str, str]) -> set[ApiRequest]:
     assert set(operations) == protocol, f"the Orchestrator protocol is now {sorted(protocol)}"
     for operation in operations.values():
         operation()
-    return set(api.requests)
+    return api
+
+
+def api_requests_of_the_worker(env: dict[str, str]) -> set[ApiRequest]:
+    """The Kubernetes API requests the worker's orchestrator makes (worker_at_work), and the
+    permissions the API server checks besides when it creates an object with ownerReferences
+    (the OwnerReferencesPermissionEnforcement admission plugin, on in OpenShift among others):
+    delete on that object, and update on the owner's finalizers if it sets blockOwnerDeletion."""
+    api = worker_at_work(env)
+    needed = set(api.requests)
+    for created in api.created:
+        owners = created.get("metadata", {}).get("ownerReferences", [])
+        if not owners:
+            continue
+        (creation,) = {r for r in api.requests if r.verb == "create" and r.resource == _resource_of(created)}
+        needed.add(ApiRequest(creation.namespace, creation.api_group, creation.resource, "delete"))
+        for owner in owners:
+            if owner.get("blockOwnerDeletion"):
+                group, resource = _OWNER_RESOURCES[owner["kind"]]
+                needed.add(ApiRequest(creation.namespace, group, f"{resource}/finalizers", "update"))
+    return needed
+
+
+def _resource_of(o: dict[str, Any]) -> str:
+    (resource,) = [name for name, kind in _KINDS.items() if kind == (o["apiVersion"], o["kind"])]
+    return resource

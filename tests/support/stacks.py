@@ -39,6 +39,8 @@ TEST_STACK_ENV = {
     "RECORDING_SOURCES": f"{REPO_ROOT / 'local' / 'sample'}/,{tempfile.gettempdir()}/,https://",
     "API_RATE_LIMIT_PER_MINUTE": "100000",
 }
+# An in-process bot-manager's secrets (a whole stack generates its own: Stack.secret).
+IN_PROCESS_SECRETS = {"EVENT_SIGNING_KEY": "in-process-event-signing-key", "SERVICE_TOKEN": "in-process-service-token"}
 SAMPLE_TEXT = (REPO_ROOT / "local" / "sample" / "meeting.txt").read_text()
 # The session stack's broker also hands this user's audio chunks to the `audio_recorder`
 # fixture, through a Trigger of its own: a test can then hear what that user's bots sent.
@@ -92,7 +94,10 @@ class InProcessBotManager:
 
     @property
     def client(self) -> FlaskClient:
-        return self.app.test_client()
+        """A client of bot-manager calling as the gateway does (with SERVICE_TOKEN)."""
+        client = self.app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {self.settings.service_token}"
+        return client
 
     def read(self, path: str, user: str) -> TestResponse:
         """GET `path` from the gateway with `user`'s API key (issued on first use)."""
@@ -127,7 +132,7 @@ def in_process_bot_manager(database_url: str, state: Path, **settings_overrides:
     sink = EventReceiver().start()
     settings = Settings.from_env(
         {**os.environ, "DATABASE_URL": database_url, "STATE_DIR": str(state), "REDIS_URL": IN_PROCESS_REDIS_URL,
-         "BROKER_INGRESS_URL": sink.url, "BOT_DRAIN_SECONDS": "1", **settings_overrides}
+         "BROKER_INGRESS_URL": sink.url, "BOT_DRAIN_SECONDS": "1", **IN_PROCESS_SECRETS, **settings_overrides}
     )  # fmt: skip
     orchestrator = create_orchestrator(settings)
     yield InProcessBotManager(create_app(settings), settings, orchestrator, create_gateway(settings))

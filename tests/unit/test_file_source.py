@@ -16,6 +16,7 @@ import pytest
 
 from bot.sources import SourceError, open_source
 from bot.sources.file import FileSource
+from functions.common.addresses import parse_networks
 from functions.common.bot_config import BotConfig
 from functions.common.settings import REPO_ROOT
 
@@ -23,10 +24,11 @@ SAMPLE_DIR = REPO_ROOT / "local" / "sample"
 SAMPLE = SAMPLE_DIR / "meeting.ogg"
 BYTES_PER_SECOND = 16_000 * 2
 FAST = 10_000.0  # replay speed that makes pacing negligible
+LOOPBACK = parse_networks("127.0.0.1")  # RECORDING_ALLOWED_NETWORKS for the test's web server
 
 
 def read_all(location: str, replay_speed: float = FAST) -> bytes:
-    with FileSource(location, replay_speed) as source:
+    with FileSource(location, replay_speed, networks=LOOPBACK) as source:
         return b"".join(source.frames())
 
 
@@ -137,7 +139,7 @@ def test_replay_speed_must_be_positive(speed: float) -> None:
 
 def test_unknown_platform() -> None:
     config = BotConfig(
-        meeting_pk="m", user_id="u", session_id="s", platform="skype", meeting_url="https://example.com/meeting",
+        meeting_pk="m", user_id="u", session_id="s", session_key="a2V5", platform="skype", meeting_url="https://example.com/meeting",
         language="en", replay_speed=1.0, sink_url="http://127.0.0.1:9", chunk_min_seconds=4, chunk_max_seconds=10,
         chunk_pause_ms=300, vad_aggressiveness=2, heartbeat_seconds=5, buffer_chunks=10, drain_seconds=1, log_level="INFO",
     )  # fmt: skip

@@ -10,7 +10,7 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
-from functions.common.bot_config import ENV_NAMES, SHUTDOWN_MARGIN_SECONDS
+from functions.common.bot_config import ENV_NAMES, SECRET_ENV, SHUTDOWN_MARGIN_SECONDS
 from functions.common.naming import label_value
 from functions.common.platforms import MEETING_PLATFORMS
 from functions.common.settings import Settings
@@ -42,6 +42,28 @@ def build_job(spec: BotSpec, settings: Settings) -> dict[str, Any]:
             "template": {"metadata": {"labels": labels}, "spec": _pod_spec(spec, settings)},
         },
     }
+
+
+def build_secret(spec: BotSpec, settings: Settings, job_uid: str) -> dict[str, Any]:
+    """The v1 Secret holding the bot's secret variables (its session key), named like its Job and
+    owned by it, so Kubernetes deletes it with the Job. The Job's spec only refers to it: who may
+    read Jobs (and their pods' specs) does not get the key."""
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": spec.name, "uid": job_uid}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": spec.name, "namespace": settings.kubernetes_namespace, "labels": _labels(spec),
+            "ownerReferences": [owner],
+        },
+        "type": "Opaque",
+        "stringData": {_secret_key(name): value for name, value in sorted(spec.env.items()) if name in SECRET_ENV},
+    }  # fmt: skip
+
+
+def _secret_key(variable: str) -> str:
+    """VEXA_SESSION_KEY -> session-key: the variable's key in the bot's Secret."""
+    return variable.removeprefix("VEXA_").lower().replace("_", "-")
 
 
 def active_deadline_seconds(spec: BotSpec, settings: Settings) -> int:
@@ -125,7 +147,11 @@ def _env(spec: BotSpec) -> list[dict[str, str]]:
     # K_SINK, instead of losing every event.
     if _is_loopback(env.get(SINK_VARIABLE, "")):
         del env[SINK_VARIABLE]
-    return [{"name": name, "value": value} for name, value in sorted(env.items())]
+    return [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": spec.name, "key": _secret_key(name)}}}
+        if name in SECRET_ENV else {"name": name, "value": value}
+        for name, value in sorted(env.items())
+    ]  # fmt: skip
 
 
 def _is_loopback(url: str) -> bool:

@@ -20,7 +20,7 @@ from kubernetes.config.config_exception import ConfigException
 from functions.common.settings import Settings
 
 from .interface import BotRunState, BotRunStatus, BotSpec, OrchestratorError, TransientOrchestratorError
-from .job_spec import BOT_SELECTOR, build_job
+from .job_spec import BOT_SELECTOR, build_job, build_secret
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,15 +42,29 @@ class KubernetesOrchestrator:
     def __init__(self, settings: Settings, api_client: client.ApiClient | None = None):
         self.settings = settings
         self.namespace = settings.kubernetes_namespace
-        self.batch = client.BatchV1Api(api_client or _default_api_client())
+        api_client = api_client or _default_api_client()
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
 
     def launch(self, spec: BotSpec) -> None:
+        """The Job, then its Secret (owned by the Job, so it needs the Job's uid): the pod waits
+        for the Secret it reads its key from. Both creations are idempotent, so a retry after
+        either failed completes the launch."""
         try:
-            self._call(self.batch.create_namespaced_job, self.namespace, build_job(spec, self.settings))
+            job = self._call(self.batch.create_namespaced_job, self.namespace, build_job(spec, self.settings))
         except ApiException as exc:
-            if exc.status == 409:
-                return  # already launched (perhaps by an attempt that timed out): launching is idempotent
-            raise OrchestratorError(_describe(exc)) from exc  # 404: the namespace does not exist
+            if exc.status != 409:
+                raise OrchestratorError(_describe(exc)) from exc  # 404: the namespace does not exist
+            # Already launched (perhaps by an attempt that timed out): launching is idempotent.
+            try:
+                job = self._call(self.batch.read_namespaced_job, spec.name, self.namespace)
+            except ApiException as gone:  # stopped and deleted since: nothing left to launch
+                raise OrchestratorError(_describe(gone)) from gone
+        try:
+            self._call(self.core.create_namespaced_secret, self.namespace, build_secret(spec, self.settings, job.metadata.uid))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise OrchestratorError(_describe(exc)) from exc
 
     def stop(self, name: str) -> None:
         try:

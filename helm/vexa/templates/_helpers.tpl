@@ -163,6 +163,51 @@ Call with (dict "root" $ "secret" NAME "key" KEY).
 {{- end -}}
 {{- end -}}
 
+{{/* ---- Secrets the services share: EVENT_SIGNING_KEY and SERVICE_TOKEN ----------------- */}}
+
+{{/* The Secret holding both: the operator's own (internalSecrets.existingSecret), or the generated one. */}}
+{{- define "vexa.internalSecretName" -}}
+{{- .Values.internalSecrets.existingSecret | default (printf "%s-internal" (include "vexa.fullname" .)) -}}
+{{- end -}}
+
+{{/*
+The key holding one of them, (list $ "eventSigningKey") or (list $ "serviceToken"): the
+operator's (internalSecrets.<which>.existingSecretKey), or the generated Secret's.
+*/}}
+{{- define "vexa.internalSecretKey" -}}
+{{- $root := index . 0 -}}
+{{- $which := index . 1 -}}
+{{- if $root.Values.internalSecrets.existingSecret -}}
+{{- (index $root.Values.internalSecrets $which).existingSecretKey -}}
+{{- else -}}
+{{- get (dict "eventSigningKey" "event-signing-key" "serviceToken" "service-token") $which -}}
+{{- end -}}
+{{- end -}}
+
+{{/* One of them as an env entry, always from the Secret: (list $ "EVENT_SIGNING_KEY" "eventSigningKey"). */}}
+{{- define "vexa.internalSecretEnv" -}}
+{{- $root := index . 0 -}}
+- name: {{ index . 1 }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "vexa.internalSecretName" $root }}
+      key: {{ include "vexa.internalSecretKey" (list $root (index . 2)) }}
+{{- end -}}
+
+{{/*
+EVENT_SIGNING_KEY: the worker (it derives each bot session's key and gives the bot only that),
+bot-manager (it checks bots' events and transcription's replies) and transcription (it checks
+audio chunks and signs its replies). Not the gateway, the webhook workers, beat or bots.
+*/}}
+{{- define "vexa.eventSigningKeyEnv" -}}
+{{ include "vexa.internalSecretEnv" (list . "EVENT_SIGNING_KEY" "eventSigningKey") }}
+{{- end -}}
+
+{{/* SERVICE_TOKEN: the gateway sends it with every call it forwards, bot-manager requires it. No one else. */}}
+{{- define "vexa.serviceTokenEnv" -}}
+{{ include "vexa.internalSecretEnv" (list . "SERVICE_TOKEN" "serviceToken") }}
+{{- end -}}
+
 {{/* ---- Knative Eventing: the routing in knative/*.yaml ------------------------------- */}}
 
 {{/*
@@ -584,6 +629,44 @@ Integer settings go through int, so that a large number is never written as 1e+0
           {{- end }}
         {{- end }}
     {{- end }}
+{{- end -}}
+
+{{/*
+The components whose pods get DATABASE_URL (vexa.databaseUrlEnv: the Knative Services', the
+Celery pods', the migrations Job's) and REDIS_URL (the same but the migrations Job): the only
+pods the bundled PostgreSQL and Redis admit. A template that gives another pod either must add
+its component here, or its pod could not connect.
+*/}}
+{{- define "vexa.databaseClients" -}}gateway bot-manager worker webhooks beat migrations{{- end -}}
+{{- define "vexa.redisClients" -}}gateway bot-manager worker webhooks beat{{- end -}}
+
+{{/* A label selector of the pods of some components of this release: (dict "root" $ "components" (list "worker" "beat")). */}}
+{{- define "vexa.componentsSelector" -}}
+matchLabels:
+  app.kubernetes.io/name: {{ .root.Chart.Name }}
+  app.kubernetes.io/instance: {{ .root.Release.Name }}
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values:
+      {{- range .components }}
+      - {{ . }}
+      {{- end }}
+{{- end -}}
+
+{{/* Knative's data plane as NetworkPolicyPeers: (list $np "serving" "networking"), $np being .Values.networkPolicy. */}}
+{{- define "vexa.knativePeers" -}}
+{{- $knative := (first .).knative -}}
+{{- range rest . }}
+{{- $peer := index $knative . }}
+- namespaceSelector:
+    {{- toYaml $peer.namespaceSelector | nindent 4 }}
+  podSelector:
+    {{- toYaml $peer.podSelector | nindent 4 }}
+{{- end }}
+{{- with $knative.extraFrom }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* One address as a CIDR: 10.0.0.7 -> 10.0.0.7/32, fd00::7 -> fd00::7/128. */}}

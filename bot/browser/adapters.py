@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from typing import Callable
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs
 
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Locator, Page
 
-from functions.common.platforms import Platform
+from functions.common.platforms import MeetingLink, MeetingLinkError, Platform, parse_meeting_link, parse_platform_link
 
+from .navigation import NavigationGuard
 from .spec import Entry, PlatformSpec
 
 log = logging.getLogger(__name__)
@@ -48,18 +49,30 @@ class MeetingAdapter:
         self.step_seconds = step_seconds
         self._asked_at = 0.0
         self._pointer_moves = 0
+        self.guard: NavigationGuard | None = None  # the joined page's, once join() has opened it
 
     def meeting_link(self, url: str) -> str:
-        """The address to open for the meeting link the user gave."""
-        return url
+        """The address to open for the meeting link the user gave: rebuilt from its checked parts,
+        never the string itself (the API checked it too; this bot may be older or newer)."""
+        return self.parsed_link(url).href
+
+    def parsed_link(self, url: str) -> MeetingLink:
+        """`url` as this platform's meeting link; a final JoinError if it is not a clean one."""
+        try:
+            return parse_platform_link(Platform(self.spec.platform), url)
+        except MeetingLinkError as exc:
+            raise JoinError(f"the meeting link cannot be opened: {exc}") from None
 
     def join(self, page: Page, url: str, display_name: str, stop_requested: Callable[[], bool]) -> None:
         """Open the meeting and ask to join; JoinError if a step cannot be done."""
         steps = self.spec.join
         link = self.meeting_link(url)
+        self.guard = NavigationGuard(Platform(self.spec.platform))
+        self.guard.watch(page)
         try:
             page.goto(link, wait_until="domcontentloaded", timeout=PAGE_LOAD_SECONDS * 1000)
         except PlaywrightError as exc:
+            self.check_navigation()
             raise JoinError(f"cannot open the meeting page: {exc.message.splitlines()[0]}", retryable=True) from None
         name_input = self._wait_for("the name field", steps.name_input, page, stop_requested)
         if name_input is None:
@@ -87,6 +100,11 @@ class MeetingAdapter:
 
     def fill_extra_fields(self, page: Page, link: str) -> None:
         """Fields beyond the name that a platform's pre-join screen may ask for."""
+
+    def check_navigation(self) -> None:
+        """A final JoinError if the page tried to leave the platform's hosts (NavigationGuard)."""
+        if self.guard is not None and self.guard.refused is not None:
+            raise JoinError(self.guard.refused)
 
     def reveal_controls(self, page: Page) -> None:
         """Move the pointer a little: Meet and Zoom hide the call's controls (Leave among them)
@@ -121,6 +139,7 @@ class MeetingAdapter:
         while time.monotonic() < deadline:
             if stop_requested():
                 return None
+            self.check_navigation()
             if shows(page, self.spec.states["refused"]):
                 raise JoinError(refused_message(self.spec), retryable=True)
             # Prompts first: a modal one leaves what lies under it shown, but out of reach.
@@ -136,19 +155,19 @@ class ZoomAdapter(MeetingAdapter):
     def meeting_link(self, url: str) -> str:
         # /wc/<id>/join is the current web client; /wc/join/<id> is the classic one, with a
         # reCAPTCHA before Join (Vexa's zoom/join.ts and selectors.ts; meetingbot; AWS LMA).
-        parts = urlsplit(url)
-        segments = [segment for segment in parts.path.split("/") if segment]
+        link = self.parsed_link(url)
+        segments = [segment for segment in link.path.split("/") if segment]
         meeting = None
         if len(segments) >= 2 and segments[0] in ("j", "w"):  # zoom.us/j/<id>, <company>.zoom.us/j/<id>
             meeting = segments[1]
         elif segments[:2] == ["wc", "join"] and len(segments) >= 3:  # a classic client link
             meeting = segments[2]
-        if meeting and meeting.isdigit():
-            return urlunsplit(("https", "app.zoom.us", f"/wc/{meeting}/join", parts.query, ""))
-        return url
+        if meeting and meeting.isascii() and meeting.isdigit():
+            return MeetingLink("app.zoom.us", f"/wc/{meeting}/join", link.query).href
+        return link.href
 
     def fill_extra_fields(self, page: Page, link: str) -> None:
-        passcode = parse_qs(urlsplit(link).query).get("pwd", [""])[0]
+        passcode = parse_qs(parse_meeting_link(link).query or "").get("pwd", [""])[0]
         field = first_shown(page, self.spec.join.passcode_input)
         if passcode and field is not None:
             field.fill("")

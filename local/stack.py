@@ -85,13 +85,14 @@ class Stack:
     @property
     def database_url(self) -> str:
         if self.embedded_postgres:
-            return f"postgresql+pg8000://postgres@127.0.0.1:{self.settings.embedded_postgres_port}/vexa"
+            password = self._generated("postgres-password")
+            return f"postgresql+pg8000://postgres:{password}@127.0.0.1:{self.settings.embedded_postgres_port}/vexa"
         return self.settings.database_url
 
     @property
     def redis_url(self) -> str:
         if self.embedded_redis:
-            return f"redis://127.0.0.1:{self.settings.embedded_redis_port}/0"
+            return f"redis://:{self._generated('redis-password')}@127.0.0.1:{self.settings.embedded_redis_port}/0"
         return self.settings.redis_url
 
     @property
@@ -104,7 +105,11 @@ class Stack:
         STATE_DIR/<its name, in dashes> (readable by this user only)."""
         if given := getattr(self.settings, name):
             return given
-        path = self.state / name.replace("_", "-")
+        return self._generated(name.replace("_", "-"))
+
+    def _generated(self, filename: str) -> str:
+        """A random secret made at the first `up` and kept in STATE_DIR/`filename` (mode 0600)."""
+        path = self.state / filename
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
@@ -150,7 +155,7 @@ class Stack:
 
             programs.append(Program(
                 "redis",
-                [redis_server, "--bind", "127.0.0.1", "--port", str(s.embedded_redis_port),
+                [redis_server, str(self._redis_config()), "--bind", "127.0.0.1", "--port", str(s.embedded_redis_port),
                  "--dir", str(self.state / "redis"), "--save", "60", "1", "--appendonly", "no"],
                 {}, priority=100,
             ))  # fmt: skip
@@ -181,6 +186,15 @@ class Stack:
                                     "--loglevel", "INFO", "--schedule", str(self.state / "celerybeat-schedule")], env),  # fmt: skip
         ]
 
+    def _redis_config(self) -> Path:
+        """The embedded Redis's password, in a file only we read (on its command line `ps` would show it)."""
+        password = self._generated("redis-password")
+        path = self.state / "redis.conf"
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(f"requirepass {password}\n")
+        return path
+
     def vexa_program_names(self) -> list[str]:
         return [] if self.data_only else [p.name for p in self.vexa_programs()]
 
@@ -204,6 +218,8 @@ class Stack:
         self.supervisor.launch()
         _wait(lambda: self.running(), "supervisord", 20)
         if self.embedded_postgres:
+            data, port, password = self.state / "postgres", self.settings.embedded_postgres_port, self._generated("postgres-password")
+            _wait(lambda: embedded_postgres.set_password(data, port, password), "PostgreSQL", 60, self.logs / "postgres.log")
             _wait(lambda: embedded_postgres.ready(self.database_url), "PostgreSQL", 60, self.logs / "postgres.log")
         if self.embedded_redis:
             _wait(lambda: _redis_ready(self.redis_url), "Redis", 30, self.logs / "redis.log")

@@ -21,7 +21,7 @@ from functions.common.schemas import RunBotRequest
 from functions.common.settings import Settings
 
 from .queries import latest_meeting, live_meeting, meeting_not_found, user_not_found
-from .state import Actor, add_session, move, utcnow
+from .state import Actor, add_session, move, settle, utcnow
 
 log = logging.getLogger(__name__)
 S = MeetingStatus
@@ -86,13 +86,17 @@ def _new_meeting(db: Session, settings: Settings, request: RunBotRequest, actor:
 
 
 def stop_bot(db: Session, user_id: str, meeting_id: str, actor: str = Actor.API) -> Meeting:
-    """Mark the meeting's latest run stopping; NotFound, or Conflict once it has ended."""
+    """Mark the meeting's latest run stopping (completed at once if its bot has already ended with
+    everything transcribed); NotFound, or Conflict once it has ended."""
     meeting = latest_meeting(db, user_id, meeting_id, lock=True)
     if meeting.status in TERMINAL:
         raise Conflict(
             "meeting_finished", f"meeting {meeting_id!r} already ended ({meeting.status})", meeting=MeetingView.of(meeting)
         )
     move(db, meeting, S.STOPPING, CompletionReason.STOPPED, actor)
+    # A bot that has already ended (a crash waiting for its relaunch) sends nothing more that
+    # would settle the meeting: if its transcript is complete, the meeting completes now.
+    settle(db, meeting)
     return meeting
 
 

@@ -153,9 +153,20 @@ def settle(db: Session, meeting: Meeting) -> None:
     if meeting.status != S.STOPPING:
         return
     bot_sessions = meeting.sessions
-    if any(s.ended_at is None for s in bot_sessions):
+    if any(s.ended_at is None for s in bot_sessions) or missing_chunks(db, meeting):
         return
-    # Per session: a lost bot's late chunks must not stand in for its successor's missing ones.
+    expected = sum(s.chunks_sent or 0 for s in bot_sessions)
+    reason = meeting.status_reason
+    if reason not in SAYS_WHY_EMPTY and not db.scalar(select(func.count()).where(TranscriptSegment.meeting_pk == meeting.id)):
+        reason = CompletionReason.NO_AUDIO if expected == 0 else CompletionReason.NO_SPEECH
+    move(db, meeting, S.COMPLETED, reason, Actor.BOT_MANAGER)
+
+
+def missing_chunks(db: Session, meeting: Meeting) -> int:
+    """Chunks the meeting's bots said they sent whose transcript is neither stored nor given up on.
+
+    Counted per session: a lost bot's late chunks must not stand in for its successor's missing ones.
+    """
     transcribed = dict(
         db.execute(
             select(TranscribedChunk.session_id, func.count())
@@ -163,13 +174,7 @@ def settle(db: Session, meeting: Meeting) -> None:
             .group_by(TranscribedChunk.session_id)
         ).all()
     )
-    if any(transcribed.get(s.id, 0) < (s.chunks_sent or 0) for s in bot_sessions):
-        return
-    expected = sum(s.chunks_sent or 0 for s in bot_sessions)
-    reason = meeting.status_reason
-    if reason not in SAYS_WHY_EMPTY and not db.scalar(select(func.count()).where(TranscriptSegment.meeting_pk == meeting.id)):
-        reason = CompletionReason.NO_AUDIO if expected == 0 else CompletionReason.NO_SPEECH
-    move(db, meeting, S.COMPLETED, reason, Actor.BOT_MANAGER)
+    return sum(max(0, (s.chunks_sent or 0) - transcribed.get(s.id, 0)) for s in meeting.sessions)
 
 
 def transcribed_chunks(db: Session, meeting_pk: uuid.UUID, session_id: str | None = None) -> int:

@@ -29,7 +29,7 @@ from functions.common.models import BotSession, Meeting
 from functions.common.settings import Settings, get_settings
 from functions.common.tasks import TaskName
 from functions.meetings import outbox
-from functions.meetings.state import Actor, end_lost_session, ids, lock_meeting, move, note, relaunch, settle, transcribed_chunks
+from functions.meetings.state import Actor, end_lost_session, ids, lock_meeting, missing_chunks, move, note, relaunch, settle
 
 from .app import celery_app, worker_orchestrator
 from .launching import launch_session
@@ -53,6 +53,7 @@ class Action(StrEnum):
     RETRY_LAUNCH = "retry_launch"  # the orchestrator never got the bot (a lost launch task): launch it again
     FAIL = "fail"  # the bot is gone and relaunches are used up (or the launch never took)
     FINISH = "finish"  # stopping, and nothing more will arrive: complete with what is stored
+    SETTLE = "settle"  # stopping, its bot ended and every chunk is in: complete it (nothing else would)
     STOP_BOT = "stop_bot"  # stopping, but its bot still runs: ask again (the first stop may have been lost)
     STOP_SILENT_BOT = "stop_silent_bot"  # alive but silent: stop it; a later round relaunches or settles
     STOP_LEFTOVER_BOT = "stop_leftover_bot"  # the meeting ended but its bot still runs
@@ -70,7 +71,7 @@ class Observation:
     seconds_since_launch: float
     seconds_since_heartbeat: float | None  # None: no heartbeat yet
     seconds_since_session_end: float | None
-    chunks_missing: int  # delivered by the bot, not (yet) transcribed
+    chunks_missing: int  # delivered by the meeting's bots (every session), not (yet) transcribed
     relaunches: int  # sessions before the current one
     launch_requests: int  # times the current session's launch was asked for
 
@@ -125,9 +126,12 @@ def decide(seen: Observation, policy: Policy) -> Decision:
 
 def _decide_stopping(seen: Observation, policy: Policy, alive: bool) -> Decision:
     if seen.session_ended:
-        # The bot reported its end; settle() completes the meeting once its chunks are in.
+        # The bot has ended; settle() completes the meeting when its last chunks come in...
+        if not seen.chunks_missing:
+            # ...but none will come when the bot had ended before the stop (a crash waiting for its relaunch).
+            return Decision(Action.SETTLE)
         waited = seen.seconds_since_session_end or 0.0
-        if seen.chunks_missing and waited > policy.transcript_timeout_seconds:
+        if waited > policy.transcript_timeout_seconds:
             return Decision(Action.FINISH, f"{seen.chunks_missing} chunk(s) never transcribed")
         return Decision(Action.NONE)
     if alive:
@@ -172,7 +176,6 @@ def _relaunch_delay(policy: Policy, relaunches: int) -> float:
 def observe(db: Session, meeting: Meeting, orchestrator: Orchestrator, now: datetime) -> Observation:
     bot_session = meeting.sessions[-1]
     bot_run = orchestrator.status(bot_session.bot_name)
-    transcribed = transcribed_chunks(db, meeting.id, bot_session.id)
     return Observation(
         status=S(meeting.status),
         seconds_in_status=(now - meeting.updated_at).total_seconds(),
@@ -184,7 +187,7 @@ def observe(db: Session, meeting: Meeting, orchestrator: Orchestrator, now: date
         seconds_since_launch=(now - bot_session.launched_at).total_seconds(),
         seconds_since_heartbeat=_age(now, bot_session.last_heartbeat_at),
         seconds_since_session_end=_age(now, bot_session.ended_at),
-        chunks_missing=max(0, (bot_session.chunks_sent or 0) - transcribed),
+        chunks_missing=missing_chunks(db, meeting),
         relaunches=len(meeting.sessions) - 1,
         launch_requests=bot_session.launch_requests,
     )
@@ -215,6 +218,8 @@ def apply(db: Session, meeting: Meeting, decision: Decision, orchestrator: Orche
             settle(db, meeting)
         else:
             move(db, meeting, S.COMPLETED, f"{meeting.status_reason}; {decision.reason}", ACTOR)
+    elif decision.action == Action.SETTLE:
+        settle(db, meeting)
     elif decision.action in (Action.STOP_BOT, Action.STOP_SILENT_BOT, Action.STOP_LEFTOVER_BOT):
         orchestrator.stop(bot_session.bot_name)
     return None

@@ -10,12 +10,15 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from functions.accounts import store as accounts
 from functions.common.db import engine_for
+from functions.common.events import BotState, Identity
 from functions.common.settings import Settings
 from functions.worker.launching import launch_session
 from functions.worker.orchestrator import BotRunState
 from functions.worker.reconciler import reconcile_once
-from local.stack_client import wait_for
+from local.stack_client import SAMPLE, wait_for
+from tests.support import bot_events
 from tests.support.stacks import InProcessBotManager
 
 
@@ -121,3 +124,85 @@ def test_a_bot_still_running_for_an_ended_meeting_is_stopped(bot_manager: InProc
         conn.execute(text("UPDATE meetings SET status = 'failed', status_reason = 'operator' WHERE id = :id"), {"id": meeting["id"]})
     assert _reconcile(bot_manager)["stop_leftover_bot"] == 1
     assert wait_for(lambda: orchestrator.status(meeting["bot_name"]).state == BotRunState.SUCCEEDED, 30, "the bot to leave")
+
+
+def _crash_retryably(bot_manager: InProcessBotManager, user: str, meeting_id: str) -> Identity:
+    """A meeting whose bot (played by the test) transcribed one chunk, then failed retryably: its relaunch waits."""
+    meeting = bot_manager.run(user, meeting_id, launch=False)
+    who = Identity(meeting_pk=meeting["id"], user_id=user, session_id=meeting["session_id"])
+    now = datetime.now(timezone.utc)
+    assert bot_events.status(bot_manager.client, who, BotState.ACTIVE, now) == 204
+    assert bot_events.segments(bot_manager.client, who, 0, now) == 204
+    assert bot_events.status(bot_manager.client, who, BotState.FAILED, now, reason="bot_error: boom", retryable=True,
+                             chunks_sent=1) == 204  # fmt: skip
+    assert bot_manager.meeting(user, meeting_id)["status"] == "active"  # the reconciler relaunches it after the backoff
+    return who
+
+
+def _stop(bot_manager: InProcessBotManager, user: str, meeting_id: str) -> dict:
+    response = bot_manager.client.post("/bot/stop", json={"user_id": user, "meeting_id": meeting_id})
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()
+
+
+def test_a_stop_while_a_crashed_bot_waits_for_its_relaunch_completes_the_meeting_at_once(bot_manager: InProcessBotManager) -> None:
+    meeting_id = f"rec-{uuid.uuid4().hex[:8]}"
+    _crash_retryably(bot_manager, "gina", meeting_id)
+    _stop(bot_manager, "gina", meeting_id)
+    after = bot_manager.meeting("gina", meeting_id)
+    assert (after["status"], after["status_reason"]) == ("completed", "stopped")  # every chunk it sent is in
+    assert after["relaunches"] == 0
+    assert _reconcile(bot_manager, timedelta(minutes=10)) == {}  # nothing to relaunch, nothing left waiting
+
+
+def test_the_reconciler_completes_a_stopping_meeting_whose_bot_ended_with_everything_transcribed(
+    bot_manager: InProcessBotManager,
+) -> None:
+    meeting_id = f"rec-{uuid.uuid4().hex[:8]}"
+    who = _crash_retryably(bot_manager, "gina", meeting_id)
+    with engine_for(bot_manager.settings.database_url).begin() as conn:  # stopped as before the fix: nothing settled it
+        conn.execute(text("UPDATE meetings SET status = 'stopping', status_reason = 'stopped' WHERE id = :id"),
+                     {"id": who.meeting_pk})  # fmt: skip
+    assert _reconcile(bot_manager) == {"settle": 1}
+    after = bot_manager.meeting("gina", meeting_id)
+    assert (after["status"], after["status_reason"]) == ("completed", "stopped")
+
+
+def test_a_stopped_meeting_whose_lost_bot_reported_chunks_that_never_came_completes_after_the_transcript_timeout(
+    bot_manager: InProcessBotManager,
+) -> None:
+    meeting_id = f"rec-{uuid.uuid4().hex[:8]}"
+    meeting = bot_manager.run("gina", meeting_id, launch=False)  # the test plays its bots
+    first = Identity(meeting_pk=meeting["id"], user_id="gina", session_id=meeting["session_id"])
+    now = datetime.now(timezone.utc)
+    assert bot_events.status(bot_manager.client, first, BotState.ACTIVE, now) == 204
+    assert bot_events.segments(bot_manager.client, first, 0, now) == 204
+    assert bot_events.heartbeat(bot_manager.client, first, now, chunks_sent=1) == 204
+    assert _reconcile(bot_manager, timedelta(minutes=1))["relaunch"] == 1  # silent and gone: lost
+    second = Identity(meeting_pk=meeting["id"], user_id="gina", session_id=bot_manager.meeting("gina", meeting_id)["session_id"])
+    # The lost bot's final report comes late: it had sent a second chunk, which is lost...
+    assert bot_events.status(bot_manager.client, first, BotState.FAILED, now, reason="bot_error: boom", retryable=True,
+                             chunks_sent=2) == 204  # fmt: skip
+    _stop(bot_manager, "gina", meeting_id)
+    # ...and its successor leaves having sent nothing: only the first bot's chunk is missing.
+    assert bot_events.status(bot_manager.client, second, BotState.LEFT, datetime.now(timezone.utc), chunks_sent=0) == 204
+    assert bot_manager.meeting("gina", meeting_id)["status"] == "stopping"
+    assert _reconcile(bot_manager, timedelta(minutes=1)) == {"none": 1}  # within TRANSCRIPT_TIMEOUT_SECONDS it may still come
+    timeout = timedelta(seconds=bot_manager.settings.transcript_timeout_seconds + 1)
+    assert _reconcile(bot_manager, timeout) == {"finish": 1}
+    after = bot_manager.meeting("gina", meeting_id)
+    assert (after["status"], after["status_reason"]) == ("completed", "stopped; 1 chunk(s) never transcribed")
+
+
+def test_after_such_a_stop_the_meeting_can_be_deleted_and_the_user_run_another_bot(bot_manager: InProcessBotManager) -> None:
+    with bot_manager.app.extensions["vexa"].db_sessions() as db, db.begin():
+        accounts.create_user(db, "hana", max_bots=1)  # the stopped meeting would use up the limit
+    meeting_id = f"rec-{uuid.uuid4().hex[:8]}"
+    _crash_retryably(bot_manager, "hana", meeting_id)
+    _stop(bot_manager, "hana", meeting_id)
+    response = bot_manager.client.post("/bot/run", json={"user_id": "hana", "meeting_id": f"{meeting_id}-next",
+                                                          "meeting_url": str(SAMPLE)})  # fmt: skip
+    assert response.status_code == 201, response.get_json()
+    response = bot_manager.client.delete(f"/transcript/hana/{meeting_id}")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["deleted"] == {"meetings": 1, "segments": 1}

@@ -74,7 +74,9 @@ CRASHED = dict(bot_run=W.FAILED, session_ended=True, session_failed=True, end_re
         (seen(S.STOPPING, W.SUCCEEDED, session_ended=True, seconds_since_session_end=5, chunks_missing=2), Decision(Action.NONE)),
         (seen(S.STOPPING, W.SUCCEEDED, session_ended=True, seconds_since_session_end=301, chunks_missing=2),
          Decision(Action.FINISH, "2 chunk(s) never transcribed")),
-        (seen(S.STOPPING, W.SUCCEEDED, session_ended=True, seconds_since_session_end=900, chunks_missing=0), Decision(Action.NONE)),
+        # Stopping, its bot ended with every chunk in (it crashed, then the stop came): nothing else would settle it.
+        (seen(S.STOPPING, W.SUCCEEDED, session_ended=True, seconds_since_session_end=900, chunks_missing=0), Decision(Action.SETTLE)),
+        (seen(S.STOPPING, **CRASHED | {"seconds_since_session_end": 1}), Decision(Action.SETTLE)),
         # The meeting is over: a bot still running is stopped, a finished one is left alone.
         (seen(S.COMPLETED, W.RUNNING), Decision(Action.STOP_LEFTOVER_BOT, "meeting already completed")),
         (seen(S.FAILED, W.PENDING), Decision(Action.STOP_LEFTOVER_BOT, "meeting already failed")),

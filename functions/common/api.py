@@ -128,7 +128,7 @@ RUN_BOT = Route(
 STOP_BOT = Route(
     "stop_bot", "POST", "/bot/stop", "Make a meeting's bot leave; the meeting then completes", Caller.USER,
     body=StopBotRequest,
-    replies={202: Reply("the meeting, stopping", MeetingView),
+    replies={202: Reply("the meeting, stopping (or completed at once if its bot had already ended with everything transcribed)", MeetingView),
              409: Reply("the meeting has already ended, in `error.meeting`", MeetingConflictView)},
     errors=(*BODY_ERRORS, *USER_ERRORS, 404),
 )  # fmt: skip

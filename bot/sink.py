@@ -4,6 +4,10 @@ While the sink is unreachable the bot keeps capturing: events wait in a
 bounded buffer, and when it is full the oldest audio chunk is dropped and
 counted (status events are never dropped), so the bot reports exactly what
 was lost instead of silently losing it.
+
+Where the cluster authenticates senders (Knative's `authentication-oidc`), every request carries
+the OIDC token Knative's SinkBinding mounts into the bot's pod (functions/common/oidc.py: read
+again for each request, since Knative renews it); without that file it carries none.
 """
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import requests
 from cloudevents.core.v1.event import CloudEvent
 
 from functions.common.bot_config import SINK_REQUEST_SECONDS
 from functions.common.events import is_retryable, to_http
+from functions.common.oidc import bearer_from_file, token_file
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +37,13 @@ class _Pending:
 
 
 class EventSink:
-    def __init__(self, url: str, capacity: int, timeout: float = SINK_REQUEST_SECONDS):
+    def __init__(self, url: str, capacity: int, timeout: float = SINK_REQUEST_SECONDS, token: Path | None = None):
+        """`token`: the OIDC token file sent with every request where it exists (by default
+        functions/common/oidc.py's token_file(): /oidc/token, where Knative's SinkBinding mounts it)."""
         self.url = url
         self.capacity = capacity
         self.timeout = timeout
+        self.token = token_file() if token is None else token
         self.chunks_delivered = 0
         self.chunks_dropped = 0
         self._queue: deque[_Pending] = deque()
@@ -134,13 +143,24 @@ class EventSink:
     def _post(self, event: CloudEvent) -> str:
         message = to_http(event)
         try:
-            response = self._http.post(self.url, headers=message.headers, data=message.body, timeout=self.timeout)
+            # Read for each request: Knative replaces the token before it expires.
+            authorization = bearer_from_file(self.token)
+        except (OSError, ValueError) as exc:
+            log.warning("sink.token_unreadable", extra={"event_id": event.get_id(), "error": str(exc)[:200]})
+            return "retry"
+        headers = {**message.headers, **authorization}
+        try:
+            response = self._http.post(self.url, headers=headers, data=message.body, timeout=self.timeout)
         except requests.RequestException as exc:
             log.warning("sink.unreachable", extra={"event_id": event.get_id(), "error": str(exc)[:200]})
             return "retry"
         if response.status_code < 300:
             return "delivered"
-        if is_retryable(response.status_code):
+        # 401 to a request with a token: the token was refused, not the event (expired before
+        # Knative's renewal reached the file, or the Broker could not check it just now); the next
+        # attempt reads the file again. 401 without one means the cluster wants a token the bot
+        # does not have, and 403 that no EventPolicy lets the bot send this type: both are final.
+        if is_retryable(response.status_code) or (response.status_code == 401 and authorization):
             log.warning("sink.retry", extra={"event_id": event.get_id(), "status": response.status_code})
             return "retry"
         # The sink says this event can never be accepted: resending cannot help.

@@ -55,7 +55,8 @@ def isolated_environ(state: Path, base: dict[str, str]) -> dict[str, str]:
     Redis (unless the caller then names a DATABASE_URL or REDIS_URL), and every service on a
     free port (so it runs beside `make up` and other test stacks)."""
     environ = {k: v for k, v in base.items() if k not in {"DATABASE_URL", "REDIS_URL", *GENERATED_SECRETS}}
-    ports = ("GATEWAY_PORT", "BOT_MANAGER_PORT", "TRANSCRIPTION_PORT", "BROKER_PORT", "EMBEDDED_POSTGRES_PORT", "EMBEDDED_REDIS_PORT")
+    ports = ("GATEWAY_PORT", "GATEWAY_METRICS_PORT", "BOT_MANAGER_PORT", "TRANSCRIPTION_PORT", "BROKER_PORT",
+             "EMBEDDED_POSTGRES_PORT", "EMBEDDED_REDIS_PORT")  # fmt: skip
     return environ | {"STATE_DIR": str(state)} | {name: str(free_port()) for name in ports}
 
 
@@ -164,9 +165,10 @@ class Stack:
     def vexa_programs(self) -> list[Program]:
         s, env = self.settings, self.service_env()
 
-        def web(name: str, app: str, port: int, workers: int, threads: int, worker_class: str = "gthread") -> Program:
+        def web(name: str, app: str, port: int, workers: int, threads: int, worker_class: str = "gthread",
+                **extra_env: str) -> Program:  # fmt: skip
             program_env = env | self.secrets_for(name) | {"PORT": str(port), "HOST": "127.0.0.1", "K_SERVICE": name,
-                                 "PROMETHEUS_MULTIPROC_DIR": str(self.state / "metrics" / name)}  # fmt: skip
+                                 "PROMETHEUS_MULTIPROC_DIR": str(self.state / "metrics" / name)} | extra_env  # fmt: skip
             return Program(name, _gunicorn(app, workers, threads, worker_class), program_env, f"http://127.0.0.1:{port}/healthz")
 
         return [
@@ -174,8 +176,9 @@ class Stack:
             # One process holding WHISPER_INSTANCES models, a request thread for each.
             web("transcription", "functions.transcription", s.transcription_port, 1, max(2, s.whisper_instances)),
             web("bot-manager", "functions.bot_manager", s.bot_manager_port, 2, 4),
-            # gevent: every live stream is a greenlet (functions/gateway/__init__.py).
-            web("gateway", "functions.gateway", s.gateway_port, 2, 1, "gevent"),
+            # gevent: every live stream is a greenlet (functions/gateway/__init__.py). Its /metrics
+            # is on a port of its own, as in the chart: the API port is the one that faces users.
+            web("gateway", "functions.gateway", s.gateway_port, 2, 1, "gevent", METRICS_PORT=str(s.gateway_metrics_port)),
             Program("celery-worker", [sys.executable, "-m", "celery", "-A", "functions.worker.app:celery_app", "worker",
                                       "--loglevel", "INFO", "--concurrency", "2"], env | self.secrets_for("celery-worker")),  # fmt: skip
             # Webhook deliveries wait on receivers: threads, on a queue of their own (functions/common/tasks.py).

@@ -46,6 +46,12 @@ class RunningStack:
                 "transcription": s.transcription_port, "broker": s.broker_port}[service]  # fmt: skip
         return f"http://127.0.0.1:{port}"
 
+    def metrics_url(self, service: str) -> str:
+        """Where `service` serves /metrics: the gateway on its metrics port, the others on their own."""
+        if service == "gateway":
+            return f"http://127.0.0.1:{self.stack.settings.gateway_metrics_port}/metrics"
+        return f"{self.url(service)}/metrics"
+
     def wait_until_quiet(self, timeout: float = 120) -> None:
         """Until no meeting is live, no bot runs and the webhook pump has made and published the
         messages of every meeting's news: before comparing the whole database, say."""

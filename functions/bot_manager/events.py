@@ -46,7 +46,7 @@ from functions.common.events import (
 from functions.common.lifecycle import InvalidTransition, MeetingStatus
 from functions.common.models import BotSession, Meeting, SpeakerTurn, TranscribedChunk, TranscriptSegment
 from functions.common.signing import SIGNERS, Signer
-from functions.meetings import outbox, queries, speakers
+from functions.meetings import budget, outbox, queries, speakers
 from functions.meetings.state import bot_actor, ids, lock_meeting, move, session_of, settle
 
 log = logging.getLogger(__name__)
@@ -276,6 +276,7 @@ def on_segments(db: Session, meeting: Meeting, bot_session: BotSession, event: C
     _claim_chunk(
         db, bot_session, data.chunk_seq, offset_s=data.chunk_offset, duration_s=data.chunk_duration, segment_count=len(kept)
     )
+    budget.record(db, meeting.user_id, data.chunk_duration, datetime.now(timezone.utc))  # transcribed: it counts, kept or not
     meeting.audio_started_at = origin
     if len(kept) < len(data.segments):
         log.info("transcript.overlap_dropped", extra={**ids(meeting), "chunk_seq": data.chunk_seq,

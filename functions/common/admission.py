@@ -1,16 +1,24 @@
 """What a run request must satisfy beyond its schema: checks that depend on the deployment.
 
 `RunBotRequest` checks a request's shape wherever it arrives; this checks it against the
-settings: a recording must come from RECORDING_SOURCES, the language must be one the
-deployed model transcribes, and a bot may stay no longer than MAX_MEETING_SECONDS. bot-manager
-applies it to every run request before anything is stored, so a refused request changes nothing.
+settings: a recording must come from RECORDING_SOURCES (and a local one must exist), the
+language must be one the deployed model transcribes, and a bot may stay no longer than
+MAX_MEETING_SECONDS. bot-manager applies it to every run request before anything is stored, so
+a refused request changes nothing.
 """
 from __future__ import annotations
 
 from .errors import Unacceptable
 from .languages import describe, supported_languages
 from .platforms import Platform
-from .recordings import RecordingNotAllowed, allowed_recording, parse_recording_networks, parse_sources
+from .recordings import (
+    NoSuchRecording,
+    RecordingNotAllowed,
+    allowed_recording,
+    parse_recording_networks,
+    parse_sources,
+    require_local_file,
+)
 from .schemas import RunBotRequest
 from .settings import Settings
 
@@ -24,8 +32,12 @@ def check_run_request(request: RunBotRequest, settings: Settings) -> RunBotReque
             sources = parse_sources(settings.recording_sources)
             networks = parse_recording_networks(settings.recording_allowed_networks)
             url = allowed_recording(request.meeting_url, sources, networks)
+            if url.startswith("/"):  # a local recording, as its real path (an http(s) one is fetched by the bot only)
+                require_local_file(url, sources)
         except RecordingNotAllowed as exc:
             raise Unacceptable("recording_not_allowed", str(exc)) from None
+        except NoSuchRecording as exc:
+            raise Unacceptable("recording_not_found", str(exc)) from None
         request = request.model_copy(update={"meeting_url": url})
     return request
 

@@ -12,10 +12,13 @@ from typing import Any
 
 
 class DomainError(Exception):
-    def __init__(self, code: str, message: str, **details: Any) -> None:
+    def __init__(self, code: str, message: str, *, retry_after: int | None = None, **details: Any) -> None:
+        """`retry_after`: whole seconds until the same request may succeed, where that is known
+        (HTTP answers say it in Retry-After)."""
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
         self.details = details
 
 
@@ -28,7 +31,7 @@ class Conflict(DomainError):
 
 
 class LimitReached(DomainError):
-    """The caller may not have more of something now (live bots)."""
+    """The caller may not have more of something now (live bots, today's audio)."""
 
 
 class Unacceptable(DomainError):

@@ -1,16 +1,22 @@
 """gunicorn settings shared by every service (`gunicorn -c python:functions.common.gunicorn_conf`).
 
 Per-service process counts come from the command line or WEB_CONCURRENCY;
-the port from PORT, as Knative sets it.
+the port from PORT, as Knative sets it, and a second one for /metrics from METRICS_PORT.
 """
 import os
 import signal
 import sys
 import threading
 
+from functions.common.gunicorn_workers import with_json_errors
 from functions.common.web import SHUTDOWN_HOOKS
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
+_host = os.environ.get("HOST", "0.0.0.0")
+bind = [f"{_host}:{os.environ.get('PORT', '8080')}"]
+if os.environ.get("METRICS_PORT"):
+    # /metrics on a port of its own (functions/common/web.py), one Knative's queue-proxy never
+    # forwards to: Prometheus scrapes the pod there; the internet cannot reach it.
+    bind.append(f"{_host}:{int(os.environ['METRICS_PORT'])}")
 # gthread for request/response services; the gateway runs gevent (--worker-class), for its streams.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
@@ -35,6 +41,16 @@ logconfig_dict = {
         "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
     },
 }
+
+
+def on_starting(server):
+    # gunicorn's own refusals (a header too large, a malformed request) as JSON errors, whatever
+    # --worker-class names (functions/common/gunicorn_workers.py). Again after a reload (SIGHUP),
+    # which picks the worker class afresh.
+    server.worker_class = with_json_errors(server.worker_class)
+
+
+on_reload = on_starting
 
 
 def child_exit(server, worker):

@@ -51,6 +51,7 @@ class CompletionReason(StrEnum):
     """Why a meeting ended; `completed` with no segments always carries one."""
 
     STOPPED = "stopped"  # POST /bot/stop
+    AUDIO_BUDGET_EXHAUSTED = "audio_budget_exhausted"  # the user's audio today reached its budget (functions/meetings/budget.py)
     SOURCE_ENDED = "source_ended"  # the recording / meeting ended
     NO_AUDIO = "no_audio"  # the bot captured no audio at all
     NO_SPEECH = "no_speech"  # audio arrived, but nobody spoke

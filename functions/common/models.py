@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -179,6 +180,18 @@ class TranscribedChunk(Base):
     # Set when the broker gave up on this chunk: the transcript has a gap here, and says so.
     error: Mapped[str | None] = mapped_column(Text)
     stored_at: Mapped[datetime] = _now_default()
+
+
+class AudioUsage(Base):
+    """Seconds of audio transcribed for a user on a UTC day: what AUDIO_MINUTES_PER_USER_PER_DAY
+    limits (functions/meetings/budget.py). Apart from the meetings, so that deleting a meeting
+    does not give its audio back."""
+
+    __tablename__ = "audio_usage"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False)
 
 
 class TranscriptSegment(Base):

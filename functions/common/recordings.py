@@ -11,8 +11,14 @@ RECORDING_SOURCES is a comma-separated list of prefixes:
   not pass for `https://good.example/`.
 
 A path or URL with a `..` segment is refused outright: servers and file systems resolve them
-in ways a prefix check cannot see. A prefix without a host admits public hosts only, and the
+in ways a prefix check cannot see. So is a local path with a percent-encoded dot segment or
+slash (`%2e%2e`, `.%2E`, `%2f`): a file:// URL's path is decoded once, a plain path not at all,
+and a name that reads as `..` or `/` once decoded (again) means one thing to this check and
+another to whatever decodes it next. A prefix without a host admits public hosts only, and the
 addresses of RECORDING_ALLOWED_NETWORKS.
+
+bot-manager also refuses a local recording that does not exist (`require_local_file`), where it
+can tell: inside an allowed folder that exists on its own machine.
 
 bot-manager checks every run request (`functions.common.admission`), and the bot checks again
 before it opens anything (`bot/runner.py`), on its own file system. A bot fetches an http(s)
@@ -42,6 +48,10 @@ FIELD = "meeting_url"
 
 class RecordingNotAllowed(ValueError):
     """The recording is not inside any allowed source; the message names the field and the sources."""
+
+
+class NoSuchRecording(ValueError):
+    """The local recording is not a file; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,9 @@ def allowed_recording(meeting_url: str, sources: Sources, networks: tuple[IpNetw
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise _refused(meeting_url, "file:// URLs must name this machine", sources)
+        if _disguised_separator(parts.path):  # before decoding: `a%2fb` would become two segments
+            raise _refused(meeting_url, _DISGUISED, sources)
+        # What bot/sources/file.py opens, decoded exactly as it decodes it.
         return _allowed_path(meeting_url, url2pathname(parts.path), sources)
     if scheme == "" and meeting_url.startswith("/"):
         return _allowed_path(meeting_url, meeting_url, sources)
@@ -133,9 +146,13 @@ def _allowed_path(meeting_url: str, path: str, sources: Sources) -> str:
         raise _refused(meeting_url, "it contains a NUL character", sources)
     if ".." in path.split("/"):
         raise _refused(meeting_url, "a path must not contain '..'", sources)
+    if _disguised_separator(path):
+        raise _refused(meeting_url, _DISGUISED, sources)
     if not path.startswith("/"):
         raise _refused(meeting_url, "a path must be absolute", sources)
     real = os.path.realpath(path)
+    if _disguised_separator(real):  # a symbolic link to such a name: the bot, which checks the real path, would refuse it
+        raise _refused(meeting_url, _DISGUISED, sources)
     for folder in sources.folders:
         if real == folder or real.startswith(folder.rstrip("/") + "/"):
             return real
@@ -143,6 +160,37 @@ def _allowed_path(meeting_url: str, path: str, sources: Sources) -> str:
     if any(lexical.startswith(folder.rstrip("/") + "/") for folder in sources.folders):
         raise _refused(meeting_url, "it leads outside the allowed folders through a symbolic link", sources)
     raise _refused(meeting_url, "it is not inside an allowed folder", sources)
+
+
+_DISGUISED = "a path must not hide a dot segment or a slash in percent-encoding, such as %2e%2e/ or %2f"
+_MAX_DECODINGS = 5  # %252e is %2e is `.`: a few rounds uncover any realistic nesting
+
+
+def _disguised_separator(path: str) -> bool:
+    """Whether a segment of `path` becomes `.`, `..` or holds a slash or backslash once percent-decoded,
+    however many times: a `..` or `/` hidden from the checks, which read the path as given."""
+    for segment in path.split("/"):
+        decoded = segment
+        for _ in range(_MAX_DECODINGS):
+            if "%" not in decoded:
+                break
+            decoded = unquote(decoded)
+        if decoded != segment and (decoded in (".", "..") or "/" in decoded or "\\" in decoded):
+            return True
+    return False
+
+
+def require_local_file(path: str, sources: Sources) -> None:
+    """NoSuchRecording unless `path` (a local recording as allowed_recording returned it: its real
+    path) is a file, judged where this machine can judge it: inside an allowed folder that exists
+    here. An allowed folder missing here is the bot's own (a folder of the bot's image, in a
+    cluster): the bot finds out as it opens the file, on its own machine."""
+    folder = next((f for f in sources.folders if path == f or path.startswith(f.rstrip("/") + "/")), None)
+    if folder is None or not os.path.isdir(folder) or os.path.isfile(path):
+        return
+    if os.path.isdir(path):
+        raise NoSuchRecording(f"{FIELD} {path!r} is a folder, not a recording")
+    raise NoSuchRecording(f"{FIELD} {path!r}: no such recording (no file at that path)")
 
 
 def recording_destination(

@@ -63,6 +63,27 @@ class Settings:
         "120",
         "Requests one API key may make per minute; more get 429 with Retry-After.",
     )
+    failed_key_limit: int = setting(
+        "20",
+        "Unknown, revoked or expired API keys one client address may present within FAILED_KEY_WINDOW_SECONDS; "
+        "past that, the address's requests get 429 `too_many_failed_keys` with Retry-After before any key is "
+        "looked up, but for keys that worked within the last day. 0: no limit.",
+    )
+    failed_key_window_seconds: int = setting(
+        "300",
+        "The window of FAILED_KEY_LIMIT, from a client address's first failed key.",
+    )
+    trusted_proxy_networks: str = setting(
+        "",
+        "Comma-separated addresses or networks (10.0.0.0/8, 127.0.0.1) of the proxies in front of the gateway: a "
+        "client's address (FAILED_KEY_LIMIT) is the rightmost X-Forwarded-For entry that is none of them. Empty: "
+        "the connection's own address; X-Forwarded-For is ignored.",
+    )
+    public_url: str = setting(
+        "",
+        "The gateway's public URL (https://api.example.com), the server /openapi.json names; empty: `/`, wherever "
+        "the document was read from. Never taken from a request's Host header.",
+    )
     recording_sources: str = setting(
         f"{REPO_ROOT / 'local' / 'sample'}/,https://",
         "Comma-separated prefixes a `file` meeting_url must start with: local folders (ending in /) and URL "
@@ -78,6 +99,11 @@ class Settings:
 
     # -- where the services listen and find each other
     gateway_port: int = setting("8000", "Port of the public gateway.")
+    gateway_metrics_port: int = setting(
+        "9102",
+        "Port on which `make up`'s gateway serves /metrics, and nothing else (its METRICS_PORT); the gateway's API "
+        "port answers /metrics 404.",
+    )
     bot_manager_port: int = setting("8080", "Port of bot-manager.")
     transcription_port: int = setting("8081", "Port of the transcription service.")
     broker_port: int = setting("8090", "Port of the local broker (embedded default only).")
@@ -188,6 +214,12 @@ class Settings:
 
     # -- limits
     max_bots_per_user: int = setting("5", "Concurrent live bots one user may have; more get 429.")
+    audio_minutes_per_user_per_day: int = setting(
+        "1440",
+        "Minutes of audio one user's bots may have transcribed per UTC day (seconds of audio, whatever the "
+        "replay speed). Once today's reach it, POST /bot/run gets 429 `audio_budget_exhausted` until 00:00 UTC "
+        "and the reconciler stops the user's live bots. 0: no limit.",
+    )
     max_request_bytes: int = setting("65536", "Largest JSON request body the API accepts (413 above).")
     max_event_bytes: int = setting("524288", "Largest CloudEvent any service accepts (413 above).")
 

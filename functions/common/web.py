@@ -1,13 +1,14 @@
 """What every Flask service shares: JSON errors, request parsing, /healthz, /metrics."""
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
-from functools import lru_cache
-from typing import Any, Callable, TypeVar
+from functools import cached_property, lru_cache
+from typing import IO, Any, Callable, TypeVar
 
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Request, Response, abort, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,7 +23,7 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .api import HEALTHZ, PATH_PARAMETERS, Route
 from .errors import Conflict, DomainError, LimitReached, NotFound, Unacceptable, Unauthenticated
@@ -86,6 +87,39 @@ def database_unavailable(exc: Exception) -> bool:
 def _plain(value: Any) -> Any:
     """A detail of a DomainError as JSON data (a response model, functions/common/responses.py, as its JSON)."""
     return value.model_dump(mode="json", by_alias=True) if isinstance(value, BaseModel) else value
+
+
+class BoundedRequest(Request):
+    """A request whose body is refused (413) when it is larger than MAX_CONTENT_LENGTH, however it is sent.
+
+    Werkzeug checks a Content-Length against the limit, but a chunked body (no Content-Length)
+    it reads up to the limit and then stops without a word: the rest is cut off, and a JSON body
+    fails to parse (400) instead of being too large. Such a body is read here up to one byte past
+    the limit, so going past it is seen.
+    """
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        limit = self.max_content_length
+        # gunicorn ends a chunked body's stream itself (wsgi.input_terminated), so reading past the limit is safe.
+        if limit is None or self.content_length is not None or "wsgi.input_terminated" not in self.environ:
+            return super().stream
+        body = _read_at_most(self.environ["wsgi.input"], limit + 1)
+        if len(body) > limit:
+            raise RequestEntityTooLarge()
+        return io.BytesIO(body)
+
+
+def _read_at_most(stream: IO[bytes], size: int) -> bytes:
+    """Up to `size` bytes of `stream`: fewer only at its end (a read may return less than asked)."""
+    parts, left = [], size
+    while left > 0:
+        part = stream.read(left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def parse_json_body(model: type[Model]) -> Model:
@@ -171,13 +205,17 @@ def install(
     max_body_bytes: int,
     ready: Callable[[], None] | None = None,
     collectors: tuple[Collector, ...] = (),
+    public: bool = False,
 ) -> None:
     """Give `app` the shared error handling, body limit, metrics and health endpoints.
 
     `ready` is called by /healthz and raises when a dependency is down; `collectors`
-    add metrics computed at scrape time (e.g. from the database).
+    add metrics computed at scrape time (e.g. from the database). A process given METRICS_PORT
+    (gunicorn_conf.py listens there too) serves /metrics on that port only, and nothing else
+    there; a `public` service (the gateway) serves /metrics nowhere else, METRICS_PORT or not.
     """
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.request_class = BoundedRequest
     app.json.sort_keys = False
 
     @app.errorhandler(ApiError)
@@ -195,7 +233,10 @@ def install(
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError):
         details = {name: _plain(value) for name, value in exc.details.items()}
-        return error_response(domain_status(exc), exc.code, exc.message, **details)
+        body, status = error_response(domain_status(exc), exc.code, exc.message, **details)
+        if exc.retry_after is not None:
+            body.headers["Retry-After"] = str(exc.retry_after)
+        return body, status
 
     @app.errorhandler(DBAPIError)
     @app.errorhandler(PoolTimeout)
@@ -237,10 +278,28 @@ def install(
         LATENCY.labels(service, endpoint).observe(time.perf_counter() - g.get("request_started", time.perf_counter()))
         return response
 
-    app.register_blueprint(_ops_blueprint(service, ready, collectors))
+    metrics_port = os.environ.get("METRICS_PORT", "")
+
+    @app.before_request
+    def _metrics_port_serves_only_metrics() -> None:
+        # The metrics port is Prometheus's, reached past Knative's queue-proxy: it serves no API.
+        if _arrived_on(metrics_port) and request.endpoint != "ops.metrics":
+            abort(404)
+
+    def metrics_here() -> bool:
+        return _arrived_on(metrics_port) if metrics_port else not public
+
+    app.register_blueprint(_ops_blueprint(service, ready, collectors, metrics_here))
 
 
-def _ops_blueprint(service: str, ready: Callable[[], None] | None, collectors: tuple[Collector, ...]) -> Blueprint:
+def _arrived_on(port: str) -> bool:
+    """Whether the request came in on `port` (gunicorn's SERVER_PORT: the listening socket's, never a header)."""
+    return bool(port) and request.environ.get("SERVER_PORT") == str(int(port))
+
+
+def _ops_blueprint(
+    service: str, ready: Callable[[], None] | None, collectors: tuple[Collector, ...], metrics_here: Callable[[], bool]
+) -> Blueprint:
     ops = Blueprint("ops", __name__)
 
     @ops.get(HEALTHZ.path)
@@ -256,6 +315,8 @@ def _ops_blueprint(service: str, ready: Callable[[], None] | None, collectors: t
 
     @ops.get("/metrics")
     def metrics():
+        if not metrics_here():
+            abort(404)  # as for a path that does not exist
         registry = None
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # gunicorn runs several workers; aggregate what they all recorded.

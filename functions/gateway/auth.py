@@ -1,5 +1,5 @@
-"""Who is calling the gateway: API keys for the public API (with per-key rate limits), a bearer
-token for /admin.
+"""Who is calling the gateway: API keys for the public API (with per-key rate limits, and a count
+of failed keys per client address: failures.py), a bearer token for /admin.
 
 A key acts for its own user only: every user endpoint names a user_id (path or body), and
 `authorize` refuses one that is not the key's (403). The admin token is not a user key.
@@ -17,7 +17,10 @@ import redis
 from flask import current_app, g, request
 
 from functions.accounts import store
+from functions.common.errors import Unauthenticated
 from functions.common.web import ApiError
+
+from .clients import client_address
 
 log = logging.getLogger(__name__)
 API_KEY_HEADER = "X-API-Key"
@@ -47,18 +50,22 @@ class KeyCache:
         self.seconds = seconds
         self._checked: dict[str, tuple[float, KeyHolder]] = {}
 
-    def holder(self, db_sessions, presented: str | None) -> KeyHolder:
-        digest = store.hash_key(presented) if presented else ""
-        hit = self._checked.get(digest)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < self.seconds and (hit[1].expires_at is None or hit[1].expires_at > store.utcnow()):
-            return hit[1]
+    def cached(self, presented: str | None) -> KeyHolder | None:
+        """The holder of `presented` if this process found it live within AUTH_CACHE_SECONDS."""
+        hit = self._checked.get(store.hash_key(presented)) if presented else None
+        if hit is None or time.monotonic() - hit[0] >= self.seconds:
+            return None
+        holder = hit[1]
+        return holder if holder.expires_at is None or holder.expires_at > store.utcnow() else None
+
+    def look_up(self, db_sessions, presented: str | None) -> KeyHolder:
+        """The holder of the live key `presented`, from the database; Unauthenticated otherwise."""
         with db_sessions() as db, db.begin():
             record = store.authenticate(db, presented)
             holder = KeyHolder(record.id, record.user_id, record.rate_limit_per_minute, record.expires_at)
         if len(self._checked) >= self.LIMIT:
             self._checked.clear()
-        self._checked[digest] = (now, holder)
+        self._checked[store.hash_key(presented)] = (time.monotonic(), holder)
         return holder
 
 
@@ -73,8 +80,24 @@ def authenticate() -> None:
 def key_holder(presented: str | None) -> KeyHolder:
     """The holder of the live key `presented`, within its rate limit; Unauthenticated (401) or 429."""
     services = current_app.extensions["vexa"]
-    holder = services.keys.holder(services.db_sessions, presented)
+    holder = services.keys.cached(presented) or _look_up(services, presented)
     _within_rate_limit(services.redis_client, holder.key_id, holder.per_minute or services.settings.api_rate_limit_per_minute)
+    return holder
+
+
+def _look_up(services, presented: str | None) -> KeyHolder:
+    """Look `presented` up, unless its client has presented too many bad keys lately (429)."""
+    if not presented:  # 401 missing_api_key: nothing was tried, nothing to count
+        return services.keys.look_up(services.db_sessions, presented)
+    digest = store.hash_key(presented)
+    client = client_address(request.remote_addr or "", request.headers.get("X-Forwarded-For", ""), services.trusted_proxies)
+    services.failed_keys.check(client, digest)
+    try:
+        holder = services.keys.look_up(services.db_sessions, presented)
+    except Unauthenticated:
+        services.failed_keys.failed(client, digest)
+        raise
+    services.failed_keys.worked(digest)
     return holder
 
 

@@ -3,8 +3,9 @@ route contract (functions/common/api.py) and its request and response models."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify
 from pydantic import BaseModel, TypeAdapter
 
 from functions.common.api import ERROR_MODEL, PATH_PARAMETERS, ROUTES, Caller, Reply, Route
@@ -44,10 +45,23 @@ WEBHOOK_HEADERS = [
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(openapi_document(request.host_url.rstrip("/")))
+    # Never the request's Host header: a cache would keep, and serve anyone, a document that sends
+    # their API keys to whatever host one request named.
+    return jsonify(openapi_document(server_url(current_app.extensions["vexa"].settings.public_url)))
 
 
-def openapi_document(server_url: str) -> dict[str, Any]:
+def server_url(public_url: str) -> str:
+    """The server the document names: PUBLIC_URL, or `/` (relative: where the document was read
+    from) when it is empty. ValueError for a URL that is not http(s)://host[/path]."""
+    if not public_url:
+        return "/"
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"PUBLIC_URL {public_url!r} is not an http(s)://host[/path] URL")
+    return public_url.rstrip("/")
+
+
+def openapi_document(server: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
@@ -60,7 +74,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Vexa API", "version": "1.0.0", "description": DESCRIPTION},
-        "servers": [{"url": server_url}],
+        "servers": [{"url": server}],
         "paths": paths,
         "webhooks": _webhooks(schemas),
         "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},

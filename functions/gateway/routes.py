@@ -22,7 +22,7 @@ from .auth import authenticate, authorize
 log = logging.getLogger(__name__)
 bp = Blueprint("public", __name__)
 bp.before_request(authenticate)  # 401 and 429 come before anything about the request itself
-_HOP_HEADERS = {"content-type"}
+_HOP_HEADERS = {"content-type", "retry-after"}
 
 
 def forwarding_view(route: Route):

@@ -40,6 +40,7 @@ from functions.meetings.queries import latest_meeting
 
 from . import tickets
 from .auth import API_KEY_HEADER, authorize, key_holder
+from .headers import page_headers
 from .hub import Hub
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,8 @@ def _sse_frames(followed: Iterator) -> Iterator[str]:
 
 @serves(bp, api.LIVE_PAGE)
 def live_page() -> Response:
-    return Response(LIVE_PAGE.read_bytes(), mimetype="text/html", headers={"Cache-Control": "no-cache"})
+    page = LIVE_PAGE.read_text()
+    return Response(page, mimetype="text/html", headers=page_headers(page))
 
 
 # -- the WebSocket ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from functions.common.responses import MeetingView
 from functions.common.schemas import RunBotRequest
 from functions.common.settings import Settings
 
+from . import budget
 from .queries import latest_meeting, live_meeting, meeting_not_found, user_not_found
 from .state import Actor, add_session, move, settle, utcnow
 
@@ -31,7 +32,8 @@ def run_bot(db: Session, settings: Settings, request: RunBotRequest, actor: str 
     """Create the meeting and its first bot session, `starting`.
 
     Refused: Unacceptable (a recording outside RECORDING_SOURCES, a language the model lacks),
-    NotFound (no such user), Conflict (the meeting already has a live bot), LimitReached.
+    NotFound (no such user), Conflict (the meeting already has a live bot), LimitReached (the user's
+    live bots, or its audio today: functions/meetings/budget.py).
     """
     request = check_run_request(request, settings)
     # One run at a time per user, so the live-meeting and limit checks below cannot race.
@@ -50,6 +52,7 @@ def run_bot(db: Session, settings: Settings, request: RunBotRequest, actor: str 
     running = db.scalar(select(func.count()).where(Meeting.user_id == request.user_id, Meeting.status.in_(LIVE)))
     if running >= limit:
         raise LimitReached("bot_limit_reached", f"user {request.user_id!r} already has {running} live bots (limit {limit})")
+    budget.check_run(db, settings, request.user_id)
     return _new_meeting(db, settings, request, actor)
 
 

@@ -145,6 +145,7 @@ def relaunch(db: Session, meeting: Meeting, reason: str, actor: str) -> BotSessi
 SAYS_WHY_EMPTY = frozenset({
     CompletionReason.ADMISSION_DENIED, CompletionReason.ADMISSION_TIMEOUT, CompletionReason.REMOVED,
     CompletionReason.MEETING_ENDED, CompletionReason.LEFT_ALONE, CompletionReason.SILENCE, CompletionReason.MAX_DURATION,
+    CompletionReason.AUDIO_BUDGET_EXHAUSTED,
 })  # fmt: skip
 
 

@@ -5,11 +5,17 @@ and the attributes a Trigger filters on (`type`, `userid`, `meetingid`, `subject
 Messages are marked published once the Broker accepted them, so one the Broker refused or never
 saw is sent again by the next pass: at least once, as Triggers deliver anyway. Old messages are
 pruned with their deliveries after WEBHOOK_LOG_DAYS.
+
+Where the cluster authenticates senders (Knative's `authentication-oidc`, which the chart's
+EventPolicies need), each request carries the worker's OIDC token for the Broker: a ServiceAccount
+token the chart projects with the Broker's audience when `eventPolicy.enabled`, read again for each
+message since the kubelet renews it (functions/common/oidc.py). Without that file: no token.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import datetime, timedelta, timezone
 
 import requests
@@ -19,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from functions.common.events import JSON_CONTENT_TYPE, PUBLIC_EVENT_SOURCE, Attr, to_http
 from functions.common.models import WebhookDelivery, WebhookMessage
+from functions.common.oidc import bearer_from_file, token_file
 from functions.common.webhooks import CLOUDEVENT_TYPES, DeliveryStatus, WebhookEventType
 
 log = logging.getLogger(__name__)
@@ -44,9 +51,12 @@ def cloudevent(message: WebhookMessage) -> CloudEvent:
     )
 
 
-def publish(db: Session, http: requests.Session, broker_url: str) -> int:
+def publish(db: Session, http: requests.Session, broker_url: str, token: str | os.PathLike[str] | None = None) -> int:
     """Send unpublished messages to the Broker, oldest first (in the caller's transaction); how many
-    it accepted. Stops at the first refusal: the Broker is down or full, and the next pass retries."""
+    it accepted. Stops at the first refusal: the Broker is down or full (or refused the token), and
+    the next pass retries. `token`: the OIDC token file sent where it exists (by default
+    functions/common/oidc.py's token_file(), /oidc/token, where the chart mounts it)."""
+    token = token_file() if token is None else token
     messages = db.scalars(
         select(WebhookMessage)
         .where(WebhookMessage.published_at.is_(None))
@@ -58,8 +68,9 @@ def publish(db: Session, http: requests.Session, broker_url: str) -> int:
     for message in messages:
         http_message = to_http(cloudevent(message))
         try:
-            response = http.post(broker_url, data=http_message.body, headers=http_message.headers, timeout=BROKER_TIMEOUT_SECONDS)
-        except requests.RequestException as exc:
+            headers = {**http_message.headers, **bearer_from_file(token)}
+            response = http.post(broker_url, data=http_message.body, headers=headers, timeout=BROKER_TIMEOUT_SECONDS)
+        except (OSError, ValueError, requests.RequestException) as exc:  # the token file unreadable, the Broker unreachable
             log.warning("events.publish_failed", extra={"error": str(exc), "event_id": message.id})
             break
         if response.status_code >= 300:

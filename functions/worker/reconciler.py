@@ -27,8 +27,8 @@ from functions.common.events import BotState
 from functions.common.lifecycle import LIVE, TERMINAL, MeetingStatus
 from functions.common.models import BotSession, Meeting
 from functions.common.settings import Settings, get_settings
-from functions.common.tasks import TaskName
-from functions.meetings import outbox
+from functions.common.tasks import TaskName, enqueue
+from functions.meetings import budget, outbox
 from functions.meetings.state import Actor, end_lost_session, ids, lock_meeting, missing_chunks, move, note, relaunch, settle
 
 from .app import celery_app, worker_orchestrator
@@ -234,6 +234,10 @@ def reconcile_once(settings: Settings, orchestrator: Orchestrator, now: datetime
     db_sessions = session_factory(settings.database_url, redis_client)
     policy = policy_from(settings)
     counts: dict[str, int] = {}
+    for meeting_pk in budget.stop_over_budget(db_sessions, settings, ACTOR, now):
+        # Its bot leaves as after POST /bot/stop; the pass below already sees the meeting stopping.
+        enqueue(celery_app, TaskName.STOP_BOT, str(meeting_pk))
+        counts["stop_over_budget"] = counts.get("stop_over_budget", 0) + 1
     with db_sessions() as db:
         candidates = _candidates(db, orchestrator)
     for meeting_pk in candidates:

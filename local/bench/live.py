@@ -343,7 +343,7 @@ def one_worker_gateway(bs: BenchStack) -> Iterator[tuple[str, psutil.Process]]:
     port = free_port()
     metrics = bs.stack.state / "metrics" / "gateway-live-bench"
     metrics.mkdir(parents=True, exist_ok=True)
-    env = program.env | {"PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+    env = program.env | {"PORT": str(port), "METRICS_PORT": str(free_port()), "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
     log = (bs.stack.logs / "gateway-live-bench.log").open("ab")
     master = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timezone
+from typing import Iterator
 
 import pytest
 import requests
@@ -69,6 +70,11 @@ def _api_cases(meeting: dict) -> list[tuple[str, str, dict, int, str]]:
         ("POST", "/bot/run", {"json": {**good, "surprise": True}}, 422, "surprise"),
         ("POST", "/bot/run", {"json": {**good, "user_id": "a/b"}}, 422, "user_id"),
         ("POST", "/bot/run", {"json": {**good, "meeting_url": "relative/path.ogg"}}, 422, "meeting_url"),
+        # Inside the allowed folder as written, but `..` once decoded; and a recording that is not there.
+        ("POST", "/bot/run", {"json": {**good, "meeting_url": f"{SAMPLE.parent}/%2e%2e/sample/{SAMPLE.name}"}}, 422, "meeting_url"),
+        ("POST", "/bot/run", {"json": {**good, "meeting_url": f"{SAMPLE.parent}/.%2E/sample/{SAMPLE.name}"}}, 422, "meeting_url"),
+        ("POST", "/bot/run", {"json": {**good, "meeting_url": f"file://{SAMPLE.parent}%2f{SAMPLE.name}"}}, 422, "meeting_url"),
+        ("POST", "/bot/run", {"json": {**good, "meeting_url": f"{SAMPLE.parent}/absent.ogg"}}, 422, "no such recording"),
         ("POST", "/bot/run", {"json": {"user_id": "frank", "meeting_id": "m"}}, 422, "meeting_url"),
         ("POST", "/bot/run", {"json": {**good, "meeting_title": "x" * 10_000}}, 422, "meeting_title"),
         ("POST", "/bot/run", {"data": json.dumps({**good, "pad": "x" * 200_000}), "headers": JSON}, 413, "bytes"),
@@ -108,6 +114,37 @@ def test_public_api_rejects_bad_requests_clearly_and_changes_nothing(stack: Runn
     assert deep_admin.status_code == 400 and "nests too deeply" in deep_admin.json()["error"]["message"], deep_admin.text
     assert snapshot(stack.database_url) == before
     assert stack.transcript(meeting["user_id"], meeting["meeting_id"])["segments"] == finished_meeting["segments"]
+
+
+def _pieces(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    """`body` as requests sends a generator: chunked, with no Content-Length."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_every_service_answers_what_the_app_never_sees_with_a_json_error(stack: RunningStack) -> None:
+    """A body over the limit is a 413 however it is sent, chunked too; what gunicorn refuses before
+    the app sees it (headers too large) is a JSON error as well. Nothing is stored."""
+    stack.wait_until_quiet()
+    before = snapshot(stack.database_url)
+    cloud_event = {"Content-Type": "application/cloudevents+json"}
+    targets = {
+        "gateway": ("/bot/run", {**JSON, "X-API-Key": stack.api_key("frank")}),
+        "bot-manager": ("/events", cloud_event),
+        "transcription": ("/events", cloud_event),
+        "broker": ("/vexa/default", cloud_event),
+    }
+    ten_mb = b"x" * (10 * 2**20)
+    for service, (path, headers) in targets.items():
+        url = f"{stack.url(service)}{path}"
+        for data in (ten_mb, _pieces(ten_mb)):
+            response = requests.post(url, data=data, headers=headers, timeout=120)
+            assert response.status_code == 413, f"{service}: {response.status_code} {response.text[:200]}"
+            assert response.json()["error"]["code"] == "payload_too_large", f"{service}: {response.text[:200]}"
+        response = requests.post(url, data=b"{}", headers={**headers, "X-Padding": "x" * 10_000}, timeout=30)
+        assert response.status_code == 431 and response.headers["Content-Type"] == "application/json", f"{service}: {response.text[:200]}"
+        assert response.json()["error"]["code"] == "request_header_fields_too_large", f"{service}: {response.text[:200]}"
+    assert snapshot(stack.database_url) == before
 
 
 def _event_cases(meeting: dict, master: bytes) -> list[tuple[str, dict, bytes, int, str]]:

@@ -170,8 +170,12 @@ def test_every_service_answers_health_and_metrics_and_the_api_is_described(stack
     for service in ("gateway", "bot-manager", "transcription", "broker"):
         health = requests.get(f"{stack.url(service)}/healthz", timeout=10)
         assert health.status_code == 200 and health.json() == {"status": "ok", "service": service}
-        metrics = requests.get(f"{stack.url(service)}/metrics", timeout=10)
+        metrics = requests.get(stack.metrics_url(service), timeout=10)
         assert metrics.status_code == 200 and "vexa_http_requests_total" in metrics.text
+    # The gateway faces the internet: its metrics are on the metrics port only, which serves nothing else.
+    assert requests.get(f"{stack.gateway}/metrics", timeout=10).status_code == 404
+    assert 'service="gateway"' in requests.get(stack.metrics_url("gateway"), timeout=10).text
+    assert requests.get(stack.metrics_url("gateway").replace("/metrics", "/healthz"), timeout=10).status_code == 404
     # What operators watch for reliability, read from the database whichever process acted.
     operator_metrics = requests.get(f"{stack.url('bot-manager')}/metrics", timeout=10).text
     assert 'vexa_meetings{status="active"}' in operator_metrics

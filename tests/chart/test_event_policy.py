@@ -10,6 +10,12 @@ else anything, and nobody at all a request when requestSenders is empty. No subj
 policies (Knative would then use one policy's types only). The chart refuses requestSenders that
 would let Vexa's own identities, the bots' above all, send requests, and a knative/ Trigger that
 does not say who sends its events.
+
+The subjects are those that really send: the bots send with the token Knative's SinkBinding mounts
+into their pods, which is the SinkBinding's own identity (so the policy names the SinkBinding, and
+the bots' ServiceAccount gets nothing); the worker, whose webhook pump publishes the public events,
+with a ServiceAccount token the chart projects into it, for the Broker's audience, only with
+eventPolicy.enabled, at the path functions/common/oidc.py reads.
 """
 from __future__ import annotations
 
@@ -24,12 +30,15 @@ import pytest
 import yaml
 
 from functions.common.events import EventType, PublicEventType, RequestEventType
+from functions.common.oidc import OIDC_TOKEN_FILE
+from functions.common.settings import Settings
+from functions.common.tasks import TaskName, create_celery
 from functions.worker.orchestrator.job_spec import BOT_SELECTOR
 from tests.support.chart import (
-    CHART, KUBERNETES_VERSION, NAMESPACE, RELEASE, WORKER, knative_validator, merged, objects, of_kind, one,
-    plain_env, pod_specs, production_values, render,
+    CHART, KUBERNETES_VERSION, NAMESPACE, RELEASE, WORKER, assert_valid_kubernetes, container_of, knative_validator,
+    merged, objects, of_kind, one, plain_env, pod_specs, production_values, render,
 )  # fmt: skip
-from tests.support.event_policy import allows, child_name, oidc_subject, subjects_named_twice
+from tests.support.event_policy import allows, audience, child_name, oidc_subject, subjects_named_twice, subjects_of
 
 CALENDAR = "system:serviceaccount:calendar:scheduler"
 PARTNERS = "system:serviceaccount:partners:calendar-*"  # a pattern, in another namespace
@@ -62,20 +71,56 @@ def allowed_types(rendered: list[dict], subject: str) -> set[str]:
     return {str(t) for t, allowed in decisions.items() if allowed}
 
 
+def service_account_tokens(rendered: list[dict]) -> dict[str, list[dict[str, Any]]]:
+    """Every projected ServiceAccount token of the release's pods, by pod ("Kind/name"): its audience,
+    its subject (the pod's ServiceAccount), expiry, and the files it appears as in each container."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for pod, spec in pod_specs(rendered).items():
+        for volume in spec.get("volumes", []):
+            for source in volume.get("projected", {}).get("sources", []):
+                if "serviceAccountToken" not in source:
+                    continue
+                token = source["serviceAccountToken"]
+                files = {
+                    container["name"]: [(f"{m['mountPath'].rstrip('/')}/{token['path']}", m.get("readOnly", False))
+                                        for m in container.get("volumeMounts", []) if m["name"] == volume["name"]]
+                    for container in spec.get("initContainers", []) + spec["containers"]
+                }  # fmt: skip
+                account = spec.get("serviceAccountName", "default")
+                found.setdefault(pod, []).append({
+                    "audience": token.get("audience"), "subject": f"system:serviceaccount:{NAMESPACE}:{account}",
+                    "expirationSeconds": token.get("expirationSeconds", 3600), "files": files,
+                })  # fmt: skip
+    return found
+
+
+def broker_token_holders(rendered: list[dict]) -> dict[str, str]:
+    """The pods holding a token for the Broker's audience, and the OIDC subject each sends as."""
+    wanted = audience(broker_of(rendered))
+    return {pod: t["subject"] for pod, tokens in service_account_tokens(rendered).items() for t in tokens
+            if t["audience"] == wanted}  # fmt: skip
+
+
+def bots_sink_binding(rendered: list[dict]) -> dict:
+    key, value = BOT_SELECTOR.split("=")
+    bot_jobs = {"matchLabels": {key: value}}
+    (binding,) = [b for b in of_kind(rendered, "SinkBinding") if b["spec"]["subject"]["selector"] == bot_jobs]
+    return binding
+
+
 class Identities:
     """Who sends into the Broker, as the rendered release makes them."""
 
     def __init__(self, rendered: list[dict]):
-        key, value = BOT_SELECTOR.split("=")
-        bot_jobs = {"matchLabels": {key: value}}
-        (binding,) = [b for b in of_kind(rendered, "SinkBinding") if b["spec"]["subject"]["selector"] == bot_jobs]
+        binding = bots_sink_binding(rendered)
         # The token the SinkBinding mounts into the bot Jobs' pods (/oidc/token) is its own identity's.
         self.bots = oidc_subject(binding["apiVersion"], "SinkBinding", binding["metadata"]["name"], NAMESPACE)
         worker = one(rendered, "Deployment", WORKER)
         # The ServiceAccount the worker names in the bot Jobs it builds.
         self.bot_account = f"system:serviceaccount:{NAMESPACE}:{plain_env(worker)['BOT_SERVICE_ACCOUNT']}"
-        account = pod_specs(rendered)[f"Deployment/{WORKER}"]["serviceAccountName"]
-        self.worker = f"system:serviceaccount:{NAMESPACE}:{account}"
+        # Whoever holds the Broker's token: the worker alone (test_the_worker_alone_holds_a_token_for_the_broker).
+        holders = broker_token_holders(rendered)
+        self.worker = holders.get(f"Deployment/{WORKER}", "(the worker holds no token for the Broker)")
         # Knative sends a subscriber's reply back into the Broker as the subscriber's Trigger.
         self.triggers = {
             t["spec"]["filter"]["attributes"]["type"]:
@@ -127,6 +172,76 @@ def test_every_policy_is_for_the_broker_alone(enabled):
 
 def test_no_subject_is_in_two_policies(enabled):
     assert subjects_named_twice(policies_of(enabled), enabled) == []
+
+
+# ---- the senders' tokens ----------------------------------------------------------------------------
+
+
+def test_no_pod_gets_a_token_for_the_broker_unless_enabled(renders):
+    """Off (the default), nothing changes: no projected token anywhere, nothing at /oidc."""
+    mounted = {
+        f"{values}: {pod}": [m["mountPath"] for c in spec["containers"] for m in c.get("volumeMounts", [])
+                             if m["mountPath"].rstrip("/") == str(Path(OIDC_TOKEN_FILE).parent)]
+        for values, rendered in renders.items() for pod, spec in pod_specs(rendered).items()
+    }  # fmt: skip
+    assert {values: service_account_tokens(rendered) for values, rendered in renders.items()} == {v: {} for v in renders}
+    assert {pod: paths for pod, paths in mounted.items() if paths} == {}
+
+
+def test_the_worker_alone_holds_a_token_for_the_broker(enabled):
+    """A projected ServiceAccount token with exactly the audience the Broker announces, mounted
+    read-only where functions/common/oidc.py reads it, in the worker's container only."""
+    tokens = service_account_tokens(enabled)
+    assert {pod: [(t["audience"], t["files"]) for t in held] for pod, held in tokens.items()} == {
+        f"Deployment/{WORKER}": [
+            ("eventing.knative.dev/broker/meetings/default", {"worker": [(OIDC_TOKEN_FILE, True)]}),
+        ],
+    }  # fmt: skip
+    assert audience(broker_of(enabled)) == "eventing.knative.dev/broker/meetings/default"
+    (token,) = tokens[f"Deployment/{WORKER}"]
+    assert 600 <= token["expirationSeconds"] <= 86400  # what the API server issues (at least 10 minutes)
+    assert token["subject"] == f"system:serviceaccount:{NAMESPACE}:{WORKER}"
+    assert_valid_kubernetes(one(enabled, "Deployment", WORKER))
+
+
+def test_the_broker_token_goes_to_the_pods_that_publish_the_public_events(enabled):
+    """The webhook pump publishes them (functions/worker/webhooks.py); it runs on Celery's default
+    queue, so in the Celery Deployments that consume it: the worker, not the webhook workers (their
+    own queue only) nor beat (which runs no task)."""
+    celery = create_celery(Settings.from_env({}))
+    default_queue = celery.conf.task_default_queue
+    pump_queue = (celery.conf.task_routes or {}).get(TaskName.WEBHOOK_PUMP, {}).get("queue", default_queue)
+    running_the_pump = set()
+    for o in of_kind(enabled, "Deployment"):
+        command = container_of(o).get("command", [])
+        if command[:1] != ["celery"] or "worker" not in command:
+            continue
+        queues = command[command.index("--queues") + 1].split(",") if "--queues" in command else [default_queue]
+        if pump_queue in queues:
+            running_the_pump.add(f"Deployment/{o['metadata']['name']}")
+    assert running_the_pump == {f"Deployment/{WORKER}"}
+    assert set(broker_token_holders(enabled)) == running_the_pump
+
+
+def test_the_bots_send_as_their_sink_binding_to_the_broker(enabled):
+    """Knative gives the pods a SinkBinding binds a token for its sink's audience, issued to the
+    SinkBinding's own OIDC identity (knative/eventing pkg/reconciler/sinkbinding): so the sink must
+    be the Broker, and the bots' policy must name the SinkBinding, not the bots' ServiceAccount."""
+    binding, broker = bots_sink_binding(enabled), broker_of(enabled)
+    broker_ref = {"apiVersion": broker["apiVersion"], "kind": "Broker", "name": broker["metadata"]["name"]}
+    assert binding["spec"]["sink"]["ref"] == broker_ref
+    assert binding["metadata"]["namespace"] == broker["metadata"]["namespace"]
+    (bots,) = [p for p in policies_of(enabled) if p["metadata"]["name"] == f"{RELEASE}-bots"]
+    assert bots["spec"]["from"] == [{"ref": {"apiVersion": binding["apiVersion"], "kind": "SinkBinding",
+                                             "name": binding["metadata"]["name"], "namespace": NAMESPACE}}]  # fmt: skip
+
+
+def test_every_policy_subject_is_someone_who_sends(enabled):
+    """Each subject a policy names is one Vexa's senders present (or one of requestSenders)."""
+    who = Identities(enabled)
+    senders = {who.bots, who.worker, *who.triggers.values(), *ENABLED["eventPolicy"]["requestSenders"]}
+    named = {s for policy in policies_of(enabled) for s in subjects_of(policy, enabled)}
+    assert named <= senders and {who.bots, who.worker, who.transcription_replies} <= named
 
 
 # ---- who may send what ------------------------------------------------------------------------------

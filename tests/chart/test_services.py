@@ -117,13 +117,44 @@ def test_services_run_gunicorn_on_the_app_factories(rendered, name, monkeypatch)
     module, _, call = command[-1].partition(":")
     factory = getattr(importlib.import_module(module), call.removesuffix("()"))
     inspect.signature(factory).bind()
-    # Knative sets PORT to the container port; gunicorn_conf binds to it.
+    # Knative sets PORT to the container port; gunicorn_conf binds to it (and the gateway to METRICS_PORT too).
     assert container["ports"] == [{"name": "http1", "containerPort": 8080}]
     monkeypatch.setenv("PORT", str(container["ports"][0]["containerPort"]))
     monkeypatch.delenv("HOST", raising=False)
-    assert runpy.run_path(gunicorn_conf.__file__)["bind"] == "0.0.0.0:8080"
+    monkeypatch.delenv("METRICS_PORT", raising=False)
+    metrics_port = env_of(container).get("METRICS_PORT", {}).get("value")
+    if metrics_port:
+        monkeypatch.setenv("METRICS_PORT", metrics_port)
+    listens = ["0.0.0.0:8080", *([f"0.0.0.0:{metrics_port}"] if metrics_port else [])]
+    assert runpy.run_path(gunicorn_conf.__file__)["bind"] == listens
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": 8080}, probe
+
+
+# Ports of a Knative Service's pods that the queue-proxy takes (serving, admin, metrics): no container may listen there.
+KNATIVE_RESERVED_PORTS = {8012, 8013, 8022, 9090, 9091}
+
+
+def test_the_gateways_metrics_are_on_a_port_knative_does_not_route_to(with_values):
+    """The gateway is public: Knative's ingress reaches only the queue-proxy, which forwards to the
+    one declared port (8080). Its /metrics is on METRICS_PORT, declared nowhere, so only what
+    reaches the pod directly (Prometheus, admitted by networkPolicy.knative.extraFrom) scrapes it;
+    bot-manager and transcription, cluster-local, keep theirs on 8080."""
+    rendered, values = with_values
+    services = knative_services(rendered)
+    gateway = container_of(services["gateway"])
+    port = int(env_of(gateway)["METRICS_PORT"]["value"])
+    assert port == values["gateway"]["metricsPort"]
+    assert port != 8080 and port not in KNATIVE_RESERVED_PORTS
+    assert [p["containerPort"] for p in gateway["ports"]] == [8080]
+    for name in ("bot-manager", "transcription"):
+        assert "METRICS_PORT" not in env_of(container_of(services[name]))
+
+
+@pytest.mark.parametrize("port", [8080, *sorted(KNATIVE_RESERVED_PORTS)])
+def test_the_chart_refuses_a_metrics_port_knative_or_the_api_holds(chart, port):
+    with pytest.raises(Exception, match="metricsPort"):
+        render(chart, {"gateway": {"metricsPort": port}})
 
 
 def test_celery_worker_and_a_single_beat(rendered):

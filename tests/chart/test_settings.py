@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from functions.common.addresses import parse_networks
 from functions.common.admission import check_run_request
 from functions.common.errors import Unacceptable
 from functions.common.schemas import RunBotRequest
@@ -98,10 +99,13 @@ def test_the_gateway_gets_the_key_store_rate_limits_and_admin_token(with_values)
     }
     assert set(env_of(gateway)) - PROCESS_VARIABLES == {
         "LOG_LEVEL", "DATABASE_URL", "REDIS_URL", "BOT_MANAGER_URL", "MAX_REQUEST_BYTES", "DEFAULT_LANGUAGE",
-        "API_RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN", "STREAM_KEEPALIVE_SECONDS", "SERVICE_TOKEN",
-        *GATEWAY_WEBHOOK_SETTINGS,
+        "API_RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN", "STREAM_KEEPALIVE_SECONDS", "SERVICE_TOKEN", "PUBLIC_URL",
+        "TRUSTED_PROXY_NETWORKS", *GATEWAY_WEBHOOK_SETTINGS,
     }  # fmt: skip
     settings = Settings.from_env(plain_env(gateway_of(rendered)))
+    assert settings.public_url == values["gateway"]["publicUrl"]
+    trusted = parse_networks(",".join(values["gateway"]["trustedProxyNetworks"]))
+    assert trusted and parse_networks(settings.trusted_proxy_networks) == trusted
     assert settings.api_rate_limit_per_minute == values["settings"]["apiRateLimitPerMinute"]
     assert settings.stream_keepalive_seconds == values["gateway"]["streamKeepaliveSeconds"]
     assert settings.max_request_bytes == values["settings"]["maxRequestBytes"]

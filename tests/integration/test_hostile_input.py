@@ -28,6 +28,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy.dialects.postgresql import insert
 
 from functions.common import web
+from functions.common.admission import check_run_request
 from functions.common.bot_config import BotConfig
 from functions.common.events import (
     MAX_CHUNK_SECONDS,
@@ -46,6 +47,7 @@ from functions.common.events import (
 )
 from functions.common.languages import WHISPER_LANGUAGES, model_languages, supported_languages
 from functions.common.models import User
+from functions.common.schemas import RunBotRequest
 from functions.common.settings import REPO_ROOT, Settings
 from functions.transcription import create_app as create_transcription
 from functions.transcription.engines import model_path
@@ -108,6 +110,13 @@ def test_bot_manager_refuses_recordings_outside_recording_sources_and_stores_not
         str(allowed / "out" / "private.ogg"),  # through a linked folder
         f"file://{outside}/private.ogg",
         f"file://{allowed}/%2e%2e/outside/private.ogg",  # `..`, percent-encoded
+        # A path is opened as written, so these name odd folders inside; but whatever decodes them reads `..` or `/`.
+        f"{allowed}/%2e%2e/outside/private.ogg",
+        f"{allowed}/%2E%2E/outside/private.ogg",
+        f"{allowed}/.%2e/outside/private.ogg",
+        f"{allowed}/team%2fstandup.ogg",
+        f"file://{allowed}/team%2Fstandup.ogg",  # a file:// URL's path is decoded: this is team/standup.ogg, disguised
+        f"file://{allowed}/%252e%252e/outside/private.ogg",  # decoded once, a path with %2e%2e
         f"file://otherhost{allowed}/team/standup.ogg",
         f"{str(allowed)}-evil/team/standup.ogg",  # a folder whose name merely starts alike
         "http://media.example.com/calls/standup.ogg",  # the allowed host, but not https
@@ -129,6 +138,32 @@ def test_bot_manager_refuses_recordings_outside_recording_sources_and_stores_not
         # It names the field and what is allowed, so the caller can fix the request.
         assert "meeting_url" in error["message"] and str(allowed) in error["message"] and MEDIA in error["message"], error
     assert snapshot(database_url) == before
+
+
+def test_bot_manager_refuses_a_local_recording_that_does_not_exist_and_stores_nothing(manager, recordings):
+    app, database_url = manager
+    allowed = recordings["allowed"]
+    before = snapshot(database_url)
+    for url, says in [
+        (str(allowed / "team" / "absent.ogg"), "no such recording"),
+        (f"file://{allowed}/team/absent%20take.ogg", "no such recording"),
+        (str(allowed / "nowhere" / "absent.ogg"), "no such recording"),
+        (str(allowed / "team"), "a folder"),
+    ]:
+        status, body = run(app, url)
+        assert status == 422, (url, body)
+        assert body["error"]["code"] == "recording_not_found", (url, body)
+        assert "meeting_url" in body["error"]["message"] and says in body["error"]["message"], (url, body)
+    assert snapshot(database_url) == before
+    assert run(app, f"{MEDIA}absent.ogg")[0] == 201  # a URL is the bot's to fetch: nothing is fetched now
+
+
+def test_a_recording_folder_bot_manager_does_not_have_is_the_bots_to_judge():
+    """In a cluster a folder of RECORDING_SOURCES may be one of the bot's image only: bot-manager
+    cannot tell whether a file is there, so it lets the bot find out."""
+    settings = Settings.from_env({"RECORDING_SOURCES": "/nonexistent-vexa-recordings/", "WHISPER_MODEL": ""})
+    request = RunBotRequest(user_id="u", meeting_id="m", meeting_url="/nonexistent-vexa-recordings/standup.ogg")
+    assert check_run_request(request, settings).meeting_url == "/nonexistent-vexa-recordings/standup.ogg"
 
 
 def test_bot_manager_accepts_recordings_inside_and_stores_their_real_path(manager, recordings):

@@ -57,7 +57,7 @@ KNATIVE_CRDS = {
 KNATIVE_SERVICES = {"gateway": "gateway", "bot-manager": "bot_manager", "transcription": "transcription"}
 # Variables a Vexa container may get that are not application settings: gunicorn_conf's own
 # (README "Process-level variables").
-PROCESS_VARIABLES = {"GUNICORN_TIMEOUT", "GUNICORN_THREADS", "PROMETHEUS_MULTIPROC_DIR"}
+PROCESS_VARIABLES = {"GUNICORN_TIMEOUT", "GUNICORN_THREADS", "PROMETHEUS_MULTIPROC_DIR", "METRICS_PORT"}
 # The Kubernetes API identity: the Celery worker's, the only Vexa pod that talks to the API.
 WORKER = f"{RELEASE}-worker"
 BEAT = f"{RELEASE}-beat"
@@ -146,6 +146,8 @@ CUSTOM_VALUES = {
     "image": {"registry": "registry.example.com/team", "tag": "9.9.9"},
     "settings": {"logLevel": "DEBUG", "statusCacheSeconds": 2.5, "apiRateLimitPerMinute": 600,
                  "recordingSources": "https://media.example.com/calls/,/srv/recordings/"},
+    "gateway": {"metricsPort": 9464, "publicUrl": "https://api.example.com/v1",
+                "trustedProxyNetworks": ["127.0.0.1", "10.40.0.0/14", "35.191.0.0/16"]},
     "bot": {
         "resources": {"requests": {"cpu": "300m", "memory": "300Mi"}, "limits": {"cpu": "2", "memory": "700Mi"}},
         "browserResources": {"requests": {"cpu": "750m", "memory": "1500Mi"}, "limits": {"cpu": "3", "memory": "3Gi"}},

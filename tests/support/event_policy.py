@@ -14,6 +14,10 @@ Trigger. Filters are the SubscriptionsAPI dialects `exact`, `prefix`, `suffix`, 
 `not`. Left out: `to.selector`, CESQL filters (both raise), and what applies when no policy does
 (the cluster's default-authorization-mode: `allows` returns None).
 
+What a sender's token must be for, the addressable's audience (`status.address.audience`), is
+`audience`: knative/eventing pkg/auth GetAudience, `<group>/<kind>/<namespace>/<name>` lowercased.
+A token for another audience gets 401 before any policy is read.
+
 Knative's own check (pkg/auth SubjectAndFiltersPass) stops at the first applying policy whose
 `from` names the subject: a subject named by two policies gets one policy's filters, whichever
 comes first. `subjects_named_twice` finds subjects two policies name (exactly or by pattern); where
@@ -26,7 +30,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["allows", "applying", "child_name", "oidc_subject", "subjects_named_twice", "subjects_of"]
+__all__ = ["allows", "applying", "audience", "child_name", "oidc_subject", "subjects_named_twice", "subjects_of"]
 
 _LONGEST, _MD5_LENGTH = 63, 32
 
@@ -50,6 +54,13 @@ def oidc_subject(api_version: str, kind: str, name: str, namespace: str) -> str:
     group = api_version.rpartition("/")[0]
     account = child_name(name, f"-oidc-{group}-{kind}").lower()
     return f"system:serviceaccount:{namespace}:{account}"
+
+
+def audience(resource: dict[str, Any]) -> str:
+    """The OIDC audience of a Knative addressable (a rendered Broker, say): what its ingress wants
+    senders' tokens issued for."""
+    group = resource["apiVersion"].rpartition("/")[0]
+    return f"{group}/{resource['kind']}/{resource['metadata']['namespace']}/{resource['metadata']['name']}".lower()
 
 
 def _group(api_version: str) -> str:

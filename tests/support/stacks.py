@@ -33,11 +33,14 @@ from .receiver import EventReceiver
 
 # For in-process bot-managers: their launch tasks go to a Redis database no worker reads.
 IN_PROCESS_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-# What every test stack adds: recordings may come from temporary folders, and the tests' polling
-# is not rate limited (tests/api/test_tenants.py gives a key its own low limit).
+# What every test stack adds: recordings may come from temporary folders, the tests' polling
+# is not rate limited (tests/api/test_tenants.py gives a key its own low limit), and the hundreds
+# of bad keys the tenant matrix and the fuzzer send from 127.0.0.1 are counted but never refused
+# (tests/integration/test_gateway_hardening.py refuses them, with a low FAILED_KEY_LIMIT).
 TEST_STACK_ENV = {
     "RECORDING_SOURCES": f"{REPO_ROOT / 'local' / 'sample'}/,{tempfile.gettempdir()}/,https://",
     "API_RATE_LIMIT_PER_MINUTE": "100000",
+    "FAILED_KEY_LIMIT": "100000",
 }
 # An in-process bot-manager's secrets (a whole stack generates its own: Stack.secret).
 IN_PROCESS_SECRETS = {"EVENT_SIGNING_KEY": "in-process-event-signing-key", "SERVICE_TOKEN": "in-process-service-token"}

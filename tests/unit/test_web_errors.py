@@ -37,6 +37,13 @@ def test_each_kind_of_refusal_has_its_status_and_keeps_its_code(refusal: type[Do
     response = app_raising(refusal("some_code", "what is wrong")).test_client().get("/")
     assert response.status_code == status
     assert response.get_json() == {"error": {"code": "some_code", "message": "what is wrong"}}
+    assert "Retry-After" not in response.headers
+
+
+def test_a_refusal_that_knows_when_to_retry_says_so_in_retry_after() -> None:
+    response = app_raising(LimitReached("over_budget", "too much today", retry_after=3600)).test_client().get("/")
+    assert response.status_code == 429 and response.headers["Retry-After"] == "3600"
+    assert response.get_json() == {"error": {"code": "over_budget", "message": "too much today"}}
 
 
 def test_a_refusal_of_a_kind_of_its_own_gets_its_parents_status() -> None:

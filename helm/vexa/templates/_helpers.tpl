@@ -251,6 +251,17 @@ Files are read in name order, as the local broker does.
 {{- .Values.eventing.brokerIngressUrl | default (printf "http://broker-ingress.knative-eventing.svc.%s/%s/%s" .Values.clusterDomain .Release.Namespace (include "vexa.brokerName" .)) -}}
 {{- end -}}
 
+{{/*
+The Broker's OIDC audience, which a sender's token must be issued for: what the Broker announces
+in status.address.audience, `<group>/<kind>/<namespace>/<name>` lowercased (knative/eventing
+pkg/auth/audience.go GetAudience, set by pkg/reconciler/broker; e.g.
+eventing.knative.dev/broker/<namespace>/default in
+https://knative.dev/docs/eventing/features/sender-identity/).
+*/}}
+{{- define "vexa.brokerAudience" -}}
+{{- printf "eventing.knative.dev/broker/%s/%s" .Release.Namespace (include "vexa.brokerName" .) | lower -}}
+{{- end -}}
+
 {{/* The SinkBinding that gives bot Jobs the Broker as K_SINK (sinkbinding.yaml). */}}
 {{- define "vexa.botSinkBindingName" -}}{{ include "vexa.fullname" . }}-bot-sink{{- end -}}
 

@@ -143,7 +143,8 @@ def test_image_imports_its_entry_point_without_the_dropped_dependencies(target):
         {IMAGE_CHECKS[target]}
         print("imports ok")
     """)
-    env = clean_env(TRANSCRIPTION_ENGINE="faster-whisper", HF_HUB_OFFLINE="1", DATABASE_URL="postgresql+pg8000://u@127.0.0.1:1/x")
+    env = clean_env(TRANSCRIPTION_ENGINE="faster-whisper", HF_HUB_OFFLINE="1", DATABASE_URL="postgresql+pg8000://u@127.0.0.1:1/x",
+                    EVENT_SIGNING_KEY="image-test", SERVICE_TOKEN="image-test")  # the services refuse to start without them
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "imports ok" in result.stdout, result.stderr[-3000:]
 

@@ -46,6 +46,7 @@ from tests.support.stacks import SAMPLE
 
 NAMESPACE = "vexa"
 JOBS = kmock.resource("batch", "v1", "jobs")
+SECRETS = kmock.resource("", "v1", "secrets")
 LIVE = (BotRunState.PENDING, BotRunState.RUNNING)
 # The oldest Kubernetes this Job is for (1.33: Job success policy, SuccessCriteriaMet, is stable)
 # and the newest whose schema kubernetes-validate ships.
@@ -76,11 +77,18 @@ def make_spec(settings: Settings, user: str = "erin", meeting: str | None = None
 
 
 class JobsEmulator(kmock.KubernetesEmulator):
-    """kmock's emulator, taking `watch=True` for a watch as the API server does.
+    """kmock's emulator, taking `watch=True` for a watch as the API server does, and giving what it
+    creates a uid.
 
     The kubernetes client spells the flag `True`; kmock knows only `true` and
     would answer a one-off list, which ends every watch at once.
     """
+
+    async def _handle(self, request: Any) -> Any:
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            # The API server gives every object it creates a uid (an owner reference must name it); kmock does not.
+            request.data.setdefault("metadata", {}).setdefault("uid", str(uuid.uuid4()))
+        return await super()._handle(request)
 
     async def __call__(self, raw_request: Any) -> Any:
         if raw_request.query.get("watch") == "True":
@@ -114,6 +122,7 @@ class KubeEmulator:
         emulator = await self._stack.enter_async_context(JobsEmulator())
         server = await self._stack.enter_async_context(kmock.Server(emulator))
         emulator.resources[JOBS] = kmock.ResourceInfo(kind="Job", namespaced=True, subresources={"status"})
+        emulator.resources[SECRETS] = kmock.ResourceInfo(kind="Secret", namespaced=True)
         return emulator, str(server.url).rstrip("/")
 
     def _run(self, coroutine: Any) -> Any:
@@ -470,10 +479,36 @@ def test_the_job_is_labelled_for_the_sinkbinding_and_for_listing(job: dict[str, 
 
 
 def _env_of(job: dict[str, Any]) -> dict[str, str]:
+    """The Job's plain variables (those from a Secret are _secret_env_of's)."""
     [container] = job["spec"]["template"]["spec"]["containers"]
     names = [variable["name"] for variable in container["env"]]
     assert names == sorted(names)
-    return {variable["name"]: variable["value"] for variable in container["env"]}
+    return {variable["name"]: variable["value"] for variable in container["env"] if "value" in variable}
+
+
+def _secret_env_of(job: dict[str, Any]) -> dict[str, dict[str, str]]:
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    return {v["name"]: v["valueFrom"]["secretKeyRef"] for v in container["env"] if "valueFrom" in v}
+
+
+def test_the_session_key_is_in_a_secret_the_job_owns_never_in_the_job(emulator: KubeEmulator) -> None:
+    """Who may read Jobs (and their pods' specs) does not get the key that signs the bot's events;
+    the Secret holding it goes with the Job (its owner)."""
+    settings = make_settings()
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    spec = replace(make_spec(settings), env={**make_spec(settings).env, ENV_NAMES["session_key"]: "c2Vzc2lvbi1rZXk="})
+    orchestrator.launch(spec)
+    orchestrator.launch(spec)  # idempotent: one Job, one Secret
+
+    core, batch = client.CoreV1Api(emulator.api_client()), client.BatchV1Api(emulator.api_client())
+    job = batch.read_namespaced_job(spec.name, NAMESPACE)
+    secret = core.read_namespaced_secret(spec.name, NAMESPACE)
+    assert "c2Vzc2lvbi1rZXk=" not in json.dumps(client.ApiClient().sanitize_for_serialization(job))
+    assert _secret_env_of(build_job(spec, settings)) == {"VEXA_SESSION_KEY": {"name": spec.name, "key": "session-key"}}
+    assert secret.string_data == {"session-key": "c2Vzc2lvbi1rZXk="}  # as sent (the emulator keeps stringData)
+    [owner] = secret.metadata.owner_references
+    assert (owner.kind, owner.name, owner.uid) == ("Job", spec.name, job.metadata.uid)
+    assert len(emulator.kmock[kmock.action.CREATE, SECRETS]) == 2 and len(list(core.list_namespaced_secret(NAMESPACE).items)) == 1
 
 
 def test_the_job_passes_the_bot_its_whole_config(job: dict[str, Any]) -> None:

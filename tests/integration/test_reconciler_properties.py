@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, selectinload
 from functions.common.db import engine_for
 from functions.common.events import BotState, Identity
 from functions.common.lifecycle import LIVE, MeetingStatus
-from functions.common.models import Meeting, TranscribedChunk
+from functions.common.models import BotSession, Meeting, TranscribedChunk
 from functions.worker.launching import launch_session, stop_session
 from functions.worker.orchestrator import BotRunState, BotRunStatus, BotSpec
 from functions.worker.reconciler import Policy, policy_from, reconcile_once
@@ -124,9 +124,14 @@ class World:
 
     def current(self) -> Bot:
         with self.bot_manager.app.extensions["vexa"].db_sessions() as db:
-            bot_session = db.get(Meeting, self.meeting_pk).sessions[-1]
-            name, session_id = bot_session.bot_name, bot_session.id
+            name = db.get(Meeting, self.meeting_pk).sessions[-1].bot_name
+        return self.bot(name)
+
+    def bot(self, name: str) -> Bot:
+        """The bot of that name: of any session, the current one or one the reconciler replaced or stopped unseen."""
         if name not in self.bots:
+            with self.bot_manager.app.extensions["vexa"].db_sessions() as db:
+                session_id = db.scalar(select(BotSession.id).where(BotSession.bot_name == name))
             self.bots[name] = Bot(Identity(meeting_pk=str(self.meeting_pk), user_id=USER, session_id=session_id), name)
         return self.bots[name]
 
@@ -197,7 +202,7 @@ def _deliver_report(world: World, _: object) -> None:
     """The oldest held-up final report arrives (a crash's says a new bot may succeed)."""
     if world.orchestrator.unreported:
         name, state = world.orchestrator.unreported.pop(0)
-        bot = world.bots[name]
+        bot = world.bot(name)
         retryable = {"retryable": True, "reason": "bot_error: boom"} if state == BotState.FAILED else {}
         _expect(bot_events.status(world.bot_manager.client, bot.who, state, _now(), chunks_sent=bot.sent, **retryable), 204)
 

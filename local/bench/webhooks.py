@@ -216,7 +216,7 @@ def _quiesce(bs: BenchStack, ids: dict[str, list[uuid.UUID]], receivers: Receive
     with session_factory(bs.database_url)() as db, db.begin():
         for endpoint in db.scalars(select(WebhookEndpoint).where(WebhookEndpoint.id.in_(ids["fast"] + ids["silent"]))):
             endpoints.disable(db, endpoint, "the bench run is over")
-    queue = redis.Redis.from_url(bs.stack.settings.redis_url)
+    queue = redis.Redis.from_url(bs.stack.redis_url)  # the stack's own (embedded, with its password)
 
     def idle() -> bool:
         if queue.llen(WEBHOOK_QUEUE) or receivers.silent.open:  # type: ignore[attr-defined]

@@ -43,8 +43,9 @@ def test_bot_manager_gets_what_its_api_needs_and_nothing_to_launch_bots_with(wit
     manager = env_of(container_of(knative_services(rendered)["bot-manager"]))
     worker = env_of(container_of(one(rendered, "Deployment", WORKER)))
     beat = env_of(container_of(one(rendered, "Deployment", BEAT)))
-    # Two go to both: bot-manager refuses run requests by them, the worker builds bots from them.
-    admission = {"RECORDING_SOURCES", "MAX_MEETING_SECONDS"}
+    # Two go to both: bot-manager refuses run requests by them, the worker builds bots from them;
+    # and the audio budget: bot-manager refuses runs past it, the worker's reconciler stops meetings past it.
+    admission = {"RECORDING_SOURCES", "MAX_MEETING_SECONDS", "AUDIO_MINUTES_PER_USER_PER_DAY"}
     # And EVENT_SIGNING_KEY: the worker derives each bot's session key from it, bot-manager checks events with it.
     signing = {"EVENT_SIGNING_KEY"}
     launching = set(worker) - set(beat) - admission - signing  # for launching bots, beyond Celery's own
@@ -53,11 +54,14 @@ def test_bot_manager_gets_what_its_api_needs_and_nothing_to_launch_bots_with(wit
     assert set(manager) - PROCESS_VARIABLES - {"WHISPER_MODEL"} == {
         "LOG_LEVEL", "DATABASE_URL", "REDIS_URL", "MAX_BOTS_PER_USER", "MAX_EVENT_BYTES", "DEFAULT_LANGUAGE",
         "STATUS_CACHE_SECONDS", "RECORDING_SOURCES", "MAX_MEETING_SECONDS", "SERVICE_TOKEN", "EVENT_SIGNING_KEY",
+        "AUDIO_MINUTES_PER_USER_PER_DAY",
     }  # fmt: skip
     # WHISPER_MODEL, from transcription.model, lets it refuse languages the model does not know.
     assert manager.get("WHISPER_MODEL", {}).get("value", "") == values["transcription"]["model"]
     settings = manager_settings(rendered)
     assert settings.max_bots_per_user == values["settings"]["maxBotsPerUser"]
+    assert settings.audio_minutes_per_user_per_day == values["settings"]["audioMinutesPerUserPerDay"]
+    assert worker["AUDIO_MINUTES_PER_USER_PER_DAY"]["value"] == str(values["settings"]["audioMinutesPerUserPerDay"])
     assert settings.max_event_bytes == values["settings"]["maxEventBytes"]
     assert settings.default_language == values["settings"]["defaultLanguage"]
     assert settings.status_cache_seconds == values["settings"]["statusCacheSeconds"]

@@ -194,11 +194,17 @@ def _via_broker(stack: RunningStack, event: CloudEvent) -> int:
     accepted = requests.post(f"{stack.url('broker')}/vexa/default", headers=message.headers, data=message.body, timeout=30)
     assert accepted.status_code == 202, accepted.text
 
+    return _subscriber_refusal(stack, event.get_id(), 30)
+
+
+def _subscriber_refusal(stack: RunningStack, event_id: str, timeout: float) -> int:
+    """The status with which the broker's subscriber refused `event_id` (the broker dead-lettered it then)."""
+
     def refused() -> int | None:
-        return next((line["status"] for line in _broker_outcomes(stack, event.get_id())
+        return next((line["status"] for line in _broker_outcomes(stack, event_id)
                      if line["event"] == "broker.dead_letter" and "subscriber" in line), None)  # fmt: skip
 
-    return wait_for(refused, 30, f"the broker to dead-letter {event.get_id()}")
+    return wait_for(refused, timeout, f"the broker to dead-letter {event_id}")
 
 
 def _settled(stack: RunningStack, before: dict) -> dict:
@@ -256,9 +262,6 @@ def test_a_chunk_replayed_after_its_session_ended_reaches_no_transcript(stack: R
     message = to_http(chunk)
     assert requests.post(f"{stack.url('broker')}/vexa/default", headers=message.headers, data=message.body, timeout=30).status_code == 202
     reply_id = f"{ended.session_id}:segments:{chunks_made + 1}"
-    status = wait_for(lambda: next((line["status"] for line in _broker_outcomes(stack, reply_id)
-                                    if line["event"] == "broker.dead_letter" and "subscriber" in line), None),
-                      60, "transcription's reply to be refused")  # fmt: skip
-    assert status == 410
+    assert _subscriber_refusal(stack, reply_id, 60) == 410  # transcription's reply, refused
     assert snapshot(stack.database_url) == before
     assert "wire" not in json.dumps(stack.transcript("grace", completed.meeting["meeting_id"]))

@@ -31,6 +31,7 @@ from functions.common.events import (
 from functions.common.settings import REPO_ROOT
 from local.stack import free_port
 from tests.support.knative import service_ref, trigger, write_knative
+from tests.support.processes import wait_healthy
 from tests.support.receiver import Answer, Delivery, EventReceiver
 
 IDENTITY = Identity(meeting_pk="m-1", user_id="u-1", session_id="s-1")
@@ -118,27 +119,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory):
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process, log_path)
+        wait_healthy(url, process, log_path, 20, "the broker")
         yield Broker(url, f"{url}/tests/test-broker", transcription, bot_manager, other, late_port, log_path)
     finally:
         process.terminate()
         process.wait(timeout=10)
         for subscriber in (transcription, bot_manager, other):
             subscriber.stop()
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the broker exited:\n{log_path.read_text()}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or the worker is still booting
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"the broker did not become healthy:\n{log_path.read_text()}")
 
 
 def event(event_type: str, data: Any = None, identity: Identity = IDENTITY) -> CloudEvent:

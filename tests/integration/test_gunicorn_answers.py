@@ -12,8 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -23,6 +21,7 @@ from cloudevents.core.v1.event import CloudEvent
 from functions.common.events import Attr, to_http
 from functions.common.settings import REPO_ROOT
 from local.stack import free_port
+from tests.support.processes import wait_healthy
 
 MAX_EVENT_BYTES = 100_000
 TEN_MB = 10 * 2**20
@@ -42,25 +41,11 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process, log_path)
+        wait_healthy(url, process, log_path, 30, "gunicorn")
         yield url
     finally:
         process.terminate()
         process.wait(timeout=20)
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited:\n{log_path.read_text()}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"gunicorn did not become healthy:\n{log_path.read_text()}")
 
 
 def _chunked(body: bytes, piece: int = 64 * 1024) -> Iterator[bytes]:

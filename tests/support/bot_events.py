@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from cloudevents.core.v1.event import CloudEvent
 from flask.testing import FlaskClient
 
-from functions.common import signing
 from functions.common.events import (
     BotHeartbeatData,
     BotState,
@@ -20,18 +19,20 @@ from functions.common.events import (
     Segment,
     TranscriptSegmentsData,
     event_source,
+    identity_of,
     new_event,
     to_http,
 )
+
+from .signing import as_sender
 
 CHUNK_SECONDS = 5.0
 
 
 def post(client: FlaskClient, event: CloudEvent, who: Identity) -> int:
     """POST `event` to bot-manager's /events, signed by its type's sender for `who`'s session."""
-    master = client.application.extensions["vexa"].signing_key
-    kind = EventType(event.get_type())
-    message = to_http(signing.signed(event, signing.session_key(master, who, signing.SIGNERS[kind])))
+    assert identity_of(event) == who
+    message = to_http(as_sender(event, client.application.extensions["vexa"].signing_key))
     return client.post("/events", headers=message.headers, data=message.body).status_code
 
 

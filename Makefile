@@ -79,7 +79,7 @@ demo: up
 	@echo "Follow it live in a browser: $${GATEWAY_URL:-http://127.0.0.1:$${GATEWAY_PORT:-8000}}/live?user=demo&meeting=$(DEMO_MEETING)"
 	@echo "  (the page asks for demo's API key: it is in $${STATE_DIR:-.vexa}/keys/demo, which the client creates on first use)"
 	$(CLIENT) run --user demo --meeting '$(DEMO_MEETING)' --speed $(DEMO_SPEED) \
-	    --title "Sample stand-up" --follow
+	    --title "Sample stand-up" --follow --final
 
 # Two lanes side by side (tests/conftest.py says which test runs where); LANES= runs them in one process.
 LANES ?= -n 2
@@ -106,12 +106,14 @@ clean: $(INSTALLED)
 # Images are <REGISTRY>/vexa-<component>:<TAG>, each a --target of the repo root's Dockerfile
 # (gateway, bot-manager, transcription, bot, worker), built from the repo root. TAG is a version
 # (pyproject.toml's by default), never "latest". ENGINE picks the transcription engine baked
-# into vexa-transcription: whisperx (default; CUDA torch, ~5 GB more) or faster-whisper (small).
+# into the transcription image, which is named after it as the chart expects: faster-whisper
+# (default, small) builds vexa-transcription, whisperx (CUDA torch, ~5 GB more)
+# vexa-transcription-whisperx.
 # DOCKER_BUILD may add flags, e.g. "docker buildx build --platform linux/amd64 --push".
 VEXA_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 REGISTRY ?= ghcr.io/vexa-ai
 TAG ?= $(VEXA_VERSION)
-ENGINE ?= whisperx
+ENGINE ?= faster-whisper
 DOCKER_BUILD ?= docker build --provenance=false
 
 .PHONY: images local local-down lint-shell
@@ -120,7 +122,7 @@ images:
 	$(if $(and $(filter 1,$(words $(TAG))),$(filter 0% 1% 2% 3% 4% 5% 6% 7% 8% 9%,$(TAG))),,$(error TAG must be a version such as $(VEXA_VERSION), not '$(TAG)'))
 	$(DOCKER_BUILD) --target gateway -t $(REGISTRY)/vexa-gateway:$(TAG) .
 	$(DOCKER_BUILD) --target bot-manager -t $(REGISTRY)/vexa-bot-manager:$(TAG) .
-	$(DOCKER_BUILD) --target transcription --build-arg ENGINE=$(ENGINE) -t $(REGISTRY)/vexa-transcription:$(TAG) .
+	$(DOCKER_BUILD) --target transcription --build-arg ENGINE=$(ENGINE) -t $(REGISTRY)/vexa-transcription$(if $(filter whisperx,$(ENGINE)),-whisperx):$(TAG) .
 	$(DOCKER_BUILD) --target bot -t $(REGISTRY)/vexa-bot:$(TAG) .
 	$(DOCKER_BUILD) --target worker -t $(REGISTRY)/vexa-worker:$(TAG) .
 
@@ -130,7 +132,7 @@ local:
 	bash local/kind/up.sh create-cluster
 	bash local/kind/up.sh install-knative
 	$(MAKE) images REGISTRY=kind.local TAG=$(TAG) ENGINE=$(ENGINE)
-	TAG=$(TAG) bash local/kind/up.sh load-images
+	TAG=$(TAG) ENGINE=$(ENGINE) bash local/kind/up.sh load-images
 	TAG=$(TAG) ENGINE=$(ENGINE) bash local/kind/up.sh install-chart
 	TAG=$(TAG) bash local/kind/up.sh smoke-test
 

@@ -34,7 +34,7 @@ def main() -> int:
         return 2
     install_signal_handlers(bot)
     if _early_signals:
-        bot.leave()
+        bot.leave(signal.Signals(_early_signals[0]).name)
     return bot.run()
 
 

@@ -114,6 +114,19 @@ class Chunker:
             return []
         return [self._chunk(pcm, speech_ms)]
 
+    @property
+    def building(self) -> tuple[int, float]:
+        """The chunk being built: its seq, and how many seconds of it are in (cheap: no copy)."""
+        return self._seq, len(self._frames) * FRAME_MS / 1000
+
+    def draft(self) -> Chunk | None:
+        """The chunk being built, as it would be sent if it ended now (it goes on being built):
+        what a draft is made of. None before its first frame."""
+        if not self._frames:
+            return None
+        speech_ms = sum(frame.speech for frame in self._frames) * FRAME_MS
+        return Chunk(self._seq, self._offset_samples * 1000 // SAMPLE_RATE, b"".join(f.pcm for f in self._frames), speech_ms)
+
     def _add(self, pcm: bytes) -> Chunk | None:
         speech = self._vad.is_speech(pcm, SAMPLE_RATE)
         self._frames.append(_Frame(pcm, speech, _rms(pcm)))

@@ -38,7 +38,7 @@ from functions.common.events import (
 )
 from functions.common.signing import decode_key, signed
 from functions.common.lifecycle import CompletionReason
-from functions.common.recordings import allowed_recording, parse_recording_networks, parse_sources
+from functions.common.recording_sources import allowed_recording, parse_recording_networks, parse_sources
 
 from .chunker import Chunk, Chunker
 from .sink import EventSink
@@ -61,20 +61,28 @@ class Bot:
         # Set from a signal handler, so a plain attribute: taking a lock there can deadlock
         # with the very code the signal interrupted. The capture loop checks it every block.
         self.leave_requested = False
+        self.leave_reason: str | None = None
         self.finished = threading.Event()  # ends the heartbeats
         self.session_start: datetime | None = None
         self.chunks_made = 0
         self.speaker_events = 0
+        # Drafts (the chunk being built, sent every draft_interval_seconds of its audio, at most
+        # as often in wall time): the chunk drafted last, how much of it, and when.
+        self._drafted: tuple[int, float] = (-1, 0.0)
+        self._next_draft_at = 0.0
 
     def _chunker(self, start_ms: int) -> Chunker:
         c = self.config
         return Chunker(c.chunk_min_seconds, c.chunk_max_seconds, c.chunk_pause_ms, c.vad_aggressiveness, start_ms)
 
-    def leave(self) -> None:
+    def leave(self, why: str = "requested") -> None:
         """Leave gracefully: capture stops within one audio block; what was captured is still sent.
 
-        Safe to call from a signal handler.
+        Safe to call from a signal handler: it only sets attributes (`why`: the signal's name, logged
+        by _finish). Logging there is not safe: a signal that lands while the main thread writes a
+        log line makes the handler's own write a reentrant one, which raises, and the stop was lost.
         """
+        self.leave_reason = why
         self.leave_requested = True  # sources read it through stop_requested()
 
     def run(self) -> int:
@@ -101,6 +109,7 @@ class Bot:
             self._status(BotState.ACTIVE)
             for block in source.frames():
                 self._send_chunks(self.chunker.feed(block))
+                self._send_draft()
                 if self.leave_requested:
                     break
             self._send_chunks(self.chunker.flush())
@@ -148,15 +157,20 @@ class Bot:
         The session's audio position 0 is then the meeting's; None when this is a first
         session, or a live meeting that cannot be rewound (its audio starts now).
         """
-        resume_from, origin = self.config.resume_from_seconds, self.config.audio_origin
-        if not (resume_from and origin and source.skip(resume_from)):
+        # Chunk offsets count in ms: starting on a whole ms puts this audio exactly where it was
+        # played, which the meeting's recording relies on (functions/recordings/assembly.py).
+        resume_ms, origin = round(self.config.resume_from_seconds * 1000), self.config.audio_origin
+        resume_from = resume_ms / 1000
+        if not (resume_ms and origin and source.skip(resume_from)):
             return None
-        self.chunker = self._chunker(start_ms=round(resume_from * 1000))
+        self.chunker = self._chunker(start_ms=resume_ms)
         log.info("bot.resumed", extra={"resume_from_s": resume_from})
         return datetime.fromisoformat(origin)
 
     def _finish(self, state: BotState, reason: str, retryable: bool = False, screenshot: bytes | None = None) -> int:
         self.finished.set()  # ends the heartbeats: the final status says the rest
+        if self.leave_requested:
+            log.info("bot.leave_requested", extra={"why": self.leave_reason})
         # Deliver the audio first, so the final status counts exactly what arrived; what
         # cannot be delivered in time is given up and counted, so the status itself still goes out.
         if not self.sink.drain(time.monotonic() + self.config.drain_seconds):
@@ -181,21 +195,41 @@ class Bot:
 
     def _send_chunks(self, chunks: list[Chunk]) -> None:
         for chunk in chunks:
-            assert self.session_start is not None
-            event = self._event(
-                EventType.AUDIO_CHUNK,
-                f"{self.config.session_id}:chunk:{chunk.seq}",
-                encode_wav(chunk.pcm),
-                {
-                    Attr.CHUNK_SEQ: chunk.seq,
-                    Attr.OFFSET_MS: chunk.offset_ms,
-                    Attr.SESSION_START: self.session_start,
-                    Attr.LANGUAGE: self.config.language,
-                },
-            )
+            event = self._event(EventType.AUDIO_CHUNK, f"{self.config.session_id}:chunk:{chunk.seq}",
+                                encode_wav(chunk.pcm), self._audio_attributes(chunk))  # fmt: skip
             self.chunks_made += 1
             self.sink.send(event, is_chunk=True)
             log.info("bot.chunk", extra={"chunk_seq": chunk.seq, "seconds": round(chunk.duration, 2)})
+
+    def _send_draft(self) -> None:
+        """The chunk being built, as a draft, when another interval of its audio has been heard:
+        best effort (EventSink.offer), so never at the expense of a chunk."""
+        interval = self.config.draft_interval_seconds
+        seq, seconds = self.chunker.building
+        drafted = self._drafted[1] if self._drafted[0] == seq else 0.0
+        if interval <= 0 or seconds < drafted + interval or time.monotonic() < self._next_draft_at:
+            return
+        draft = self.chunker.draft()
+        self._drafted, self._next_draft_at = (seq, seconds), time.monotonic() + interval
+        if draft is None or not draft.has_speech:
+            return
+        event = self._event(
+            EventType.AUDIO_DRAFT,
+            f"{self.config.session_id}:draft:{draft.seq}:{round(draft.duration * 1000)}",
+            encode_wav(draft.pcm),
+            self._audio_attributes(draft),
+        )
+        self.sink.offer(event)
+
+    def _audio_attributes(self, chunk: Chunk) -> dict[str, Any]:
+        """Where a chunk (or a chunk's draft) lies in the session's audio, and its language."""
+        assert self.session_start is not None
+        return {
+            Attr.CHUNK_SEQ: chunk.seq,
+            Attr.OFFSET_MS: chunk.offset_ms,
+            Attr.SESSION_START: self.session_start,
+            Attr.LANGUAGE: self.config.language,
+        }
 
     def _event(self, kind: EventType, event_id: str, data: BaseModel | bytes, extra: dict[str, Any] | None = None) -> CloudEvent:
         """An event of this session, signed with its key."""
@@ -227,8 +261,7 @@ class Bot:
 
 def install_signal_handlers(bot: Bot) -> None:
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("bot.signal", extra={"signal": signal.Signals(signum).name})
-        bot.leave()
+        bot.leave(signal.Signals(signum).name)  # nothing else here: see Bot.leave
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

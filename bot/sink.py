@@ -6,8 +6,8 @@ counted (status events are never dropped), so the bot reports exactly what
 was lost instead of silently losing it.
 
 Where the cluster authenticates senders (Knative's `authentication-oidc`), every request carries
-the OIDC token Knative's SinkBinding mounts into the bot's pod (functions/common/oidc.py: read
-again for each request, since Knative renews it); without that file it carries none.
+the OIDC token the worker projects into the bot's pod (functions/common/oidc.py: read again for
+each request, since the kubelet renews it); without that file it carries none.
 """
 from __future__ import annotations
 
@@ -34,12 +34,13 @@ MIN_BACKOFF, MAX_BACKOFF = 0.2, 5.0
 class _Pending:
     event: CloudEvent
     is_chunk: bool
+    best_effort: bool = False  # tried once, never retried (a draft)
 
 
 class EventSink:
     def __init__(self, url: str, capacity: int, timeout: float = SINK_REQUEST_SECONDS, token: Path | None = None):
         """`token`: the OIDC token file sent with every request where it exists (by default
-        functions/common/oidc.py's token_file(): /oidc/token, where Knative's SinkBinding mounts it)."""
+        functions/common/oidc.py's token_file(): /oidc/token, where the bot's Job mounts it)."""
         self.url = url
         self.capacity = capacity
         self.timeout = timeout
@@ -67,6 +68,17 @@ class EventSink:
                 self._drop_oldest_chunk()
             self._queue.append(_Pending(event, is_chunk))
             self._changed.notify_all()
+
+    def offer(self, event: CloudEvent) -> bool:
+        """Send `event` once, and only if nothing waits before it: a draft never queues ahead of
+        audio or a status (at most one request to the sink is in their way), and is never retried.
+        False: dropped."""
+        with self._changed:
+            if self._queue or self._closed:
+                return False
+            self._queue.append(_Pending(event, is_chunk=False, best_effort=True))
+            self._changed.notify_all()
+            return True
 
     def pending(self, event_type: str) -> bool:
         with self._changed:
@@ -123,6 +135,8 @@ class EventSink:
                     return
                 head = self._queue[0]
             outcome = self._post(head.event)
+            if outcome == "retry" and head.best_effort:
+                outcome = "dropped"
             with self._changed:
                 if outcome != "retry":
                     if self._queue and self._queue[0] is head:

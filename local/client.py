@@ -27,6 +27,7 @@ from functions.common.platforms import platform_of_url
 from functions.common.settings import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "local" / "sample" / "meeting.ogg"
+FINAL_WAIT_SECONDS = 180.0  # a final pass over an hour of audio takes minutes on a CPU: `--final` waits this long
 
 
 class Client:
@@ -46,6 +47,28 @@ class Client:
         if platform_of_url(url) is None:
             body["replay_speed"] = speed
         return self.call("POST", "/bot/run", expect=(201,), json=body).json()
+
+    def final(self, user: str, meeting: str, timeout: float = FINAL_WAIT_SECONDS) -> str | None:
+        """The meeting's final transcript as text once its pass is done; None if none comes in time
+        (no recording, FINAL_TRANSCRIPTS=0, or a failed pass: its history says which)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            head = self.call("GET", f"/transcript/{user}/{meeting}").json()
+            if head["transcript"] == "final":
+                return self.call("GET", f"/transcript/{user}/{meeting}", params={"format": "txt"}).text
+            if not head["meeting"]["recording"]:
+                return None
+            time.sleep(1)
+        return None
+
+    def recording(self, user: str, meeting: str, path: Path) -> int:
+        """Save the meeting's recording as a WAV file; its size in bytes."""
+        with self.http.get(f"{self.base_url}/recording/{user}/{meeting}", stream=True, timeout=30) as response:
+            response.raise_for_status()
+            with path.open("wb") as out:
+                for block in response.iter_content(1 << 16):
+                    out.write(block)
+        return path.stat().st_size
 
     def follow(self, user: str, meeting: str, out=sys.stdout) -> dict:
         """Print the meeting as it happens, from its live feed (Server-Sent Events), until it ends;
@@ -152,6 +175,7 @@ def main() -> None:
     run.add_argument("--speed", type=float, default=1.0, help="replay speed (1.0 = real time)")
     run.add_argument("--title", default=None)
     run.add_argument("--follow", action="store_true", help="print the transcript live until the meeting ends")
+    run.add_argument("--final", action="store_true", help="then wait for the final transcript, print it and save the recording")
     transcript.add_argument("--format", default="txt", choices=["json", "txt", "srt", "vtt"])
     args = parser.parse_args()
     client = Client(args.gateway)
@@ -164,6 +188,8 @@ def main() -> None:
         if args.follow:
             final = client.follow(args.user, args.meeting)["meeting"]
             print(f"meeting {final['status']}: {final['status_reason']}")
+        if args.final:
+            show_final(client, args.user, args.meeting)
     elif args.command == "follow":
         final = client.follow(args.user, args.meeting)["meeting"]
         print(f"meeting {final['status']}: {final['status_reason']}")
@@ -174,6 +200,17 @@ def main() -> None:
     else:
         response = client.call("GET", f"/transcript/{args.user}/{args.meeting}", params={"format": args.format})
         print(json.dumps(response.json(), indent=2) if args.format == "json" else response.text, end="")
+
+
+def show_final(client: Client, user: str, meeting: str) -> None:
+    print("-- waiting for the final transcript (the whole recording in one pass)", flush=True)
+    text = client.final(user, meeting)
+    if text is None:
+        print("-- no final transcript: see the meeting's history (GET /transcript)")
+        return
+    print(text, end="")
+    saved = Path(os.environ.get("STATE_DIR", ".vexa")) / f"{meeting}.wav"
+    print(f"-- recording saved to {saved} ({client.recording(user, meeting, saved)} bytes)")
 
 
 if __name__ == "__main__":

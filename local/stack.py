@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -27,6 +28,7 @@ import requests
 from functions.common.processes import pid_alive
 from functions.common.settings import REPO_ROOT, SETTINGS, Settings
 from functions.common.tasks import WEBHOOK_QUEUE
+from functions.transcription import request_threads
 from functions.worker.orchestrator import ProcessOrchestrator
 
 from . import embedded_postgres
@@ -41,6 +43,26 @@ PROGRAM_SECRETS: dict[str, tuple[str, ...]] = {
     "celery-worker": ("event_signing_key",),  # it launches the bots, each with its session's key
 }
 GENERATED_SECRETS = frozenset(SETTINGS[name].env for names in PROGRAM_SECRETS.values() for name in names)
+
+
+def ensure_browser_account(name: str) -> str:
+    """As root, create BROWSER_USER if it is missing: a system account with no shell, no home and a
+    group of its own, which bots run their browsers as (bot/browser/account.py). What was done, to print."""
+    if os.geteuid() != 0 or not name:
+        return ""
+    try:
+        pwd.getpwnam(name)
+        return ""
+    except KeyError:
+        pass
+    command = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+               "--shell", "/usr/sbin/nologin", name]  # fmt: skip
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", None) or exc
+        return f"could not create the account {name!r} for bots' browsers ({str(detail).strip()}): they run as root"
+    return f"created the system account {name!r}: bots run their browsers as it (BROWSER_USER)"
 
 
 def free_port() -> int:
@@ -173,8 +195,11 @@ class Stack:
 
         return [
             web("broker", "functions.broker", s.broker_port, 1, 8),  # one process: its queue is in memory
-            # One process holding WHISPER_INSTANCES models, a request thread for each.
-            web("transcription", "functions.transcription", s.transcription_port, 1, max(2, s.whisper_instances)),
+            # One process holding WHISPER_INSTANCES models, a request thread for each (at least
+            # two), one for drafts where they are on and one for health checks, as in the chart
+            # (request_threads).
+            web("transcription", "functions.transcription", s.transcription_port, 1,
+                request_threads(max(2, s.whisper_instances), bool(s.transcription_drafts))),
             web("bot-manager", "functions.bot_manager", s.bot_manager_port, 2, 4),
             # gevent: every live stream is a greenlet (functions/gateway/__init__.py). Its /metrics
             # is on a port of its own, as in the chart: the API port is the one that faces users.
@@ -211,6 +236,8 @@ class Stack:
             return
         for folder in (self.logs, self.state / "redis", self.state / "bots"):
             folder.mkdir(parents=True, exist_ok=True)
+        if done := ensure_browser_account(self.settings.browser_user):
+            print(done)
         if self.embedded_postgres:
             embedded_postgres.init_data(self.state / "postgres")
         shutil.rmtree(self.state / "metrics", ignore_errors=True)

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import requests
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from functions.common.db import engine_for
@@ -94,9 +95,10 @@ class RunningStack:
         kwargs.setdefault("timeout", 30)
         return requests.request(method, f"{self.gateway}{path}", headers=headers, **kwargs)
 
-    def run_bot(self, user: str, meeting: str, recording: Path | str = SAMPLE, speed: float = 1.0) -> requests.Response:
+    def run_bot(self, user: str, meeting: str, source: Path | str = SAMPLE, speed: float = 1.0, **fields: Any) -> requests.Response:
+        """A file bot replaying `source`; `fields` add to the run request (`recording`, say)."""
         body = {"user_id": user, "meeting_id": meeting, "meeting_title": "test meeting",
-                "platform": "file", "meeting_url": str(recording), "replay_speed": speed}  # fmt: skip
+                "platform": "file", "meeting_url": str(source), "replay_speed": speed, **fields}  # fmt: skip
         return self.api("POST", "/bot/run", user, json=body)
 
     def stop_bot(self, user: str, meeting: str) -> requests.Response:
@@ -108,8 +110,27 @@ class RunningStack:
         return response.json()
 
     def wait_status(self, user: str, meeting: str, statuses: set[str], timeout: float) -> dict:
-        return wait_for(
-            lambda: (t := self.transcript(user, meeting))["meeting"]["status"] in statuses and t,
-            timeout,
-            f"meeting {meeting} to reach {statuses}",
-        )
+        try:
+            return wait_for(
+                lambda: (t := self.transcript(user, meeting))["meeting"]["status"] in statuses and t,
+                timeout,
+                f"meeting {meeting} to reach {statuses}",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {self.transcript(user, meeting)['meeting']}\n{self.story(user, meeting)}") from None
+
+    def story(self, user: str, meeting: str, lines: int = 60) -> str:
+        """The last log lines of every service and bot that name the meeting, in time order: what a
+        test that waited for the meeting in vain shows of it."""
+        try:
+            with Session(engine_for(self.database_url)) as db:
+                pks = [str(pk) for pk in db.scalars(select(Meeting.id).where(Meeting.user_id == user, Meeting.meeting_id == meeting))]
+        except SQLAlchemyError:  # a fault test may have stopped PostgreSQL: the lines naming the meeting id still tell
+            pks = []
+        names = [f'"{meeting}"', *(f'"{pk}"' for pk in pks)]
+        found = []
+        for log in [*(self.stack.state / "logs").glob("*.log"), *self.bots_dir.glob("*/bot.log")]:
+            found += [line for line in log.read_text(errors="replace").splitlines()
+                      if any(name in line for name in names) and "heartbeat" not in line]  # a bot's pulse drowns the story
+        found.sort()  # each line starts with its time (functions/common/logs.py)
+        return "\n".join(line[:400] for line in found[-lines:])

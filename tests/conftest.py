@@ -20,8 +20,9 @@ import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 from bot.sources.file import FileSource
-from functions.common.settings import REPO_ROOT
+from functions.common.settings import REPO_ROOT, Settings
 from local.simulators.control import Simulator
+from local.stack import ensure_browser_account
 from tests.support.bot import launch, sink  # noqa: F401 (fixtures: a bot process, the sink it sends to)
 from tests.support.databases import fresh_database
 from tests.support.receiver import EventReceiver
@@ -40,6 +41,7 @@ MARKERS = {  # folder -> its marker
     "integration": "integration",
     "api": "integration",
     "live": "integration",
+    "recordings": "integration",
     "browser": "browser",
     "faults": "faults",
     "chart": "chart",
@@ -77,8 +79,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> Lanes:
     return Lanes(config, log)
 
 
-# The browsers' lane measures audio played and captured in real time; a stall of a page's playback
-# (seen when the other lane's stack starts or transcribes at the same moment) shifts what the bot
+# The browsers' lane measures audio played and captured in real time; a browser starved of CPU
+# (seen when the other lane's stack starts or transcribes at the same moment) drops some of what the bot
 # hears. So the other lane, which only waits longer when it yields, runs at a lower CPU priority,
 # and so does every process it starts (its stack, its bots).
 REST_LANE_NICENESS = 10
@@ -88,6 +90,12 @@ REST_LANE_NICENESS = 10
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if "PYTEST_XDIST_WORKER" in os.environ and item.path.relative_to(TESTS).parts[0] not in STACK_LANE:
         os.nice(max(0, REST_LANE_NICENESS - os.nice(0)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def browser_user_account() -> None:
+    """Bots started as root run their browsers as BROWSER_USER, which `make up` creates: so does the suite."""
+    ensure_browser_account(Settings.from_env().browser_user)
 
 
 @pytest.fixture()

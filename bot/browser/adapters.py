@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 PAGE_LOAD_SECONDS = 45.0
 CHECK_SECONDS = 0.25
 CLICK_SECONDS = 2.0  # a shown control the pointer cannot reach by then is pressed from the keyboard
+SWITCH_SECONDS = 1.5  # for a pressed device switch to show it is off before it is pressed again
+SWITCH_PRESSES = 3  # a device switch still on after this many presses fails the join
 TYPING_DELAY_MS = 30  # between keystrokes of the bot's name: typed, as a person would
 REASK_SECONDS = 3.0  # a join button still shown this long after a click is clicked again
 LEAVE_SECONDS = 5.0  # for the leave button (and any confirmation) to do its work
@@ -81,9 +83,11 @@ class MeetingAdapter:
         name_input.fill("")
         name_input.press_sequentially(display_name, delay=TYPING_DELAY_MS)
         self.fill_extra_fields(page, link)
-        for control in (steps.microphone_off, steps.camera_off):
-            # Already off, or not offered to guests: either way nothing will be sent.
-            click_first(page, control)
+        for device, control in (("microphone", steps.microphone_off), ("camera", steps.camera_off)):
+            # The browser's devices are fake ones (a beep, a test pattern): joining with one on
+            # would put them in the meeting, so the join fails rather than go in that way.
+            if not turn_off(page, control):
+                raise JoinError(f"the {device} stayed on after {SWITCH_PRESSES} presses ({self.spec.describe(control)})", retryable=True)
         join = self._wait_for("the join button", steps.join, page, stop_requested)
         if join is not None:
             press(page, join)
@@ -214,6 +218,24 @@ def click_first(page: Page, entry: Entry) -> bool:
     return found is not None and press(page, found)
 
 
+def turn_off(page: Page, switch: Entry) -> bool:
+    """Press a device switch the entry finds on until the entry no longer finds it (it is off);
+    whether it is off. A switch already off, or not offered to guests, needs nothing.
+
+    Pressed again only once it has had time to show the first press: two presses that both
+    land turn it back on.
+    """
+    for _ in range(SWITCH_PRESSES):
+        found = first_shown(page, switch)
+        if found is None:
+            return True
+        press(page, found)
+        deadline = time.monotonic() + SWITCH_SECONDS
+        while time.monotonic() < deadline and first_shown(page, switch) is not None:
+            page.wait_for_timeout(CHECK_SECONDS * 1000)
+    return first_shown(page, switch) is None
+
+
 def press(page: Page, target: Locator) -> bool:
     """Click `target` as a person would; from the keyboard when something covers it.
 
@@ -226,7 +248,9 @@ def press(page: Page, target: Locator) -> bool:
     except PlaywrightError:
         pass
     try:
-        if not target.is_enabled():
+        # A click that landed as its wait ran out may have taken the target away (or turned a
+        # switch the locator finds only when on to off): pressing again would undo it.
+        if target.count() == 0 or not target.is_enabled(timeout=CLICK_SECONDS * 1000):
             return False
         target.focus(timeout=CLICK_SECONDS * 1000)
         # Space toggles a checkbox or switch; Enter presses a button.

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, BrowserContext, Playwright
 
+from .account import SWITCHER, BrowserAccount, browser_environ
 from .spec import PROBES_SCRIPT
 
 CAPTURE_SCRIPT = Path(__file__).resolve().parent / "capture.js"
@@ -27,6 +28,7 @@ SCREEN = (1920, 1080)  # the virtual display: a common desktop size
 WINDOW = (1280, 800)  # the browser window on it; the page gets what the window's frame leaves
 LOCALE = "en-US"
 DISPLAY_STOP_SECONDS = 10.0
+XVFB = "Xvfb"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 FLAGS = [
@@ -59,10 +61,11 @@ class BrowserError(RuntimeError):
 
 
 class VirtualDisplay:
-    """An Xvfb server on the first free display number, for one browser."""
+    """An Xvfb server on the first free display number, for one browser (as its account, if any)."""
 
-    def __init__(self, xvfb: str = "Xvfb") -> None:
+    def __init__(self, xvfb: str = XVFB, account: BrowserAccount | None = None) -> None:
         self.xvfb = xvfb
+        self.account = account
         self.process: subprocess.Popen[bytes] | None = None
         # Its messages go to a file, not a pipe: a pipe nobody reads would stall it once full.
         self.messages = tempfile.TemporaryFile()
@@ -79,7 +82,7 @@ class VirtualDisplay:
                 [executable, "-displayfd", str(write_end), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
                  "-nolisten", "tcp", "-noreset"],
                 pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.messages,
-                preexec_fn=_die_with_parent,
+                env=browser_environ(), preexec_fn=_die_with_parent, **_as_account(self.account),
             )  # fmt: skip
         finally:
             os.close(write_end)
@@ -104,6 +107,13 @@ class VirtualDisplay:
             process.wait()
 
 
+def _as_account(account: BrowserAccount | None) -> dict:
+    """Popen's arguments that start a program as `account` (none: as the bot)."""
+    if account is None:
+        return {}
+    return {"user": account.uid, "group": account.gid, "extra_groups": [], "cwd": account.home}
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: a bot killed outright takes its display with it."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -114,14 +124,20 @@ def register_probes(playwright: Playwright) -> None:
     playwright.selectors.register("probe", script=PROBES_SCRIPT.read_text())
 
 
-def launch(playwright: Playwright, chromium_path: str, display: str, host_rules: str = "") -> Browser:
-    """The bot's Chromium on `display`; `host_rules` maps platform hosts elsewhere (tests)."""
+def launch(
+    playwright: Playwright, chromium_path: str, display: str, host_rules: str = "", account: BrowserAccount | None = None
+) -> Browser:
+    """The bot's Chromium on `display`, as `account` if any; `host_rules` maps platform hosts elsewhere (tests)."""
     args = list(FLAGS)
     if host_rules:
         args.append(f"--host-resolver-rules={host_rules}")
+    env = browser_environ() | {"DISPLAY": display}
+    executable = chromium_path
+    if account is not None:
+        env |= account.browser_environ(chromium_path)
+        executable = str(SWITCHER)
     return playwright.chromium.launch(
-        executable_path=chromium_path, headless=False, args=args, ignore_default_args=DROPPED_DEFAULTS,
-        env={**os.environ, "DISPLAY": display},
+        executable_path=executable, headless=False, args=args, ignore_default_args=DROPPED_DEFAULTS, env=env,
     )  # fmt: skip
 
 

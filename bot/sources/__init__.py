@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functions.common.bot_config import BotConfig
 from functions.common.platforms import MEETING_PLATFORMS, Platform
-from functions.common.recordings import parse_recording_networks, parse_sources
+from functions.common.recording_sources import parse_recording_networks, parse_sources
 
 from .base import AudioSource, NotAdmitted, SourceError, SourceListener
 

@@ -20,6 +20,7 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
 from bot.browser import chromium
+from bot.browser.account import BrowserAccount, browser_account
 from bot.browser.adapters import ADAPTERS, JoinError, click_first, refused_message
 from bot.browser.autoleave import LeaveRules, Presence, is_bot
 from bot.browser.speakers import SpeakerTracker
@@ -56,7 +57,8 @@ class BrowserSource(AudioSource):
         self.started = time.monotonic()
         self.end_reason: CompletionReason | None = None
         self._stop_requested = False
-        self._display = chromium.VirtualDisplay()
+        self._account: BrowserAccount | None = None
+        self._display: chromium.VirtualDisplay | None = None
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
         self._page: Page | None = None
@@ -131,22 +133,25 @@ class BrowserSource(AudioSource):
             log.warning("browser.leave_failed", extra={"error": exc.message.splitlines()[0]})
         finally:
             self._in_meeting = False
-            closers = (self._browser and self._browser.close, self._playwright and self._playwright.stop, self._display.stop)
+            closers = (self._browser and self._browser.close, self._playwright and self._playwright.stop,
+                       self._display and self._display.stop, self._account and self._account.remove_home)  # fmt: skip
             for close in filter(None, closers):
                 try:
                     close()
                 except Exception as exc:  # a browser that already died must not hide the real outcome
                     log.warning("browser.close_failed", extra={"error": str(exc)[:200]})
-            self._page = self._browser = self._playwright = None
+            self._page = self._browser = self._playwright = self._display = self._account = None
 
     # -- steps ---------------------------------------------------------------------------------
     def _launch(self) -> Page:
         try:
+            self._account = browser_account(self.config.browser_user, [self.config.chromium_path, chromium.XVFB])
+            self._display = chromium.VirtualDisplay(account=self._account)
             display = self._display.start()
             self._playwright = sync_playwright().start()
             chromium.register_probes(self._playwright)
             self._browser = chromium.launch(self._playwright, self.config.chromium_path, display,
-                                            self.config.browser_host_rules)  # fmt: skip
+                                            self.config.browser_host_rules, self._account)  # fmt: skip
         except chromium.BrowserError as exc:
             raise SourceError(str(exc), retryable=True) from None
         except PlaywrightError as exc:

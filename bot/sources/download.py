@@ -2,7 +2,7 @@
 
 FFmpeg's own HTTP client would follow redirects, and a playlist's entries (HLS), to hosts nobody
 checked, so FFmpeg is never given a URL. Each hop, the URL and every redirect after it (at most
-MAX_REDIRECTS), is checked by functions/common/recordings.py's `recording_destination`:
+MAX_REDIRECTS), is checked by functions/common/recording_sources.py's `recording_destination`:
 RECORDING_SOURCES, then its host resolved now and every address checked. The request goes to the
 checked address (functions/common/outbound.py, as webhooks do), and a refused hop ends the bot
 with the reason.
@@ -24,7 +24,7 @@ from urllib3.exceptions import HTTPError
 from functions.common.addresses import IpNetwork
 from functions.common.logs import redact_url
 from functions.common.outbound import Destination, Unresolvable, pinned_pool
-from functions.common.recordings import FIELD, RecordingNotAllowed, Sources, recording_destination
+from functions.common.recording_sources import FIELD, RecordingNotAllowed, Sources, recording_destination
 
 from .base import SourceError
 

@@ -23,7 +23,7 @@ import av
 from functions.common.addresses import IpNetwork
 from functions.common.events import SAMPLE_RATE
 from functions.common.logs import redact_url
-from functions.common.recordings import Sources
+from functions.common.recording_sources import Sources
 
 from .base import AudioSource, SourceError
 from .download import Download, open_download
@@ -99,7 +99,7 @@ class FileSource(AudioSource):
     def skip(self, seconds: float) -> bool:
         if not (math.isfinite(seconds) and seconds >= 0):
             raise SourceError(f"cannot skip {seconds} s of a recording")
-        self._skip_bytes = int(seconds * SAMPLE_RATE) * 2
+        self._skip_bytes = round(seconds * SAMPLE_RATE) * 2
         return True
 
     def close(self) -> None:

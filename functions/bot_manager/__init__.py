@@ -1,7 +1,8 @@
 """bot-manager: owns meetings and their transcripts. It serves the API the gateway forwards
-(api.py), the bots' CloudEvents (events.py) and bot requests sent as CloudEvents (requests.py),
-and hands bot launches and stops to the worker as Celery tasks; it never calls an orchestrator
-itself.
+(api.py), the bots' CloudEvents (events.py), the broker's dead letters (dead_letters.py), the
+audio chunks it keeps as meetings' recordings (recordings.py) and bot requests sent as
+CloudEvents (requests.py), and hands bot launches and stops to the worker as Celery tasks; it
+never calls an orchestrator itself.
 
 gunicorn runs `functions.bot_manager:create_app()`.
 """
@@ -17,15 +18,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from functions.common import coordination, web
 from functions.common.db import session_factory
+from functions.common.dead_letters import DeadLetterMetrics
 from functions.common.logs import configure_logging
-from functions.common.recordings import parse_recording_networks, parse_sources
+from functions.common.recording_sources import parse_recording_networks, parse_sources
 from functions.common.settings import Settings, get_settings
 from functions.common.signing import master_key
 from functions.common.tasks import create_celery
+from functions.recordings.storage import RecordingStorage, storage_from_settings
 
 from .api import bp as api_bp
+from .dead_letters import bp as dead_letters_bp
 from .events import bp as events_bp
 from .metrics import MeetingMetrics
+from .recordings import bp as recordings_bp
 from .requests import bp as requests_bp
 
 
@@ -34,8 +39,9 @@ class Services:
     settings: Settings
     db_sessions: sessionmaker[Session]
     celery: Celery  # to hand launches and stops to the workers
-    redis_client: redis.Redis  # the status and transcript caches
+    redis_client: redis.Redis  # the status and transcript caches, the dead letters
     signing_key: bytes  # EVENT_SIGNING_KEY: checks who sent each event (functions/common/signing.py)
+    recording_storage: RecordingStorage  # where meetings' audio is kept (recordings.py)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -49,7 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Its sessions announce news in a meeting's live feed once committed (functions/meetings/outbox.py).
     services = Services(
         settings, session_factory(settings.database_url, redis_client), create_celery(settings), redis_client,
-        master_key(settings),
+        master_key(settings), storage_from_settings(settings),
     )  # fmt: skip
     app.extensions["vexa"] = services
 
@@ -59,9 +65,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     web.install(
         app, "bot-manager", max_body_bytes=settings.max_event_bytes, ready=ready,
-        collectors=(MeetingMetrics(services.db_sessions),),
+        collectors=(MeetingMetrics(services.db_sessions), DeadLetterMetrics(redis_client)),
     )  # fmt: skip
     app.register_blueprint(api_bp)
     app.register_blueprint(events_bp)
+    app.register_blueprint(dead_letters_bp)
     app.register_blueprint(requests_bp)
+    app.register_blueprint(recordings_bp)
     return app

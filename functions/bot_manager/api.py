@@ -17,6 +17,7 @@ from functions.common.tasks import TaskName, enqueue
 from functions.common.web import ApiError, json_response, serves
 from functions.meetings import commands, transcripts
 from functions.meetings.queries import status_cache_key
+from functions.recordings.storage import delete_recording
 
 bp = Blueprint("api", __name__)
 
@@ -64,7 +65,9 @@ def delete_transcript(user_id: str, meeting_id: str) -> Response:
     services = _services()
     with services.db_sessions() as db, db.begin():
         deleted = commands.delete_meeting(db, user_id, meeting_id)
+        # Before the rows go: should the storage fail, the meeting stays, to be deleted again.
+        chunks = sum(delete_recording(services.recording_storage, user_id, pk) for pk in deleted.meeting_pks)
     coordination.forget(services.redis_client, status_cache_key(user_id))
     transcripts.forget(services.redis_client, deleted.meeting_pks)
-    counts = DeletedCounts(meetings=len(deleted.meeting_pks), segments=deleted.segments)
+    counts = DeletedCounts(meetings=len(deleted.meeting_pks), segments=deleted.segments, recording_chunks=chunks)
     return json_response(DeletedView(user_id=user_id, meeting_id=meeting_id, deleted=counts))

@@ -11,7 +11,6 @@ import base64
 import binascii
 import logging
 import unicodedata
-import uuid
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -24,9 +23,7 @@ from sqlalchemy.orm import Session
 
 from functions.common import signing
 from functions.common.events import (
-    MAX_CLOCK_SKEW,
     MAX_PARTICIPANTS,
-    Attr,
     BadEvent,
     BotHeartbeatData,
     BotSpeakersData,
@@ -34,27 +31,26 @@ from functions.common.events import (
     BotStatusData,
     EventType,
     Identity,
-    RequestEventType,
     TranscriptSegmentsData,
-    audio_chunk_attributes,
     event_type,
     identity_of,
     not_in_future,
     parse_http,
     payload_of,
 )
-from functions.common.lifecycle import InvalidTransition, MeetingStatus
-from functions.common.models import BotSession, Meeting, SpeakerTurn, TranscribedChunk, TranscriptSegment
+from functions.common.feed import DraftSegment, draft_chunk_id
+from functions.common.lifecycle import TERMINAL, InvalidTransition, MeetingStatus
+from functions.common.models import BotSession, Meeting, SpeakerTurn, TranscriptSegment
 from functions.common.signing import SIGNERS, Signer
 from functions.meetings import budget, outbox, queries, speakers
-from functions.meetings.state import bot_actor, ids, lock_meeting, move, session_of, settle
+from functions.meetings.state import bot_actor, ids, move, settle
+from functions.meetings.subjects import chunk_handled, claim_chunk, refuse_after_end, refuse_uncounted_chunk, subject_of
 
 log = logging.getLogger(__name__)
 bp = Blueprint("events", __name__)
 S = MeetingStatus
 
 EVENTS = Counter("vexa_bot_manager_events_total", "CloudEvents handled", ["type", "outcome"])
-DEAD_LETTERS = Counter("vexa_dead_letters_total", "Events the broker gave up delivering", ["type"])
 
 # What a bot's own state means for its meeting.
 BOT_STATE_TO_MEETING = {
@@ -63,6 +59,7 @@ BOT_STATE_TO_MEETING = {
     BotState.ACTIVE: S.ACTIVE,
 }
 JPEG_MAGIC = b"\xff\xd8\xff"
+DRAFTS = {EventType.AUDIO_DRAFT, EventType.TRANSCRIPT_DRAFT}
 
 
 @bp.post("/events")
@@ -72,128 +69,22 @@ def receive():
     handler = HANDLERS.get(kind)
     if handler is None:
         raise BadEvent(f"bot-manager does not handle {kind} events")
-    identity = _verified_identity(event, kind)
+    identity = verified_identity(event, kind)
     with current_app.extensions["vexa"].db_sessions() as db, db.begin():
-        meeting, bot_session = _subject(db, identity)
+        meeting, bot_session = subject_of(db, identity)
         if SIGNERS[kind] == Signer.BOT:
-            _refuse_after_end(bot_session, event)
+            refuse_after_end(bot_session, event)
         changed = handler(db, meeting, bot_session, event)
     EVENTS.labels(str(kind), "applied" if changed else "duplicate").inc()
     return "", 204
 
 
-def _verified_identity(event: CloudEvent, kind: EventType) -> Identity:
+def verified_identity(event: CloudEvent, kind: EventType) -> Identity:
     """Whom `event` is about, once its signature shows it comes from that session's bot (or from
     transcription, for segments); BadEvent 401/403 otherwise, before anything is read from the database."""
     identity = identity_of(event)
     signing.verify(event, identity, kind, current_app.extensions["vexa"].signing_key)
     return identity
-
-
-def _refuse_after_end(bot_session: BotSession, event: CloudEvent) -> None:
-    """Once a bot has reported its end, nothing it sends later counts: a key that outlives its
-    bot (leaked from a finished pod) cannot change the meeting. Its events sent before the end
-    but delivered after (the broker does not keep order) still count."""
-    sent_at = _sent_at(event)
-    if bot_session.end_reported and bot_session.ended_at is not None and sent_at > bot_session.ended_at + MAX_CLOCK_SKEW:
-        raise BadEvent(
-            f"bot session {bot_session.id} ended at {bot_session.ended_at.isoformat()}; this event was sent at "
-            f"{sent_at.isoformat()}", 410, "session_ended",
-        )  # fmt: skip
-
-
-def _sent_at(event: CloudEvent) -> datetime:
-    """The event's `time` (now if it has none), which may not lie in the future."""
-    sent_at = event.get_time() or datetime.now(timezone.utc)
-    not_in_future(sent_at, "time")
-    return sent_at
-
-
-@bp.post("/dead-letters")
-def dead_letter():
-    """The broker's dead-letter sink: an undeliverable event is logged and counted.
-
-    An audio chunk that could not be transcribed is recorded as a gap, so the
-    meeting still completes instead of waiting for it forever. Vexa's own events count only
-    with their sender's signature (401/403 otherwise), so no one but the session's bot can
-    declare one of its chunks lost; other events (a refused bot request) are only logged.
-    """
-    event = parse_http(dict(request.headers), request.get_data())
-    attributes = event.get_attributes()
-    internal = event.get_type() in set(EventType)
-    if internal:
-        _verified_identity(event, EventType(event.get_type()))
-    error = attributes.get("knativeerrordata")
-    error_text = base64.b64decode(error).decode(errors="replace")[:500] if error else None
-    DEAD_LETTERS.labels(event.get_type() if internal or event.get_type() in set(RequestEventType) else "other").inc()
-    if event.get_type() == EventType.AUDIO_CHUNK:
-        _record_lost_chunk(event, error_text or f"undeliverable (status {attributes.get('knativeerrorcode')})")
-    log.error(
-        "event.dead_letter",
-        extra={
-            "event_id": event.get_id(),
-            "type": event.get_type(),
-            "meeting_id": attributes.get(Attr.MEETING_PK),
-            "user_id": attributes.get("userid"),
-            "session_id": attributes.get("sessionid"),
-            "destination": attributes.get("knativeerrordest"),
-            "status": attributes.get("knativeerrorcode"),
-            "error": error_text,
-        },
-    )
-    return "", 204
-
-
-def _record_lost_chunk(event: CloudEvent, error: str) -> None:
-    identity = identity_of(event)
-    chunk = audio_chunk_attributes(event)
-    not_in_future(chunk.session_start, Attr.SESSION_START)  # as transcription would have refused it: no gap
-    with current_app.extensions["vexa"].db_sessions() as db, db.begin():
-        meeting, bot_session = _subject(db, identity)
-        _refuse_after_end(bot_session, event)
-        _refuse_uncounted_chunk(bot_session, chunk.chunk_seq)
-        _claim_chunk(db, bot_session, chunk.chunk_seq, offset_s=chunk.offset_ms / 1000, duration_s=0.0, segment_count=0, error=error)
-        settle(db, meeting)
-
-
-def _chunk_handled(db: Session, bot_session: BotSession, chunk_seq: int) -> bool:
-    return db.get(TranscribedChunk, (bot_session.meeting_pk, bot_session.id, chunk_seq)) is not None
-
-
-def _claim_chunk(db: Session, bot_session: BotSession, chunk_seq: int, **columns: object) -> bool:
-    """Record a chunk as handled; False if it already was (a redelivery)."""
-    stored = db.execute(
-        insert(TranscribedChunk)
-        .values(meeting_pk=bot_session.meeting_pk, session_id=bot_session.id, chunk_seq=chunk_seq, **columns)
-        .on_conflict_do_nothing()
-        .returning(TranscribedChunk.chunk_seq)
-    ).first()
-    return stored is not None
-
-
-def _subject(db: Session, identity: Identity) -> tuple[Meeting, BotSession]:
-    """The meeting and bot session an event is about, the meeting's row locked; BadEvent (422) if there are none."""
-    try:
-        meeting_pk = uuid.UUID(identity.meeting_pk)
-    except ValueError:
-        raise BadEvent(f"meetingid {identity.meeting_pk!r} is not a meeting id", 422, "unknown_meeting") from None
-    meeting = lock_meeting(db, meeting_pk)
-    if meeting is None or meeting.user_id != identity.user_id:
-        raise BadEvent(f"no meeting {identity.meeting_pk} for user {identity.user_id!r}", 422, "unknown_meeting")
-    bot_session = session_of(meeting, identity.session_id)
-    if bot_session is None:
-        raise BadEvent(f"meeting {identity.meeting_pk} has no bot session {identity.session_id!r}", 422, "unknown_session")
-    return meeting, bot_session
-
-
-def _refuse_uncounted_chunk(bot_session: BotSession, chunk_seq: int) -> None:
-    """Once a bot has reported its end it has said how many chunks it made (sent and dropped):
-    a chunk beyond them is not its own (BadEvent 410)."""
-    if bot_session.end_reported and chunk_seq >= bot_session.chunks_sent + bot_session.chunks_dropped:
-        raise BadEvent(
-            f"bot session {bot_session.id} ended having made {bot_session.chunks_sent + bot_session.chunks_dropped} "
-            f"chunk(s); there is no chunk {chunk_seq}", 410, "session_ended",
-        )  # fmt: skip
 
 
 def on_bot_status(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
@@ -267,15 +158,16 @@ def on_segments(db: Session, meeting: Meeting, bot_session: BotSession, event: C
     origin = meeting.audio_started_at or data.session_start
     owned_until = _audio_owned_until(meeting, bot_session)
     kept = [seg for seg in data.segments if (seg.start_at - origin).total_seconds() < owned_until]
-    if _chunk_handled(db, bot_session, data.chunk_seq):
+    if chunk_handled(db, bot_session, data.chunk_seq):
         return False  # this chunk's transcript is already stored
-    _refuse_uncounted_chunk(bot_session, data.chunk_seq)
+    refuse_uncounted_chunk(bot_session, data.chunk_seq)
     if meeting.status == S.COMPLETED:
         # Its transcript was declared final (a chunk it waited for too long counts as missing).
         raise BadEvent(f"meeting {meeting.id} has completed: its transcript takes no new chunk", 410, "meeting_ended")
-    _claim_chunk(
+    claim_chunk(
         db, bot_session, data.chunk_seq, offset_s=data.chunk_offset, duration_s=data.chunk_duration, segment_count=len(kept)
     )
+    outbox.draft_settled(db, meeting, [draft_chunk_id(bot_session.id, data.chunk_seq)])
     budget.record(db, meeting.user_id, data.chunk_duration, datetime.now(timezone.utc))  # transcribed: it counts, kept or not
     meeting.audio_started_at = origin
     if len(kept) < len(data.segments):
@@ -311,6 +203,19 @@ def on_segments(db: Session, meeting: Meeting, bot_session: BotSession, event: C
         ).all())  # fmt: skip
     log.info("transcript.stored", extra={**ids(meeting), "chunk_seq": data.chunk_seq, "segments": len(kept)})
     settle(db, meeting)
+    return True
+
+
+def on_draft(db: Session, meeting: Meeting, bot_session: BotSession, event: CloudEvent) -> bool:
+    """Show the words of a chunk still being spoken, unless its final transcript is already in:
+    the meeting's row lock (subject_of) orders this against on_segments, so a late draft never
+    follows its chunk's settling. Nothing is stored but the feed message."""
+    data: TranscriptSegmentsData = payload_of(event, TranscriptSegmentsData)
+    if (meeting.status in TERMINAL or bot_session is not meeting.sessions[-1] or bot_session.end_reported
+            or chunk_handled(db, bot_session, data.chunk_seq)):  # fmt: skip
+        return False
+    segments = [DraftSegment(start_at=seg.start_at, end_at=seg.end_at, text=seg.text) for seg in data.segments]
+    outbox.draft_shown(db, meeting, draft_chunk_id(bot_session.id, data.chunk_seq), segments)
     return True
 
 
@@ -371,4 +276,5 @@ HANDLERS: dict[EventType, Callable[[Session, Meeting, BotSession, CloudEvent], b
     EventType.BOT_HEARTBEAT: on_heartbeat,
     EventType.BOT_SPEAKERS: on_speakers,
     EventType.TRANSCRIPT_SEGMENTS: on_segments,
+    EventType.TRANSCRIPT_DRAFT: on_draft,
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .errors import Unacceptable
 from .languages import describe, supported_languages
 from .platforms import Platform
-from .recordings import (
+from .recording_sources import (
     NoSuchRecording,
     RecordingNotAllowed,
     allowed_recording,

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from .responses import (
     ApiKeyView,
     BotStatusView,
+    DeadLetterListView,
     DeletedView,
     ErrorView,
     IssuedApiKeyView,
@@ -32,11 +33,12 @@ from .responses import (
     WebhookEndpointListView,
     WebhookEndpointView,
 )
-from .feed import TranscriptOrChanges
+from .feed import MessageType, TranscriptOrChanges
 from .schemas import (
     CreateKeyRequest,
     CreateUserRequest,
     CreateWebhookRequest,
+    DeadLettersQuery,
     DeliveriesQuery,
     MeetingId,
     RunBotRequest,
@@ -107,13 +109,15 @@ ADMIN_ERRORS = (401, 403, 503)
 BODY_ERRORS = (400, 413, 415, 422)  # not JSON, too large, not sent as JSON, not valid
 
 TRANSCRIPT_MEDIA = {media: {"type": "string"} for media in ("text/plain", "application/x-subrip", "text/vtt")}
-# One event of the live feed's SSE stream (its data is a StreamMessage, /openapi.json's components).
+# One event of the live feed's SSE stream (its data is a StreamMessage, /openapi.json's components):
+# the feed's stored messages, and resync.
+SSE_EVENTS = (MessageType.SEGMENT, MessageType.STATUS, MessageType.SPEAKERS, MessageType.DRAFT, MessageType.RESYNC)
 SERVER_SENT_EVENT = {
     "type": "object",
     "required": ["data"],
     "properties": {
         "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the message's cursor"},
-        "event": {"type": "string", "enum": ["segment", "status", "speakers", "resync"]},
+        "event": {"type": "string", "enum": [str(kind) for kind in SSE_EVENTS]},
         "data": {"type": "string", "contentMediaType": "application/json",
                  "contentSchema": {"$ref": "#/components/schemas/StreamMessage"}},
     },
@@ -156,6 +160,16 @@ SCREENSHOT = Route(
     "What the browser of a bot that could not join showed (the latest run's latest such bot)", Caller.USER,
     replies={200: Reply("the screenshot", media={"image/jpeg": {"type": "string", "contentMediaType": "image/jpeg"}})},
     errors=(*USER_ERRORS, 404, 422),
+)  # fmt: skip
+RECORDING = Route(
+    "recording", "GET", "/recording/{user_id}/{meeting_id}",
+    "The meeting's audio as one WAV file, 16 kHz mono (the latest run): every bot's audio at its place on the "
+    "meeting's clock, gaps as silence. It grows while the meeting runs; `Range` requests are answered 206",
+    Caller.USER,
+    replies={200: Reply("the recording", media={"audio/wav": {"type": "string", "contentMediaType": "audio/wav"}}),
+             206: Reply("the part of the recording the Range header asked for",
+                        media={"audio/wav": {"type": "string", "contentMediaType": "audio/wav"}})},
+    errors=(*USER_ERRORS, 404, 416, 422),
 )  # fmt: skip
 
 # The live feed (functions/common/feed.py), served by the gateway itself.
@@ -254,16 +268,29 @@ REVOKE_KEY = Route(
     "revoke_key", "DELETE", "/admin/keys/{key_id}", "Revoke an API key at once", Caller.ADMIN,
     replies={200: Reply("the revoked key", ApiKeyView)}, errors=(*ADMIN_ERRORS, 404, 422),
 )  # fmt: skip
+DEAD_LETTERS = Route(
+    "dead_letters", "GET", "/admin/dead-letters",
+    "Events the broker gave up delivering, newest first, and how many still wait to be handled", Caller.ADMIN,
+    query=DeadLettersQuery, replies={200: Reply("the dead letters", DeadLetterListView)}, errors=(*ADMIN_ERRORS, 422),
+)  # fmt: skip
 
 HEALTHZ = Route(
-    "healthz", "GET", "/healthz", "Liveness and readiness", Caller.ANYONE,
-    replies={200: Reply("ready"), 503: Reply("a dependency is down")},
+    "healthz", "GET", "/healthz", "Every dependency up (the database, the services it calls): for operators",
+    Caller.ANYONE, replies={200: Reply("every dependency answers"), 503: Reply("a dependency is down, named in `reason`")},
 )  # fmt: skip
+# What the cluster's probes ask: that the process answers. Nothing else, so that an outage of a
+# dependency every pod shares never restarts, or takes out of service, every pod at once.
+LIVEZ = Route(
+    "livez", "GET", "/livez", "The process answers (liveness and readiness probes)", Caller.ANYONE,
+    replies={200: Reply("alive")},
+)  # fmt: skip
+# Served by every service (functions/common/web.py).
+HEALTH_ROUTES = (HEALTHZ, LIVEZ)
 
 # bot-manager implements these; the gateway authenticates, validates and forwards them.
 FORWARDED_ROUTES = (RUN_BOT, STOP_BOT, DELETE_TRANSCRIPT)
 # The gateway answers these itself, from the read model (functions/meetings/queries.py).
-READ_ROUTES = (BOT_STATUS, TRANSCRIPT, SCREENSHOT)
+READ_ROUTES = (BOT_STATUS, TRANSCRIPT, SCREENSHOT, RECORDING)
 # The gateway answers these itself, from the webhooks store (functions/webhooks/endpoints.py).
 WEBHOOK_ROUTES = (
     CREATE_WEBHOOK, LIST_WEBHOOKS, GET_WEBHOOK, UPDATE_WEBHOOK, DELETE_WEBHOOK, ROTATE_WEBHOOK_SECRET, WEBHOOK_DELIVERIES,
@@ -272,6 +299,6 @@ WEBHOOK_ROUTES = (
 USER_ROUTES = (*FORWARDED_ROUTES, *READ_ROUTES, *WEBHOOK_ROUTES)
 # The gateway implements these itself.
 STREAM_ROUTES = (STREAM_TICKET, TRANSCRIPT_EVENTS, WEBSOCKET, LIVE_PAGE)
-ADMIN_ROUTES = (CREATE_USER, GET_USER, UPDATE_USER, CREATE_KEY, LIST_KEYS, REVOKE_KEY)
-ROUTES = (*USER_ROUTES, *STREAM_ROUTES, *ADMIN_ROUTES, HEALTHZ)
+ADMIN_ROUTES = (CREATE_USER, GET_USER, UPDATE_USER, CREATE_KEY, LIST_KEYS, REVOKE_KEY, DEAD_LETTERS)
+ROUTES = (*USER_ROUTES, *STREAM_ROUTES, *ADMIN_ROUTES, *HEALTH_ROUTES)
 ERROR_MODEL = ErrorView

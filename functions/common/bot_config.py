@@ -20,6 +20,12 @@ EXIT_SECONDS = 9.0  # leaving the meeting page, closing Chromium, the interprete
 SHUTDOWN_MARGIN_SECONDS = FINAL_STATUS_SECONDS + (SINK_REQUEST_SECONDS + 1) + EXIT_SECONDS
 
 
+def stop_grace_seconds(drain_seconds: float) -> float:
+    """How long a bot asked to stop may take to leave before it is killed: a Job's termination
+    grace, and the process orchestrator's."""
+    return drain_seconds + SHUTDOWN_MARGIN_SECONDS
+
+
 def meeting_value(env: str, default: Any = MISSING, setting: str | None = None) -> Any:
     """A value of the meeting (or its bot session) itself, in variable `env`; without a default, required.
 
@@ -32,7 +38,7 @@ def tunable(setting: str, default: Any = None) -> Any:
     """A bot tunable: the setting's own variable (and default, unless the bot's differs); the
     worker passes the setting's value on."""
     described = SETTINGS[setting]
-    default = described.kind(described.default) if default is None else default
+    default = described.default_value if default is None else default
     return field(default=default, metadata={"env": described.env, "setting": setting})
 
 
@@ -42,7 +48,7 @@ def env_name(f: Field) -> str:
 
 @dataclass(frozen=True)
 class BotConfig:
-    # K_SINK is the name Knative's SinkBinding injects.
+    # K_SINK: the name Knative gives a workload's sink (its sources' convention).
     sink_url: str = meeting_value("K_SINK")
     meeting_pk: str = meeting_value("VEXA_MEETING_PK")  # the meeting's primary key (a UUID), carried on every event
     user_id: str = meeting_value("VEXA_USER_ID")
@@ -66,6 +72,7 @@ class BotConfig:
     chunk_min_seconds: float = tunable("chunk_min_seconds")
     chunk_max_seconds: float = tunable("chunk_max_seconds")
     chunk_pause_ms: int = tunable("chunk_pause_ms")
+    draft_interval_seconds: float = tunable("draft_interval_seconds")
     vad_aggressiveness: int = tunable("vad_aggressiveness")
     heartbeat_seconds: float = tunable("bot_heartbeat_seconds")
     buffer_chunks: int = tunable("bot_buffer_chunks")
@@ -86,6 +93,7 @@ class BotConfig:
     silence_timeout_seconds: float = tunable("bot_silence_timeout_seconds")
     join_step_seconds: float = tunable("bot_join_step_seconds")
     chromium_path: str = tunable("chromium_path")
+    browser_user: str = tunable("browser_user")
     browser_host_rules: str = tunable("bot_browser_host_rules")
     platforms_dir: str = tunable("bot_platforms_dir")
 

@@ -40,3 +40,7 @@ class Unacceptable(DomainError):
 
 class Unauthenticated(DomainError):
     """The credential presented is missing, unknown, revoked or expired."""
+
+
+class Unavailable(DomainError):
+    """Something the request needs cannot serve now (the recording storage): retry later."""

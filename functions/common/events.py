@@ -44,6 +44,9 @@ MAX_PARTICIPANTS = 500
 # How far ahead of a receiver's clock a sender's may be: a time later than now by more is invented.
 MAX_CLOCK_SKEW = timedelta(seconds=60)
 MAX_REASON = 500  # a status reason's length: a sender shortens a longer one
+# Where bot-manager takes the chunks it keeps as recordings (the Trigger bot-manager-recordings in
+# knative/): a chunk dead-lettered on its way there is a hole in the recording, not in the transcript.
+RECORDINGS_PATH = "/recordings"
 AUDIO_CONTENT_TYPE = "audio/wav"
 JSON_CONTENT_TYPE = "application/json"
 REQUIRED_ATTRIBUTES = frozenset({"id", "source", "specversion", "type"})
@@ -52,6 +55,10 @@ REQUIRED_ATTRIBUTES = frozenset({"id", "source", "specversion", "type"})
 class EventType(StrEnum):
     AUDIO_CHUNK = "io.vexa.audio.chunk.v1"  # bot -> transcription (binary WAV)
     TRANSCRIPT_SEGMENTS = "io.vexa.transcript.segments.v1"  # transcription reply -> bot-manager
+    # Drafts: the chunk still being spoken, so far (its attributes are the chunk's to come), and
+    # its words. Best effort: transcribed only with spare capacity, never retried, never stored.
+    AUDIO_DRAFT = "io.vexa.audio.draft.v1"  # bot -> transcription (binary WAV)
+    TRANSCRIPT_DRAFT = "io.vexa.transcript.draft.v1"  # transcription reply -> bot-manager
     BOT_STATUS = "io.vexa.bot.status.v1"  # bot -> bot-manager
     BOT_HEARTBEAT = "io.vexa.bot.heartbeat.v1"  # bot -> bot-manager
     BOT_SPEAKERS = "io.vexa.bot.speakers.v1"  # bot -> bot-manager: who spoke when, who is there
@@ -179,6 +186,7 @@ PAYLOAD_SCHEMAS: dict[EventType, type[_Payload]] = {
     EventType.BOT_HEARTBEAT: BotHeartbeatData,
     EventType.BOT_SPEAKERS: BotSpeakersData,
     EventType.TRANSCRIPT_SEGMENTS: TranscriptSegmentsData,
+    EventType.TRANSCRIPT_DRAFT: TranscriptSegmentsData,  # the chunk's words so far, as its segments will be
 }
 
 

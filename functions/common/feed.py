@@ -27,6 +27,7 @@ class MessageType(StrEnum):
     SEGMENT = "segment"  # a transcript segment was stored
     STATUS = "status"  # the meeting moved (or a relaunch changed its reason); `completed`/`failed` end it
     SPEAKERS = "speakers"  # participants or the speakers of stored segments changed
+    DRAFT = "draft"  # the words of a chunk still being spoken (not stored); settled by its final segments
     RESYNC = "resync"  # the cursor is no longer in the feed: read the transcript, follow on from its cursor
     ERROR = "error"  # a request on the stream was refused (WebSocket)
     SUBSCRIBED = "subscribed"  # a WebSocket subscription is on, from `cursor`
@@ -66,6 +67,32 @@ class SpeakersMessage(_Message):
     segments: list[SpeakerUpdate] = Field(description="segments whose speaker is now this")
 
 
+class DraftSegment(_Message):
+    start_at: Timestamp
+    end_at: Timestamp
+    text: str
+
+
+class DraftMessage(_Message):
+    """What is being said, before it is transcribed for good. Show a chunk's latest draft until a
+    `draft` of the same `chunk` with no segments settles it; that chunk's final segments (if it
+    has any) follow it as `segment` messages. So a client that follows the feed never shows a
+    draft and the final text of the same words side by side, and one that catches up later never
+    ends with a draft where the final text exists. Drafts are best effort (made only with spare
+    transcription capacity) and never stored in the transcript."""
+
+    type: Literal[MessageType.DRAFT] = MessageType.DRAFT
+    cursor: int
+    meeting_id: str
+    chunk: str = Field(description="the stretch of audio this is a draft of; a later draft of the same chunk replaces it")
+    segments: list[DraftSegment] = Field(description="empty: the chunk is settled, stop showing its draft")
+
+
+def draft_chunk_id(session_id: str, chunk_seq: int) -> str:
+    """The `chunk` of a bot session's chunk: drafts and their settling name it."""
+    return f"{session_id}:{chunk_seq}"
+
+
 class ResyncMessage(_Message):
     type: Literal[MessageType.RESYNC] = MessageType.RESYNC
     meeting_id: str
@@ -92,10 +119,11 @@ class UnsubscribedMessage(_Message):
 
 
 # What the feed stores, each with its cursor.
-FeedMessage = Annotated[Union[SegmentMessage, StatusMessage, SpeakersMessage], Field(discriminator="type")]
+FeedMessage = Annotated[Union[SegmentMessage, StatusMessage, SpeakersMessage, DraftMessage], Field(discriminator="type")]
 # Everything a stream may send.
 StreamMessage = Annotated[
-    Union[SegmentMessage, StatusMessage, SpeakersMessage, ResyncMessage, ErrorMessage, SubscribedMessage, UnsubscribedMessage],
+    Union[SegmentMessage, StatusMessage, SpeakersMessage, DraftMessage, ResyncMessage, ErrorMessage, SubscribedMessage,
+          UnsubscribedMessage],
     Field(discriminator="type"),
 ]
 STREAM_MESSAGE = TypeAdapter(StreamMessage)
@@ -106,7 +134,7 @@ class ChangesView(_Message):
 
     meeting_id: str
     cursor: int = Field(description="the last message's cursor (the one given if nothing followed): pass it as since next")
-    messages: list[Union[SegmentMessage, StatusMessage, SpeakersMessage, ResyncMessage]]
+    messages: list[Union[SegmentMessage, StatusMessage, SpeakersMessage, DraftMessage, ResyncMessage]]
 
 
 class TranscriptOrChanges(RootModel[Union[TranscriptView, ChangesView]]):

@@ -47,6 +47,24 @@ TRANSITIONS: dict[MeetingStatus, frozenset[MeetingStatus]] = {
 }
 
 
+class FinalStatus(StrEnum):
+    """The final transcript's pass over the recording, once its meeting has ended:
+
+        pending -> running -> done
+                   running -> pending (a failed attempt, retried) | failed (out of attempts)
+    """
+
+    PENDING = "pending"  # waiting for its (next) attempt
+    RUNNING = "running"  # an attempt's process or Job runs
+    DONE = "done"
+    FAILED = "failed"
+
+
+class TranscriptVersion(StrEnum):
+    LIVE = "live"  # made while the meeting ran, chunk by chunk
+    FINAL = "final"  # the whole recording in one pass, once the meeting ended
+
+
 class CompletionReason(StrEnum):
     """Why a meeting ended; `completed` with no segments always carries one."""
 

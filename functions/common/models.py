@@ -80,6 +80,8 @@ class Meeting(Base):
     replay_speed: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
     # The run request's bot_display_name and automatic_leave, as given (absent ones: the BOT_* settings).
     bot_options: Mapped[dict | None] = mapped_column(JSONB)
+    # Whether the meeting's audio is kept (RECORD_MEETINGS, or the run's `recording`).
+    recording: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(32), nullable=False)
     status_reason: Mapped[str | None] = mapped_column(Text)
     bot_name: Mapped[str | None] = mapped_column(String(63))
@@ -97,6 +99,8 @@ class Meeting(Base):
     # The cursor this run's feed starts after: the meeting id's previous run's last (0 for a first
     # run), so cursors go on across runs and one of an earlier run is never taken for this one's.
     feed_start: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    # The chunks (feed.draft_chunk_id) whose drafts the feed shows and no message has settled yet.
+    drafts_shown: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list, server_default=text("'[]'::jsonb"))
 
     sessions: Mapped[list[BotSession]] = relationship(order_by="BotSession.launched_at", back_populates="meeting")
     history: Mapped[list[StatusChange]] = relationship(order_by="StatusChange.id")
@@ -182,6 +186,21 @@ class TranscribedChunk(Base):
     stored_at: Mapped[datetime] = _now_default()
 
 
+class RecordedChunk(Base):
+    """An audio chunk kept in the recording storage (functions/recordings/), where the recording
+    places it: `start_at` is its session's start plus its offset, on the meeting's clock."""
+
+    __tablename__ = "recorded_chunks"
+
+    meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chunk_seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    samples: Mapped[int] = mapped_column(Integer, nullable=False)
+    object_key: Mapped[str] = mapped_column(Text, nullable=False)
+    stored_at: Mapped[datetime] = _now_default()
+
+
 class AudioUsage(Base):
     """Seconds of audio transcribed for a user on a UTC day: what AUDIO_MINUTES_PER_USER_PER_DAY
     limits (functions/meetings/budget.py). Apart from the meetings, so that deleting a meeting
@@ -217,6 +236,45 @@ class TranscriptSegment(Base):
         UniqueConstraint("meeting_pk", "session_id", "chunk_seq", "segment_index", name="uq_segment_identity"),
         Index("ix_segments_meeting_start", "meeting_pk", "start_at"),
     )
+
+
+class FinalTranscript(Base):
+    """The final pass over a meeting's recording (functions/finalizer/): whether it is under way,
+    done or given up, and what it cost. The live transcript stays beside it."""
+
+    __tablename__ = "final_transcripts"
+
+    meeting_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # a FinalStatus
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    job_name: Mapped[str | None] = mapped_column(String(63))  # the latest attempt's process or Job
+    engine: Mapped[str | None] = mapped_column(String(32))
+    model: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now_default()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the latest attempt's
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    audio_seconds: Mapped[float | None] = mapped_column(Float)
+    cpu_seconds: Mapped[float | None] = mapped_column(Float)  # the pass's own CPU time (model loading excluded)
+
+
+class FinalSegment(Base):
+    __tablename__ = "final_segments"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    meeting_pk: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("final_transcripts.meeting_pk", ondelete="CASCADE"), nullable=False
+    )
+    segment_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    start_s: Mapped[float] = mapped_column(Float, nullable=False)  # on the live segments' clock
+    end_s: Mapped[float] = mapped_column(Float, nullable=False)
+    start_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    end_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    language: Mapped[str] = mapped_column(String(16), nullable=False)
+    speaker: Mapped[str | None] = mapped_column(String(MAX_PARTICIPANT_NAME))
+
+    __table_args__ = (UniqueConstraint("meeting_pk", "segment_index", name="uq_final_segment"),)
 
 
 class SpeakerTurn(Base):

@@ -7,11 +7,9 @@ only with `Authorization: Bearer <token>`, a token issued for the Broker's audie
 https://knative.dev/docs/eventing/features/authorization/). Vexa's senders read that token from a
 file:
 
-- a bot: Knative's SinkBinding mounts its own OIDC identity's token, for the sink's audience, into
-  the pods it binds at /oidc/token and renews it before it expires ("The token is available at the
-  following path: /oidc/token ... Your application should read the token from the file for each
-  request", sender-identity above; knative/eventing pkg/apis/sources/v1/sinkbinding_lifecycle.go
-  mounts the Secret `<sinkbinding>-oidc-token`, key `token`, at /oidc; since Eventing v1.13);
+- a bot: the worker's `kubernetes` orchestrator projects the bot pod's ServiceAccount token, for
+  the audience the Broker announces (status.address.audience), into the bot's Job at /oidc/token
+  (functions/worker/orchestrator/job_spec.py); the kubelet renews it before it expires;
 - the Celery worker (its public events): the chart projects a ServiceAccount token with the
   Broker's audience into it at the same path when `eventPolicy.enabled` (helm/vexa/templates/worker.yaml);
   the kubelet renews it.
@@ -28,8 +26,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-# Where Knative's SinkBinding mounts a bound pod's token (and where the chart mounts the worker's):
-# https://knative.dev/docs/eventing/features/sender-identity/#oidc-token-for-sinkbinding-and-containersource
+# Where the bot Jobs and the chart's worker get their tokens mounted; Knative's own sources use the same
+# path: https://knative.dev/docs/eventing/features/sender-identity/#oidc-token-for-sinkbinding-and-containersource
 OIDC_TOKEN_FILE = "/oidc/token"
 TOKEN_FILE_VARIABLE = "VEXA_OIDC_TOKEN_FILE"
 

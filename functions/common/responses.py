@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from sqlalchemy import Row
 
-from .lifecycle import MeetingStatus
+from .lifecycle import MeetingStatus, TranscriptVersion
 from .models import ApiKey, BotSession, Meeting, StatusChange, User, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 Timestamp = Annotated[
@@ -87,6 +87,7 @@ class MeetingView(_View):
     started_at: Timestamp | None
     ended_at: Timestamp | None
     participants: list[str] = Field(description="everyone the bots saw, sorted")
+    recording: bool = Field(description="whether the meeting's audio is kept: GET /recording/{user_id}/{meeting_id}")
 
     @classmethod
     def fields_of(cls, meeting: Meeting) -> dict[str, Any]:
@@ -98,6 +99,7 @@ class MeetingView(_View):
             session_id=meeting.sessions[-1].id if meeting.sessions else None,
             relaunches=max(0, len(meeting.sessions) - 1), created_at=meeting.created_at, updated_at=meeting.updated_at,
             started_at=meeting.started_at, ended_at=meeting.ended_at, participants=meeting.participants or [],
+            recording=meeting.recording,
         )  # fmt: skip
 
     @classmethod
@@ -128,7 +130,7 @@ class SegmentView(_View):
     end_at: Timestamp
     text: str
     language: str
-    session_id: str
+    session_id: str | None = Field(description="the bot session whose audio it is; null in a final transcript")
     speaker: str | None = Field(description="the participant who spoke most of it; null: unknown")
 
     @classmethod
@@ -136,7 +138,8 @@ class SegmentView(_View):
         """`segment`: a row of functions.meetings.queries.SEGMENT_FIELDS."""
         return cls(
             id=segment.id, start=_seconds(segment.start_s), end=_seconds(segment.end_s), start_at=segment.start_at,
-            end_at=segment.end_at, text=segment.text, language=segment.language, session_id=segment.session_id,
+            end_at=segment.end_at, text=segment.text, language=segment.language,
+            session_id=getattr(segment, "session_id", None),
             speaker=segment.speaker,
         )  # fmt: skip
 
@@ -144,12 +147,9 @@ class SegmentView(_View):
 class TranscriptView(_View):
     meeting: MeetingWithHistoryView
     cursor: int = Field(description="the live feed's cursor this transcript reflects: follow on from it")
+    transcript: TranscriptVersion = Field(description="which transcript `segments` are: live, or final")
+    finalizing: bool = Field(description="a final pass over the recording is under way")
     segments: list[SegmentView]
-
-    @classmethod
-    def of(cls, meeting: Meeting, segments: Sequence[Row]) -> TranscriptView:
-        segment_views = [SegmentView.of(s) for s in segments]
-        return cls(meeting=MeetingWithHistoryView.of(meeting), cursor=meeting.feed_seq, segments=segment_views)
 
 
 class BotStatusView(_View):
@@ -160,6 +160,7 @@ class BotStatusView(_View):
 class DeletedCounts(_View):
     meetings: int
     segments: int
+    recording_chunks: int = Field(description="stored audio chunks deleted with the meetings' recordings")
 
 
 class DeletedView(_View):
@@ -226,6 +227,27 @@ class IssuedApiKeyView(ApiKeyView):
 class KeyListView(_View):
     user_id: str
     keys: list[ApiKeyView]
+
+
+class DeadLetterView(_View):
+    """An event the broker gave up delivering (functions/bot_manager/dead_letters.py)."""
+
+    id: str = Field(description="its id in the dead-letter stream")
+    event_id: str
+    type: str
+    meeting_id: str = Field(description="the meeting's id (`meeting.id`), empty if the event names none")
+    user_id: str
+    session_id: str
+    destination: str = Field(description="where the broker was delivering it")
+    status: str = Field(description="the destination's last HTTP status, empty if it never answered")
+    error: str = Field(description="the start of the destination's last answer")
+    received_at: Timestamp
+    handled: bool = Field(description="acted on: a lost chunk recorded as a gap in its meeting (others need nothing)")
+
+
+class DeadLetterListView(_View):
+    waiting: int = Field(description="dead letters not handled yet (they wait for the database, or for the worker)")
+    dead_letters: list[DeadLetterView] = Field(description="the newest, newest first")
 
 
 class ErrorBody(_View):

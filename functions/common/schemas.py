@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
+from .lifecycle import TranscriptVersion
 from .platforms import MeetingLinkError, Platform, resolve_meeting
 from .webhooks import DEFAULT_EVENT_TYPES, WebhookEventType
 
@@ -93,6 +94,11 @@ class RunBotRequest(_Body):
         default=None, description="The name the bot joins a meeting under; the BOT_DISPLAY_NAME setting if absent."
     )
     automatic_leave: AutomaticLeave | None = None
+    recording: bool | None = Field(
+        default=None,
+        description="Keep the meeting's audio (GET /recording/{user_id}/{meeting_id}); the RECORD_MEETINGS setting if "
+        "absent.",
+    )
 
     @model_validator(mode="after")
     def _source_is_usable(self) -> "RunBotRequest":
@@ -129,11 +135,17 @@ class TranscriptQuery(_Body):
         default=None,
         description="a live feed cursor: answer only what changed after it (at most 1,000 messages) and the next cursor",
     )
+    version: TranscriptVersion | None = Field(
+        default=None,
+        description="`live` or `final`; absent: the final transcript once there is one, the live one until then",
+    )
 
     @model_validator(mode="after")
     def _since_is_json(self) -> TranscriptQuery:
         if self.since is not None and self.format != TranscriptFormat.JSON:
             raise ValueError("since answers feed messages, which are JSON: drop format or since")
+        if self.since is not None and self.version == TranscriptVersion.FINAL:
+            raise ValueError("since follows the live feed: the final transcript has no cursor")
         return self
 
 
@@ -196,6 +208,10 @@ class UpdateWebhookRequest(_Body):
         if not self.model_fields_set:
             raise ValueError("name at least one of url, event_types, description, enabled")
         return self
+
+
+class DeadLettersQuery(_Body):
+    limit: Annotated[int, Field(ge=1, le=1000)] = Field(default=100, description="the newest this many dead letters")
 
 
 class DeliveriesQuery(_Body):

@@ -114,7 +114,15 @@ class Settings:
     )
     broker_ingress_url: str = setting(
         "http://127.0.0.1:8090/vexa/default",
-        "Broker ingress given to bots as K_SINK (in Kubernetes a SinkBinding sets K_SINK instead).",
+        "Broker ingress the worker publishes public events to, and bots' K_SINK with the `process` orchestrator. "
+        "The `kubernetes` orchestrator gives bots the address the Broker BROKER_NAME announces "
+        "(status.address.url) and this one only as the fallback, while that Broker cannot be read. The default is "
+        "the local broker's (`make up`); the Helm chart sets its `eventing.brokerClass`'s ingress.",
+    )
+    broker_name: str = setting(
+        "default",
+        "The Knative Broker, in KUBERNETES_NAMESPACE, whose address (and OIDC audience, where it announces one) the "
+        "`kubernetes` orchestrator gives bot Jobs.",
     )
 
     # -- the embedded default (`make up`)
@@ -166,6 +174,14 @@ class Settings:
         "2Gi",
         "Memory limit of a meeting-platform bot's pod (real pages, with video, weigh more than the simulators).",
     )
+    bot_node_selector: str = setting(
+        "",
+        "Node labels a bot Job's pod must run on, `key=value,key=value` (e.g. a bots node pool's); empty: any node.",
+    )
+    bot_tolerations: str = setting(
+        "",
+        "Taints a bot Job's pod tolerates, as a JSON list of Kubernetes tolerations (a bots pool's taint); empty: none.",
+    )
 
     # -- meeting-platform bots (bot/browser/)
     max_meeting_seconds: int = setting(
@@ -200,6 +216,13 @@ class Settings:
         "/usr/bin/chromium",
         "The Chromium meeting-platform bots drive (the bot image installs Debian's).",
     )
+    browser_user: str = setting(
+        "vexa-bot",
+        "Account that runs a bot's Chromium and its X display when the bot itself runs as root (`make up` as root): "
+        "a page's code then cannot read the bot's session key or act as root. `make up` creates it (a system "
+        "account without a shell) when missing; if the account is missing or cannot run Chromium, bots say so in "
+        "their log and keep the browser as root. Empty: never switch. Bot pods run as non-root already.",
+    )
     bot_browser_host_rules: str = setting(
         "",
         "Chromium `--host-resolver-rules` for bots, e.g. `MAP meet.google.com 127.0.0.1:8443`: sends platform "
@@ -226,8 +249,9 @@ class Settings:
     # -- transcription
     default_language: str = setting("en", "Language used when a run request names none.")
     transcription_engine: str = setting(
-        "whisperx",
-        "`whisperx` (batched faster-whisper with pyannote VAD) or `faster-whisper`.",
+        "faster-whisper",
+        "The live engine: `faster-whisper` or `whisperx` (batched faster-whisper with pyannote VAD). "
+        "faster-whisper by the held-back recordings' measurement (docs/benchmarks.md, part 11).",
     )
     whisper_model: str = setting(
         "",
@@ -246,18 +270,129 @@ class Settings:
     )
     whisper_batch_size: int = setting("8", "whisperx batch size.")
     whisper_beam_size: int = setting("5", "Beam size for decoding.")
+    whisper_min_window_seconds: float = setting(
+        "30",
+        "faster-whisper's shortest encoder window, in seconds. 30: whisper's whole window always. Below 30 its "
+        "encoder gets a chunk's audio plus a second (at least this much): 15 saves about a third of the live "
+        "path's CPU, but through the stack one held-back recording's live WER rose 12 points (docs/benchmarks.md, "
+        "part 12).",
+    )
+    whisper_window_recheck: int = setting(
+        "1",
+        "1: a decode over a fitted window (WHISPER_MIN_WINDOW_SECONDS below 30) that looks unsure (whisper's "
+        "temperature fallback, a repeating text, a low log-probability) is done again over the whole 30 s window; "
+        "0: never.",
+    )
+
+    transcription_drafts: int = setting(
+        "1",
+        "1: each transcription process also transcribes drafts (the words of chunks still being spoken), with a "
+        "model instance of its own in a process that runs only on idle CPU, so drafts never delay a chunk; "
+        "0: every draft is dropped.",
+    )
 
     # -- the bot's audio and its delivery
-    chunk_min_seconds: float = setting("4", "A chunk ends at the first pause after this much audio.")
-    chunk_max_seconds: float = setting("10", "A chunk is cut (at its quietest point) once this long.")
-    chunk_pause_ms: int = setting("300", "Silence that counts as a pause between words.")
+    # Chosen on local/evalset/'s `tune` half (docs/benchmarks.md, part 11): 6-12 s chunks cut at
+    # pauses of 500 ms gave the lowest WER there.
+    chunk_min_seconds: float = setting("6", "A chunk ends at the first pause after this much audio.")
+    chunk_max_seconds: float = setting("12", "A chunk is cut (at its quietest point) once this long.")
+    chunk_pause_ms: int = setting("500", "Silence that counts as a pause between words.")
+    draft_interval_seconds: float = setting(
+        "1",
+        "How often a bot sends the chunk it is building as a draft, in seconds of audio (and at most as often in "
+        "wall time); 0: no drafts.",
+    )
     vad_aggressiveness: int = setting("2", "WebRTC VAD mode 0-3 (3 = most eager to call audio silence).")
     bot_heartbeat_seconds: float = setting("5", "How often a bot sends a heartbeat event.")
     bot_buffer_chunks: int = setting(
         "360",
         "Chunks a bot holds while the sink is down; older ones are dropped and counted.",
     )
-    bot_drain_seconds: float = setting("30", "How long a leaving bot keeps retrying to flush what it holds.")
+    bot_drain_seconds: float = setting(
+        "30",
+        "How long a leaving bot keeps retrying to flush what it holds. A bot still running this plus 30 s "
+        "after it was asked to stop is killed: its Job's termination grace, and the process orchestrator's.",
+    )
+
+    # -- recordings (functions/recordings/)
+    record_meetings: int = setting(
+        "1",
+        "1: keep every meeting's audio (a run's `recording: false` opts out); 0: keep none unless a run asks "
+        "with `recording: true`.",
+    )
+    recording_retention_days: float = setting(
+        "30",
+        "A meeting's audio is deleted this many days after the meeting ended (by the worker's beat, logged as "
+        "`recording.purged`); 0 keeps it forever.",
+    )
+    recording_purge_seconds: float = setting("3600", "How often the worker looks for recordings past their retention.")
+    recording_storage: str = setting(
+        "folder",
+        "Where recordings are kept: `folder` (RECORDING_FOLDER), `s3` (any S3-compatible store: AWS S3, GCS's "
+        "XML API, MinIO) or `none` (no meeting keeps audio; a run asking for it gets 422). Credentials for `s3` "
+        "come from boto3's usual sources (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the pod's identity).",
+    )
+    recording_folder: str = setting(
+        "",
+        "Folder of the `folder` storage; empty: STATE_DIR/recordings.",
+    )
+    recording_s3_bucket: str = setting("", "Bucket of the `s3` storage (required for it).")
+    recording_s3_prefix: str = setting("recordings/", "Key prefix of every recording object in the bucket.")
+    recording_s3_endpoint_url: str = setting(
+        "",
+        "Endpoint of the `s3` storage (e.g. `https://storage.googleapis.com`, a MinIO URL); empty: AWS S3.",
+    )
+    recording_s3_region: str = setting("us-east-1", "Region of the `s3` storage.")
+
+    # -- the final transcript (functions/finalizer/)
+    final_transcripts: int = setting(
+        "1",
+        "1: once a meeting with a recording has ended, transcribe the whole recording again in one long-form pass "
+        "(a process, or a Kubernetes Job) and serve that as its transcript; 0: only the live transcript.",
+    )
+    final_engine: str = setting(
+        "faster-whisper",
+        "Engine of the final pass (`faster-whisper` or `whisperx`): faster-whisper, by the measurement in "
+        "docs/benchmarks.md.",
+    )
+    final_model: str = setting(
+        "",
+        "CTranslate2 model directory of the final pass (e.g. large-v3 on a GPU node); empty: WHISPER_MODEL's.",
+    )
+    final_device: str = setting("cpu", "`cpu` or `cuda` for the final pass.")
+    final_cpu_threads: int = setting("2", "CPU threads of the final pass.")
+    final_attempts: int = setting("3", "Attempts at a meeting's final pass before it is given up (logged in its history).")
+    final_timeout_seconds: float = setting(
+        "3600",
+        "A final pass still running after this long is stopped and counts as a failed attempt (its Job's "
+        "activeDeadlineSeconds too). A four-hour meeting takes about 20 CPU-minutes with tiny.en on a CPU.",
+    )
+    final_recording_wait_seconds: float = setting(
+        "60",
+        "How long after a meeting ended the final pass waits for chunks its bots sent but the recording has not "
+        "stored yet; then it transcribes what is there.",
+    )
+    final_image: str = setting(
+        "ghcr.io/vexa-ai/vexa-transcription:0.1.0",
+        "Container image of the final pass's Job (`kubernetes` orchestrator): the transcription image.",
+    )
+    final_service_account: str = setting(
+        "vexa-final-pass",
+        "ServiceAccount of a final pass's pod, not the bots' (the Helm chart creates it, without an API token): the "
+        "one to give a cloud identity that reads the recordings' bucket.",
+    )
+    final_cpu_request: str = setting("1", "CPU request of a final pass's pod.")
+    final_memory_request: str = setting("2Gi", "Memory request of a final pass's pod (it transcribes ten minutes of audio at a time).")
+    final_memory_limit: str = setting("4Gi", "Memory limit of a final pass's pod.")
+    final_gpus: int = setting("0", "GPUs (`nvidia.com/gpu`) a final pass's pod asks for; with FINAL_DEVICE=cuda.")
+    final_node_selector: str = setting(
+        "",
+        "Node labels a final pass's pod must run on, `key=value,key=value` (e.g. a GPU node pool's); empty: any node.",
+    )
+    final_tolerations: str = setting(
+        "",
+        "Taints a final pass's pod tolerates, as a JSON list of Kubernetes tolerations (a GPU pool's taint); empty: none.",
+    )
 
     # -- the reconciler (functions/worker/reconciler.py)
     reconcile_seconds: float = setting("5", "How often the reconciler checks live meetings against their bots.")
@@ -274,6 +409,11 @@ class Settings:
         "How many times a meeting's lost or crashed bot is relaunched before the meeting fails.",
     )
     bot_relaunch_backoff_seconds: float = setting("5", "Wait before the first relaunch; doubles with each further one.")
+    dead_letters_kept: int = setting(
+        "10000",
+        "How many of the broker's dead letters Redis keeps (handled or not; the oldest go first). The worker "
+        "drains them every RECONCILE_SECONDS: a lost chunk becomes a gap in its meeting.",
+    )
     launch_timeout_seconds: float = setting(
         "30",
         "A bot its orchestrator still does not know this long after it was asked for is launched again.",
@@ -380,6 +520,11 @@ class Setting:
     help: str
     secret: bool
     shown_default: str | None
+
+    @property
+    def default_value(self) -> Any:
+        """The default, as the setting's type."""
+        return self.kind(self.default)
 
 
 SETTINGS: dict[str, Setting] = {

@@ -51,6 +51,8 @@ SIGNERS: dict[EventType, Signer] = {
     EventType.BOT_HEARTBEAT: Signer.BOT,
     EventType.BOT_SPEAKERS: Signer.BOT,
     EventType.TRANSCRIPT_SEGMENTS: Signer.TRANSCRIPTION,
+    EventType.AUDIO_DRAFT: Signer.BOT,
+    EventType.TRANSCRIPT_DRAFT: Signer.TRANSCRIPTION,
 }
 
 

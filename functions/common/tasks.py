@@ -23,7 +23,10 @@ TASK_SOFT_TIME_LIMIT_SECONDS = TASK_TIME_LIMIT_SECONDS - 60
 # would be handed to a second worker while the first is still at it.
 VISIBILITY_TIMEOUT_SECONDS = TASK_TIME_LIMIT_SECONDS + 30
 # The modules that define the tasks, which the worker loads.
-TASK_MODULES = ["functions.worker.reconciler", "functions.worker.tasks", "functions.worker.webhooks"]
+TASK_MODULES = [
+    "functions.worker.reconciler", "functions.worker.tasks", "functions.worker.webhooks", "functions.worker.retention",
+    "functions.worker.finals", "functions.worker.dead_letters",
+]  # fmt: skip
 # Webhook deliveries wait on receivers (up to WEBHOOK_TIMEOUT_SECONDS each): they have a queue and
 # workers of their own, so a slow receiver never delays a bot's launch.
 WEBHOOK_QUEUE = "vexa.webhooks"
@@ -35,6 +38,9 @@ class TaskName(StrEnum):
     STOP_BOT = "vexa.stop_bot"  # args: meeting pk
     WEBHOOK_PUMP = "vexa.webhooks.pump"  # args: none (Celery beat, every WEBHOOK_PUMP_SECONDS)
     DELIVER_WEBHOOK = "vexa.webhooks.deliver"  # args: delivery id, attempts made before (WEBHOOK_QUEUE)
+    PURGE_RECORDINGS = "vexa.recordings.purge"  # args: none (Celery beat, every RECORDING_PURGE_SECONDS)
+    ADVANCE_FINALS = "vexa.finals.advance"  # args: none (Celery beat, every RECONCILE_SECONDS)
+    DRAIN_DEAD_LETTERS = "vexa.dead_letters.drain"  # args: none (beat, every RECONCILE_SECONDS; and per dead letter)
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -51,6 +57,21 @@ def create_celery(settings: Settings) -> Celery:
                 "task": TaskName.WEBHOOK_PUMP,
                 "schedule": settings.webhook_pump_seconds,
                 "options": {"expires": max(settings.webhook_pump_seconds, 1.0)},
+            },
+            "final-transcripts": {
+                "task": TaskName.ADVANCE_FINALS,
+                "schedule": settings.reconcile_seconds,
+                "options": {"expires": max(settings.reconcile_seconds, 1.0)},
+            },
+            "dead-letters": {
+                "task": TaskName.DRAIN_DEAD_LETTERS,
+                "schedule": settings.reconcile_seconds,
+                "options": {"expires": max(settings.reconcile_seconds, 1.0)},
+            },
+            "recordings-purge": {
+                "task": TaskName.PURGE_RECORDINGS,
+                "schedule": settings.recording_purge_seconds,
+                "options": {"expires": max(settings.recording_purge_seconds, 1.0)},
             },
         },
         task_routes={TaskName.DELIVER_WEBHOOK: {"queue": WEBHOOK_QUEUE}},

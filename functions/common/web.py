@@ -1,4 +1,4 @@
-"""What every Flask service shares: JSON errors, request parsing, /healthz, /metrics."""
+"""What every Flask service shares: JSON errors, request parsing, /healthz, /livez, /metrics."""
 from __future__ import annotations
 
 import io
@@ -25,8 +25,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .api import HEALTHZ, PATH_PARAMETERS, Route
-from .errors import Conflict, DomainError, LimitReached, NotFound, Unacceptable, Unauthenticated
+from .api import HEALTHZ, LIVEZ, PATH_PARAMETERS, Route
+from .errors import Conflict, DomainError, LimitReached, NotFound, Unacceptable, Unauthenticated, Unavailable
 from .events import BadEvent, describe_validation_error
 from .logs import Redactor, secret_values
 
@@ -44,10 +44,14 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     Conflict: 409,
     Unacceptable: 422,
     LimitReached: 429,
+    Unavailable: 503,
 }
 # SQLSTATE classes that mean "the database cannot serve now", not "it refused this request":
 # connection exceptions, insufficient resources, operator intervention (a shutdown, say).
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+# Transaction rollback (a deadlock, a serialization failure): PostgreSQL gave way to a concurrent
+# transaction; the same request, sent again, goes through.
+CONFLICT_SQLSTATE_CLASS = "40"
 
 
 class ApiError(Exception):
@@ -77,11 +81,14 @@ def database_unavailable(exc: Exception) -> bool:
         return True
     if not isinstance(exc, DBAPIError):
         return False
-    if exc.connection_invalidated:
-        return True
-    # pg8000 carries the server's error fields as a dict: C is the SQLSTATE.
-    fields = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-    return isinstance(fields, dict) and str(fields.get("C", ""))[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    return exc.connection_invalidated or sqlstate(exc)[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+
+
+def sqlstate(exc: Exception) -> str:
+    """The SQLSTATE of the server's error behind `exc`, or "" (pg8000 carries its fields as a dict: C)."""
+    orig = getattr(exc, "orig", None)
+    fields = orig.args[0] if orig is not None and orig.args else None
+    return str(fields.get("C", "")) if isinstance(fields, dict) else ""
 
 
 def _plain(value: Any) -> Any:
@@ -209,7 +216,13 @@ def install(
 ) -> None:
     """Give `app` the shared error handling, body limit, metrics and health endpoints.
 
-    `ready` is called by /healthz and raises when a dependency is down; `collectors`
+    `ready` is called by /healthz and raises when a dependency is down: for operators (and `make
+    up`, which waits for it), never for the cluster's probes, which ask /livez. A probe that followed a
+    dependency every pod shares (the database, bot-manager) would restart, or take out of service,
+    all of them at once when that dependency is down, which mends nothing: not even a service's own
+    database counts, since its pool reconnects by itself and a pod kept in service answers 503
+    `database_unavailable` at once (clients and the broker retry) where Knative would hold the
+    requests of a service without a ready pod until they time out, and add pods. `collectors`
     add metrics computed at scrape time (e.g. from the database). A process given METRICS_PORT
     (gunicorn_conf.py listens there too) serves /metrics on that port only, and nothing else
     there; a `public` service (the gateway) serves /metrics nowhere else, METRICS_PORT or not.
@@ -241,6 +254,11 @@ def install(
     @app.errorhandler(DBAPIError)
     @app.errorhandler(PoolTimeout)
     def _database_error(exc: Exception):
+        if sqlstate(exc)[:2] == CONFLICT_SQLSTATE_CLASS:
+            log.warning("database.conflict", extra={"error": str(exc).splitlines()[0]})
+            body, status = error_response(503, "database_conflict", "a concurrent change to the same data won; retry")
+            body.headers["Retry-After"] = "1"
+            return body, status
         if not database_unavailable(exc):
             return _unexpected(exc)  # it refused what was asked: a bug, not an outage
         # 503: clients retry, and the broker redelivers an event once the database is back.
@@ -311,6 +329,11 @@ def _ops_blueprint(
             # The dependency's own words, less any credential (a database URL, say).
             reason = Redactor(secret_values()).text(str(exc))
             return jsonify({"status": "unavailable", "service": service, "reason": reason}), 503
+        return jsonify({"status": "ok", "service": service})
+
+    @ops.get(LIVEZ.path)
+    def livez():
+        # The process answers; nothing more, so never a dependency (install's docstring).
         return jsonify({"status": "ok", "service": service})
 
     @ops.get("/metrics")

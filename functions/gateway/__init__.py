@@ -24,6 +24,7 @@ from functions.common.addresses import IpNetwork, parse_networks
 from functions.common.db import session_factory
 from functions.common.logs import configure_logging
 from functions.common.settings import Settings, get_settings
+from functions.recordings.storage import RecordingStorage, storage_from_settings
 
 from .admin import bp as admin_bp
 from .auth import KeyCache
@@ -48,6 +49,7 @@ class Services:
     hub: Hub
     failed_keys: FailedKeys  # per client address, in Redis
     trusted_proxies: tuple[IpNetwork, ...]  # whose X-Forwarded-For entries are believed (clients.py)
+    recording_storage: RecordingStorage  # meetings' audio, for GET /recording (reads.py)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -63,7 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     trusted_proxies = parse_networks(settings.trusted_proxy_networks)
     server_url(settings.public_url)
     services = Services(settings, to_bot_manager, db_sessions, redis_client, KeyCache(settings.auth_cache_seconds), hub,
-                        failed_keys, trusted_proxies)  # fmt: skip
+                        failed_keys, trusted_proxies, storage_from_settings(settings))  # fmt: skip
     app.extensions["vexa"] = services
     app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": settings.stream_keepalive_seconds}
     web.on_shutdown(hub.close)  # streams end with "going away" before the worker stops

@@ -1,5 +1,5 @@
 """The admin routes (functions/common/api.py's ADMIN_ROUTES): users, their bot limits and their
-API keys. Bearer ADMIN_TOKEN only.
+API keys, and the broker's dead letters. Bearer ADMIN_TOKEN only.
 
 The `vexa admin` CLI (functions/accounts/cli.py) does the same through the same store.
 """
@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import uuid
 
+import redis
 from flask import Blueprint, Response, current_app
 
 from functions.accounts import store
-from functions.common import api
-from functions.common.responses import ApiKeyView, IssuedApiKeyView, KeyListView, UserView
-from functions.common.schemas import CreateKeyRequest, CreateUserRequest, UpdateUserRequest
-from functions.common.web import json_response, serves
+from functions.common import api, dead_letters
+from functions.common.responses import ApiKeyView, DeadLetterListView, DeadLetterView, IssuedApiKeyView, KeyListView, UserView
+from functions.common.schemas import CreateKeyRequest, CreateUserRequest, DeadLettersQuery, UpdateUserRequest
+from functions.common.web import ApiError, json_response, serves
 
 from .auth import require_admin
 
@@ -61,3 +62,13 @@ def list_keys(user_id: str) -> Response:
 def revoke_key(key_id: uuid.UUID) -> Response:
     with _db() as db, db.begin():
         return json_response(ApiKeyView.of(store.revoke_key(db, key_id)))
+
+
+@serves(bp, api.DEAD_LETTERS)
+def list_dead_letters(query: DeadLettersQuery) -> Response:
+    client = current_app.extensions["vexa"].redis_client
+    try:
+        waiting, newest = dead_letters.listing(client, query.limit)
+    except redis.RedisError as exc:
+        raise ApiError(503, "redis_unavailable", f"the dead letters are kept in Redis, which is unavailable: {exc}") from None
+    return json_response(DeadLetterListView(waiting=waiting, dead_letters=[DeadLetterView(**entry) for entry in newest]))

@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from functions.common.admission import check_run_request
-from functions.common.errors import Conflict, LimitReached
+from functions.common.errors import Conflict, LimitReached, Unacceptable
 from functions.common.lifecycle import LIVE, TERMINAL, CompletionReason, MeetingStatus
 from functions.common.models import Meeting, StatusChange, TranscriptSegment, User
 from functions.common.responses import MeetingView
@@ -31,11 +31,13 @@ S = MeetingStatus
 def run_bot(db: Session, settings: Settings, request: RunBotRequest, actor: str = Actor.API) -> Meeting:
     """Create the meeting and its first bot session, `starting`.
 
-    Refused: Unacceptable (a recording outside RECORDING_SOURCES, a language the model lacks),
+    Refused: Unacceptable (a recording outside RECORDING_SOURCES, a language the model lacks, a
+    recording asked of a deployment that keeps none),
     NotFound (no such user), Conflict (the meeting already has a live bot), LimitReached (the user's
     live bots, or its audio today: functions/meetings/budget.py).
     """
     request = check_run_request(request, settings)
+    recording = keeps_recording(settings, request)
     # One run at a time per user, so the live-meeting and limit checks below cannot race.
     db.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(request.user_id, 0))))
     user = db.get(User, request.user_id)
@@ -53,10 +55,20 @@ def run_bot(db: Session, settings: Settings, request: RunBotRequest, actor: str 
     if running >= limit:
         raise LimitReached("bot_limit_reached", f"user {request.user_id!r} already has {running} live bots (limit {limit})")
     budget.check_run(db, settings, request.user_id)
-    return _new_meeting(db, settings, request, actor)
+    return _new_meeting(db, settings, request, actor, recording)
 
 
-def _new_meeting(db: Session, settings: Settings, request: RunBotRequest, actor: str) -> Meeting:
+def keeps_recording(settings: Settings, request: RunBotRequest) -> bool:
+    """Whether the run's audio is kept: its `recording`, else RECORD_MEETINGS; never without a storage."""
+    if settings.recording_storage == "none":
+        if request.recording:
+            raise Unacceptable("recordings_off", "this deployment keeps no recordings (RECORDING_STORAGE=none): "
+                                                 "run without `recording: true`")  # fmt: skip
+        return False
+    return bool(settings.record_meetings) if request.recording is None else request.recording
+
+
+def _new_meeting(db: Session, settings: Settings, request: RunBotRequest, actor: str, recording: bool) -> Meeting:
     now = utcnow()
     # Cursors go on from the meeting id's previous run (Meeting.feed_start).
     previous_cursor = db.scalar(
@@ -72,6 +84,7 @@ def _new_meeting(db: Session, settings: Settings, request: RunBotRequest, actor:
         language=request.language or settings.default_language,
         replay_speed=request.replay_speed,
         bot_options=request.model_dump(include={"bot_display_name", "automatic_leave"}, exclude_none=True) or None,
+        recording=recording,
         participants=[],
         feed_start=previous_cursor or 0,
         feed_seq=previous_cursor or 0,

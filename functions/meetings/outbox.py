@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from functions.common.feed import (
+    DraftMessage,
+    DraftSegment,
     MessageType,
     ResyncMessage,
     SegmentMessage,
@@ -84,6 +86,26 @@ def segments_stored(db: Session, meeting: Meeting, segments: Sequence[Row]) -> N
         SegmentMessage(cursor=cursor, meeting_id=meeting.meeting_id, segment=SegmentView.of(row))
         for cursor, row in zip(cursors, segments)
     ])  # fmt: skip
+
+
+def draft_shown(db: Session, meeting: Meeting, chunk: str, segments: Sequence[DraftSegment]) -> None:
+    """The words of `chunk` so far, to be shown until the chunk is settled (draft_settled)."""
+    (cursor,) = _take_cursors(db, meeting, 1)
+    _write(db, meeting, [DraftMessage(cursor=cursor, meeting_id=meeting.meeting_id, chunk=chunk, segments=list(segments))])
+    if chunk not in meeting.drafts_shown:
+        meeting.drafts_shown = [*meeting.drafts_shown, chunk]
+
+
+def draft_settled(db: Session, meeting: Meeting, chunks: Iterable[str]) -> None:
+    """Tell clients to stop showing the drafts of `chunks` (those the feed showed): written before
+    the chunk's final segments, so a client never shows both."""
+    settled = [chunk for chunk in chunks if chunk in meeting.drafts_shown]
+    if not settled:
+        return
+    cursors = _take_cursors(db, meeting, len(settled))
+    _write(db, meeting, [DraftMessage(cursor=cursor, meeting_id=meeting.meeting_id, chunk=chunk, segments=[])
+                         for cursor, chunk in zip(cursors, settled)])  # fmt: skip
+    meeting.drafts_shown = [chunk for chunk in meeting.drafts_shown if chunk not in settled]
 
 
 def speakers_changed(db: Session, meeting: Meeting, updates: Iterable[SpeakerUpdate]) -> None:

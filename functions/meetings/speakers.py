@@ -62,6 +62,26 @@ def speakers_of(segments: Sequence[TimedText], turns: Sequence[Turn]) -> list[st
     return speakers
 
 
+def _seconds_since(origin: datetime, at):
+    """`at` as seconds from `origin`, in SQL: the transcript's clock."""
+    return cast(extract("epoch", at - origin), Float)
+
+
+def meeting_turns(db: Session, meeting: Meeting) -> list[Turn]:
+    """Every speaker turn of the meeting, on the transcript's clock, sorted by start."""
+    if meeting.audio_started_at is None:
+        return []
+    origin = meeting.audio_started_at
+    return [
+        Turn(*row)
+        for row in db.execute(
+            select(SpeakerTurn.participant, _seconds_since(origin, SpeakerTurn.start_at), _seconds_since(origin, SpeakerTurn.end_at))
+            .where(SpeakerTurn.meeting_pk == meeting.id)
+            .order_by(SpeakerTurn.start_at, SpeakerTurn.participant)
+        )
+    ]  # fmt: skip
+
+
 def attribute(db: Session, meeting: Meeting, start_at: datetime, end_at: datetime) -> list[SpeakerUpdate]:
     """Work out again the speaker of every stored segment that overlaps [start_at, end_at] and store
     it; the segments whose speaker changed. Called under the meeting's row lock."""
@@ -75,7 +95,7 @@ def attribute(db: Session, meeting: Meeting, start_at: datetime, end_at: datetim
         return []
 
     def seconds(at):
-        return cast(extract("epoch", at - meeting.audio_started_at), Float)
+        return _seconds_since(meeting.audio_started_at, at)
 
     # Every turn that overlaps one of them, on the segments' clock.
     turns = [

@@ -74,6 +74,9 @@ def move(db: Session, meeting: Meeting, target: MeetingStatus, reason: str | Non
         meeting.started_at = now
     if target in TERMINAL:
         meeting.ended_at = now
+        # A chunk that never got its final transcript (dropped by its bot, given up) leaves no
+        # draft behind: clients stop showing every draft before the meeting's last message.
+        outbox.draft_settled(db, meeting, meeting.drafts_shown)
     outbox.status_changed(db, meeting, target, reason, now)
     log.info("meeting.status", extra={**ids(meeting), "from": str(current), "to": str(target), "reason": reason, "actor": actor})
     return True
@@ -86,6 +89,13 @@ def note(db: Session, meeting: Meeting, reason: str, actor: str) -> None:
     meeting.status_reason = reason
     meeting.updated_at = now
     outbox.status_changed(db, meeting, status, reason, now)
+
+
+def note_after_end(db: Session, meeting: Meeting, reason: str, actor: str) -> None:
+    """Record in an ended meeting's history what is done with it since (its final pass): its
+    status, reason and live feed stay as they ended."""
+    status = MeetingStatus(meeting.status)
+    db.add(StatusChange(meeting_pk=meeting.id, from_status=status, to_status=status, reason=reason, actor=actor, at=utcnow()))
 
 
 def add_session(meeting: Meeting, resume_from_s: float) -> BotSession:
@@ -128,6 +138,7 @@ def relaunch(db: Session, meeting: Meeting, reason: str, actor: str) -> BotSessi
     and its history records the relaunch and why.
     """
     end_lost_session(db, meeting, reason)
+    outbox.draft_settled(db, meeting, meeting.drafts_shown)  # the lost bot's words to come are its successor's now
     resume_from = db.scalar(
         select(func.coalesce(func.max(TranscribedChunk.offset_s + TranscribedChunk.duration_s), 0.0)).where(
             TranscribedChunk.meeting_pk == meeting.id

@@ -19,10 +19,12 @@ import redis
 from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
-from functions.common.models import Meeting
+from functions.common.errors import NotFound
+from functions.common.lifecycle import FinalStatus, TranscriptVersion
+from functions.common.models import FinalTranscript, Meeting
 from functions.common.responses import MeetingWithHistoryView, SegmentView
 from functions.common.schemas import TranscriptFormat
-from . import outbox, queries
+from . import finals, outbox, queries
 from .renderings import RENDERERS
 
 log = logging.getLogger(__name__)
@@ -35,13 +37,35 @@ def _key(meeting_pk: uuid.UUID) -> str:
     return f"vexa:transcript:{meeting_pk}"
 
 
-def whole(db: Session, client: redis.Redis, meeting: Meeting, fmt: TranscriptFormat) -> bytes:
-    """The transcript as `fmt`; call inside a REPEATABLE READ transaction, so segments and cursor agree."""
-    segments = _rendered(db, client, meeting, fmt)
+def whole(
+    db: Session, client: redis.Redis, meeting: Meeting, fmt: TranscriptFormat, version: TranscriptVersion | None = None
+) -> bytes:
+    """The transcript as `fmt`: `version`, or the final one once it exists and else the live one.
+    Call inside a REPEATABLE READ transaction, so segments and cursor agree. NotFound for a final
+    transcript there is not (yet)."""
+    final = db.get(FinalTranscript, meeting.id)
+    done = final is not None and final.status == FinalStatus.DONE
+    if version == TranscriptVersion.FINAL and not done:
+        raise NotFound("final_transcript_not_found", f"meeting {meeting.meeting_id!r} has no final transcript: {_why_not(meeting, final)}")
+    shown = TranscriptVersion.FINAL if done and version != TranscriptVersion.LIVE else TranscriptVersion.LIVE
+    # A final transcript is written once per pass: its end names the rendering (a live one's is the cursor).
+    tag = f"final-{final.finished_at.timestamp()}" if shown == TranscriptVersion.FINAL else "live"
+    segments = _rendered(db, client, meeting, fmt, tag)
     if fmt != TranscriptFormat.JSON:
         return segments
     head = MeetingWithHistoryView.of(meeting).model_dump_json(by_alias=True).encode()
-    return b'{"meeting":%b,"cursor":%d,"segments":%b}' % (head, meeting.feed_seq, segments)
+    finalizing = b"true" if final is not None and final.status in (FinalStatus.PENDING, FinalStatus.RUNNING) else b"false"
+    return b'{"meeting":%b,"cursor":%d,"transcript":"%b","finalizing":%b,"segments":%b}' % (
+        head, meeting.feed_seq, shown.value.encode(), finalizing, segments
+    )
+
+
+def _why_not(meeting: Meeting, final: FinalTranscript | None) -> str:
+    if final is not None:
+        return {FinalStatus.FAILED: f"its pass failed ({final.error})"}.get(final.status, "its pass is under way")
+    if not meeting.recording:
+        return "it kept no recording"
+    return "its meeting has not ended" if meeting.ended_at is None else "none is made (FINAL_TRANSCRIPTS) or it is not due yet"
 
 
 class _Recent:
@@ -77,25 +101,26 @@ class _Recent:
 _RECENT = _Recent()
 
 
-def _rendered(db: Session, client: redis.Redis, meeting: Meeting, fmt: TranscriptFormat) -> bytes:
-    recent_key = (meeting.id, meeting.feed_seq, fmt.value)
+def _rendered(db: Session, client: redis.Redis, meeting: Meeting, fmt: TranscriptFormat, tag: str) -> bytes:
+    field = f"{tag}:{fmt.value}"
+    recent_key = (meeting.id, meeting.feed_seq, field)
     if (body := _RECENT.get(recent_key)) is not None:
         return body
     key, cursor = _key(meeting.id), str(meeting.feed_seq).encode()
     try:
-        kept_cursor, body = client.hmget(key, ["cursor", fmt.value])
+        kept_cursor, body = client.hmget(key, ["cursor", field])
         if kept_cursor == cursor and body is not None:
             client.expire(key, KEPT_SECONDS)
             return _RECENT.put(recent_key, body)
     except redis.RedisError as exc:
         log.warning("redis.cache_unavailable", extra={"error": str(exc)})
-        return _render(db, meeting, fmt)
-    body = _RECENT.put(recent_key, _render(db, meeting, fmt))
+        return _render(db, meeting, fmt, tag)
+    body = _RECENT.put(recent_key, _render(db, meeting, fmt, tag))
     try:
         with client.pipeline() as pipe:  # MULTI: a rendering is never stored under another cursor
             if kept_cursor != cursor:
                 pipe.delete(key)
-            pipe.hset(key, mapping={"cursor": cursor, fmt.value: body})
+            pipe.hset(key, mapping={"cursor": cursor, field: body})
             pipe.expire(key, KEPT_SECONDS)
             pipe.execute()
     except redis.RedisError:
@@ -103,8 +128,8 @@ def _rendered(db: Session, client: redis.Redis, meeting: Meeting, fmt: Transcrip
     return body
 
 
-def _render(db: Session, meeting: Meeting, fmt: TranscriptFormat) -> bytes:
-    segments = queries.transcript_segments(db, meeting)
+def _render(db: Session, meeting: Meeting, fmt: TranscriptFormat, tag: str) -> bytes:
+    segments = queries.transcript_segments(db, meeting) if tag == "live" else finals.final_segments(db, meeting.id)
     if fmt == TranscriptFormat.JSON:
         return _SEGMENTS.dump_json([SegmentView.of(s) for s in segments], by_alias=True)
     render: Callable = RENDERERS[fmt][0]

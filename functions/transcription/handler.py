@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import numpy as np
 from flask import Blueprint, Response, current_app, request
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from functions.common import signing
 from functions.common.events import (
@@ -31,28 +31,42 @@ from functions.common.events import (
 from functions.common.languages import describe, supported_languages
 from functions.common.signing import Signer, session_key
 
-from .engines import TranscribedSegment
+from .engines import EnginePool, TranscribedSegment
 
 log = logging.getLogger(__name__)
 bp = Blueprint("transcription", __name__)
 
 CHUNKS = Counter("vexa_transcription_chunks_total", "Audio chunks transcribed", ["engine"])
 AUDIO_SECONDS = Counter("vexa_transcription_audio_seconds_total", "Seconds of audio transcribed", ["engine"])
+IN_PROGRESS = Gauge(
+    "vexa_transcription_chunks_in_progress", "Chunks being transcribed now, waiting for a model or decoding", ["engine"],
+    multiprocess_mode="livesum",
+)
 DURATION = Histogram(
     "vexa_transcription_seconds", "Time to transcribe one chunk, including the wait for the model", ["engine"], buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
 )
 
 
+# What each kind of audio is answered with.
+REPLIES = {EventType.AUDIO_CHUNK: EventType.TRANSCRIPT_SEGMENTS, EventType.AUDIO_DRAFT: EventType.TRANSCRIPT_DRAFT}
+
+
 @bp.post("/events")
 def transcribe_chunk():
-    event = parse_http(dict(request.headers), request.get_data())
-    if event_type(event) != EventType.AUDIO_CHUNK:
-        raise BadEvent(f"transcription handles only {EventType.AUDIO_CHUNK} events, got {event.get_type()}")
-    identity = identity_of(event)
     services = current_app.extensions["vexa"]
+    # A draft is only for spare capacity: while a chunk is being transcribed it is dropped before
+    # its body is even read. (The draft process runs on idle CPU, but beside a chunk's decode it
+    # would still share the caches and memory bandwidth.)
+    if request.headers.get("ce-type") == EventType.AUDIO_DRAFT and not (services["drafts"] and services["engine"].idle):
+        return "", 202  # no reply (Knative: a 2xx without an event)
+    event = parse_http(dict(request.headers), request.get_data())
+    kind = event_type(event)
+    if kind not in REPLIES:
+        raise BadEvent(f"transcription handles only {' and '.join(REPLIES)} events, got {event.get_type()}")
+    identity = identity_of(event)
     # Only the session's own bot may have audio transcribed for it, and only transcription
     # signs the reply (functions/common/signing.py).
-    signing.verify(event, identity, EventType.AUDIO_CHUNK, services["signing_key"])
+    signing.verify(event, identity, kind, services["signing_key"])
     chunk = audio_chunk_attributes(event)
     not_in_future(chunk.session_start, Attr.SESSION_START)
     supported = supported_languages(services["settings"])
@@ -67,22 +81,23 @@ def transcribe_chunk():
     # Size, header, format and duration are checked before a sample is decoded.
     pcm = decode_wav(data)
     audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-    engine = services["engine"]
-
-    started = time.perf_counter()
-    transcribed = engine.transcribe(audio, chunk.language)
-    elapsed = time.perf_counter() - started
     duration = len(audio) / SAMPLE_RATE
-    CHUNKS.labels(engine.name).inc()
-    AUDIO_SECONDS.labels(engine.name).inc(duration)
-    DURATION.labels(engine.name).observe(elapsed)
+    started = time.perf_counter()
+    if kind == EventType.AUDIO_DRAFT:
+        transcribed = services["drafts"].transcribe(audio, chunk.language)
+        if transcribed is None:
+            return "", 202  # another draft is in the works, or this one found no idle CPU in time
+        reply_id = f"{identity.session_id}:draft:{chunk.chunk_seq}:{round(duration * 1000)}"
+    else:
+        transcribed = _transcribe(services["engine"], audio, chunk.language)
+        reply_id = f"{identity.session_id}:segments:{chunk.chunk_seq}"  # same id on redelivery
 
     offset = chunk.offset_ms / 1000
     segments = [_on_session_clock(index, piece, offset, chunk) for index, piece in enumerate(transcribed)]
     reply = signing.signed(new_event(
-        EventType.TRANSCRIPT_SEGMENTS,
+        REPLIES[kind],
         identity,
-        f"{identity.session_id}:segments:{chunk.chunk_seq}",  # same id on redelivery
+        reply_id,
         event_source("transcription", identity.session_id),
         TranscriptSegmentsData(
             session_start=chunk.session_start,
@@ -94,19 +109,30 @@ def transcribe_chunk():
         ),
     ), session_key(services["signing_key"], identity, Signer.TRANSCRIPTION))
     log.info(
-        "chunk.transcribed",
+        "chunk.transcribed" if kind == EventType.AUDIO_CHUNK else "draft.transcribed",
         extra={
             "meeting_id": identity.meeting_pk,
             "user_id": identity.user_id,
             "session_id": identity.session_id,
             "chunk_seq": chunk.chunk_seq,
             "audio_seconds": round(duration, 2),
-            "seconds": round(elapsed, 3),
+            "seconds": round(time.perf_counter() - started, 3),
             "segments": len(segments),
         },
     )
     message = to_http(reply)
     return Response(message.body, status=200, headers=message.headers)
+
+
+def _transcribe(engine: EnginePool, audio: np.ndarray, language: str) -> list[TranscribedSegment]:
+    """A chunk's segments, counted and timed for the metrics."""
+    started = time.perf_counter()
+    with IN_PROGRESS.labels(engine.name).track_inprogress():
+        transcribed = engine.transcribe(audio, language)
+    CHUNKS.labels(engine.name).inc()
+    AUDIO_SECONDS.labels(engine.name).inc(len(audio) / SAMPLE_RATE)
+    DURATION.labels(engine.name).observe(time.perf_counter() - started)
+    return transcribed
 
 
 def _on_session_clock(index: int, piece: TranscribedSegment, offset: float, chunk: AudioChunkAttributes) -> Segment:

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from functions.common.feed import FeedMessage, SegmentMessage, SpeakersMessage
+from functions.common.feed import DraftMessage, FeedMessage, SegmentMessage, SpeakersMessage
 from functions.common.lifecycle import MeetingStatus
 from functions.common.models import Meeting, WebhookCursor, WebhookDelivery, WebhookEndpoint, WebhookMessage
 from functions.common.responses import MeetingView, SegmentView
@@ -56,7 +56,9 @@ def meetings_with_news(db: Session, limit: int = 100) -> list[uuid.UUID]:
 def fan_out(db: Session, meeting_pk: uuid.UUID) -> list[uuid.UUID]:
     """Turn the meeting's new events into messages and deliveries (in the caller's transaction);
     the ids of the deliveries made."""
-    meeting = db.get(Meeting, meeting_pk)
+    # The meeting's row first (FOR KEY SHARE: it blocks only its deletion), then its cursor, as a
+    # deletion takes them: a pass holding the cursor while a DELETE held the meeting deadlocked.
+    meeting = db.get(Meeting, meeting_pk, with_for_update={"read": True, "key_share": True})
     if meeting is None:
         return []
     db.execute(insert(WebhookCursor).values(meeting_pk=meeting_pk, seq=meeting.feed_start).on_conflict_do_nothing())
@@ -100,6 +102,8 @@ def _messages(db: Session, meeting: Meeting, messages: Sequence[FeedMessage], no
         batch.clear()
 
     for message in messages:
+        if isinstance(message, DraftMessage):
+            continue  # a draft is only for the live feed: webhooks carry what is stored
         if isinstance(message, SegmentMessage):
             batch.append(message)
             if len(batch) == MAX_SEGMENTS_PER_MESSAGE:

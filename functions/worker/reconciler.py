@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from functions.common import coordination
-from functions.common.bot_config import SHUTDOWN_MARGIN_SECONDS
+from functions.common.bot_config import stop_grace_seconds
 from functions.common.db import session_factory
 from functions.common.events import BotState
 from functions.common.lifecycle import LIVE, TERMINAL, MeetingStatus
@@ -276,7 +276,7 @@ def policy_from(settings: Settings) -> Policy:
     return Policy(
         heartbeat_timeout_seconds=settings.bot_heartbeat_timeout_seconds,
         transcript_timeout_seconds=settings.transcript_timeout_seconds,
-        stop_grace_seconds=settings.bot_drain_seconds + SHUTDOWN_MARGIN_SECONDS,  # what its Job is granted
+        stop_grace_seconds=stop_grace_seconds(settings.bot_drain_seconds),  # what its Job or process is granted
         lost_grace_seconds=MISSED_HEARTBEATS * settings.bot_heartbeat_seconds + HEARTBEAT_IN_FLIGHT_SECONDS,
         relaunch_limit=settings.bot_relaunch_limit,
         relaunch_backoff_seconds=settings.bot_relaunch_backoff_seconds,

@@ -5,6 +5,13 @@
     python -m local.bench --only live      # part 9 alone (on a stack of its own), merged likewise
     python -m local.bench --only api       # part 6 alone (on a stack of its own), merged likewise
     python -m local.bench --only webhooks  # part 10 alone (on a stack of its own), merged likewise
+    python -m local.bench --only quality   # part 11 alone (on a stack of its own), merged likewise
+    python -m local.bench --only options   # part 12 alone (no stack), merged likewise
+    python -m local.bench --only pipeline  # parts 3 and 4 alone (on a stack of their own), merged likewise
+    python -m local.bench --only latency   # part 3 alone (on a stack of its own), merged likewise
+    python -m local.bench --only overload  # part 14 alone (on a stack of its own), merged likewise
+    python -m local.bench --only cores     # part 15 alone (on a stack of its own), merged likewise
+    python -m local.bench --only drafts    # part 13 alone (on a stack of its own), merged likewise
     python -m local.bench --render         # rewrite docs/benchmarks.md's tables from the last run's results
 
 Order: the engines alone (no stack running), then the stack's parts (overhead,
@@ -12,7 +19,12 @@ latency, capacity, API load), then the stack stops and the peer runs on the
 same, otherwise idle, machine; last, browser bots in simulated meetings, on a
 fresh stack whose bots reach the meeting simulators (part 8). Live delivery
 (part 9, the WebSocket feed) runs on the stack after the API load, and then part 10 (live
-transcripts while the meeting's user has webhook endpoints, half never answering).
+transcripts while the meeting's user has webhook endpoints, half never answering). That stack
+makes no final transcripts (LIVE_ONLY); part 13 (drafts beside a saturated transcription
+service), part 14 (twice part 4's capacity) and part 15 (meetings per transcription core, no
+bots) end it. Part 11 (live and final transcripts of the held-back
+recordings, and the final pass's cost) runs next, on a stack of its own. Part 12 (the
+live path's options on the held-back recordings) runs with the engines, before any stack.
 """
 from __future__ import annotations
 
@@ -22,11 +34,14 @@ import time
 
 from functions.common.settings import REPO_ROOT, Settings, get_settings
 
-from . import api_load, browser, cost, engines, live, peer, pipeline, report, webhooks
+from . import api_load, browser, cores, cost, drafts, engines, live, options, overload, peer, pipeline, quality, report, webhooks
 from .sample import Sample
 from .stack import bench_stack
 
 WORKDIR = REPO_ROOT / ".vexa" / "bench"
+# The live path alone: a meeting's final pass (FINAL_TRANSCRIPTS) would run on the same two cores
+# during the next meetings' measurement. Part 11 measures it, on a stack of its own.
+LIVE_ONLY = {"FINAL_TRANSCRIPTS": "0"}
 RESULTS = WORKDIR / "results.json"
 COMMAND = "make bench"
 ONLY_COMMAND = "python -m local.bench --only {part}"
@@ -60,14 +75,19 @@ def main() -> None:
     results: dict = {"machine": report.machine(), "command": COMMAND}
 
     step("engines", results, lambda: engines.measure(settings, sample))
+    step("options", results, lambda: options.run(settings))
     engine_alone = results["engines"]["as_service"]
-    with bench_stack(WORKDIR / "stack") as bs:
+    with bench_stack(WORKDIR / "stack", **LIVE_ONLY) as bs:
         step("overhead", results, lambda: pipeline.overhead(bs, sample, engine_alone))
         step("latency", results, lambda: pipeline.latency(bs, sample))
         step("capacity", results, lambda: pipeline.capacity(bs, clip))
         step("api", results, lambda: api_load.run(bs))
         step("live", results, lambda: live.run(bs, live.LiveConfig.from_env()))
         step("webhooks", results, lambda: webhooks.run(bs))
+        step("drafts", results, lambda: drafts.run(bs))
+        step("overload", results, lambda: overload.run(bs, clip, results["capacity"]["largest_n"]))
+        step("cores", results, lambda: cores.run(bs, clip, settings))
+    step("quality", results, lambda: run_quality(settings, COMMAND))
     if not args.skip_peer:
         steps = [s["n"] for s in results["capacity"]["steps"]]
         cores = settings.whisper_instances * settings.whisper_cpu_threads  # what our transcription process uses
@@ -104,7 +124,58 @@ def run_webhooks(settings: Settings, command: str) -> dict:
         return webhooks.run(bs) | {"command": command, "machine": report.machine()}
 
 
-ONLY = {"api": run_api, "browser": run_browser, "live": run_live, "webhooks": run_webhooks}  # the parts --only runs
+def run_quality(settings: Settings, command: str) -> dict:
+    """Part 11 alone, on a bench stack of its own."""
+    with bench_stack(WORKDIR / "stack") as bs:
+        return quality.run(bs, settings) | {"command": command, "machine": report.machine()}
+
+
+def run_pipeline(settings: Settings, command: str) -> dict:
+    """Parts 3 and 4 alone (latency, capacity), on a bench stack of its own: merged as two parts."""
+    sample, clip = Sample.load(), Sample.load(pipeline.CAPACITY_CLIP_SECONDS)
+    machine = report.machine()
+    with bench_stack(WORKDIR / "stack", **LIVE_ONLY) as bs:
+        return {"latency": pipeline.latency(bs, sample) | {"command": command, "machine": machine},
+                "capacity": pipeline.capacity(bs, clip) | {"command": command, "machine": machine}}
+
+
+def run_latency(settings: Settings, command: str) -> dict:
+    """Part 3 alone, on a bench stack of its own."""
+    with bench_stack(WORKDIR / "stack", **LIVE_ONLY) as bs:
+        return pipeline.latency(bs, Sample.load()) | {"command": command, "machine": report.machine()}
+
+
+def run_overload(settings: Settings, command: str) -> dict:
+    """Part 14 alone, on a bench stack of its own: twice the last run's capacity (part 4), or
+    overload.CAPACITY where there is none."""
+    last = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    capacity = last.get("capacity", {}).get("largest_n") or overload.CAPACITY
+    with bench_stack(WORKDIR / "stack", **LIVE_ONLY) as bs:
+        result = overload.run(bs, Sample.load(pipeline.CAPACITY_CLIP_SECONDS), capacity)
+    return result | {"command": command, "machine": report.machine()}
+
+
+def run_cores(settings: Settings, command: str) -> dict:
+    """Part 15 alone, on a bench stack of its own."""
+    with bench_stack(WORKDIR / "stack", **LIVE_ONLY) as bs:
+        result = cores.run(bs, Sample.load(pipeline.CAPACITY_CLIP_SECONDS), settings)
+    return result | {"command": command, "machine": report.machine()}
+
+
+def run_drafts(settings: Settings, command: str) -> dict:
+    """Part 13 alone, on a bench stack of its own."""
+    with bench_stack(WORKDIR / "stack", **LIVE_ONLY) as bs:
+        return drafts.run(bs) | {"command": command, "machine": report.machine()}
+
+
+def run_options(settings: Settings, command: str) -> dict:
+    """Part 12 alone (no stack: the live path's simulation)."""
+    return options.run(settings) | {"command": command, "machine": report.machine()}
+
+
+ONLY = {"api": run_api, "browser": run_browser, "live": run_live, "webhooks": run_webhooks, "quality": run_quality,
+        "options": run_options, "pipeline": run_pipeline, "drafts": run_drafts,
+        "latency": run_latency, "overload": run_overload, "cores": run_cores}  # the parts --only runs
 
 
 def run_only(part: str, settings: Settings) -> None:
@@ -112,6 +183,9 @@ def run_only(part: str, settings: Settings) -> None:
     part 8 the cost model is redone where the capacity results it needs are there; the document rendered."""
     results: dict = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"command": COMMAND}
     step(part, results, lambda: ONLY[part](settings, ONLY_COMMAND.format(part=part)))
+    if part == "pipeline":  # two parts at once
+        results.update(results.pop("pipeline"))
+        RESULTS.write_text(json.dumps(results, indent=2))
     if part == "browser" and "capacity" in results:
         results["cost"] = cost.model(results["capacity"], settings, results["browser"])
         RESULTS.write_text(json.dumps(results, indent=2))
@@ -131,13 +205,18 @@ SECTIONS = {
     "browser": lambda r: browser.render(r["browser"]),
     "live": lambda r: live.render(r["live"], r.get("latency")),
     "webhooks": lambda r: webhooks.render(r["webhooks"]),
+    "quality": lambda r: quality.render(r["quality"], r.get("cost")),
+    "options": lambda r: options.render(r["options"]),
+    "drafts": lambda r: drafts.render(r["drafts"]),
+    "overload": lambda r: overload.render(r["overload"]),
+    "cores": lambda r: cores.render(r["cores"]),
     "cost": lambda r: cost.render(r["cost"]),
 }
 
 
 def render(results: dict) -> None:
     sections = {name: body(results) + stamp(results, name) for name, body in SECTIONS.items() if name in results}
-    if "capacity" in results and "peer" not in results:  # a full run with --skip-peer
+    if "total_s" in results and "peer" not in results:  # a full run with --skip-peer
         sections["peer"] = "Not run (--skip-peer)." + stamp(results, "peer")
     if "total_s" in results:  # a full run finished
         sections["machine"] = report.render_machine(results)

@@ -1,11 +1,17 @@
 """Meetings replayed through the whole stack, watched as a user of the API sees them.
 
 Each meeting is a bot replaying a recording (`platform: file`) for its own
-user. A poller per meeting reads `GET /transcript` every POLL_SECONDS and notes
-when each segment first appears. Latency is defined per chunk, as the issue
-asks: from the wall time the chunk's last word is spoken (its last segment's
-`end_at`; in a real-time replay the session's audio clock is the wall clock) to
-the first poll that shows the chunk's segments. The poll interval is included.
+user. A poller per meeting follows its live feed (`GET /transcript?since=`) every
+POLL_SECONDS and notes when each message first appears. Two latencies, both with
+the poll interval included; in a real-time replay the session's audio clock is
+the wall clock:
+
+- per chunk: from the wall time the chunk's last word is spoken (its last
+  segment's `end_at`) to the first poll that shows the chunk's final segments;
+- per word: from the time a word is spoken to the first poll that shows text
+  reaching that far (a draft's or a final segment's `end_at` at or past it), and
+  the same counting final segments only. Words are placed evenly within their
+  final segment, each spoken when it ends.
 
 Lost chunks: sent by a bot but never stored, dropped by the bot, or stored
 only as a gap the broker gave up on; counted from PostgreSQL after the meeting.
@@ -24,6 +30,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from functions.common.db import session_factory
+from functions.common.feed import MessageType
 from functions.common.lifecycle import TERMINAL
 from functions.common.models import BotSession, Meeting, TranscribedChunk, TranscriptSegment
 from local.wer import word_error_rate
@@ -31,6 +38,7 @@ from local.wer import word_error_rate
 from .report import percentile
 from .resources import ResourceMeter
 from .stack import BenchStack
+from .stages import ChunkShown
 
 POLL_SECONDS = 0.2
 
@@ -45,6 +53,9 @@ class MeetingRun:
     chunks_lost: int = 0
     segments: int = 0
     chunk_latencies: list[float] = field(default_factory=list)  # seconds, one per chunk with speech
+    word_latencies: list[float] = field(default_factory=list)  # seconds, one per word: draft or final text
+    final_word_latencies: list[float] = field(default_factory=list)  # the same, final text only
+    chunks_shown: list[ChunkShown] = field(default_factory=list)  # per chunk: its moments (local/bench/stages.py)
     started_at: float = 0.0  # wall time of POST /bot/run
     completed_at: float = 0.0  # wall time the API first showed it terminal
 
@@ -63,6 +74,8 @@ class ReplayRun:
 
     def summary(self) -> dict:
         lat = sorted(self.latencies)
+        words = sorted(latency for m in self.meetings for latency in m.word_latencies)
+        final_words = sorted(latency for m in self.meetings for latency in m.final_word_latencies)
         wers = [m.wer for m in self.meetings if m.wer is not None]
         return {
             "meetings": len(self.meetings),
@@ -72,6 +85,10 @@ class ReplayRun:
             "latency_p50_s": percentile(lat, 50),
             "latency_p95_s": percentile(lat, 95),
             "latency_max_s": round(max(lat), 2) if lat else None,
+            "word_p50_s": percentile(words, 50),
+            "word_p95_s": percentile(words, 95),
+            "final_word_p50_s": percentile(final_words, 50),
+            "final_word_p95_s": percentile(final_words, 95),
             "wer_mean": round(statistics.mean(wers), 1) if wers else None,
             "wall_s": round(self.wall_s, 1),
             "cpu_s": {k: round(v, 1) for k, v in self.cpu_s.items()},
@@ -88,7 +105,7 @@ def replay(
     runs = [MeetingRun(user=f"bench-{tag}-{i}", meeting_id=f"m-{tag}-{i}") for i in range(n)]
     for run in runs:
         bs.api_key(run.user)  # keys first, so starting the bots is not spread out by user creation
-    seen: list[dict[tuple[str, float], float]] = [{} for _ in runs]
+    seen = [Seen() for _ in runs]
 
     services = bs.service_pids()  # once: asking supervisord costs a process start
 
@@ -111,8 +128,8 @@ def replay(
         for poller in pollers:
             poller.join()
     wall = max(run.completed_at for run in runs) - started
-    for run, first_seen in zip(runs, seen):
-        _account(bs, run, first_seen, reference)
+    for run, run_seen in zip(runs, seen):
+        _account(bs, run, run_seen, reference)
     bots = [name for name in meter.names() if name.startswith("bot:")]
     services = [name for name in meter.names() if not name.startswith("bot:")]
     cpu = {name: meter.cpu_seconds(name) for name in services} | {"bots": sum(meter.cpu_seconds(b) for b in bots)}
@@ -120,25 +137,55 @@ def replay(
     return ReplayRun(runs, wall, recording_seconds(recording), cpu, rss)
 
 
-def _poll(bs: BenchStack, run: MeetingRun, first_seen: dict[tuple[str, float], float], timeout: float) -> None:
-    deadline = time.time() + timeout
+@dataclass
+class Seen:
+    """What a meeting's poller saw, and when (wall time)."""
+
+    segments: dict[tuple[str, float], float] = field(default_factory=dict)  # (session, start s) -> first seen
+    # (arrival, how far into the audio the text it showed reaches (UTC timestamp), final?) per message
+    reach: list[tuple[float, float, bool]] = field(default_factory=list)
+
+
+def _poll(bs: BenchStack, run: MeetingRun, seen: Seen, timeout: float) -> None:
+    deadline, cursor = time.time() + timeout, 0
     while time.time() < deadline:
-        response = bs.api("GET", f"/transcript/{run.user}/{run.meeting_id}", run.user)
+        response = bs.api("GET", f"/transcript/{run.user}/{run.meeting_id}", run.user, params={"since": cursor})
         now = time.time()
         if response.status_code == 200:
-            body = response.json()
-            for segment in body["segments"]:
-                first_seen.setdefault((segment["session_id"], segment["start"]), now)
-            if body["meeting"]["status"] in TERMINAL:
-                run.status = body["meeting"]["status"]
-                run.completed_at = now
-                return
+            changes = response.json()
+            cursor = changes["cursor"]
+            for message in changes["messages"]:
+                if message["type"] == MessageType.SEGMENT:
+                    segment = message["segment"]
+                    seen.segments.setdefault((segment["session_id"], segment["start"]), now)
+                    seen.reach.append((now, datetime.fromisoformat(segment["end_at"]).timestamp(), True))
+                elif message["type"] == MessageType.DRAFT and message["segments"]:
+                    reach = max(datetime.fromisoformat(s["end_at"]).timestamp() for s in message["segments"])
+                    seen.reach.append((now, reach, False))
+                elif message["type"] == MessageType.STATUS and message["status"] in TERMINAL:
+                    run.status = message["status"]
+                    run.completed_at = now
+                    return
         time.sleep(POLL_SECONDS)
     run.status = "timeout"
     run.completed_at = time.time()
 
 
-def _account(bs: BenchStack, run: MeetingRun, first_seen: dict[tuple[str, float], float], reference: str) -> None:
+def word_latencies(words_spoken: list[float], reach: list[tuple[float, float, bool]], final_only: bool) -> list[float]:
+    """Per word (the times each was spoken): how long until shown text reached it (see the module's doc)."""
+    shown = sorted((arrival, until) for arrival, until, final in reach if final or not final_only)
+    latencies, furthest, i = [], float("-inf"), 0
+    for spoken in sorted(words_spoken):
+        while furthest < spoken and i < len(shown):
+            arrival, until = shown[i]
+            furthest, visible_at = max(furthest, until), arrival
+            i += 1
+        if furthest >= spoken:
+            latencies.append(round(visible_at - spoken, 3))
+    return latencies
+
+
+def _account(bs: BenchStack, run: MeetingRun, seen: Seen, reference: str) -> None:
     """Lost chunks, per-chunk latency and WER, from what PostgreSQL holds for the meeting."""
     db_sessions = session_factory(bs.database_url)
     with db_sessions() as db:
@@ -151,17 +198,31 @@ def _account(bs: BenchStack, run: MeetingRun, first_seen: dict[tuple[str, float]
         segments = db.scalars(
             select(TranscriptSegment).where(TranscriptSegment.meeting_pk == meeting.id).order_by(TranscriptSegment.start_s)
         ).all()
+        audio_ends = {(c.session_id, c.chunk_seq): c.offset_s + c.duration_s
+                      for c in db.scalars(select(TranscribedChunk).where(TranscribedChunk.meeting_pk == meeting.id))}  # fmt: skip
     run.segments = len(segments)
     run.wer = round(word_error_rate(reference, " ".join(s.text for s in segments)), 1) if reference else None
     chunks: dict[tuple[str, int], list[TranscriptSegment]] = {}
     for segment in segments:
         chunks.setdefault((segment.session_id, segment.chunk_seq), []).append(segment)
-    for (session_id, _seq), pieces in chunks.items():
-        shown = [first_seen.get((session_id, round(p.start_s, 3))) for p in pieces]
+    for (session_id, seq), pieces in chunks.items():
+        shown = [seen.segments.get((session_id, round(p.start_s, 3))) for p in pieces]
         if None in shown:
             continue  # stored after the meeting ended (the poller had stopped): not a live segment
         last_word: datetime = max(p.end_at for p in pieces)
         run.chunk_latencies.append(round(min(shown) - last_word.timestamp(), 3))
+        audio_start = pieces[0].start_at.timestamp() - pieces[0].start_s  # one session: its clock is the meeting's
+        run.chunks_shown.append(ChunkShown(str(meeting.id), session_id, seq, last_word.timestamp(),
+                                           audio_start + audio_ends[session_id, seq], min(shown)))  # fmt: skip
+    spoken = [_word_end(s, i) for s in segments for i in range(len(s.text.split()))]
+    run.word_latencies = word_latencies(spoken, seen.reach, final_only=False)
+    run.final_word_latencies = word_latencies(spoken, seen.reach, final_only=True)
+
+
+def _word_end(segment: TranscriptSegment, index: int) -> float:
+    """When the segment's `index`-th word was spoken (its end), the words spread evenly over it."""
+    start, end = segment.start_at.timestamp(), segment.end_at.timestamp()
+    return start + (end - start) * (index + 1) / len(segment.text.split())
 
 
 def recording_seconds(path: Path) -> float:

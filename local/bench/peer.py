@@ -289,5 +289,5 @@ def render(result: dict, ours: dict) -> str:
         f"**Largest N that held: WhisperLive {largest}, Vexa {ours['largest_n']}.**\n\n" + table(header, rows, "lrlrrrrrrr")
         + f"\n\nWhisperLive's partial text, at N = {first['streams']}: a segment's words first appear "
         f"{first['first_seen_latency_s']['p50']} s (p50) after its last word is spoken (negative: while it is "
-        "still being spoken). Vexa shows nothing before a chunk is transcribed."
+        "still being spoken). Vexa's drafts: part 3."
     )

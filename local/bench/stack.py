@@ -47,18 +47,18 @@ class BenchStack(RunningStack):
 
 
 @contextmanager
-def bench_stack(state: Path) -> Iterator[BenchStack]:
-    """A fresh stack under `state` (wiped first), stopped on exit."""
+def bench_stack(state: Path, **settings: str) -> Iterator[BenchStack]:
+    """A fresh stack under `state` (wiped first), stopped on exit; `settings` override the environment's."""
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     state.chmod(0o755)  # the embedded PostgreSQL runs as its own user and must reach its folder
     media = state / "media"
     media.mkdir()
     environ = isolated_environ(state, dict(os.environ)) | {
-        "RECORDING_SOURCES": f"{REPO_ROOT / 'local' / 'sample'}/,{media}/",
+        "RECORDING_SOURCES": f"{REPO_ROOT / 'local' / 'sample'}/,{REPO_ROOT / 'local' / 'evalset'}/,{media}/",
         "MAX_BOTS_PER_USER": "100",
         "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
-    }
+    } | settings
     stack = Stack(Settings.from_env(environ), environ)
     stack.up()
     try:

@@ -58,10 +58,10 @@ TURNS = [
 ]
 
 
-def speak(voice: str, text: str) -> np.ndarray:
+def speak(voice: str, text: str, wpm: int = SPEED_WPM) -> np.ndarray:
     """The turn as 22.05 kHz int16 samples, with espeak-ng's padding silence trimmed."""
     wav_bytes = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(SPEED_WPM), "--stdout", text],
+        ["espeak-ng", "-v", voice, "-s", str(wpm), "--stdout", text],
         check=True,
         capture_output=True,
     ).stdout
@@ -93,12 +93,12 @@ def build_meeting() -> tuple[np.ndarray, list[dict]]:
     return np.concatenate(pieces), timeline
 
 
-def write_ogg(samples: np.ndarray, path: Path) -> None:
+def write_ogg(samples: np.ndarray, path: Path, bit_rate: int = 32_000) -> None:
     """Encode 22.05 kHz int16 samples as 16 kHz mono Ogg Opus."""
     # bitexact: a fixed Ogg serial number and no encoder version tag, so reruns match.
     with av.open(str(path), "w", format="ogg", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream("libopus", rate=OUTPUT_RATE, layout="mono")
-        stream.bit_rate = 32_000
+        stream.bit_rate = bit_rate
         # Opus takes fixed-size frames: the resampler hands them out that way.
         resampler = av.AudioResampler(format="s16", layout="mono", rate=OUTPUT_RATE,
                                       frame_size=stream.codec_context.frame_size or 320)

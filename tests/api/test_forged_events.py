@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 import uuid
-import wave
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -45,6 +44,7 @@ from functions.common.events import (
 )
 from local.stack_client import RunningStack, wait_for
 from tests.support.databases import snapshot
+from tests.support.stacks import frozen_bot_meeting
 
 SPEECH = encode_wav((b"\x10\x00\xf0\xff" * (SAMPLE_RATE // 2)))  # a second of a buzz
 
@@ -70,25 +70,10 @@ def completed(stack: RunningStack) -> Target:
 
 
 @pytest.fixture
-def live(stack: RunningStack, completed: Target, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    """A live meeting whose bot replays silence, frozen (SIGSTOP) once active: only forgeries reach
-    the database while the test runs (within BOT_HEARTBEAT_TIMEOUT_SECONDS, before the reconciler
-    would call the bot lost)."""
-    silence = tmp_path_factory.mktemp("recordings") / "silence.wav"
-    with wave.open(str(silence), "wb") as out:
-        out.setnchannels(1), out.setsampwidth(2), out.setframerate(SAMPLE_RATE)
-        out.writeframes(b"\x00\x00" * SAMPLE_RATE * 300)
-    meeting_id = f"live-{uuid.uuid4().hex[:8]}"
-    assert stack.run_bot("grace", meeting_id, silence).status_code == 201
-    meeting = stack.wait_status("grace", meeting_id, {"active"}, timeout=60)["meeting"]
-    pid = int(wait_for(lambda: (stack.bots_dir / meeting["bot_name"] / "pid").read_text() or None, 30, "the bot's pid"))
-    os.kill(pid, signal.SIGSTOP)
-    try:
+def live(stack: RunningStack, completed: Target, tmp_path: Path) -> Iterator[Target]:
+    """A live meeting whose bot is frozen (tests.support.stacks.frozen_bot_meeting)."""
+    with frozen_bot_meeting(stack, "grace", tmp_path) as meeting:
         yield Target(meeting, _identity(meeting))
-    finally:
-        os.kill(pid, signal.SIGCONT)
-        stack.stop_bot("grace", meeting_id)
-        stack.wait_status("grace", meeting_id, {"completed"}, timeout=120)
 
 
 # ---- the forgeries ----------------------------------------------------------------------------

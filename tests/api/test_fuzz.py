@@ -169,8 +169,8 @@ def world(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iter
     stack.api_key(ADMIN_TARGET)
     admin_keys = [k["id"] for k in stack.admin("GET", f"/users/{ADMIN_TARGET}/keys").json()["keys"]]
     done, spare = "fuzz-done", "fuzz-spare"
-    assert stack.run_bot(USER, done, recording=_speech(folder), speed=4.0).status_code == 201
-    assert stack.run_bot(USER, spare, recording=silence, speed=50.0).status_code == 201
+    assert stack.run_bot(USER, done, source=_speech(folder), speed=4.0).status_code == 201
+    assert stack.run_bot(USER, spare, source=silence, speed=50.0).status_code == 201
     finished = stack.wait_status(USER, done, {"completed", "failed"}, timeout=120)
     assert finished["meeting"]["status"] == "completed" and finished["segments"], finished
     stack.wait_status(USER, spare, {"completed"}, timeout=60)
@@ -289,9 +289,9 @@ def _routable(case: schemathesis.Case) -> bool:
 
 @pytest.mark.parametrize("kind", ["none", "made-up", "revoked", "other kind"])
 @BAD_CREDENTIAL_SETTINGS
-# Not /healthz and /live (anyone may read them), nor /ws: a WebSocket's credentials are checked
-# after the upgrade, which plain HTTP never reaches (tests/live/test_streams.py checks its 4401).
-@SCHEMA.exclude(path_regex="^/(healthz|live|ws)$").parametrize()
+# Not /healthz, /livez and /live (anyone may read them), nor /ws: a WebSocket's credentials are
+# checked after the upgrade, which plain HTTP never reaches (tests/live/test_streams.py checks its 4401).
+@SCHEMA.exclude(path_regex="^/(healthz|livez|live|ws)$").parametrize()
 def test_every_operation_refuses_bad_credentials(case: schemathesis.Case, world: World, kind: str) -> None:
     credentials = _bad_credentials(kind, world, admin=case.operation.path.startswith("/admin"))
     response = _call(case, world, "bad credentials", credentials, kind)

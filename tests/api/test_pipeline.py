@@ -145,8 +145,8 @@ def test_bot_limit_and_meetings_that_end_without_speech(stack: RunningStack, tmp
     user = "dave"
     meetings = [_meeting_id(f"quiet{i}") for i in range(5)]
     for meeting in meetings:
-        assert stack.run_bot(user, meeting, recording=silence, speed=1.0).status_code == 201
-    over = stack.run_bot(user, _meeting_id("one-too-many"), recording=silence)
+        assert stack.run_bot(user, meeting, source=silence, speed=1.0).status_code == 201
+    over = stack.run_bot(user, _meeting_id("one-too-many"), source=silence)
     assert over.status_code == 429 and over.json()["error"]["code"] == "bot_limit_reached"
 
     # One meeting is stopped before its bot sends audio, the others after silence was captured.
@@ -161,7 +161,7 @@ def test_bot_limit_and_meetings_that_end_without_speech(stack: RunningStack, tmp
     assert reasons[meetings[0]] in ("no_audio", "no_speech")
     assert all(reasons[m] == "no_speech" for m in meetings[1:]), reasons
     # Finished meetings free their slots.
-    again = stack.run_bot(user, meetings[0], recording=silence)
+    again = stack.run_bot(user, meetings[0], source=silence)
     assert again.status_code == 201
     assert stack.stop_bot(user, meetings[0]).status_code == 202
 

@@ -40,7 +40,7 @@ def short_silence(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _finished_meeting(stack: RunningStack, user: str, recording: Path) -> str:
     meeting = f"m-{uuid.uuid4().hex[:8]}"
-    assert stack.run_bot(user, meeting, recording=recording, speed=50).status_code == 201
+    assert stack.run_bot(user, meeting, source=recording, speed=50).status_code == 201
     stack.wait_status(user, meeting, {"completed"}, timeout=60)
     return meeting
 
@@ -206,7 +206,7 @@ def test_deleting_a_meeting_removes_all_its_data_and_only_it(stack: RunningStack
     alice, bob = _ids()
     kept = _finished_meeting(stack, bob, SAMPLE)
     meeting = _finished_meeting(stack, alice, SAMPLE)
-    again = stack.run_bot(alice, meeting, recording=SAMPLE, speed=1)
+    again = stack.run_bot(alice, meeting, source=SAMPLE, speed=1)
     assert again.status_code == 201  # a second run of the same meeting id, still live
     live = stack.api("DELETE", f"/transcript/{alice}/{meeting}", alice)
     assert live.status_code == 409 and live.json()["error"]["code"] == "meeting_live"

@@ -123,7 +123,9 @@ def test_each_platform_variant_lobby_admission_denial_removal_end_and_leave(
             assert request["passcode"] == zoom_passcode  # Zoom's from the link's pwd=
             opened = [e for e in state["events"] if e["event"] == "page_opened"]
             assert opened and not any(e["webdriver"] for e in opened), "the page saw no navigator.webdriver"
-            scene.bot.wait_for(lambda: BotState.AWAITING_ADMISSION in scene.sink.states(), f"{outcome}: awaiting_admission")
+            # Four browsers start at once beside CI's other lane: a minute, like the lobby above.
+            scene.bot.wait_for(lambda: BotState.AWAITING_ADMISSION in scene.sink.states(), f"{outcome}: awaiting_admission",
+                               timeout=60)  # fmt: skip
             assert BotState.ACTIVE not in scene.sink.states(), "the lobby's Leave button is not the meeting"
             if outcome == "denied":
                 scene.meeting.deny()
@@ -142,7 +144,7 @@ def test_each_platform_variant_lobby_admission_denial_removal_end_and_leave(
         if (platform, variant) == ("teams", "checkboxes"):
             assert "join_intercepted" in events, "asked about audio and video after Join, it joined again"
         for outcome in ("removed", "ended"):
-            scenes[outcome].bot.wait_for(lambda: BotState.ACTIVE in scenes[outcome].sink.states(), f"{outcome}: active")
+            scenes[outcome].bot.wait_for(lambda: BotState.ACTIVE in scenes[outcome].sink.states(), f"{outcome}: active", timeout=60)
         scenes["removed"].meeting.remove()
         scenes["ended"].meeting.end()
         admitted.bot.process.send_signal(signal.SIGTERM)
@@ -221,8 +223,10 @@ def test_silence_makes_the_bot_leave(scene: Callable[..., Scene]) -> None:
 
 def test_the_bot_leaves_at_its_maximum_duration(scene: Callable[..., Scene]) -> None:
     s = scene("zoom")
-    s.send_bot(max_duration_seconds=10)
-    final = s.finished()
+    # Counted from the bot's start: long enough that a bot starved of CPU (CI's other lane) has
+    # been in the meeting a while when it runs out.
+    s.send_bot(max_duration_seconds=30)
+    final = s.finished(timeout=90)
     assert (final.state, final.reason) == (BotState.LEFT, R.MAX_DURATION)
     assert s.sink.of_type(EventType.AUDIO_CHUNK), "it transcribed until it left"
 
@@ -263,7 +267,8 @@ def test_a_ui_change_fails_the_join_with_a_screenshot_and_an_edit_of_the_data_fi
         data_file.write_text(edited.replace("version = 2", "version = 3", 1))
         again = Scene(simulator, fixed, launch, platform, ui_version="next")
         again.send_bot(platforms_dir=str(tmp_path))
-        again.bot.wait_for(lambda: BotState.ACTIVE in again.sink.states(), "active", timeout=40)
+        # A starved CI machine took 38 s from launch to the join request alone.
+        again.bot.wait_for(lambda: BotState.ACTIVE in again.sink.states(), "active", timeout=90)
         assert again.bot.logged("browser.platform", data_version=3)
     finally:
         for sink in (broken, fixed):

@@ -37,14 +37,19 @@ TURNS = json.loads((REPO_ROOT / "local" / "sample" / "meeting.json").read_text()
 # How much worse than the `file` source on the same audio a bot's WER may be, in points (one
 # word of the 171-word sample is 0.6).
 WER_MARGIN = 2.0
-# Measured 74 dB: the browser's resampling is all that touches the audio. Below this, the
-# capture itself would be losing something.
+# Measured 74 dB: the browser's resampling is all that touches the audio. A tenth of a second of
+# speech heard below this was not heard as it was played.
 MIN_CAPTURE_SNR_DB = 40.0
-# Half seconds that may fall below it: where the page stalled the voices' playback for a
-# moment, which shifts all that follows (seen in some runs on each platform: 32 ms, about
-# 30 s in), and its neighbour.
-MAX_STALLED_WINDOWS = 2
-SPEECH_RMS = 100  # int16 RMS (about -50 dBFS): a quieter half second of the sample is a pause
+# Share of the speech's tenths of a second that must be heard at that SNR, less those a drop fell
+# in. With both cores busy the browser's audio rendering now and then misses its deadline and
+# drops 32 ms of the mix or more (both voices shift alike; up to twenty times a minute with two busy
+# loops beside the test, 0.3-0.6 s a minute in all): the tenth a drop falls in is heard poorly, the
+# ones after it are found again at the new shift (up to SEARCH_SECONDS away). A capture that
+# clipped, distorted or lost audio steadily would fail far more of them.
+MIN_FAITHFUL_SHARE = 0.95
+SEARCH_SECONDS = 3
+MAX_DROPPED_SECONDS = 2.0  # of the 63 s meeting, in all
+SPEECH_RMS = 100  # int16 RMS (about -50 dBFS): a quieter tenth of a second of the sample is a pause
 SPEAKER_ACCURACY = 0.9  # share of words attributed to the participant who said them
 MEETING_SECONDS = 63 + 60  # the sample in real time, plus joining and the last chunks' transcription
 PLATFORMS = ["google_meet", "teams", "zoom"]
@@ -53,10 +58,14 @@ S = MeetingStatus
 
 def recorded_audio(recorder: EventReceiver, meeting_pk: str) -> bytes:
     """The audio the meeting's bot sent, each chunk at its offset, from the audio recorder."""
-    chunks = {}
+    chunks, sessions = {}, set()
     for event in recorder.of_type(EventType.AUDIO_CHUNK):
         if event.attributes[Attr.MEETING_PK] == meeting_pk:
             chunks[int(event.attributes[Attr.OFFSET_MS])] = decode_wav(event.data)  # a redelivery lands on itself
+            sessions.add(event.attributes[Attr.SESSION_ID])
+    # A relaunched bot joins a new page, where the simulator's voices start over: its audio is not
+    # the meeting's continuation, and a bot lost mid-meeting is a failure of its own to report.
+    assert len(sessions) == 1, f"the meeting's audio came from {len(sessions)} bot sessions"
     audio = bytearray(2 * (max(chunks) * SAMPLE_RATE // 1000 + len(chunks[max(chunks)]) // 2))
     for offset_ms, pcm in chunks.items():
         start = 2 * (offset_ms * SAMPLE_RATE // 1000)
@@ -64,45 +73,92 @@ def recorded_audio(recorder: EventReceiver, meeting_pk: str) -> bytes:
     return bytes(audio)
 
 
-def where_the_sample_starts(heard: np.ndarray, sample: np.ndarray) -> int:
-    """The index in `heard` from which `sample` differs least from it (least squares)."""
-    assert len(heard) >= len(sample), f"the bot heard {len(heard) / SAMPLE_RATE:.1f} s, less than the {len(sample) / SAMPLE_RATE:.1f} s sought"
+def _correlation(heard: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """sum(heard[i:i+n] * sample) for every i at which `sample` fits in `heard`."""
     size = 1 << (len(heard) + len(sample)).bit_length()
     correlation = np.fft.irfft(np.fft.rfft(heard, size) * np.conj(np.fft.rfft(sample, size)), size)
+    return correlation[: len(heard) - len(sample) + 1]
+
+
+def where_the_voice_starts(heard: np.ndarray, voice: np.ndarray) -> int:
+    """The index in `heard` (everyone's voices) from which `voice` (one participant's) matches it best."""
+    return int(np.argmax(_correlation(heard, voice)))
+
+
+def where_the_sample_starts(heard: np.ndarray, sample: np.ndarray) -> int:
+    """The index in `heard` from which `sample` differs least from it (least squares)."""
     energy = np.concatenate(([0.0], np.cumsum(heard**2)))
     # |heard[i:i+n] - sample|² = energy of heard[i:i+n] - 2 correlation[i] + energy of sample
-    return int(np.argmax(2 * correlation[: len(heard) - len(sample) + 1] - (energy[len(sample) :] - energy[: -len(sample)])))
+    return int(np.argmax(2 * _correlation(heard, sample) - (energy[len(sample) :] - energy[: -len(sample)])))
 
 
-def capture_snr(heard_pcm: bytes) -> tuple[dict[str, float], dict[str, float]]:
-    """How faithfully the bot heard the participants: the signal-to-noise ratio in dB of each
-    half second of every turn (keyed by its time in the sample and its speaker), and where each
-    participant's voice starts in what the bot heard, in s.
+@dataclass
+class Capture:
+    """How faithfully a bot heard the participants (capture_snr)."""
+
+    snrs: dict[str, float]  # dB of each tenth of a second of speech, keyed by its time in the sample and its speaker
+    lead_ins: dict[str, float]  # s: about where each participant's voice starts in what the bot heard
+    # Per participant, how far their voice had shifted in what was heard (s; negative: audio was
+    # dropped before it), from the first tenth of a second heard faithfully and at each change:
+    # (s into the sample, shift). A drop shifts every voice alike; each sees it at its next words.
+    shifts: dict[str, list[tuple[float, float]]]
+    at_drops: set[str]  # the tenths heard poorly because audio was dropped within them
+
+    def jumps(self, speaker: str) -> list[tuple[float, float]]:
+        path = self.shifts[speaker]
+        return [(at, shift - before) for (_, before), (at, shift) in zip(path, path[1:])]
+
+    def lost_seconds(self) -> float:
+        return max(sum(abs(jump) for _, jump in self.jumps(speaker)) for speaker in self.shifts)
+
+
+def capture_snr(heard_pcm: bytes) -> Capture:
+    """What the bot heard, lined up with what the participants said, a tenth of a second at a time.
 
     Each voice plays from a media element of its own, and under load one starts up to seconds
     after another (play() waits for the decoder), so each is lined up on its own and the bot
-    is expected to have heard their sum with those offsets. Each half second is then lined up
-    again near there: now and then a voice's playback stalls for a few tens of milliseconds,
-    which shifts everything after without changing it.
+    is expected to have heard their sum with those offsets. Each tenth of a second is then sought
+    near there, from the voice's shift so far: a browser starved of CPU drops audio now and then
+    (32 ms at a time, and more), which shifts everything after without changing it, and the host
+    may end the meeting before a shifted voice has finished.
     """
+    track_length = len(voices.voice_samples(voices.speakers()[0]))
     heard = np.frombuffer(heard_pcm, dtype="<i2").astype(np.float64)
+    heard = np.concatenate([heard, np.zeros(track_length)])  # a voice may start anywhere in what was heard
     tracks = {speaker: voices.voice_samples(speaker).astype(np.float64) for speaker in voices.speakers()}
-    starts = {speaker: where_the_sample_starts(heard, track) for speaker, track in tracks.items()}
+    starts = {speaker: where_the_voice_starts(heard, track) for speaker, track in tracks.items()}
     expected = np.zeros(len(heard))
     for speaker, track in tracks.items():
         expected[starts[speaker] : starts[speaker] + len(track)] += track[: len(heard) - starts[speaker]]
-    window, slack = SAMPLE_RATE // 2, SAMPLE_RATE // 4
-    snrs = {}
+    window, reach = SAMPLE_RATE // 10, SEARCH_SECONDS * SAMPLE_RATE
+    shifts = dict.fromkeys(tracks, 0)  # in samples, as last heard faithfully
+    poor_since = {speaker: [] for speaker in tracks}  # the tenths heard poorly since then
+    capture = Capture({}, {speaker: start / SAMPLE_RATE for speaker, start in starts.items()},
+                      {speaker: [] for speaker in tracks}, set())  # fmt: skip
     for turn in TURNS:
-        begin = starts[turn["speaker"]]
+        speaker = turn["speaker"]
+        begin = starts[speaker]
         for at in range(round(turn["start"] * SAMPLE_RATE), round(turn["end"] * SAMPLE_RATE) - window, window):
             said = expected[begin + at : begin + at + window]
             if np.sqrt(np.mean(said**2)) < SPEECH_RMS:
                 continue  # a pause within the turn: nothing to line up
-            near = max(0, begin + at - slack)
-            found = near + where_the_sample_starts(heard[near : near + window + 2 * slack], said)
-            snrs[f"{at / SAMPLE_RATE:.1f} s {turn['speaker']}"] = _db(np.sum(said**2), np.sum((heard[found : found + window] - said) ** 2))
-    return snrs, {speaker: start / SAMPLE_RATE for speaker, start in starts.items()}
+            near = max(0, begin + at + shifts[speaker] - reach)
+            found = near + where_the_sample_starts(heard[near : near + window + 2 * reach], said)
+            snr = _db(np.sum(said**2), np.sum((heard[found : found + window] - said) ** 2))
+            moment = f"{at / SAMPLE_RATE:.1f} s {speaker}"
+            capture.snrs[moment] = snr
+            if snr < MIN_CAPTURE_SNR_DB:
+                poor_since[speaker].append(moment)
+                continue
+            shift, path = found - (begin + at), capture.shifts[speaker]
+            if path and shift != shifts[speaker]:
+                # The tenths heard poorly just before a shift are those the audio was dropped in.
+                spanned = int(np.ceil(abs(shift - shifts[speaker]) / window)) + 1
+                capture.at_drops.update(poor_since[speaker][-spanned:])
+            if not path or shift != shifts[speaker]:
+                path.append((at / SAMPLE_RATE, shift / SAMPLE_RATE))
+            shifts[speaker], poor_since[speaker] = shift, []
+    return capture
 
 
 def _db(signal: float, noise: float) -> float:
@@ -212,18 +268,25 @@ def test_a_meeting_on_each_platform_is_transcribed_with_its_speakers(
 
     # What the bot heard is the sample, untouched: captured, mixed and resampled without loss.
     heard = recorded_audio(audio_recorder, done["meeting"]["id"])
-    snrs, lead_ins = capture_snr(heard)
-    poor = {moment: snr for moment, snr in snrs.items() if snr < MIN_CAPTURE_SNR_DB}
-    starts = ", ".join(f"{speaker} from {lead_in:.3f} s" for speaker, lead_in in lead_ins.items())
-    print(f"{platform}: the bot heard {starts}, {len(snrs) - len(poor)} of {len(snrs)} "
-          f"half seconds at {MIN_CAPTURE_SNR_DB:g} dB SNR or more (median {np.median(list(snrs.values())):.0f} dB)")  # fmt: skip
-    assert len(poor) <= MAX_STALLED_WINDOWS, f"heard poorly: {', '.join(f'{m}: {snr:.0f} dB' for m, snr in poor.items())}"
+    capture = capture_snr(heard)
+    snrs = capture.snrs
+    distorted = {moment: snr for moment, snr in snrs.items() if snr < MIN_CAPTURE_SNR_DB and moment not in capture.at_drops}
+    jumps = "; ".join(f"{speaker} " + ", ".join(f"{jump * 1000:+.0f} ms at {at:.1f} s" for at, jump in capture.jumps(speaker))
+                      for speaker in capture.shifts)  # fmt: skip
+    heard_how = (f"{platform}: the bot heard {len(snrs) - len(distorted) - len(capture.at_drops)} of {len(snrs)} tenths of a "
+                 f"second of speech at {MIN_CAPTURE_SNR_DB:g} dB SNR or more (median {np.median(list(snrs.values())):.0f} dB), "
+                 f"{len(capture.at_drops)} with a drop in them; voices from "
+                 f"{', '.join(f'{speaker} {lead_in:.3f} s' for speaker, lead_in in capture.lead_ins.items())}; shifts: {jumps}")  # fmt: skip
+    print(heard_how)
+    assert len(distorted) <= (1 - MIN_FAITHFUL_SHARE) * len(snrs), \
+        f"{heard_how}; heard poorly: {', '.join(f'{m}: {snr:.0f} dB' for m, snr in distorted.items())}"
+    assert capture.lost_seconds() <= MAX_DROPPED_SECONDS, f"{heard_how}; lost {capture.lost_seconds():.2f} s"
     # Its transcript is as good as the file source's on that same audio.
     wer = word_error_rate(SAMPLE_TEXT, " ".join(s["text"] for s in done["segments"]))
     baseline = file_source_wer(stack, heard, tmp_path / f"{platform}-as-heard.wav")
     print(f"{platform}: WER {wer:.1f}%, the file source on the same audio {baseline:.1f}%")
     assert wer <= baseline + WER_MARGIN
-    accuracy = speaker_accuracy(done["segments"], lead_ins)
+    accuracy = speaker_accuracy(done["segments"], capture.lead_ins)
     print(f"{platform}: {accuracy:.1%} of words attributed to the right speaker")
     assert accuracy >= SPEAKER_ACCURACY
 

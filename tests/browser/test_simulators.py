@@ -221,6 +221,39 @@ def test_denied_removed_ended_next_ui_and_unknown(sim, browser, platform):
             page.close()
 
 
+# Something over the device controls takes the pointer (Teams' coach marks, a preview tooltip):
+# a click on a control never lands, so the bot must turn it off from the keyboard.
+POINTER_BLOCKED = """document.addEventListener("DOMContentLoaded", () => {
+    const style = document.createElement("style");
+    style.textContent = '[data-sim="microphone"], [data-sim="camera"] { pointer-events: none; }';
+    document.head.append(style);
+});"""
+
+
+@pytest.mark.parametrize("platform,variant", [("google_meet", "buttons"), ("google_meet", "role-buttons"),
+                                              ("teams", "switches"), ("teams", "checkboxes")])
+def test_device_controls_the_pointer_cannot_reach_are_turned_off_from_the_keyboard_once(sim, browser, platform, variant):
+    spec = load_spec(platform)
+    key = KEYS[platform]
+    meeting = sim.meeting(platform, key)
+    meeting.configure(admission="manual", variant=variant)
+    page = browser.new_page()
+    try:
+        page.add_init_script(POINTER_BLOCKED)
+        page.bring_to_front()
+        adapter = ADAPTERS[Platform(platform)](spec, step_seconds=10)
+        adapter.join(page, sim.url(platform, key), BOT, lambda: False)
+        # Teams' checkboxes variant asks about devices after Join, which is then pressed again.
+        wait_until(page, lambda: adapter.keep_asking(page) or meeting.state()["status"] == "waiting", what="the lobby")
+        state = meeting.state()
+        request = state["join_requests"][-1]
+        assert (request["microphone"], request["camera"]) == (False, False), request
+        toggles = [e["event"] for e in state["events"] if e["event"].startswith(("microphone_", "camera_"))]
+        assert sorted(toggles) == ["camera_off", "microphone_off"], "each control pressed once, and it stayed off"
+    finally:
+        page.close()
+
+
 def test_zoom_wrong_passcode_is_refused_and_the_classic_client_asks_for_a_captcha(sim, browser):
     spec = load_spec("zoom")
     meeting = sim.meeting("zoom", "85550001111")

@@ -3,19 +3,18 @@
 Off by default. Enabled, they are valid against Knative's EventPolicy CRD and apply to the
 release's Broker alone; evaluated offline as the Broker's ingress decides (tests.support.event_policy),
 each of Vexa's senders may send exactly the types it sends, as functions/common/events.py names
-them: the bots (the identity their SinkBinding gives them) every EventType but the transcript
-segments, which only transcription's replies (sent as Trigger transcription-audio-chunks) may send;
+them: the bots (their ServiceAccount) every EventType but the transcript segments, which only transcription's replies (sent as Trigger transcription-audio-chunks) may send;
 the Celery worker the PublicEventTypes; eventPolicy.requestSenders the RequestEventTypes; nobody
 else anything, and nobody at all a request when requestSenders is empty. No subject is in two
 policies (Knative would then use one policy's types only). The chart refuses requestSenders that
 would let Vexa's own identities, the bots' above all, send requests, and a knative/ Trigger that
 does not say who sends its events.
 
-The subjects are those that really send: the bots send with the token Knative's SinkBinding mounts
-into their pods, which is the SinkBinding's own identity (so the policy names the SinkBinding, and
-the bots' ServiceAccount gets nothing); the worker, whose webhook pump publishes the public events,
-with a ServiceAccount token the chart projects into it, for the Broker's audience, only with
-eventPolicy.enabled, at the path functions/common/oidc.py reads.
+The subjects are those that really send: the bots send with a token of their ServiceAccount that
+the worker projects into every bot Job it builds, for the audience the Broker announces; the
+worker, whose webhook pump publishes the public events, with a ServiceAccount token the chart
+projects into it, for the Broker's audience, only with eventPolicy.enabled; both at the path
+functions/common/oidc.py reads.
 """
 from __future__ import annotations
 
@@ -33,10 +32,11 @@ from functions.common.events import EventType, PublicEventType, RequestEventType
 from functions.common.oidc import OIDC_TOKEN_FILE
 from functions.common.settings import Settings
 from functions.common.tasks import TaskName, create_celery
-from functions.worker.orchestrator.job_spec import BOT_SELECTOR
+from functions.worker.launching import bot_spec
+from functions.worker.orchestrator.job_spec import Sink, build_job
 from tests.support.chart import (
-    CHART, KUBERNETES_VERSION, NAMESPACE, RELEASE, WORKER, assert_valid_kubernetes, container_of, knative_validator,
-    merged, objects, of_kind, one, plain_env, pod_specs, production_values, render,
+    CHART, KUBERNETES_VERSION, NAMESPACE, RELEASE, WORKER, a_meeting, assert_valid_kubernetes, container_of,
+    env_with_secrets, knative_validator, merged, objects, of_kind, one, plain_env, pod_specs, production_values, render,
 )  # fmt: skip
 from tests.support.event_policy import allows, audience, child_name, oidc_subject, subjects_named_twice, subjects_of
 
@@ -74,23 +74,27 @@ def allowed_types(rendered: list[dict], subject: str) -> set[str]:
 def service_account_tokens(rendered: list[dict]) -> dict[str, list[dict[str, Any]]]:
     """Every projected ServiceAccount token of the release's pods, by pod ("Kind/name"): its audience,
     its subject (the pod's ServiceAccount), expiry, and the files it appears as in each container."""
-    found: dict[str, list[dict[str, Any]]] = {}
-    for pod, spec in pod_specs(rendered).items():
-        for volume in spec.get("volumes", []):
-            for source in volume.get("projected", {}).get("sources", []):
-                if "serviceAccountToken" not in source:
-                    continue
-                token = source["serviceAccountToken"]
-                files = {
-                    container["name"]: [(f"{m['mountPath'].rstrip('/')}/{token['path']}", m.get("readOnly", False))
-                                        for m in container.get("volumeMounts", []) if m["name"] == volume["name"]]
-                    for container in spec.get("initContainers", []) + spec["containers"]
-                }  # fmt: skip
-                account = spec.get("serviceAccountName", "default")
-                found.setdefault(pod, []).append({
-                    "audience": token.get("audience"), "subject": f"system:serviceaccount:{NAMESPACE}:{account}",
-                    "expirationSeconds": token.get("expirationSeconds", 3600), "files": files,
-                })  # fmt: skip
+    return {pod: tokens for pod, spec in pod_specs(rendered).items() if (tokens := tokens_of(spec))}
+
+
+def tokens_of(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The projected ServiceAccount tokens of the pod spec `spec`, as service_account_tokens has them."""
+    found: list[dict[str, Any]] = []
+    for volume in spec.get("volumes", []):
+        for source in volume.get("projected", {}).get("sources", []):
+            if "serviceAccountToken" not in source:
+                continue
+            token = source["serviceAccountToken"]
+            files = {
+                container["name"]: [(f"{m['mountPath'].rstrip('/')}/{token['path']}", m.get("readOnly", False))
+                                    for m in container.get("volumeMounts", []) if m["name"] == volume["name"]]
+                for container in spec.get("initContainers", []) + spec["containers"]
+            }  # fmt: skip
+            account = spec.get("serviceAccountName", "default")
+            found.append({
+                "audience": token.get("audience"), "subject": f"system:serviceaccount:{NAMESPACE}:{account}",
+                "expirationSeconds": token.get("expirationSeconds", 3600), "files": files,
+            })  # fmt: skip
     return found
 
 
@@ -101,33 +105,33 @@ def broker_token_holders(rendered: list[dict]) -> dict[str, str]:
             if t["audience"] == wanted}  # fmt: skip
 
 
-def bots_sink_binding(rendered: list[dict]) -> dict:
-    key, value = BOT_SELECTOR.split("=")
-    bot_jobs = {"matchLabels": {key: value}}
-    (binding,) = [b for b in of_kind(rendered, "SinkBinding") if b["spec"]["subject"]["selector"] == bot_jobs]
-    return binding
+def bot_job_as_the_worker_builds_it(rendered: list[dict]) -> dict[str, Any]:
+    """A bot's Job as the worker builds it with its rendered environment, where the Broker announces
+    its address and audience (a cluster with authentication-oidc)."""
+    settings = Settings.from_env(env_with_secrets(one(rendered, "Deployment", WORKER)))
+    broker = broker_of(rendered)
+    sink = Sink(f"http://broker-ingress.knative-eventing.svc.cluster.local/{NAMESPACE}/default", audience(broker))
+    return build_job(bot_spec(settings, *a_meeting()), settings, sink)
 
 
 class Identities:
     """Who sends into the Broker, as the rendered release makes them."""
 
     def __init__(self, rendered: list[dict]):
-        binding = bots_sink_binding(rendered)
-        # The token the SinkBinding mounts into the bot Jobs' pods (/oidc/token) is its own identity's.
-        self.bots = oidc_subject(binding["apiVersion"], "SinkBinding", binding["metadata"]["name"], NAMESPACE)
         worker = one(rendered, "Deployment", WORKER)
-        # The ServiceAccount the worker names in the bot Jobs it builds.
-        self.bot_account = f"system:serviceaccount:{NAMESPACE}:{plain_env(worker)['BOT_SERVICE_ACCOUNT']}"
+        # The ServiceAccount the worker names in the bot Jobs it builds, whose token it projects into them.
+        self.bots = f"system:serviceaccount:{NAMESPACE}:{plain_env(worker)['BOT_SERVICE_ACCOUNT']}"
         # Whoever holds the Broker's token: the worker alone (test_the_worker_alone_holds_a_token_for_the_broker).
         holders = broker_token_holders(rendered)
         self.worker = holders.get(f"Deployment/{WORKER}", "(the worker holds no token for the Broker)")
         # Knative sends a subscriber's reply back into the Broker as the subscriber's Trigger.
         self.triggers = {
-            t["spec"]["filter"]["attributes"]["type"]:
-                oidc_subject(t["apiVersion"], "Trigger", t["metadata"]["name"], NAMESPACE)
+            t["metadata"]["name"]: oidc_subject(t["apiVersion"], "Trigger", t["metadata"]["name"], NAMESPACE)
             for t in of_kind(rendered, "Trigger")
         }
-        self.transcription_replies = self.triggers[EventType.AUDIO_CHUNK]
+        # Audio chunks go to transcription (which replies with segments) and to the recording (no reply).
+        self.transcription_replies = self.triggers["transcription-audio-chunks"]
+        self.draft_replies = self.triggers["transcription-audio-drafts"]
 
 
 # ---- off by default --------------------------------------------------------------------------------
@@ -147,7 +151,7 @@ def test_helm_lint_strict_is_clean_with_event_policies():
 
 def test_every_event_policy_is_valid(enabled):
     policies = policies_of(enabled)
-    assert len(policies) == 4  # bots, transcription's replies, public events, requests
+    assert len(policies) == 5  # bots, transcription's replies (chunks, drafts), public events, requests
     problems = []
     for policy in policies:
         errors = knative_validator(*EVENT_POLICY).iter_errors(policy)
@@ -166,7 +170,7 @@ def test_every_policy_is_for_the_broker_alone(enabled):
     """An EventPolicy without `to` would apply to every addressable of the namespace."""
     broker = broker_of(enabled)
     ref = {"apiVersion": broker["apiVersion"], "kind": "Broker", "name": broker["metadata"]["name"]}
-    assert [p["spec"]["to"] for p in policies_of(enabled)] == [[{"ref": ref}]] * 4
+    assert [p["spec"]["to"] for p in policies_of(enabled)] == [[{"ref": ref}]] * 5
     assert {p["metadata"]["namespace"] for p in policies_of(enabled)} == {NAMESPACE}
 
 
@@ -223,17 +227,20 @@ def test_the_broker_token_goes_to_the_pods_that_publish_the_public_events(enable
     assert set(broker_token_holders(enabled)) == running_the_pump
 
 
-def test_the_bots_send_as_their_sink_binding_to_the_broker(enabled):
-    """Knative gives the pods a SinkBinding binds a token for its sink's audience, issued to the
-    SinkBinding's own OIDC identity (knative/eventing pkg/reconciler/sinkbinding): so the sink must
-    be the Broker, and the bots' policy must name the SinkBinding, not the bots' ServiceAccount."""
-    binding, broker = bots_sink_binding(enabled), broker_of(enabled)
-    broker_ref = {"apiVersion": broker["apiVersion"], "kind": "Broker", "name": broker["metadata"]["name"]}
-    assert binding["spec"]["sink"]["ref"] == broker_ref
-    assert binding["metadata"]["namespace"] == broker["metadata"]["namespace"]
+def test_the_bots_send_as_their_service_account_to_the_broker(enabled):
+    """The worker projects a token of the bot pods' ServiceAccount, for the audience the Broker
+    announces, into every bot Job, read-only where functions/common/oidc.py reads it: the bots'
+    policy names that ServiceAccount. The token is good for the Broker only, not the API server."""
+    job = bot_job_as_the_worker_builds_it(enabled)
+    assert_valid_kubernetes(job)
+    pod = job["spec"]["template"]["spec"]
+    (token,) = tokens_of(pod)
+    assert token["audience"] == audience(broker_of(enabled)) == f"eventing.knative.dev/broker/{NAMESPACE}/default"
+    assert token["files"] == {"bot": [(OIDC_TOKEN_FILE, True)]}
+    assert 600 <= token["expirationSeconds"] <= 86400  # what the API server issues (at least 10 minutes)
+    assert pod["automountServiceAccountToken"] is False  # and no token for the API
     (bots,) = [p for p in policies_of(enabled) if p["metadata"]["name"] == f"{RELEASE}-bots"]
-    assert bots["spec"]["from"] == [{"ref": {"apiVersion": binding["apiVersion"], "kind": "SinkBinding",
-                                             "name": binding["metadata"]["name"], "namespace": NAMESPACE}}]  # fmt: skip
+    assert bots["spec"]["from"] == [{"sub": token["subject"]}] and token["subject"] == Identities(enabled).bots
 
 
 def test_every_policy_subject_is_someone_who_sends(enabled):
@@ -241,7 +248,7 @@ def test_every_policy_subject_is_someone_who_sends(enabled):
     who = Identities(enabled)
     senders = {who.bots, who.worker, *who.triggers.values(), *ENABLED["eventPolicy"]["requestSenders"]}
     named = {s for policy in policies_of(enabled) for s in subjects_of(policy, enabled)}
-    assert named <= senders and {who.bots, who.worker, who.transcription_replies} <= named
+    assert named <= senders and {who.bots, who.worker, who.transcription_replies, who.draft_replies} <= named
 
 
 # ---- who may send what ------------------------------------------------------------------------------
@@ -251,13 +258,16 @@ def test_bots_may_send_only_their_own_events(enabled):
     """A bot runs whatever page its meeting serves: never a request (it would act for any user),
     a public meeting event (users' Triggers trust them) or a transcript."""
     who = Identities(enabled)
-    assert allowed_types(enabled, who.bots) == {str(t) for t in EventType} - {EventType.TRANSCRIPT_SEGMENTS}
-    # Its ServiceAccount gets no token for the Broker, and is allowed nothing either.
-    assert allowed_types(enabled, who.bot_account) == set()
+    assert allowed_types(enabled, who.bots) == {str(t) for t in EventType} - {EventType.TRANSCRIPT_SEGMENTS, EventType.TRANSCRIPT_DRAFT}
 
 
 def test_transcription_replies_may_send_only_transcript_segments(enabled):
     assert allowed_types(enabled, Identities(enabled).transcription_replies) == {EventType.TRANSCRIPT_SEGMENTS}
+
+
+def test_draft_replies_may_send_only_drafts(enabled):
+    """A draft's reply is best effort: it must not be able to pass for a chunk's final segments."""
+    assert allowed_types(enabled, Identities(enabled).draft_replies) == {EventType.TRANSCRIPT_DRAFT}
 
 
 def test_the_worker_may_send_only_the_public_events(enabled):
@@ -272,7 +282,7 @@ def test_request_senders_may_send_only_requests(enabled, sender):
 def test_only_request_senders_may_send_requests(enabled):
     who = Identities(enabled)
     others = [
-        who.bots, who.bot_account, who.worker, *who.triggers.values(),
+        who.bots, who.worker, *who.triggers.values(),
         f"system:serviceaccount:{NAMESPACE}:default", f"system:serviceaccount:{NAMESPACE}:scheduler",
         "system:serviceaccount:calendar:other", "system:serviceaccount:partners:billing", "system:anonymous",
     ]  # fmt: skip
@@ -282,7 +292,7 @@ def test_only_request_senders_may_send_requests(enabled):
 def test_everyone_else_may_send_nothing(enabled):
     who = Identities(enabled)
     # bot-manager's replies (to bot events and requests) included: it sends none.
-    strangers = [s for s in who.triggers.values() if s != who.transcription_replies]
+    strangers = [s for s in who.triggers.values() if s not in (who.transcription_replies, who.draft_replies)]
     strangers += [f"system:serviceaccount:{NAMESPACE}:default", "system:serviceaccount:elsewhere:app"]
     assert {s: allowed_types(enabled, s) for s in strangers} == {s: set() for s in strangers}
 
@@ -290,10 +300,11 @@ def test_everyone_else_may_send_nothing(enabled):
 def test_without_request_senders_nobody_may_send_requests(chart):
     rendered = objects(render(chart, {"eventPolicy": {"enabled": True}}))
     assert [p["metadata"]["name"] for p in policies_of(rendered)] == [
-        f"{RELEASE}-bots", f"{RELEASE}-replies-transcription-audio-chunks", f"{RELEASE}-public-events"
+        f"{RELEASE}-bots", f"{RELEASE}-replies-transcription-audio-chunks",
+        f"{RELEASE}-replies-transcription-audio-drafts", f"{RELEASE}-public-events",
     ]
     who = Identities(rendered)
-    for subject in (who.bots, who.worker, who.transcription_replies, CALENDAR):
+    for subject in (who.bots, who.worker, who.transcription_replies, who.draft_replies, CALENDAR):
         assert allowed_types(rendered, subject) & set(RequestEventType) == set()
 
 
@@ -307,7 +318,6 @@ def test_without_request_senders_nobody_may_send_requests(chart):
         (f"system:serviceaccount:{NAMESPACE}:vexa-*", "a pattern over the release's namespace"),
         (f"system:serviceaccount:{NAMESPACE}:{RELEASE}-worker", "the Celery worker's ServiceAccount"),
         (f"system:serviceaccount:{NAMESPACE}:vexa-bot", "the bots' ServiceAccount"),
-        (oidc_subject("sources.knative.dev/v1", "SinkBinding", f"{RELEASE}-bot-sink", NAMESPACE), "the bots' identity"),
         (oidc_subject("eventing.knative.dev/v1", "Trigger", "transcription-audio-chunks", NAMESPACE),
          "Trigger transcription-audio-chunks's identity"),
     ],
@@ -319,14 +329,13 @@ def test_vexas_own_identities_may_never_send_requests(chart, sender, complaint):
 
 
 def test_a_hashed_identity_is_refused_too(chart):
-    """With a long release name Knative hashes the bots' identity (md5, which Helm lacks): the chart
-    still knows how it starts."""
-    release = "acme-meeting-notes-production"
-    bots = oidc_subject("sources.knative.dev/v1", "SinkBinding", f"{release}-vexa-bot-sink", NAMESPACE)
-    assert not bots.endswith("-oidc-sources.knative.dev-sinkbinding")  # hashed
-    values = {"eventPolicy": {"enabled": True, "requestSenders": [bots]}}
-    with pytest.raises(helm.HelmRenderError, match=re.escape("the bots' identity")):
-        chart.render(values, name=release, namespace=NAMESPACE, is_install=True)
+    """A Trigger whose identity's name would pass 63 characters gets it hashed by Knative (md5,
+    which Helm lacks): the chart still knows how it starts."""
+    segments = oidc_subject("eventing.knative.dev/v1", "Trigger", "bot-manager-transcript-segments", NAMESPACE)
+    assert not segments.endswith("-oidc-eventing.knative.dev-trigger")  # hashed
+    values = {"eventPolicy": {"enabled": True, "requestSenders": [segments]}}
+    with pytest.raises(helm.HelmRenderError, match=re.escape("Trigger bot-manager-transcript-segments's identity")):
+        render(chart, values)
 
 
 @pytest.mark.parametrize(

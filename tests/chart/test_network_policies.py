@@ -1,14 +1,16 @@
 """Who may connect to the release's pods: the ingress side of the chart's NetworkPolicies.
 
-Every pod the chart runs governs its ingress. The bundled PostgreSQL admits exactly the pods
-given DATABASE_URL, on 5432, and Redis exactly those given REDIS_URL, on 6379. The Knative
-Services admit Knative's data plane only (the activator and autoscaler, the networking layer's
-gateway, and for bot-manager and transcription the Broker's dispatcher), as networkPolicy.knative
-says, plus the gateway to bot-manager; the Celery pods and the migrations Job admit nothing. No
-pod of the release admits a bot, whatever port, and a bot's own egress reaches none of Knative's
-data plane, so even a bot that knew an address could not call bot-manager or transcription but
-through the Broker. Evaluated offline, rule by rule (tests.support.chart.ingress_admits), on the
-default, production and custom values.
+Every pod the chart runs governs its ingress, and so do the pods of the Jobs the worker creates
+(bots, final transcript passes). The bundled PostgreSQL admits exactly the pods given
+DATABASE_URL, on 5432 (the final passes' too, while finalTranscript.enabled), and Redis exactly
+those given REDIS_URL, on 6379. The Knative Services admit Knative's data plane only (the
+activator and autoscaler, the networking layer's gateway, and for bot-manager and transcription
+the Broker's dispatcher), as networkPolicy.knative says, plus the gateway to bot-manager; the
+Celery pods, the migrations Job and the final passes admit nothing. No pod of the release admits
+a bot, whatever port, and a bot's own egress reaches none of Knative's data plane, so even a bot
+that knew an address could not call bot-manager or transcription but through the Broker.
+Evaluated offline, rule by rule (tests.support.chart.ingress_admits), on the default, production
+and custom values.
 """
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ import helm_python as helm
 import pytest
 
 from tests.support.chart import (
-    KIND_VALUES, NAMESPACE, RELEASE, WORKER, assert_valid_kubernetes, bot_policy, chart_pods, env_of, env_with_secrets,
-    ingress_admits, launch_as_the_worker, network_policy, objects, of_kind, one, pod_specs, render,
+    CUSTOM_VALUES, KIND_VALUES, NAMESPACE, RELEASE, WORKER, assert_valid_kubernetes, bot_policy, chart_pods, env_of,
+    env_with_secrets, final_pass_as_the_worker, ingress_admits, launch_as_the_worker, merged, network_policy, objects,
+    of_kind, one, pod_specs, render,
 )  # fmt: skip
 from tests.support.network_policy import Destination, egress_allows, selects
 
@@ -32,6 +35,13 @@ AUTOSCALER = ("knative-serving", {"app": "autoscaler"})
 KOURIER = ("kourier-system", {"app": "3scale-kourier-gateway"})
 DISPATCHER = ("knative-eventing", {"eventing.knative.dev/brokerRole": "filter"})
 QUEUE_PROXY_PORTS = (8012, 8013, 9090, 9091)
+# The Broker's ingress by class, labelled as Knative installs it: the multi-tenant broker's
+# mt-broker-ingress, and the Kafka broker's receiver (eventing-kafka-broker's
+# data-plane/config/broker/500-receiver.yaml). Both take events on 8080 and 8443.
+MT_BROKER_INGRESS = ("knative-eventing", {"eventing.knative.dev/brokerRole": "ingress"})
+KAFKA_BROKER_RECEIVER = ("knative-eventing", {"app": "kafka-broker-receiver", "app.kubernetes.io/name": "knative-eventing",
+                                              "app.kubernetes.io/component": "kafka-broker-receiver"})  # fmt: skip
+KAFKA = {"eventing": {"brokerClass": "Kafka", "kafka": {"bootstrapServers": "my-cluster-kafka-bootstrap.kafka:9092"}}}
 # Pods of other namespaces, one labelled like the activator.
 STRANGERS = [("default", {"app": "curl"}), ("kube-system", {"k8s-app": "kube-dns"}), ("team-b", {"app": "activator"})]
 # Every port the release's pods listen on (and some they do not).
@@ -46,6 +56,12 @@ def from_pod(namespace: str, labels: dict[str, str], port: int) -> Destination:
 def bot_labels(rendered: list[dict]) -> dict[str, str]:
     """The labels of a bot's pod, as the worker's code builds its Job from the rendered environment."""
     _, _, job = launch_as_the_worker(env_with_secrets(one(rendered, "Deployment", WORKER)))
+    return job["spec"]["template"]["metadata"]["labels"]
+
+
+def final_pass_labels(rendered: list[dict]) -> dict[str, str]:
+    """The labels of a final pass's pod, as the worker's code builds its Job from the rendered environment."""
+    job = final_pass_as_the_worker(env_with_secrets(one(rendered, "Deployment", WORKER))).job
     return job["spec"]["template"]["metadata"]["labels"]
 
 
@@ -71,15 +87,19 @@ def test_every_pod_of_the_release_governs_its_ingress(with_values):
                    if not any(selects(p["spec"]["podSelector"], labels) for p in policies)]  # fmt: skip
     assert open_to_all == []
     assert any(selects(p["spec"]["podSelector"], bot_labels(rendered)) for p in policies)
+    assert any(selects(p["spec"]["podSelector"], final_pass_labels(rendered)) for p in policies)
 
 
 @pytest.mark.parametrize("target, setting, port", [(POSTGRESQL, "DATABASE_URL", 5432), (REDIS, "REDIS_URL", 6379)])
 @pytest.mark.parametrize("values", ["default", "custom"])
-def test_the_data_services_admit_exactly_the_pods_given_their_url(renders, values, target, setting, port):
+def test_the_data_services_admit_exactly_the_pods_given_their_url(chart, renders, values, target, setting, port):
     """PostgreSQL: the gateway, bot-manager, the Celery pods and the migrations Job, which get
-    DATABASE_URL; Redis: the same but the migrations Job. Not transcription, not a bot, nothing
-    outside the release, and on their own port only."""
+    DATABASE_URL, and the final transcript passes, which the worker gives it while
+    finalTranscript.enabled (the custom values turn them off); Redis: the same but the migrations
+    Job and the passes. Not transcription, not a bot, nothing outside the release, and on their
+    own port only."""
     rendered = renders[values]
+    complete = merged(chart.values, CUSTOM_VALUES if values == "custom" else {})
     pods = chart_pods(rendered)
     clients = clients_of(rendered, setting)
     celery = {f"Deployment/{RELEASE}-{name}" for name in ("worker", "webhooks", "beat")}
@@ -91,6 +111,9 @@ def test_the_data_services_admit_exactly_the_pods_given_their_url(renders, value
     for pod in clients:  # that port only
         assert not ingress_admits(rendered, pods[target], from_pod(NAMESPACE, pods[pod], 22))
     assert not ingress_admits(rendered, pods[target], from_pod(NAMESPACE, bot_labels(rendered), port))
+    passes = setting == "DATABASE_URL" and complete["finalTranscript"]["enabled"]
+    assert ingress_admits(rendered, pods[target], from_pod(NAMESPACE, final_pass_labels(rendered), port)) is passes
+    assert not ingress_admits(rendered, pods[target], from_pod(NAMESPACE, final_pass_labels(rendered), 22))
     for namespace, labels in [*STRANGERS, ACTIVATOR, KOURIER, DISPATCHER]:
         assert not ingress_admits(rendered, pods[target], from_pod(namespace, labels, port)), namespace
     assert not ingress_admits(rendered, pods[target], Destination("10.20.0.9", port))  # an address outside
@@ -131,10 +154,24 @@ def test_the_celery_pods_and_the_migrations_admit_nothing(with_values, pod):
     rendered, _ = with_values
     pods = chart_pods(rendered)
     sources = [(NAMESPACE, labels) for labels in pods.values()] + [
-        (NAMESPACE, bot_labels(rendered)), ACTIVATOR, AUTOSCALER, KOURIER, DISPATCHER, *STRANGERS,
+        (NAMESPACE, bot_labels(rendered)), (NAMESPACE, final_pass_labels(rendered)),
+        ACTIVATOR, AUTOSCALER, KOURIER, DISPATCHER, *STRANGERS,
     ]  # fmt: skip
     admitted = [(namespace, labels, port) for namespace, labels in sources for port in PORTS
                 if ingress_admits(rendered, pods[pod], from_pod(namespace, labels, port))]  # fmt: skip
+    assert admitted == []
+
+
+def test_the_final_passes_admit_nothing(with_values):
+    """A final transcript pass serves nothing: no pod of the release, no bot, no other pass and
+    nothing of Knative or other namespaces connects to it (its own policy, app=final-pass)."""
+    rendered, _ = with_values
+    target = final_pass_labels(rendered)
+    sources = [(NAMESPACE, labels) for labels in chart_pods(rendered).values()] + [
+        (NAMESPACE, bot_labels(rendered)), (NAMESPACE, target), ACTIVATOR, AUTOSCALER, KOURIER, DISPATCHER, *STRANGERS,
+    ]  # fmt: skip
+    admitted = [(namespace, labels, port) for namespace, labels in sources for port in PORTS
+                if ingress_admits(rendered, target, from_pod(namespace, labels, port))]  # fmt: skip
     assert admitted == []
 
 
@@ -143,7 +180,8 @@ def test_no_pod_of_the_release_admits_a_bot(with_values):
     use public ranges, IPv6 ones among them), no pod of the release takes its connection."""
     rendered, _ = with_values
     bot = bot_labels(rendered)
-    admitted = [(pod, port) for pod, labels in chart_pods(rendered).items() for port in PORTS
+    targets = {**chart_pods(rendered), "final pass": final_pass_labels(rendered)}
+    admitted = [(pod, port) for pod, labels in targets.items() for port in PORTS
                 if ingress_admits(rendered, labels, from_pod(NAMESPACE, bot, port))]  # fmt: skip
     assert admitted == []
 
@@ -185,3 +223,36 @@ def test_make_locals_sample_server_is_no_pod_of_the_policies(chart):
     for policy in of_kind(rendered, "NetworkPolicy"):
         assert_valid_kubernetes(policy)
         assert not selects(policy["spec"]["podSelector"], sample), policy["metadata"]["name"]
+
+
+def broker_ingress(pod: tuple[str, dict[str, str]], port: int) -> Destination:
+    return Destination("10.244.1.9", port, "TCP", *pod)
+
+
+@pytest.mark.parametrize(
+    "values, ingress, other",
+    [({}, MT_BROKER_INGRESS, KAFKA_BROKER_RECEIVER), (KAFKA, KAFKA_BROKER_RECEIVER, MT_BROKER_INGRESS)],
+    ids=["MTChannelBasedBroker", "Kafka"],
+)  # fmt: skip
+def test_bots_reach_the_ingress_of_the_brokers_class(chart, values, ingress, other):
+    """The bots' K_SINK is the ingress of the Broker's class: with Kafka the receiver's pods, which
+    the channel-based broker's selector would not match, so bots could send no event at all."""
+    policy = bot_policy(objects(render(chart, values)))
+    assert_valid_kubernetes(policy)
+    for port in (8080, 8443):
+        assert egress_allows(policy, broker_ingress(ingress, port)), port
+        assert not egress_allows(policy, broker_ingress(other, port)), port  # the other class's ingress
+    assert not egress_allows(policy, broker_ingress(ingress, 9090))  # its metrics
+    assert not egress_allows(policy, broker_ingress(("kafka", ingress[1]), 8080))  # not in knative-eventing
+
+
+@pytest.mark.parametrize("values", [{}, KAFKA], ids=["MTChannelBasedBroker", "Kafka"])
+def test_a_broker_pod_selector_set_wins_over_the_classs(chart, values):
+    """networkPolicy.broker.podSelector, where set, is the Broker's ingress whatever the class."""
+    own = ("knative-eventing", {"app": "my-broker-ingress"})
+    selector = {"matchLabels": own[1]}
+    policy = bot_policy(objects(render(chart, {**values, "networkPolicy": {"broker": {"podSelector": selector}}})))
+    assert_valid_kubernetes(policy)
+    assert egress_allows(policy, broker_ingress(own, 8080))
+    for pod in (MT_BROKER_INGRESS, KAFKA_BROKER_RECEIVER):
+        assert not egress_allows(policy, broker_ingress(pod, 8080)), pod

@@ -36,6 +36,26 @@ def admin_commands(notes: str) -> tuple[list[tuple[str, dict]], list[list[str]]]
     return calls, cli
 
 
+MANAGED_DATA = {  # PostgreSQL and Redis of the cloud's, so none in the chart
+    "postgresql": {"enabled": False}, "externalDatabase": {"existingSecret": "cloud-sql"},
+    "redis": {"enabled": False}, "externalRedis": {"url": "redis://10.0.0.3:6379/0"}, "networkPolicy": {"enabled": False},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("values", [{}, {"worker": {"replicas": 0}, **MANAGED_DATA}])
+def test_notes_count_every_pod_an_idle_install_keeps(chart, values):
+    notes = " ".join(notes_of(chart, values).split())
+    # Every Deployment and StatefulSet the chart renders runs when nothing else does: each is named.
+    always_on = [o for o in objects(render(chart, values)) if o["kind"] in ("Deployment", "StatefulSet")]
+    named = {"worker": "Celery worker", "webhooks": "webhooks worker", "beat": "beat", "postgresql": "PostgreSQL",
+             "redis": "Redis"}  # fmt: skip
+    for o in always_on:
+        component = o["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert f"{named[component]} {o['spec'].get('replicas', 1)}" in notes, component
+    assert ("PostgreSQL" in notes) == (values.get("postgresql", {}).get("enabled", True))
+    assert "gateway 0" in notes or "gateway 1" in notes
+
+
 def test_notes_tell_how_to_reach_the_gateway_and_send_a_bot(chart):
     notes = notes_of(chart)
     assert f"kubectl get ksvc gateway -n {NAMESPACE}" in notes

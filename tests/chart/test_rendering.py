@@ -3,7 +3,8 @@
 helm lint (strict) is clean on the default and production values, bad or inconsistent values
 fail at install time with a message naming them, every Kubernetes object is valid against
 KUBERNETES_VERSION's OpenAPI schema (strict: unknown fields are errors), every Knative object
-against the Knative CRDs in shared/schemas/knative with unknown fields rejected wherever the CRD
+against the Knative CRDs in shared/schemas/knative (the gateway's DomainMapping and cert-manager
+Certificate against those in tests/support/schemas) with unknown fields rejected wherever the CRD
 would prune them, and the chart renders exactly the kinds and pods listed here, all of them in
 the release's namespace.
 """
@@ -17,8 +18,8 @@ import pytest
 import yaml
 
 from tests.support.chart import (
-    CHART, KNATIVE_CRDS, KNATIVE_SCHEMAS, KNATIVE_SERVICES, KUBERNETES_VERSION, NAMESPACE, PODS, knative_services,
-    knative_validator, kubernetes_problem, objects, pod_specs, production_values, render,
+    CHART, CRD_SCHEMAS, KNATIVE_SERVICES, KUBERNETES_VERSION, NAMESPACE, PODS, knative_services,
+    knative_validator, kubernetes_problem, objects, of_kind, pod_specs, production_values, render,
 )  # fmt: skip
 
 
@@ -61,6 +62,8 @@ def test_helm_lint_strict_is_clean(values):
         ({"settings": {"statusCacheSeconds": -1}}, "/settings/statusCacheSeconds"),
         ({"settings": {"recordingSources": "ftp://files.example.com/"}}, "/settings/recordingSources"),
         ({"networkPolicy": {"broker": {"ports": []}}}, "/networkPolicy/broker/ports"),
+        ({"networkPolicy": {"broker": {"podSelector": {"app": "kafka-broker-receiver"}}}},
+         "/networkPolicy/broker/podSelector"),  # not a selector
         ({"networkPolicy": {"publicInternet": [{"cidr": "everywhere", "except": []}]}}, "/networkPolicy/publicInternet/0/cidr"),
         ({"networkPolicy": {"dns": {"podSelector": {"k8s-app": "kube-dns"}}}}, "/networkPolicy/dns/podSelector"),  # not a selector
         ({"settings": {"apiRateLimitPerMinute": 0}}, "/settings/apiRateLimitPerMinute"),
@@ -122,20 +125,22 @@ def test_inconsistent_values_fail_with_a_clear_message(chart, values, complaint)
 
 
 def test_every_kubernetes_object_is_valid(rendered):
-    kubernetes_objects = [o for o in rendered if (o["apiVersion"], o["kind"]) not in KNATIVE_CRDS]
+    kubernetes_objects = [o for o in rendered if (o["apiVersion"], o["kind"]) not in CRD_SCHEMAS]
     assert len(kubernetes_objects) >= 6
     problems = [problem for o in kubernetes_objects if (problem := kubernetes_problem(o))]
     assert problems == []
 
 
 def test_knative_schemas_are_present():
-    missing = [name for name in KNATIVE_CRDS.values() if not (KNATIVE_SCHEMAS / name).is_file()]
-    assert not missing, f"Knative CRD schemas missing from {KNATIVE_SCHEMAS}: {missing}"
+    missing = [str(path) for path in CRD_SCHEMAS.values() if not path.is_file()]
+    assert not missing, f"CRD schemas missing: {missing}"
 
 
 def test_every_knative_object_is_valid(rendered):
-    knative = [o for o in rendered if (o["apiVersion"], o["kind"]) in KNATIVE_CRDS]
-    assert {o["kind"] for o in knative} == {"Service", "Broker", "Trigger", "SinkBinding"}
+    knative = [o for o in rendered if (o["apiVersion"], o["kind"]) in CRD_SCHEMAS]
+    # With gateway.domain (production), the gateway's DomainMapping and its cert-manager Certificate too.
+    domain = {"DomainMapping", "Certificate"} if of_kind(rendered, "DomainMapping") else set()
+    assert {o["kind"] for o in knative} == {"Service", "Broker", "Trigger"} | domain
     problems = []
     for o in knative:
         errors = sorted(knative_validator(o["apiVersion"], o["kind"]).iter_errors(o), key=lambda e: list(e.path))
@@ -176,13 +181,15 @@ def test_the_chart_renders_exactly_these_kinds(default_objects, production_objec
         ("rbac.authorization.k8s.io/v1", "Role"),
         ("rbac.authorization.k8s.io/v1", "RoleBinding"),
         ("serving.knative.dev/v1", "Service"),
-        ("sources.knative.dev/v1", "SinkBinding"),
         ("v1", "ServiceAccount"),
         ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("policy/v1", "PodDisruptionBudget"),
     ]
     # Bundled PostgreSQL and Redis add StatefulSets, headless Services and generated Secrets.
     assert kinds(default_objects) == sorted(common + [("apps/v1", "StatefulSet"), ("v1", "Secret"), ("v1", "Service")])
-    assert kinds(production_objects) == sorted(common)
+    # gateway.domain: the gateway's HTTPS route and its certificate.
+    domain = [("serving.knative.dev/v1beta1", "DomainMapping"), ("cert-manager.io/v1", "Certificate")]
+    assert kinds(production_objects) == sorted(common + domain)
 
 
 @pytest.mark.parametrize("values", list(PODS))

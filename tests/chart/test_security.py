@@ -20,7 +20,10 @@ refuses to render it for an external database or Redis it has no rule for.
 """
 from __future__ import annotations
 
+import copy
 import ipaddress
+import re
+from typing import Any
 
 import helm_python as helm
 import pytest
@@ -32,11 +35,13 @@ from functions.common.errors import Unacceptable
 from functions.common.schemas import RunBotRequest
 from functions.common.settings import REPO_ROOT, Settings
 from functions.webhooks import receivers
-from functions.worker.orchestrator.job_spec import BOT_SELECTOR
+from functions.worker.launching import bot_spec
+from functions.worker.orchestrator.job_spec import BOT_SELECTOR, Sink, build_job
 from tests.support.chart import (
-    KIND_VALUES, NAMESPACE, PODS, RELEASE, WEBHOOKS, WORKER, ApiRequest, api_requests_of_the_worker,
-    assert_valid_kubernetes, bot_policy, chart_pods, container_of, env_with_secrets, knative_services,
-    launch_as_the_worker, objects, of_kind, one, plain_env, pod_specs, render, webhooks_policy, worker_at_work,
+    KIND_VALUES, NAMESPACE, PODS, RELEASE, WEBHOOKS, WORKER, a_meeting, api_requests_of_the_worker,
+    assert_valid_kubernetes, bot_policy, chart_pods, container_of, env_with_secrets, final_pass_as_the_worker, granted,
+    knative_services, launch_as_the_worker, objects, of_kind, one, plain_env, pod_specs, render, webhooks_policy,
+    worker_at_work,
 )  # fmt: skip
 from tests.support.network_policy import Destination, egress_allows, selects
 
@@ -52,15 +57,11 @@ def test_rbac_grants_exactly_what_the_worker_asks_the_api_for(rendered):
     assert role["metadata"]["namespace"] == NAMESPACE
     # Whole resources, no narrowing (resourceNames, non-resource URLs) the worker's requests could trip on.
     assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"]), role["rules"]
-    granted = {
-        ApiRequest(NAMESPACE, group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]
-    }  # fmt: skip
+    allowed = granted(role)
     needed = api_requests_of_the_worker(env_with_secrets(one(rendered, "Deployment", WORKER)))
     assert {r.namespace for r in needed} == {NAMESPACE}
-    assert sorted(needed - granted, key=repr) == [], "the worker would be refused these"
-    assert sorted(granted - needed, key=repr) == [], "granted, but the worker never asks for them"
+    assert sorted(needed - allowed, key=repr) == [], "the worker would be refused these"
+    assert sorted(allowed - needed, key=repr) == [], "granted, but the worker never asks for them"
 
 
 def test_the_worker_may_create_and_delete_secrets_but_read_none(rendered):
@@ -106,9 +107,9 @@ def test_the_role_is_bound_to_the_worker_alone(rendered):
     for o in (role, binding, worker_account):
         assert o["metadata"]["name"] == WORKER
         assert o["metadata"]["labels"]["app.kubernetes.io/component"] == "worker", o["kind"]
-    assert {o["metadata"]["name"] for o in of_kind(rendered, "ServiceAccount")} == {WORKER, "vexa-bot"}
-    bot_account = one(rendered, "ServiceAccount", "vexa-bot")
-    assert bot_account["automountServiceAccountToken"] is False
+    assert {o["metadata"]["name"] for o in of_kind(rendered, "ServiceAccount")} == {WORKER, "vexa-bot", "vexa-final-pass"}
+    for account in ("vexa-bot", "vexa-final-pass"):  # bound to no Role, and no token
+        assert one(rendered, "ServiceAccount", account)["automountServiceAccountToken"] is False
 
 
 @pytest.mark.parametrize("values, pod", EVERY_POD)
@@ -157,6 +158,101 @@ def test_every_pod_runs_non_root_and_unprivileged(renders, values, pod):
             assert tmp and tmp[0]["name"] in writable, f"{where}: no writable /tmp"
 
 
+# The "restricted" Pod Security Standard, which the release's namespace enforces
+# (pod-security.kubernetes.io/enforce=restricted): the API server refuses any pod that breaks it.
+# https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+                      "secret"}  # fmt: skip
+# Where the install steps create the namespace (README.md, the chart's, make local's and GKE's).
+INSTALL_STEPS = [
+    REPO_ROOT / "README.md", REPO_ROOT / "helm" / "vexa" / "README.md",
+    REPO_ROOT / "helm" / "vexa" / "values-production.yaml", REPO_ROOT / "local" / "kind" / "README.md",
+    REPO_ROOT / "local" / "kind" / "up.sh", *sorted((REPO_ROOT / "docs").glob("*.md")),
+]  # fmt: skip
+
+
+def restricted_problems(pod: dict[str, Any]) -> list[str]:
+    """What Pod Security admission's restricted profile (and the baseline it includes) finds wrong
+    with the pod spec `pod`: host namespaces and ports, privileges, capabilities but
+    NET_BIND_SERVICE, privilege escalation, a root or unchecked user, seccomp, volume types."""
+    problems = [field for field in ("hostNetwork", "hostPID", "hostIPC") if pod.get(field)]
+    problems += [f"volume {v['name']}: {sorted(set(v) - {'name'})}" for v in pod.get("volumes", [])
+                 if not set(v) - {"name"} <= RESTRICTED_VOLUMES]  # fmt: skip
+    pod_context = pod.get("securityContext", {})
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        context, where = container.get("securityContext", {}), f"container {container['name']}"
+
+        def effective(field: str) -> Any:
+            return context.get(field, pod_context.get(field))
+
+        capabilities = context.get("capabilities", {})
+        checks = {
+            "privileged": not context.get("privileged"),
+            "allowPrivilegeEscalation: false": context.get("allowPrivilegeEscalation") is False,
+            "capabilities: drop ALL": "ALL" in capabilities.get("drop", []),
+            "capabilities: add NET_BIND_SERVICE at most": set(capabilities.get("add", [])) <= {"NET_BIND_SERVICE"},
+            "runAsNonRoot: true": effective("runAsNonRoot") is True,
+            "runAsUser not 0": effective("runAsUser") != 0,
+            "seccompProfile RuntimeDefault or Localhost": (effective("seccompProfile") or {}).get("type")
+            in ("RuntimeDefault", "Localhost"),
+            "no hostPort": not any(port.get("hostPort") for port in container.get("ports", [])),
+        }
+        problems += [f"{where}: {check}" for check, holds in checks.items() if not holds]
+    return problems
+
+
+def worker_jobs(rendered: list[dict]) -> dict[str, dict]:
+    """The pod specs of the Jobs the worker creates with its rendered environment: a bot's, with
+    the sink and token a Broker that authenticates senders gives it, and a final transcript pass's."""
+    env = env_with_secrets(one(rendered, "Deployment", WORKER))
+    settings = Settings.from_env(env)
+    meeting, session = a_meeting()
+    sink = Sink(f"http://broker-ingress.knative-eventing.svc.cluster.local/{NAMESPACE}/default",
+                f"eventing.knative.dev/broker/{NAMESPACE}/default")  # fmt: skip
+    bot = build_job(bot_spec(settings, meeting, session), settings, sink)
+    assert [v["name"] for v in bot["spec"]["template"]["spec"]["volumes"]] == ["scratch", "broker-token"]
+    return {"Job/<bot>": bot["spec"]["template"]["spec"],
+            "Job/<final pass>": final_pass_as_the_worker(env).job["spec"]["template"]["spec"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("values", list(PODS))
+def test_every_pod_meets_the_restricted_pod_security_standard(renders, values):
+    """Every pod the chart renders, and the bot and final pass Jobs the worker builds. (The
+    Knative Services' pods also get Knative's queue-proxy, which sets these fields itself:
+    knative/serving pkg/reconciler/revision/resources/queue.go; not checked here.)"""
+    pods = {**pod_specs(renders[values]), **worker_jobs(renders[values])}
+    assert set(PODS[values]) < set(pods)
+    assert {pod: problems for pod, spec in pods.items() if (problems := restricted_problems(spec))} == {}
+
+
+def test_the_restricted_check_is_not_vacuous(default_objects):
+    bot = worker_jobs(default_objects)["Job/<bot>"]
+    assert restricted_problems(bot) == []
+    for change, problem in [
+        (lambda pod: pod["containers"][0]["securityContext"].update(seccompProfile={"type": "Unconfined"}), "seccomp"),
+        (lambda pod: pod["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"), "PrivilegeEscalation"),
+        (lambda pod: pod["containers"][0]["securityContext"].update(capabilities={"drop": ["NET_RAW"]}), "drop ALL"),
+        (lambda pod: pod["securityContext"].pop("runAsNonRoot"), "runAsNonRoot"),
+        (lambda pod: pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}}), "hostPath"),
+        (lambda pod: pod.update(hostNetwork=True), "hostNetwork"),
+    ]:  # fmt: skip
+        changed = copy.deepcopy(bot)
+        change(changed)
+        assert problem in " ".join(restricted_problems(changed)), problem
+
+
+@pytest.mark.parametrize("path", INSTALL_STEPS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_install_step_labels_the_namespace_restricted(path):
+    """Wherever the install steps create the namespace, they label it to enforce the restricted
+    profile right after; none lets Helm create it (--create-namespace cannot label it)."""
+    text = path.read_text().replace("\\\n", " ")  # a command continued on the next line: one line
+    assert not re.search(r"helm (install|upgrade)[^\n]*--create-namespace", text)
+    for created in re.finditer(r"create namespace (\S+)", text):
+        following = text[created.end():created.end() + 300]
+        label = f"label namespace {created.group(1)} pod-security.kubernetes.io/enforce=restricted"
+        assert label in following, f"{path.name}: namespace {created.group(1)} created without the label"
+
+
 # ---- the bots' network ----------------------------------------------------------------------------
 
 # In-cluster addresses are private (pods 10.244/16, Services 10.96/12 on kind); the rest is the internet.
@@ -201,8 +297,6 @@ def test_the_bot_network_policy_selects_exactly_the_bot_pods(with_values):
     key, value = BOT_SELECTOR.split("=")
     assert selector == {"matchLabels": {key: value}}
     assert selects(selector, job["spec"]["template"]["metadata"]["labels"])
-    (binding,) = of_kind(rendered, "SinkBinding")
-    assert binding["spec"]["subject"]["selector"] == selector  # the same bots the Broker hears from
     confined = [pod for pod, labels in chart_pods(rendered).items() if selects(selector, labels)]
     assert confined == [], "the bots' policy would also confine these"
     # Nothing may connect to a bot: Ingress is governed, and no rule admits anything.

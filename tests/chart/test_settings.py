@@ -18,7 +18,7 @@ from functions.common.schemas import RunBotRequest
 from functions.common.settings import SETTINGS, Settings
 from tests.support.chart import (
     BEAT, CUSTOM_VALUES, GATEWAY_WEBHOOK_SETTINGS, NAMESPACE, PODS, PROCESS_VARIABLES, RELEASE, WORKER, container_of,
-    env_of, gateway_of, knative_services, of_kind, one, plain_env, pod_specs, secret_ref,
+    env_of, gateway_of, knative_services, of_kind, one, plain_env, pod_specs, recording_variables, secret_ref,
 )  # fmt: skip
 
 
@@ -48,13 +48,15 @@ def test_bot_manager_gets_what_its_api_needs_and_nothing_to_launch_bots_with(wit
     admission = {"RECORDING_SOURCES", "MAX_MEETING_SECONDS", "AUDIO_MINUTES_PER_USER_PER_DAY"}
     # And EVENT_SIGNING_KEY: the worker derives each bot's session key from it, bot-manager checks events with it.
     signing = {"EVENT_SIGNING_KEY"}
-    launching = set(worker) - set(beat) - admission - signing  # for launching bots, beyond Celery's own
+    # And the recording storage (test_recordings.py): bot-manager stores and deletes, the worker purges.
+    recordings = recording_variables(f"Deployment/{WORKER}", values)
+    launching = set(worker) - set(beat) - admission - signing - recordings  # for launching bots, beyond Celery's own
     assert {"ORCHESTRATOR", "KUBERNETES_NAMESPACE", "BOT_IMAGE"} <= launching
     assert not launching & set(manager), f"bot-manager has {sorted(launching & set(manager))}"
     assert set(manager) - PROCESS_VARIABLES - {"WHISPER_MODEL"} == {
         "LOG_LEVEL", "DATABASE_URL", "REDIS_URL", "MAX_BOTS_PER_USER", "MAX_EVENT_BYTES", "DEFAULT_LANGUAGE",
         "STATUS_CACHE_SECONDS", "RECORDING_SOURCES", "MAX_MEETING_SECONDS", "SERVICE_TOKEN", "EVENT_SIGNING_KEY",
-        "AUDIO_MINUTES_PER_USER_PER_DAY",
+        "AUDIO_MINUTES_PER_USER_PER_DAY", *recording_variables("Service/bot-manager", values),
     }  # fmt: skip
     # WHISPER_MODEL, from transcription.model, lets it refuse languages the model does not know.
     assert manager.get("WHISPER_MODEL", {}).get("value", "") == values["transcription"]["model"]
@@ -104,7 +106,7 @@ def test_the_gateway_gets_the_key_store_rate_limits_and_admin_token(with_values)
     assert set(env_of(gateway)) - PROCESS_VARIABLES == {
         "LOG_LEVEL", "DATABASE_URL", "REDIS_URL", "BOT_MANAGER_URL", "MAX_REQUEST_BYTES", "DEFAULT_LANGUAGE",
         "API_RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN", "STREAM_KEEPALIVE_SECONDS", "SERVICE_TOKEN", "PUBLIC_URL",
-        "TRUSTED_PROXY_NETWORKS", *GATEWAY_WEBHOOK_SETTINGS,
+        "TRUSTED_PROXY_NETWORKS", *GATEWAY_WEBHOOK_SETTINGS, *recording_variables("Service/gateway", values),
     }  # fmt: skip
     settings = Settings.from_env(plain_env(gateway_of(rendered)))
     assert settings.public_url == values["gateway"]["publicUrl"]

@@ -19,6 +19,7 @@ import pytest
 from gunicorn.app.wsgiapp import WSGIApplication
 
 from functions.common.settings import Settings
+from functions.transcription import request_threads
 from tests.support.chart import (
     KNATIVE_SERVICES, annotations_of, container_of, gateway_of, knative_services, knative_validator, objects,
     plain_env, render,
@@ -65,7 +66,10 @@ def test_the_gateway_runs_gevent_and_the_others_gthread(with_values, monkeypatch
     for name, config in (("bot-manager", values["botManager"]), ("transcription", values["transcription"])):
         other = gunicorn_config(services[name], monkeypatch)
         assert other.worker_class_str == "gthread", name
-        assert other.threads == config["threads"], name
+        # Transcription has one thread more for drafts, which wait on the idle draft process, and
+        # one for probes (request_threads).
+        expected = request_threads(config["threads"], config["drafts"]) if name == "transcription" else config["threads"]
+        assert other.threads == expected, name
 
 
 def test_gunicorn_timeout_is_a_heartbeat_under_gevent(rendered, monkeypatch):

@@ -47,6 +47,14 @@ def fault_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
     environ = isolated_environ(state, dict(os.environ)) | {
         **TEST_STACK_ENV,
         "BOT_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+        "FINAL_TRANSCRIPTS": "1",  # test_3: one continuous final transcript after a relaunch
+        # The live path docs/reliability.md was measured with (whisperx, 4-10 s chunks cut at 300 ms
+        # pauses): a chunk stays in transcription long enough (about a second) for fault 1's kill
+        # to catch one there; faster-whisper's 0.3 s often leaves none in flight to redeliver.
+        "TRANSCRIPTION_ENGINE": "whisperx",
+        "CHUNK_MIN_SECONDS": "4",
+        "CHUNK_MAX_SECONDS": "10",
+        "CHUNK_PAUSE_MS": "300",
         "RECONCILE_SECONDS": "1",
         "BOT_RELAUNCH_BACKOFF_SECONDS": "1",
         "LAUNCH_TIMEOUT_SECONDS": "10",

@@ -21,18 +21,19 @@ from tests.support.fault_meetings import (
     log_events,
     report,
     run_meeting,
-    wait_chunk_in_flight,
+    wait_chunk_being_transcribed,
 )
 from tests.support.stacks import RunningStack
 
 
 def test_1_transcription_worker_killed_mid_meeting(fault_stack: RunningStack, clip: Clip, baseline: Outcome) -> None:
-    """kill -9 the gunicorn worker of transcription while a chunk is in flight: gunicorn starts a
+    """kill -9 the gunicorn worker of transcription while it transcribes a chunk: gunicorn starts a
     new one, the broker redelivers the chunk it was transcribing, and every chunk is transcribed."""
     rs = fault_stack
 
     def inject(user: str, meeting: str, live: dict) -> tuple[faults.Fault, dict]:
-        in_flight = wait_chunk_in_flight(rs, live)
+        # Inside transcription, not on its way there or back: the kill then fails that delivery.
+        in_flight = wait_chunk_being_transcribed(rs)
         fault, respawn_s = faults.kill_workers(rs.stack, "transcription")
         fault = replace(fault, what="kill -9 the transcription gunicorn worker (not its master)")
         return fault, {"in_flight_at_kill": in_flight, "respawn_s": round(respawn_s, 2)}
@@ -50,7 +51,7 @@ def test_1_transcription_worker_killed_mid_meeting(fault_stack: RunningStack, cl
     report(
         "test_1", fault.what,
         f"gunicorn respawned the worker after {outcome.extra['respawn_s']} s; {outcome.extra['in_flight_at_kill']} chunk(s)"
-        f" were in flight; the broker retried {retries.get('transcription-audio-chunks', 0)} delivery attempt(s) to"
+        f" were being transcribed; the broker retried {retries.get('transcription-audio-chunks', 0)} delivery attempt(s) to"
         f" transcription; {outcome.counts.chunks_transcribed}/{outcome.counts.chunks_sent} chunks transcribed",
         outcome, baseline,
         detection_s=outcome.extra["respawn_s"], recovery_s=recovery, broker_retries=dict(retries),

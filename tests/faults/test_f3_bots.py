@@ -14,9 +14,13 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
+from functions.common.events import SAMPLE_RATE
 from local.stack_client import wait_for
 from tests.support import faults
 from tests.support.fault_meetings import (
+    FAULT_SPEED,
     SPEED,
     Clip,
     Outcome,
@@ -33,9 +37,11 @@ from tests.support.fault_meetings import (
     utc,
     wait_transcript,
 )
+from tests.support.recordings import final_transcript, recording_of, wav_samples
 from tests.support.stacks import RunningStack
 
 RELAUNCH_WER_TOLERANCE = 3.0  # the new bot cuts the rest of the audio into different chunks
+RECORDING_TAIL_SAMPLES = int(0.3 * SAMPLE_RATE)  # a shorter last remainder is not sent (bot/chunker.py)
 
 
 def test_3_bot_killed_mid_meeting_is_relaunched_and_the_meeting_completes(
@@ -78,6 +84,16 @@ def test_3_bot_killed_mid_meeting_is_relaunched_and_the_meeting_completes(
     assert 0 < sessions[1]["resume_from"] < clip.seconds
     assert outcome.wer <= baseline.wer + RELAUNCH_WER_TOLERANCE, f"WER {outcome.wer:.1f}% vs {baseline.wer:.1f}% without the fault"
 
+    # One continuous recording of both bots: every sample of the clip once, where it was played.
+    played = wav_samples(clip.path.read_bytes())
+    heard = recording_of(rs, outcome.user, outcome.meeting_id)
+    assert len(played) - RECORDING_TAIL_SAMPLES <= len(heard) <= len(played)
+    assert np.array_equal(heard, played[: len(heard)]), "the relaunched bot's audio repeats or misplaces the lost one's"
+    # And one final transcript of it: word for word the fault-free meeting's (the same audio, one pass).
+    final = final_transcript(rs, outcome.user, outcome.meeting_id)
+    undisturbed = final_transcript(rs, baseline.user, baseline.meeting_id)
+    assert [s["text"] for s in final["segments"]] == [s["text"] for s in undisturbed["segments"]]
+
 
 def test_3b_a_bot_that_cannot_be_relaunched_fails_its_meeting_with_the_reason(
     fault_stack: RunningStack, clip: Clip, baseline: Outcome, tmp_path: Path
@@ -88,9 +104,7 @@ def test_3b_a_bot_that_cannot_be_relaunched_fails_its_meeting_with_the_reason(
     doomed = tmp_path / "doomed.wav"
     shutil.copy(clip.path, doomed)
     user, meeting = "faults-doomed", f"doomed-{uuid.uuid4().hex[:8]}"
-    # In real time: at SPEED a loaded machine transcribed the first chunk so late that the bot had
-    # replayed the whole clip before it was killed, and the meeting completed instead.
-    assert rs.run_bot(user, meeting, recording=doomed, speed=1.0).status_code == 201
+    assert rs.run_bot(user, meeting, source=doomed, speed=FAULT_SPEED).status_code == 201
     live = wait_transcript(rs, user, meeting, active_with_segments, 90, "segments")
     doomed.unlink()
     killed = faults.kill_bot(rs.bots_dir, live["meeting"]["bot_name"])
@@ -122,7 +136,7 @@ def test_4_celery_worker_killed_during_a_launch(fault_stack: RunningStack, clip:
     group = os.getpgid(pid)
     os.killpg(group, signal.SIGSTOP)
     requested = time.time()
-    created = rs.run_bot(user, meeting, recording=clip.path, speed=SPEED)
+    created = rs.run_bot(user, meeting, source=clip.path, speed=SPEED)
     assert created.status_code == 201, created.text
     time.sleep(2)  # the frozen worker's Redis connection may take the task meanwhile
     os.killpg(group, signal.SIGKILL)

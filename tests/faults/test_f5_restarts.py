@@ -51,7 +51,7 @@ def test_5_redis_restarted_mid_meeting(fault_stack: RunningStack, clip: Clip, ba
     silence.write_bytes(encode_wav(np.zeros(SAMPLE_RATE * 120, dtype="<i2").tobytes()))
     probe_user, probe_meeting = "faults-probe", f"probe-{uuid.uuid4().hex[:8]}"
     # The probe meeting starts with the meeting under test, so it is active by the time the fault comes.
-    probe = rs.run_bot(probe_user, probe_meeting, recording=silence, speed=1.0)
+    probe = rs.run_bot(probe_user, probe_meeting, source=silence, speed=1.0)
     assert probe.status_code == 201, probe.text
 
     def after_kill(history: list[dict], killed: faults.Fault) -> list[dict]:

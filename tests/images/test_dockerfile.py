@@ -14,7 +14,8 @@ import re
 
 import pytest
 
-from functions.common.settings import REPO_ROOT
+from functions.common.settings import REPO_ROOT, Settings
+from functions.transcription import request_threads
 from tests.images.support import (DOCKERFILE, SERVICES, TARGETS, VERSION, clean_env, fake, image, make_image_builds, option,
                                   run, stages, tool)  # fmt: skip
 
@@ -25,7 +26,8 @@ GUNICORN = ["gunicorn", "-c", "python:functions.common.gunicorn_conf"]
 COMMANDS = {
     "gateway": [*GUNICORN, "--workers", "2", "--threads", "4", "functions.gateway:create_app()"],
     "bot-manager": [*GUNICORN, "--workers", "2", "--threads", "4", "functions.bot_manager:create_app()"],
-    "transcription": [*GUNICORN, "--workers", "1", "--threads", "2", "functions.transcription:create_app()"],
+    # A thread per model and one for drafts and one for probes, as the defaults give (see the test below).
+    "transcription": [*GUNICORN, "--workers", "1", "--threads", "4", "functions.transcription:create_app()"],
     "worker": ["celery", "-A", "functions.worker.app:celery_app", "worker", "--loglevel", "INFO"],
     "bot": ["python", "-m", "bot"],
 }
@@ -90,6 +92,12 @@ def test_image_runs_as_the_unprivileged_user(target):
     assert [k for k, _ in last[user_at:]].count("RUN") == 0
 
 
+def test_the_transcription_image_has_a_thread_beyond_its_chunks_and_drafts():
+    defaults = Settings.from_env({})
+    threads = request_threads(defaults.whisper_instances, bool(defaults.transcription_drafts))
+    assert option(image("transcription").cmd, "--threads") == [str(threads)]
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_image_writes_only_under_tmp(target):
     env = image(target).env
@@ -141,9 +149,9 @@ def test_only_the_bot_has_an_entrypoint():
 @pytest.mark.parametrize("engine", ["whisperx", "faster-whisper"])
 def test_transcription_image_names_the_engine_it_was_built_with(engine):
     transcription = image("transcription")
-    # ENGINE is a build argument (whisperx by default) of the image and of the wheels it installs.
+    # ENGINE is a build argument (faster-whisper by default) of the image and of the wheels it installs.
     default = transcription.chain[-1].arg_default("ENGINE")
-    assert default == transcription.wheels_stage(stages()).arg_default("ENGINE") == "whisperx"
+    assert default == transcription.wheels_stage(stages()).arg_default("ENGINE") == "faster-whisper"
     assert transcription.env["TRANSCRIPTION_ENGINE"].replace("${ENGINE}", engine) == engine
     offline = {k: transcription.env.get(k) for k in ("HF_HUB_OFFLINE", "PYANNOTE_METRICS_ENABLED", "TORCH_HOME", "MPLCONFIGDIR")}
     assert offline == {"HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "false",

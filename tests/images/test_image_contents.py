@@ -116,7 +116,8 @@ def kept(target: str) -> set[str]:
 IMAGE_CHECKS = {
     "gateway": "from functions.gateway import create_app; create_app()",
     "bot-manager": "from functions.bot_manager import create_app; create_app(); import functions.common.db",
-    "transcription": "from functions.transcription import create_app; create_app()",
+    # The final pass's Jobs (functions/worker/finals.py) run in the transcription image too.
+    "transcription": "from functions.transcription import create_app; create_app(); import functions.finalizer.__main__",
     # The worker's orchestrator is the one user of the Kubernetes client.
     "worker": "from functions.worker.app import celery_app; assert celery_app.main == 'vexa'; "
               "import functions.worker.reconciler, functions.worker.orchestrator.kubernetes",

@@ -1,12 +1,16 @@
-"""`vexa admin ...` webhook commands, run as operators run them (a process of their own, settings
-from its environment) against a database of their own: the same rules and bodies as the
-/webhooks API, the secret printed only when it is made, and refusals that say why.
+"""`vexa admin ...` webhook commands, run as operators run them (settings from the environment)
+against a database of their own: the same rules and bodies as the /webhooks API, the secret printed
+only when it is made, and refusals that say why. Each command goes through the CLI's main() with
+the settings read anew, as `python -m functions.accounts.cli` runs it (a process per command cost
+CI minutes: each imports SQLAlchemy and the models again); one test runs it as that process.
 
 The receivers' URLs are literal addresses, so nothing is resolved: 127.0.0.2 is admitted by
 WEBHOOK_ALLOWED_NETWORKS (and may use http://), 127.0.0.1 is not.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -18,7 +22,9 @@ from typing import Callable, Iterator
 import pytest
 from sqlalchemy.orm import Session
 
+from functions.accounts import cli
 from functions.common.db import engine_for
+from functions.common.settings import get_settings
 from functions.common.models import Meeting, WebhookAttempt, WebhookDelivery, WebhookMessage
 from functions.common.webhooks import DEFAULT_EVENT_TYPES, DeliveryStatus, WebhookEventType, message_id
 from tests.support.databases import fresh_database, snapshot
@@ -33,16 +39,37 @@ def database_url() -> Iterator[str]:
         yield url
 
 
+def cli_environ(database_url: str) -> dict[str, str]:
+    return {"DATABASE_URL": database_url, "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2"}
+
+
 @pytest.fixture()
-def vexa(database_url: str) -> Vexa:
-    # get_settings() is read once per process: each command is a process with its own environment.
-    env = {**os.environ, "DATABASE_URL": database_url, "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2"}
+def vexa(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Vexa]:
+    for name, value in cli_environ(database_url).items():
+        monkeypatch.setenv(name, value)
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "functions.accounts.cli", "admin", *args], env=env,
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        get_settings.cache_clear()  # read once per process: each command reads this environment
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = cli.main(["admin", *args])
+            except SystemExit as exit:  # argparse's refusals
+                status = exit.code
+        return subprocess.CompletedProcess(["vexa", "admin", *args], status, out.getvalue(), err.getvalue())
 
-    return run
+    yield run
+    get_settings.cache_clear()
+
+
+def test_the_cli_runs_as_its_own_process(database_url: str) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "functions.accounts.cli", "admin", *args],
+                              env={**os.environ, **cli_environ(database_url)}, capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    user = f"carol-{uuid.uuid4().hex[:8]}"
+    assert ok(run("create-user", user))["user_id"] == user
+    refused(run("create-webhook", user, "http://127.0.0.1/x"), 1, "not a public address")
 
 
 def ok(result: subprocess.CompletedProcess) -> dict:

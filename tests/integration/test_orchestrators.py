@@ -3,14 +3,20 @@
 `process` runs real bots that replay the sample meeting to a port nobody
 listens on. `kubernetes` runs the real client against kmock's Kubernetes API
 emulator on loopback. The emulator runs no controllers, so these tests play
-the Job controller's part by patching the Job's status subresource.
+the Job controller's part by patching the Job's status subresource, and Knative
+Eventing's Broker controller's by patching a Broker's (a custom resource, which the
+emulator serves like any other: no CRD, no schema, no webhook behind it).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
+import re
+import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -36,7 +42,9 @@ from functions.worker.orchestrator import (
     create_orchestrator,
 )
 from functions.worker.orchestrator import kubernetes as kube
-from functions.worker.orchestrator.job_spec import DEADLINE_MARGIN_SECONDS, build_job
+from functions.common.models import Meeting
+from functions.worker.finals import pass_name, pass_spec
+from functions.worker.orchestrator.job_spec import DEADLINE_MARGIN_SECONDS, Sink, build_job, build_secret
 from functions.worker.orchestrator.kubernetes import KubernetesOrchestrator
 from functions.worker.orchestrator.process import ProcessOrchestrator
 from local.stack import free_port
@@ -47,6 +55,7 @@ from tests.support.stacks import SAMPLE
 NAMESPACE = "vexa"
 JOBS = kmock.resource("batch", "v1", "jobs")
 SECRETS = kmock.resource("", "v1", "secrets")
+BROKERS = kmock.resource("eventing.knative.dev", "v1", "brokers")
 LIVE = (BotRunState.PENDING, BotRunState.RUNNING)
 # The oldest Kubernetes this Job is for (1.33: Job success policy, SuccessCriteriaMet, is stable)
 # and the newest whose schema kubernetes-validate ships.
@@ -123,6 +132,7 @@ class KubeEmulator:
         server = await self._stack.enter_async_context(kmock.Server(emulator))
         emulator.resources[JOBS] = kmock.ResourceInfo(kind="Job", namespaced=True, subresources={"status"})
         emulator.resources[SECRETS] = kmock.ResourceInfo(kind="Secret", namespaced=True)
+        emulator.resources[BROKERS] = kmock.ResourceInfo(kind="Broker", namespaced=True, subresources={"status"})
         return emulator, str(server.url).rstrip("/")
 
     def _run(self, coroutine: Any) -> Any:
@@ -139,6 +149,20 @@ class KubeEmulator:
     def set_job_status(self, name: str, status: dict[str, Any]) -> None:
         """Play the Job controller: write the Job's status through its status subresource."""
         client.BatchV1Api(self.api_client()).patch_namespaced_job_status(name, NAMESPACE, {"status": status})
+
+    def add_broker(self, name: str, status: dict[str, Any]) -> None:
+        """Create a Broker, then play Knative Eventing's Broker controller: write its status."""
+        brokers = client.CustomObjectsApi(self.api_client())
+        broker = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": {"name": name}, "spec": {}}
+        brokers.create_namespaced_custom_object("eventing.knative.dev", "v1", NAMESPACE, "brokers", broker)
+        brokers.patch_namespaced_custom_object_status(
+            "eventing.knative.dev", "v1", NAMESPACE, "brokers", name, {"status": status}
+        )
+
+    def job(self, name: str) -> dict[str, Any]:
+        """The Job as the API server holds it, as JSON."""
+        job = client.BatchV1Api(self.api_client()).read_namespaced_job(name, NAMESPACE)
+        return client.ApiClient().sanitize_for_serialization(job)
 
 
 @pytest.fixture()
@@ -217,6 +241,31 @@ def test_unknown_bots_are_missing_and_stopping_them_is_a_no_op(backend: Backend)
     )
     backend.orchestrator.stop("bot-nobody-nothing-0123456789")
     assert backend.orchestrator.list() == []
+
+
+# --- process: a bot that does not leave ----------------------------------------------------------
+
+
+def test_a_process_bot_still_running_its_grace_after_the_stop_is_killed(tmp_path: Path) -> None:
+    """As a kubelet kills a deleted Job's pod once its termination grace is over. The bot is frozen
+    (SIGSTOP), so SIGTERM stays pending as it would for a bot hung in a system call; it keeps its
+    grace in full, and is then killed."""
+    grace = 3.0
+    orchestrator = ProcessOrchestrator(str(tmp_path), stop_grace_seconds=grace)
+    spec = make_spec(make_settings(STATE_DIR=str(tmp_path)))
+    orchestrator.launch(spec)
+    wait_for(lambda: orchestrator.status(spec.name).state == BotRunState.RUNNING, 15, "the bot to run")
+    pid = int((tmp_path / "bots" / spec.name / "pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        orchestrator.stop(spec.name)
+        time.sleep(grace - 1)
+        assert orchestrator.status(spec.name).state == BotRunState.RUNNING, "killed before its grace was over"
+        ended = wait_for(lambda: (run := orchestrator.status(spec.name)).state not in LIVE and run, 15, "the bot to be killed")
+        assert ended == BotRunStatus(spec.name, BotRunState.FAILED, "killed by signal 9")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # a frozen bot left behind would outlive the suite
 
 
 # --- kubernetes: Job status -------------------------------------------------------------------
@@ -469,9 +518,9 @@ def test_a_meeting_platform_bot_gets_chromiums_resources(platform: str) -> None:
     assert container["resources"]["requests"]["memory"] != settings.bot_memory_request  # Chromium needs more
 
 
-def test_the_job_is_labelled_for_the_sinkbinding_and_for_listing(job: dict[str, Any]) -> None:
+def test_the_job_is_labelled_for_the_network_policy_and_for_listing(job: dict[str, Any]) -> None:
     labels = job["metadata"]["labels"]
-    assert job["spec"]["template"]["metadata"]["labels"] == labels  # the SinkBinding selects by app=bot
+    assert job["spec"]["template"]["metadata"]["labels"] == labels  # the bots' NetworkPolicy selects app=bot
     assert labels["app"] == "bot"
     assert labels["vexa.io/user"] == label_value("Erin O'Brien <erin@example.com>")
     assert labels["vexa.io/meeting"] == label_value("weekly sync / Q3")
@@ -529,10 +578,131 @@ def test_the_job_passes_the_bot_its_whole_config(job: dict[str, Any]) -> None:
         ("http://10.0.12.7/vexa/vexa-broker", True),
     ],
 )
-def test_a_loopback_sink_is_left_to_the_sinkbinding(sink_url: str, kept: bool) -> None:
+def test_a_loopback_sink_is_left_out(sink_url: str, kept: bool) -> None:
+    """A loopback sink (BROKER_INGRESS_URL's embedded default, as the fallback) reaches nothing from a
+    pod: without K_SINK the bot fails at start, naming it, instead of losing every event."""
     settings = make_settings()
     env = _env_of(build_job(make_spec(settings, sink_url=sink_url), settings))
     assert env.get("K_SINK") == (sink_url if kept else None)
+    assert _env_of(build_job(make_spec(settings), settings, Sink(sink_url))).get("K_SINK") == (sink_url if kept else None)
+
+
+# --- kubernetes: the bots' sink, from the Broker ----------------------------------------------------
+
+# The fallback (BROKER_INGRESS_URL), as the chart sets it for MTChannelBasedBroker; and what a Kafka
+# Broker with authentication-oidc announces.
+FALLBACK = f"http://broker-ingress.knative-eventing.svc.cluster.local/{NAMESPACE}/default"
+ANNOUNCED = {
+    "url": f"http://kafka-broker-ingress.knative-eventing.svc.cluster.local/{NAMESPACE}/default",
+    "audience": f"eventing.knative.dev/broker/{NAMESPACE}/default",
+}
+
+
+def broker_reads(emulator: KubeEmulator) -> list[kmock.Request]:
+    return list(emulator.kmock[kmock.action.FETCH, BROKERS])
+
+
+def test_a_bot_job_gets_the_address_and_audience_the_broker_announces(
+    emulator: KubeEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """K_SINK is the Broker's status.address.url, and the pod gets a token of its ServiceAccount for
+    the Broker's audience at /oidc/token (bot/sink.py sends it), valid as a Job."""
+    emulator.add_broker("default", {"address": ANNOUNCED})
+    settings = make_settings(BROKER_INGRESS_URL=FALLBACK)
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    spec = make_spec(settings, sink_url=FALLBACK)
+
+    orchestrator.launch(spec)
+
+    job = emulator.job(spec.name)
+    assert _env_of(job)["K_SINK"] == ANNOUNCED["url"]
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert {"name": "broker-token", "mountPath": "/oidc", "readOnly": True} in container["volumeMounts"]
+    token = {"audience": ANNOUNCED["audience"], "expirationSeconds": 3600, "path": "token"}
+    assert {"name": "broker-token", "projected": {"sources": [{"serviceAccountToken": token}]}} in pod["volumes"]
+    assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == settings.bot_service_account
+    for version in SCHEMA_VERSIONS:
+        kubernetes_validate.validate(build_job(spec, settings, Sink(**ANNOUNCED)), version, strict=True)
+    [read] = broker_reads(emulator)
+    assert (read.namespace, read.name) == (NAMESPACE, "default")
+    assert not [r for r in caplog.records if r.msg == "broker.unreadable"]
+
+
+def test_a_broker_without_oidc_gives_its_address_and_no_token(emulator: KubeEmulator) -> None:
+    emulator.add_broker("vexa-broker", {"address": {"url": ANNOUNCED["url"]}})
+    settings = make_settings(BROKER_INGRESS_URL=FALLBACK, BROKER_NAME="vexa-broker")
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    spec = make_spec(settings, sink_url=FALLBACK)
+    orchestrator.launch(spec)
+    job = emulator.job(spec.name)
+    assert _env_of(job)["K_SINK"] == ANNOUNCED["url"]
+    assert [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]] == ["scratch"]
+
+
+@pytest.mark.parametrize("case", ["absent", "not ready", "forbidden"])
+def test_without_a_readable_broker_a_bot_job_gets_broker_ingress_url(
+    emulator: KubeEmulator, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    """The fallback, logged with the API's reason: no Broker (yet), one that announces no address
+    (not ready), or an API that refuses the read (a Role without `get` on brokers)."""
+    if case == "not ready":
+        emulator.add_broker("default", {"conditions": [{"type": "Ready", "status": "False"}]})
+    elif case == "forbidden":
+        emulator.add_broker("default", {"address": ANNOUNCED})
+        emulator.kmock[kmock.action.FETCH, BROKERS] << kmock.KubernetesError(
+            status=403, reason="Forbidden", message='brokers.eventing.knative.dev "default" is forbidden'
+        )
+    settings = make_settings(BROKER_INGRESS_URL=FALLBACK)
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    spec = make_spec(settings, sink_url=FALLBACK)
+
+    with caplog.at_level("WARNING", logger=kube.__name__):
+        orchestrator.launch(spec)
+
+    job = emulator.job(spec.name)
+    assert _env_of(job)["K_SINK"] == FALLBACK
+    assert [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]] == ["scratch"]  # no token
+    [logged] = [r for r in caplog.records if r.msg == "broker.unreadable"]
+    assert (logged.broker, logged.fallback) == ("default", FALLBACK)
+    # 404's reason: NotFound from the API server, "Object Not Found" from kmock.
+    reason = {"absent": "Not ?Found", "not ready": "announces no address", "forbidden": "Forbidden"}[case]
+    assert re.search(reason, logged.error), logged.error
+
+
+def test_the_brokers_address_is_read_again_only_after_a_while(
+    emulator: KubeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Launches come in bursts: one read serves them for SINK_CACHE_SECONDS. A Broker recreated
+    (another class, another address) reaches the bots launched after that."""
+    monkeypatch.setattr(kube, "SINK_CACHE_SECONDS", 1.0)
+    settings = make_settings(BROKER_INGRESS_URL=FALLBACK)
+    orchestrator = KubernetesOrchestrator(settings, emulator.api_client())
+    first, second = make_spec(settings), make_spec(settings)
+    orchestrator.launch(first)
+    emulator.add_broker("default", {"address": ANNOUNCED})
+    orchestrator.launch(second)
+    assert len(broker_reads(emulator)) == 1
+    assert _env_of(emulator.job(second.name))["K_SINK"] == FALLBACK  # what the first read found, still
+
+    time.sleep(1.1)
+    third = make_spec(settings)
+    orchestrator.launch(third)
+    assert len(broker_reads(emulator)) == 2
+    assert _env_of(emulator.job(third.name))["K_SINK"] == ANNOUNCED["url"]
+
+
+def test_a_final_pass_reads_no_broker_and_gets_no_sink(emulator: KubeEmulator) -> None:
+    """A final pass sends no events: no K_SINK, no token, even where the Broker announces both."""
+    emulator.add_broker("default", {"address": ANNOUNCED})
+    settings = make_settings(DATABASE_URL="postgresql+pg8000://vexa@postgres:5432/vexa")
+    meeting = Meeting(id=uuid.uuid4(), user_id="erin@example.com", meeting_id="weekly")
+    spec = pass_spec(settings, meeting, pass_name(meeting, 1))
+    KubernetesOrchestrator(settings, emulator.api_client()).launch(spec)
+    assert broker_reads(emulator) == []
+    job = emulator.job(spec.name)
+    assert "K_SINK" not in _env_of(job)
+    assert build_job(spec, settings, Sink(**ANNOUNCED)) == build_job(spec, settings)
 
 
 def test_the_job_meets_the_restricted_pod_security_standard(job: dict[str, Any]) -> None:
@@ -573,3 +743,51 @@ def test_label_values_are_valid_and_only_changed_when_they_must(text: str) -> No
 def test_ids_that_sanitise_alike_get_different_label_values() -> None:
     assert label_value("a@b") != label_value("a+b")
     assert label_value("x" * 70) != label_value("x" * 71)
+
+
+# --- a final pass's Job (functions/worker/finals.py) ------------------------------------------------
+
+
+def final_pass_job(**settings_env: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A final pass's Job and its Secret, as the worker builds them for a meeting."""
+    settings = make_settings(DATABASE_URL="postgresql+pg8000://vexa:db-password@postgres:5432/vexa", **settings_env)
+    meeting = Meeting(id=uuid.uuid4(), user_id="erin@example.com", meeting_id="weekly")
+    spec = pass_spec(settings, meeting, pass_name(meeting, 1))
+    job = build_job(spec, settings)
+    return job, build_secret(spec, settings, "job-uid")
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_a_final_pass_job_is_valid_and_lands_where_its_settings_say(version: str) -> None:
+    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    job, secret = final_pass_job(FINAL_IMAGE="registry.example.com/vexa-transcription:9.9.9", FINAL_GPUS="1",
+                                 FINAL_NODE_SELECTOR="cloud.google.com/gke-accelerator=nvidia-l4, pool=final",
+                                 FINAL_TOLERATIONS=json.dumps(tolerations), FINAL_TIMEOUT_SECONDS="1800")  # fmt: skip
+    kubernetes_validate.validate(job, version, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == "registry.example.com/vexa-transcription:9.9.9"
+    assert container["command"] == ["python", "-m", "functions.finalizer"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4", "pool": "final"}
+    assert pod["tolerations"] == tolerations
+    assert job["spec"]["activeDeadlineSeconds"] == 1800 + DEADLINE_MARGIN_SECONDS
+    assert job["metadata"]["labels"]["app"] == "final-pass", "not a bot: the bots' NetworkPolicy selects app=bot"
+    # The database's password only in the Job's own Secret, never in its spec.
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DATABASE_URL"] == {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": job["metadata"]["name"], "key": "database-url"}}}
+    assert "db-password" not in json.dumps(job) and "db-password" in secret["stringData"]["database-url"]
+
+
+def test_a_bot_job_has_no_final_pass_placement() -> None:
+    settings = make_settings(FINAL_GPUS="1", FINAL_NODE_SELECTOR="pool=final")
+    pod = build_job(make_spec(settings), settings)["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod and "nvidia.com/gpu" not in json.dumps(pod)
+
+
+@pytest.mark.parametrize("setting, value", [("FINAL_NODE_SELECTOR", "pool"), ("FINAL_NODE_SELECTOR", "=x"),
+                                            ("FINAL_TOLERATIONS", "{}"), ("FINAL_TOLERATIONS", "[1]"), ("FINAL_TOLERATIONS", "no"),
+                                            ("BOT_NODE_SELECTOR", "pool"), ("BOT_TOLERATIONS", "{}")])
+def test_a_placement_it_cannot_read_stops_the_worker_at_start(setting: str, value: str) -> None:
+    with pytest.raises(ValueError, match=setting):
+        KubernetesOrchestrator(make_settings(**{setting: value}), api_client=object())

@@ -205,4 +205,4 @@ def test_after_such_a_stop_the_meeting_can_be_deleted_and_the_user_run_another_b
     assert response.status_code == 201, response.get_json()
     response = bot_manager.client.delete(f"/transcript/hana/{meeting_id}")
     assert response.status_code == 200, response.get_json()
-    assert response.get_json()["deleted"] == {"meetings": 1, "segments": 1}
+    assert response.get_json()["deleted"] == {"meetings": 1, "segments": 1, "recording_chunks": 0}

@@ -121,6 +121,9 @@ class World:
     meeting_pk: uuid.UUID
     meeting_id: str
     bots: dict[str, Bot] = field(default_factory=dict)  # by bot name
+    # The latest pass's time: a pass never looks at the world before the one before it did, as on
+    # a real clock (a relaunch stamped at +45 s, then a pass at +25 s, would order sessions wrongly).
+    last_pass: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def current(self) -> Bot:
         with self.bot_manager.app.extensions["vexa"].db_sessions() as db:
@@ -243,8 +246,9 @@ def _expect(status: int, *allowed: int) -> None:
 
 
 def check_after_pass(world: World, after: timedelta) -> None:
-    """One reconciler pass `after` from now; then no meeting may be unattended at that time."""
-    now = _now() + after
+    """One reconciler pass `after` from now (or from the previous pass, if that was later); then no
+    meeting may be unattended at that time."""
+    now = world.last_pass = max(_now(), world.last_pass) + after
     settings_ = world.bot_manager.settings
     # The whole pass happens at `now`: what it records (a lost bot's end, a relaunch) is stamped then too,
     # or a deadline it starts would look long past to the check below.

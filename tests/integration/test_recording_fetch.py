@@ -23,7 +23,7 @@ from bot.sources.download import MAX_REDIRECTS
 from bot.sources.file import FileSource
 from functions.common.addresses import parse_networks
 from functions.common.events import BotState, EventType
-from functions.common.recordings import parse_sources
+from functions.common.recording_sources import parse_sources
 from tests.support.bot import bot_config
 from tests.support.receiver import EventReceiver
 from tests.support.stacks import SAMPLE

@@ -1,6 +1,6 @@
 """Vexa's senders present their OIDC token to the Broker where there is one (Knative's sender
-identity, functions/common/oidc.py): the bots the token Knative's SinkBinding mounts at
-/oidc/token, the Celery worker's public events the ServiceAccount token the chart projects there.
+identity, functions/common/oidc.py): the bots the ServiceAccount token the worker projects into
+their Jobs at /oidc/token, the Celery worker's public events the one the chart projects there.
 Each request reads the file again, so a renewed token is sent from then on; without the file no
 `Authorization` header is sent at all (the embedded default, a cluster without OIDC).
 

@@ -5,6 +5,8 @@ endpoint wants; the same messages as public CloudEvents."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Iterator
@@ -17,9 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from functions.common.db import session_factory
 from functions.common.events import PublicEventType
 from functions.common.feed import SegmentMessage, SpeakersMessage, SpeakerUpdate, StatusMessage
-from functions.common.models import Meeting, MeetingEvent, User, WebhookDelivery, WebhookEndpoint, WebhookMessage
+from functions.common.models import Meeting, MeetingEvent, User, WebhookCursor, WebhookDelivery, WebhookEndpoint, WebhookMessage
 from functions.common.responses import SegmentView
 from functions.common.webhooks import WebhookEventType, message_id
+from functions.meetings import commands, outbox
 from functions.webhooks import fanout, publishing, signing
 from tests.support.databases import fresh_database
 
@@ -39,6 +42,18 @@ def segment(cursor: int, text: str) -> SegmentMessage:
     return SegmentMessage(cursor=cursor, meeting_id="standup", segment=view)
 
 
+def add_completed_meeting(db: Session, feed: list[BaseModel]) -> Meeting:
+    """alice's completed meeting "standup" whose feed is `feed`."""
+    db.add(User(user_id="alice"))
+    db.flush()
+    meeting = Meeting(id=uuid.uuid4(), user_id="alice", meeting_id="standup", platform="file", language="en",
+                      replay_speed=1.0, status="completed", feed_seq=len(feed))  # fmt: skip
+    db.add(meeting)
+    db.flush()
+    db.add_all(MeetingEvent(meeting_pk=meeting.id, seq=m.cursor, body=m.model_dump_json(by_alias=True)) for m in feed)
+    return meeting
+
+
 def test_a_feed_becomes_messages_once_in_order_and_deliveries_only_of_the_wanted_types(db_sessions) -> None:
     feed: list[BaseModel] = [
         StatusMessage(cursor=1, meeting_id="standup", status="active", reason=None, at=NOW),
@@ -49,16 +64,10 @@ def test_a_feed_becomes_messages_once_in_order_and_deliveries_only_of_the_wanted
         StatusMessage(cursor=7, meeting_id="standup", status="completed", reason="stopped", at=NOW),
     ]  # fmt: skip
     with db_sessions() as db, db.begin():
-        db.add(User(user_id="alice"))
-        db.flush()
-        meeting = Meeting(id=uuid.uuid4(), user_id="alice", meeting_id="standup", platform="file", language="en",
-                          replay_speed=1.0, status="completed", feed_seq=len(feed))  # fmt: skip
-        db.add(meeting)
+        meeting = add_completed_meeting(db, feed)
         wanted = WebhookEndpoint(user_id="alice", url="https://8.8.8.8/", secret=signing.new_secret(),
                                  event_types=[W.TRANSCRIPT_SPEAKERS, W.MEETING_COMPLETED])  # fmt: skip
         db.add(wanted)
-        db.flush()
-        db.add_all(MeetingEvent(meeting_pk=meeting.id, seq=m.cursor, body=m.model_dump_json(by_alias=True)) for m in feed)
     with db_sessions() as db, db.begin():
         made = fanout.fan_out(db, meeting.id)
     with db_sessions() as db, db.begin():
@@ -88,3 +97,47 @@ def test_a_feed_becomes_messages_once_in_order_and_deliveries_only_of_the_wanted
             PublicEventType.TRANSCRIPT_SPEAKERS, message_id(meeting.id, 5, W.TRANSCRIPT_SPEAKERS), "alice"
         )
         assert event.get_data() == speakers
+
+
+def test_deleting_a_meeting_while_the_pump_fans_it_out_waits_for_it_instead_of_deadlocking(db_sessions, monkeypatch) -> None:
+    """The pump holds the meeting's cursor while it reads the feed. A DELETE /transcript coming
+    then waits for the pass, and the meeting goes with the messages it made. (When the delete took
+    the meeting's row first, the pump's next insert needed that row and the delete the cursor:
+    PostgreSQL aborted one, a 500 for the user, seen in CI.)"""
+    feed = [StatusMessage(cursor=1, meeting_id="standup", status="active", reason=None, at=NOW), segment(2, "Hello."),
+            StatusMessage(cursor=3, meeting_id="standup", status="completed", reason="stopped", at=NOW)]  # fmt: skip
+    with db_sessions() as db, db.begin():
+        meeting = add_completed_meeting(db, feed)
+        db.add(WebhookCursor(meeting_pk=meeting.id, seq=0))  # an earlier pass's
+
+    reading, read_on = threading.Event(), threading.Event()
+    read = outbox.read
+
+    def read_when_told(*args, **kwargs):
+        reading.set()
+        read_on.wait(10)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "read", read_when_told)
+    errors: list[Exception] = []
+
+    def in_transaction(work) -> None:
+        try:
+            with db_sessions() as db, db.begin():
+                work(db)
+        except Exception as exc:  # noqa: BLE001 - the test reports what either side met
+            errors.append(exc)
+
+    pump = threading.Thread(target=in_transaction, args=(lambda db: fanout.fan_out(db, meeting.id),))
+    pump.start()
+    assert reading.wait(10), "the pump never read the feed"
+    deleting = threading.Thread(target=in_transaction, args=(lambda db: commands.delete_meeting(db, "alice", "standup"),))
+    deleting.start()
+    time.sleep(1.5)  # the delete goes as far as it can (PostgreSQL's deadlock_timeout is 1 s)
+    read_on.set()
+    pump.join(20)
+    deleting.join(20)
+    assert errors == []
+    with db_sessions() as db:
+        assert db.get(Meeting, meeting.id) is None
+        assert db.scalars(select(WebhookMessage).where(WebhookMessage.meeting_pk == meeting.id)).all() == []

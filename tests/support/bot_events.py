@@ -5,12 +5,14 @@ Each is signed with the session's key, as its real sender would sign it (functio
 """
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timedelta
 
 from cloudevents.core.v1.event import CloudEvent
 from flask.testing import FlaskClient
 
 from functions.common.events import (
+    Attr,
     BotHeartbeatData,
     BotState,
     BotStatusData,
@@ -18,6 +20,7 @@ from functions.common.events import (
     Identity,
     Segment,
     TranscriptSegmentsData,
+    encode_wav,
     event_source,
     identity_of,
     new_event,
@@ -60,3 +63,19 @@ def segments(client: FlaskClient, who: Identity, chunk_seq: int, session_start: 
                                   chunk_duration=CHUNK_SECONDS, language="en", segments=spoken)  # fmt: skip
     event_id, source = f"{who.session_id}:segments:{chunk_seq}", event_source("transcription", who.session_id)
     return post(client, new_event(EventType.TRANSCRIPT_SEGMENTS, who, event_id, source, data), who)
+
+
+def lost_chunk(client: FlaskClient, who: Identity, chunk_seq: int, session_start: datetime,
+               destination: str = "http://transcription.vexa.svc.cluster.local/events") -> int:  # fmt: skip
+    """POST chunk `chunk_seq` to bot-manager's dead-letter sink, as the broker does once it has
+    given up delivering it to `destination` (with the attributes Knative adds)."""
+    attributes = {Attr.CHUNK_SEQ: chunk_seq, Attr.OFFSET_MS: round(1000 * CHUNK_SECONDS * chunk_seq),
+                  Attr.SESSION_START: session_start, Attr.LANGUAGE: "en"}  # fmt: skip
+    chunk = new_event(EventType.AUDIO_CHUNK, who, f"{who.session_id}:chunk:{chunk_seq}", event_source("bot", who.session_id),
+                      encode_wav(b"\x00\x00" * 1600), attributes)  # fmt: skip
+    sent_at = session_start + timedelta(seconds=CHUNK_SECONDS * (chunk_seq + 1))  # as the chunk ended
+    signed = as_sender(chunk, client.application.extensions["vexa"].signing_key, sent_at)
+    knative = {"knativeerrorcode": "503", "knativeerrordest": destination,
+               "knativeerrordata": base64.b64encode(b'{"error": {"code": "database_unavailable"}}').decode()}  # fmt: skip
+    message = to_http(CloudEvent({**signed.get_attributes(), **knative}, signed.get_data()))
+    return client.post("/dead-letters", headers=message.headers, data=message.body).status_code

@@ -1,18 +1,22 @@
 """Helpers for the tests of the Helm chart helm/vexa (tests/chart/): rendering it with the Helm SDK
 (helm-python-sdk), picking objects out of what it renders, validating them against the Kubernetes
 and Knative schemas, the values the tests render with, the release's NetworkPolicies evaluated for
-who may connect to a pod, and the worker's own launch code run on the worker's rendered environment.
+who may connect to a pod, and the worker's own launch code (bots' and final transcript passes')
+run on the worker's rendered environment.
 """
 from __future__ import annotations
 
+import ast
 import copy
 import inspect
 import json
+import os
 import types
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from unittest import mock
 
 import helm_python as helm
 import jsonschema
@@ -24,9 +28,11 @@ from kubernetes import client
 from functions.common.bot_config import ENV_NAMES
 from functions.common.models import BotSession, Meeting
 from functions.common.settings import REPO_ROOT, SETTINGS, Settings
+from functions.meetings import finals as meeting_finals
+from functions.worker import finals as worker_finals
 from functions.worker.launching import bot_spec
-from functions.worker.orchestrator import Orchestrator
-from functions.worker.orchestrator.job_spec import build_job
+from functions.worker.orchestrator import BotSpec, Orchestrator
+from functions.worker.orchestrator.job_spec import build_job, build_secret
 from functions.worker.orchestrator.kubernetes import KubernetesOrchestrator
 from functions.worker.reconciler import policy_from
 from tests.support.network_policy import Destination, egress_allows, selects
@@ -49,9 +55,17 @@ KNATIVE_CRDS = {
     ("serving.knative.dev/v1", "Service"): "serving.knative.dev_services.yaml",
     ("eventing.knative.dev/v1", "Broker"): "eventing.knative.dev_brokers.yaml",
     ("eventing.knative.dev/v1", "Trigger"): "eventing.knative.dev_triggers.yaml",
-    ("sources.knative.dev/v1", "SinkBinding"): "sources.knative.dev_sinkbindings.yaml",
     # Rendered with eventPolicy.enabled only.
     ("eventing.knative.dev/v1alpha1", "EventPolicy"): "eventing.knative.dev_eventpolicies.yaml",
+}
+# Every custom kind the chart may render, with the CRD it is validated against: the Knative ones
+# above, and, rendered with gateway.domain only, the gateway's DomainMapping and its cert-manager
+# Certificate, whose CRDs this repository keeps (tests/support/schemas/SOURCES.md).
+REPO_SCHEMAS = REPO_ROOT / "tests" / "support" / "schemas"
+CRD_SCHEMAS = {
+    **{kind: KNATIVE_SCHEMAS / name for kind, name in KNATIVE_CRDS.items()},
+    ("serving.knative.dev/v1beta1", "DomainMapping"): REPO_SCHEMAS / "serving.knative.dev_domainmappings.yaml",
+    ("cert-manager.io/v1", "Certificate"): REPO_SCHEMAS / "cert-manager.io_certificates.yaml",
 }
 # The Knative Services and the package under functions/ each serves.
 KNATIVE_SERVICES = {"gateway": "gateway", "bot-manager": "bot_manager", "transcription": "transcription"}
@@ -103,6 +117,7 @@ BOT_VALUES = {
     "CHUNK_MIN_SECONDS": "bot.chunkMinSeconds",
     "CHUNK_MAX_SECONDS": "bot.chunkMaxSeconds",
     "CHUNK_PAUSE_MS": "bot.chunkPauseMs",
+    "DRAFT_INTERVAL_SECONDS": "bot.draftIntervalSeconds",
     "VAD_AGGRESSIVENESS": "bot.vadAggressiveness",
     "BOT_RELAUNCH_LIMIT": "bot.relaunchLimit",
     "BOT_RELAUNCH_BACKOFF_SECONDS": "bot.relaunchBackoffSeconds",
@@ -116,6 +131,8 @@ BOT_VALUES = {
     "CHROMIUM_PATH": "bot.chromiumPath",
     "BOT_BROWSER_HOST_RULES": "bot.browserHostRules",
     "BOT_PLATFORMS_DIR": "bot.platformsDir",
+    "BOT_NODE_SELECTOR": "bot.nodeSelector",  # a map in values, key=value,key=value in the pod (bot_value)
+    "BOT_TOLERATIONS": "bot.tolerations",  # a list in values, JSON in the pod
     "LOG_LEVEL": "settings.logLevel",
     "RECORDING_SOURCES": "settings.recordingSources",  # bots check their recording against it again
 }
@@ -134,14 +151,107 @@ WEBHOOK_VALUES = {
 }
 GATEWAY_WEBHOOK_SETTINGS = {"WEBHOOK_ALLOWED_NETWORKS", "WEBHOOK_DNS_SERVERS", "WEBHOOK_SECRET_OVERLAP_SECONDS"}
 # Settings the worker reads that follow from the release, not from a value of their own
-# (checked one by one in test_the_job_the_worker_builds_fits_what_the_chart_prepared).
-RELEASE_FACTS = {"ORCHESTRATOR", "KUBERNETES_NAMESPACE", "BOT_SERVICE_ACCOUNT", "BOT_IMAGE", "BROKER_INGRESS_URL"}
-# Settings the chart does not expose: the worker runs with the code's defaults. The reconciler's two,
-# and RECORDING_ALLOWED_NETWORKS (empty): the bots' NetworkPolicy lets them reach public addresses
-# only, and an in-cluster media server is admitted by a RECORDING_SOURCES prefix naming it.
-CODE_DEFAULTS = {"BOT_HEARTBEAT_TIMEOUT_SECONDS", "TRANSCRIPT_TIMEOUT_SECONDS", "RECORDING_ALLOWED_NETWORKS"}
-# A value for every BOT_VALUES and WEBHOOK_VALUES entry, each unlike its default, so the tests
-# tell a value the chart passes on from one it happens to share with the code's default.
+# (checked one by one in test_the_job_the_worker_builds_fits_what_the_chart_prepared, and
+# FINAL_IMAGE, the transcription image, in test_final_pass.py).
+RELEASE_FACTS = {
+    "ORCHESTRATOR", "KUBERNETES_NAMESPACE", "BOT_SERVICE_ACCOUNT", "BOT_IMAGE", "BROKER_INGRESS_URL", "BROKER_NAME",
+    "FINAL_IMAGE", "FINAL_SERVICE_ACCOUNT",
+}  # fmt: skip
+# Settings the chart does not expose: the worker runs with the code's defaults. The reconciler's two;
+# RECORDING_ALLOWED_NETWORKS (empty): the bots' NetworkPolicy lets them reach public addresses
+# only, and an in-cluster media server is admitted by a RECORDING_SOURCES prefix naming it; and
+# BROWSER_USER, which only a bot started as root uses (bot pods run as uid 10001).
+CODE_DEFAULTS = {"BOT_HEARTBEAT_TIMEOUT_SECONDS", "TRANSCRIPT_TIMEOUT_SECONDS", "RECORDING_ALLOWED_NETWORKS", "BROWSER_USER"}
+# Where each setting the worker runs meetings' final transcript passes with comes from in
+# values.yaml (vexa.finalTranscriptEnv; README "Final transcripts"). Which settings those are is
+# found by running the worker's code (final_pass_as_the_worker) and by reading the parts that need
+# PostgreSQL (settings_named_in FINAL_PASS_MODULES); a setting they start to read fails the tests
+# until the chart passes it and it is added here, to RELEASE_FACTS or to FINAL_CODE_DEFAULTS.
+# FINAL_TRANSCRIPTS is finalTranscript.enabled as 1 or 0; FINAL_MODEL, left empty, transcription.model
+# (final_value). The pass decodes as the live transcription does: WHISPER_* from transcription.*.
+FINAL_VALUES = {
+    "FINAL_TRANSCRIPTS": "finalTranscript.enabled",
+    "FINAL_ENGINE": "finalTranscript.engine",
+    "FINAL_MODEL": "finalTranscript.model",
+    "FINAL_DEVICE": "finalTranscript.device",
+    "FINAL_CPU_THREADS": "finalTranscript.cpuThreads",
+    "FINAL_ATTEMPTS": "finalTranscript.attempts",
+    "FINAL_TIMEOUT_SECONDS": "finalTranscript.timeoutSeconds",
+    "FINAL_RECORDING_WAIT_SECONDS": "finalTranscript.recordingWaitSeconds",
+    "FINAL_CPU_REQUEST": "finalTranscript.resources.requests.cpu",
+    "FINAL_MEMORY_REQUEST": "finalTranscript.resources.requests.memory",
+    "FINAL_MEMORY_LIMIT": "finalTranscript.resources.limits.memory",
+    "FINAL_GPUS": "finalTranscript.gpus",
+    "FINAL_NODE_SELECTOR": "finalTranscript.nodeSelector",
+    "FINAL_TOLERATIONS": "finalTranscript.tolerations",
+    "WHISPER_COMPUTE_TYPE": "transcription.computeType",
+    "WHISPER_BEAM_SIZE": "transcription.beamSize",
+    "WHISPER_BATCH_SIZE": "transcription.batchSize",
+}
+# What a final pass is given that the chart leaves at the code's defaults: WHISPER_MODEL (the chart
+# gives the live model as FINAL_MODEL instead), STATE_DIR and RECORDING_FOLDER (the `folder`
+# storage's, one machine's disk: a cluster's storage is s3, or none).
+FINAL_CODE_DEFAULTS = {"WHISPER_MODEL", "STATE_DIR", "RECORDING_FOLDER"}
+# The code that opens, launches, follows and retries the passes: what the tests cannot run without
+# PostgreSQL, so the settings it names are read off its source.
+FINAL_PASS_MODULES = (worker_finals, meeting_finals)
+# Where each recording setting comes from in values.yaml (README "Recordings"). RECORD_MEETINGS is
+# recordings.enabled as 1 or 0, or, left empty (null), whether recordings.s3.bucket is set.
+RECORDING_VALUES = {
+    "RECORD_MEETINGS": "recordings.enabled",
+    "RECORDING_RETENTION_DAYS": "recordings.retentionDays",
+    "RECORDING_PURGE_SECONDS": "recordings.purgeSeconds",
+    "RECORDING_S3_BUCKET": "recordings.s3.bucket",
+    "RECORDING_S3_PREFIX": "recordings.s3.prefix",
+    "RECORDING_S3_ENDPOINT_URL": "recordings.s3.endpointUrl",
+    "RECORDING_S3_REGION": "recordings.s3.region",
+}
+# The recording settings the chart never passes: RECORDING_FOLDER, the `folder` storage's, which is
+# one machine's disk (a cluster's storage is always s3).
+RECORDING_CODE_DEFAULTS = {"RECORDING_FOLDER"}
+# The storage, given only with a bucket: RECORDING_STORAGE (always s3) and where. The S3
+# credentials go with it, always from a Secret, under the names boto3 reads (not Vexa settings).
+RECORDING_STORAGE_SETTINGS = {
+    "RECORDING_STORAGE", "RECORDING_S3_BUCKET", "RECORDING_S3_PREFIX", "RECORDING_S3_ENDPOINT_URL",
+    "RECORDING_S3_REGION",
+}  # fmt: skip
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+# Who uses which (the storage with its credentials: those that read, store or delete recordings):
+# bot-manager creates meetings (RECORD_MEETINGS), stores their audio and deletes it with them; the
+# gateway serves it; the worker purges it (RECORDING_RETENTION_DAYS) and reads it for the final
+# transcript; beat schedules the purge (RECORDING_PURGE_SECONDS). No other pod gets any.
+RECORDING_USERS = {
+    "Service/gateway": {"storage"},
+    "Service/bot-manager": {"storage", "RECORD_MEETINGS"},
+    f"Deployment/{WORKER}": {"storage", "RECORDING_RETENTION_DAYS"},
+    f"Deployment/{BEAT}": {"RECORDING_PURGE_SECONDS"},
+}
+
+
+def record_meetings(values: dict[str, Any]) -> bool:
+    """RECORD_MEETINGS as the values make it: recordings.enabled, or, left empty, whether there is a bucket."""
+    enabled = values["recordings"].get("enabled")
+    return bool(values["recordings"]["s3"]["bucket"]) if enabled is None else enabled
+
+
+def recording_variables(pod: str, values: dict[str, Any]) -> set[str]:
+    """The recording settings (and S3 credentials) `pod` gets with `values`: the bucket only with a
+    bucket (else RECORDING_STORAGE=none alone), its credentials only from a Secret (the operator's,
+    or rendered from credentials)."""
+    uses = RECORDING_USERS.get(pod, set())
+    names = uses - {"storage"}
+    s3 = values["recordings"]["s3"]
+    if "storage" in uses:
+        names |= {"RECORDING_STORAGE"}
+    if "storage" in uses and s3["bucket"]:
+        names |= RECORDING_STORAGE_SETTINGS
+        if s3["existingSecret"] or s3["credentials"]["accessKeyId"]:
+            names |= S3_CREDENTIALS
+    return names
+
+
+# A value for every BOT_VALUES, FINAL_VALUES and WEBHOOK_VALUES entry, each unlike its default, so
+# the tests tell a value the chart passes on from one it happens to share with the code's default.
 CUSTOM_VALUES = {
     "image": {"registry": "registry.example.com/team", "tag": "9.9.9"},
     "settings": {"logLevel": "DEBUG", "statusCacheSeconds": 2.5, "apiRateLimitPerMinute": 600,
@@ -159,6 +269,7 @@ CUSTOM_VALUES = {
         "chunkMinSeconds": 3.5,
         "chunkMaxSeconds": 8,
         "chunkPauseMs": 250,
+        "draftIntervalSeconds": 0.5,
         "vadAggressiveness": 3,
         "relaunchLimit": 7,
         "relaunchBackoffSeconds": 1.5,
@@ -172,6 +283,29 @@ CUSTOM_VALUES = {
         "chromiumPath": "/opt/chromium/chrome",
         "browserHostRules": "MAP meet.google.com 10.0.0.9:8443",
         "platformsDir": "/etc/vexa/platforms",
+        # Unlike finalTranscript's below, so that the two cannot be swapped unnoticed.
+        "nodeSelector": {"vexa.ai/pool": "bots", "topology.kubernetes.io/zone": "europe-west1-b"},
+        "tolerations": [{"key": "vexa.ai/pool", "operator": "Equal", "value": "bots", "effect": "NoSchedule"}],
+    },
+    # The live decoding, which the final pass shares; English-only, like the bundled tiny.en.
+    "transcription": {
+        "engine": "whisperx", "model": "/models/whisper-small.en", "computeType": "int8_float32", "beamSize": 3,
+        "batchSize": 4,
+    },
+    # Off, so that what a release without final passes renders is checked too (the PostgreSQL policy).
+    "finalTranscript": {
+        "enabled": False,
+        "engine": "whisperx",
+        "model": "/models/faster-whisper-large-v3",
+        "device": "cuda",
+        "cpuThreads": 6,
+        "attempts": 5,
+        "timeoutSeconds": 5400.5,
+        "recordingWaitSeconds": 90.5,
+        "resources": {"requests": {"cpu": "3", "memory": "6Gi"}, "limits": {"memory": "12Gi"}},
+        "gpus": 1,
+        "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-l4", "pool": "final"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     },
     "webhooks": {
         "replicas": 3,
@@ -184,6 +318,19 @@ CUSTOM_VALUES = {
         "failingInFlight": 6,
         "logDays": 7.5,
         "secretOverlapSeconds": 3600,
+    },
+    # A MinIO bucket, with keys the chart renders into <release>-recordings; recorded when a run asks.
+    "recordings": {
+        "enabled": False,
+        "retentionDays": 7.5,
+        "purgeSeconds": 900,
+        "s3": {
+            "bucket": "acme-meeting-audio",
+            "prefix": "vexa/audio/",
+            "endpointUrl": "https://minio.storage.example.com:9000",
+            "region": "eu-central-1",
+            "credentials": {"accessKeyId": "AKIACUSTOMEXAMPLE", "secretAccessKey": "custom-secret-access-key"},
+        },
     },
 }  # fmt: skip
 
@@ -309,6 +456,17 @@ def ingress_admits(rendered: list[dict], pod_labels: dict[str, str], source: Des
     return not governing or any(ingress_allows(p, source) for p in governing)
 
 
+def egress_admits(rendered: list[dict], pod_labels: dict[str, str], destination: Destination) -> bool:
+    """Whether a pod of the release labelled `pod_labels` may connect to `destination`, over all the
+    release's NetworkPolicies together: allowed by any that selects it and governs its egress, or
+    by default when none does."""
+    governing = [
+        p for p in of_kind(rendered, "NetworkPolicy", "networking.k8s.io/v1")
+        if "Egress" in p["spec"]["policyTypes"] and selects(p["spec"]["podSelector"], pod_labels)
+    ]  # fmt: skip
+    return not governing or any(egress_allows(p, destination) for p in governing)
+
+
 def annotations_of(service: dict) -> dict[str, str]:
     """A Knative Service's revision annotations, where the autoscaling settings live."""
     return service["spec"]["template"]["metadata"]["annotations"]
@@ -388,9 +546,10 @@ def kubernetes_definitions() -> referencing.Registry:
 
 @lru_cache(maxsize=None)
 def knative_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
-    """A validator for one Knative kind, from its CRD in KNATIVE_SCHEMAS (the version `api_version`
-    names: v1, v1alpha1 for EventPolicy), made strict (_strict)."""
-    path = KNATIVE_SCHEMAS / KNATIVE_CRDS[(api_version, kind)]
+    """A validator for one custom kind (Knative's, or the gateway domain's), from its CRD in
+    CRD_SCHEMAS (the version `api_version` names: v1, v1alpha1 for EventPolicy, v1beta1 for
+    DomainMapping), made strict (_strict)."""
+    path = CRD_SCHEMAS[(api_version, kind)]
     crd = yaml.safe_load(path.read_text())
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == api_version.rpartition("/")[2]]
     schema = _strict(version["schema"]["openAPIV3Schema"])
@@ -449,6 +608,78 @@ def launch_as_the_worker(env: dict[str, str]) -> tuple[SettingsReads, str, dict]
     return settings, settings.kubernetes_namespace, job
 
 
+@dataclass(frozen=True)
+class FinalPass:
+    """A meeting's final transcript pass as the worker launches it: what it built it from and with."""
+
+    settings: SettingsReads  # the worker's, noting what was read
+    spec: BotSpec
+    job: dict[str, Any]
+    secret: dict[str, Any]  # the Job's own, owned by it
+
+
+def final_pass_as_the_worker(env: dict[str, str]) -> FinalPass:
+    """Build a meeting's final transcript pass the way the worker does (functions/worker/finals.py
+    pass_spec, then the Kubernetes orchestrator's build_job and build_secret), with `env` as the
+    worker's environment: its settings, and boto3's credentials, which pass_spec takes from the
+    process's own environment (here set to exactly what `env` holds of them)."""
+    settings = SettingsReads(Settings.from_env(env))
+    meeting, _ = a_meeting()
+    assert settings.orchestrator == "kubernetes"
+    credentials = {name: env[name] for name in worker_finals.STORAGE_CREDENTIALS if env.get(name)}
+    with mock.patch.dict(os.environ, credentials):
+        for name in set(worker_finals.STORAGE_CREDENTIALS) - set(credentials):
+            os.environ.pop(name, None)
+        spec = worker_finals.pass_spec(settings, meeting, worker_finals.pass_name(meeting, 1))
+    job = build_job(spec, settings)
+    return FinalPass(settings, spec, job, build_secret(spec, settings, str(uuid.uuid4())))
+
+
+def final_value(values: dict[str, Any], variable: str) -> Any:
+    """What the worker's Settings should hold for FINAL_VALUES' `variable`, from `values`."""
+    final = values["finalTranscript"]
+    if variable == "FINAL_TRANSCRIPTS":
+        return int(final["enabled"])
+    if variable == "FINAL_MODEL":
+        return final["model"] or values["transcription"]["model"]
+    if variable in ("FINAL_NODE_SELECTOR", "FINAL_TOLERATIONS"):
+        return placement_setting(value_at(values, FINAL_VALUES[variable]))
+    return value_at(values, FINAL_VALUES[variable])
+
+
+def bot_value(values: dict[str, Any], variable: str) -> Any:
+    """What the worker's Settings should hold for BOT_VALUES' `variable`, from `values`."""
+    value = value_at(values, BOT_VALUES[variable])
+    return placement_setting(value) if variable in ("BOT_NODE_SELECTOR", "BOT_TOLERATIONS") else value
+
+
+def placement_setting(value: dict[str, str] | list[dict[str, Any]]) -> str:
+    """A node selector (a map) or tolerations (a list) of values.yaml as the worker's setting has
+    it (job_spec.placement): key=value,key=value, or JSON; empty when there is none."""
+    if isinstance(value, dict):
+        return ",".join(f"{key}={label}" for key, label in sorted(value.items()))
+    return json.dumps(value, separators=(",", ":"), sort_keys=True) if value else ""
+
+
+def pull_secrets(rendered: list[dict], pod: dict) -> list[dict[str, str]]:
+    """The imagePullSecrets a pod with spec `pod` is created with: its own, or else those of its
+    ServiceAccount (of `rendered`), which Kubernetes' ServiceAccount admission plugin copies into a
+    pod that names none, whether or not it mounts a token."""
+    return pod.get("imagePullSecrets") or one(rendered, "ServiceAccount", pod["serviceAccountName"]).get(
+        "imagePullSecrets", []
+    )
+
+
+def settings_named_in(*modules: types.ModuleType) -> set[str]:
+    """The variables of the settings `modules` read by name (`settings.<field>`), from their source."""
+    names = set()
+    for module in modules:
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "settings":
+                names.add(node.attr)
+    return {SETTINGS[name].env for name in names if name in SETTINGS}
+
+
 def bot_tunables() -> set[str]:
     """The variables a bot gets from the settings of whoever launches it (BotConfig.for_meeting),
     but for those the chart leaves at the code's defaults."""
@@ -465,6 +696,26 @@ class ApiRequest:
     verb: str  # get, list, watch, create, update, patch, delete, deletecollection
 
 
+def granted(role: dict[str, Any]) -> set[ApiRequest]:
+    """Every request a namespaced Role's rules allow (whole resources: no resourceNames)."""
+    namespace = role["metadata"]["namespace"]
+    return {
+        ApiRequest(namespace, group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]
+    }  # fmt: skip
+
+
+def no_aws_but_the_pods(monkeypatch: Any) -> None:
+    """None of this process's AWS_* variables, no AWS config file, no instance metadata: boto3 then
+    has only what a test copies in from a pod's environment."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
 class _Answer:
     """Just enough of the client's RESTResponse for it to deserialize `body`."""
 
@@ -479,7 +730,7 @@ class _Answer:
 
 
 # What the recording client answers for each resource the worker asks about: (apiVersion, kind).
-_KINDS = {"jobs": ("batch/v1", "Job"), "secrets": ("v1", "Secret")}
+_KINDS = {"jobs": ("batch/v1", "Job"), "secrets": ("v1", "Secret"), "brokers": ("eventing.knative.dev/v1", "Broker")}
 # An owner's kind -> its API group and resource, for the permission an ownerReference to it takes.
 _OWNER_RESOURCES = {"Job": ("batch", "jobs")}
 
@@ -539,12 +790,31 @@ def worker_at_work(env: dict[str, str]) -> RecordingApiClient:
     return api
 
 
+def final_pass_at_work(env: dict[str, str]) -> RecordingApiClient:
+    """The recording API client of the worker's orchestrator, with `env` as the worker's
+    environment, after it did what functions/worker/finals.py does with a final pass: launch it,
+    follow it, and stop one that ran too long."""
+    settings = Settings.from_env(env)
+    api = RecordingApiClient()
+    orchestrator = KubernetesOrchestrator(settings, api)
+    spec = final_pass_as_the_worker(env).spec
+    orchestrator.launch(spec)
+    orchestrator.status(spec.name)
+    orchestrator.stop(spec.name)
+    return api
+
+
 def api_requests_of_the_worker(env: dict[str, str]) -> set[ApiRequest]:
-    """The Kubernetes API requests the worker's orchestrator makes (worker_at_work), and the
-    permissions the API server checks besides when it creates an object with ownerReferences
-    (the OwnerReferencesPermissionEnforcement admission plugin, on in OpenShift among others):
-    delete on that object, and update on the owner's finalizers if it sets blockOwnerDeletion."""
-    api = worker_at_work(env)
+    """The Kubernetes API requests the worker's orchestrator makes (worker_at_work), with what
+    the API server checks besides (permissions_needed)."""
+    return permissions_needed(worker_at_work(env))
+
+
+def permissions_needed(api: RecordingApiClient) -> set[ApiRequest]:
+    """The requests `api` recorded, and the permissions the API server checks besides when it
+    creates an object with ownerReferences (the OwnerReferencesPermissionEnforcement admission
+    plugin, on in OpenShift among others): delete on that object, and update on the owner's
+    finalizers if it sets blockOwnerDeletion."""
     needed = set(api.requests)
     for created in api.created:
         owners = created.get("metadata", {}).get("ownerReferences", [])

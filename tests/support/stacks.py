@@ -6,8 +6,11 @@ database would take each other's tasks, e.g. when two test sessions run at once.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import uuid
+import wave
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -21,13 +24,14 @@ from werkzeug.test import TestResponse
 from functions.accounts import store as accounts
 from functions.bot_manager import create_app
 from functions.gateway import create_app as create_gateway
-from functions.common.events import Attr, EventType
+from functions.common.events import SAMPLE_RATE, Attr, EventType
 from functions.common.models import User
 from functions.common.settings import REPO_ROOT, Settings
+from functions.meetings.dead_letters import Drained, drain
 from functions.worker.launching import launch_session
 from functions.worker.orchestrator import Orchestrator, create_orchestrator
 from local.stack import Stack, isolated_environ
-from local.stack_client import SAMPLE, RunningStack
+from local.stack_client import SAMPLE, RunningStack, wait_for
 
 from .receiver import EventReceiver
 
@@ -38,9 +42,16 @@ IN_PROCESS_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/
 # of bad keys the tenant matrix and the fuzzer send from 127.0.0.1 are counted but never refused
 # (tests/integration/test_gateway_hardening.py refuses them, with a low FAILED_KEY_LIMIT).
 TEST_STACK_ENV = {
-    "RECORDING_SOURCES": f"{REPO_ROOT / 'local' / 'sample'}/,{tempfile.gettempdir()}/,https://",
+    "RECORDING_SOURCES": f"{REPO_ROOT / 'local' / 'sample'}/,{REPO_ROOT / 'local' / 'evalset'}/,{tempfile.gettempdir()}/,https://",
     "API_RATE_LIMIT_PER_MINUTE": "100000",
     "FAILED_KEY_LIMIT": "100000",
+    # A final pass (a model loaded, the recording transcribed again) after every test meeting would
+    # cost the suite minutes of CPU: only the stacks that test it make them (FINAL_TRANSCRIPTS=1).
+    "FINAL_TRANSCRIPTS": "0",
+    # Likewise drafts: a second model per stack decoding on every idle moment made CI 4 minutes
+    # slower and its real-time tests late. tests/integration/test_drafts.py tests them.
+    "TRANSCRIPTION_DRAFTS": "0",
+    "DRAFT_INTERVAL_SECONDS": "0",
 }
 # An in-process bot-manager's secrets (a whole stack generates its own: Stack.secret).
 IN_PROCESS_SECRETS = {"EVENT_SIGNING_KEY": "in-process-event-signing-key", "SERVICE_TOKEN": "in-process-service-token"}
@@ -127,6 +138,11 @@ class InProcessBotManager:
     def meeting(self, user: str, meeting_id: str) -> dict:
         return self.read(f"/transcript/{user}/{meeting_id}", user).get_json()["meeting"]
 
+    def drain_dead_letters(self) -> Drained | None:
+        """What the worker's dead-letter task does (functions/worker/dead_letters.py)."""
+        services = self.app.extensions["vexa"]
+        return drain(services.redis_client, services.db_sessions, services.signing_key)
+
 
 def in_process_bot_manager(database_url: str, state: Path, **settings_overrides: str) -> Iterator[InProcessBotManager]:
     """bot-manager in-process on `database_url`, launching real bots whose events go to a sink that
@@ -144,3 +160,24 @@ def in_process_bot_manager(database_url: str, state: Path, **settings_overrides:
     sink.stop()
     redis.Redis.from_url(IN_PROCESS_REDIS_URL).flushdb()
 
+
+@contextmanager
+def frozen_bot_meeting(stack: RunningStack, user: str, folder: Path) -> Iterator[dict]:
+    """A live meeting on `stack` whose bot replays silence, frozen (SIGSTOP) once active: only what a
+    test sends reaches the database meanwhile (within BOT_HEARTBEAT_TIMEOUT_SECONDS, before the
+    reconciler would call the bot lost). The meeting as the API showed it; stopped and completed after."""
+    silence = folder / "silence.wav"
+    with wave.open(str(silence), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(SAMPLE_RATE)
+        out.writeframes(b"\x00\x00" * SAMPLE_RATE * 300)
+    meeting_id = f"live-{uuid.uuid4().hex[:8]}"
+    assert stack.run_bot(user, meeting_id, silence).status_code == 201
+    meeting = stack.wait_status(user, meeting_id, {"active"}, timeout=60)["meeting"]
+    pid = int(wait_for(lambda: (stack.bots_dir / meeting["bot_name"] / "pid").read_text() or None, 30, "the bot's pid"))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield meeting
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        stack.stop_bot(user, meeting_id)
+        stack.wait_status(user, meeting_id, {"completed"}, timeout=120)

@@ -9,7 +9,7 @@ import pytest
 
 from functions.common.addresses import embedded_ipv4, internal_address, internal_host, normalise_host
 from functions.common.outbound import refused_address
-from functions.common.recordings import RecordingNotAllowed, allowed_recording, parse_sources
+from functions.common.recording_sources import RecordingNotAllowed, allowed_recording, parse_sources
 
 METADATA = ipaddress.IPv4Address("169.254.169.254")
 

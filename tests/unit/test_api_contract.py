@@ -8,14 +8,14 @@ from flask import Flask
 from openapi_spec_validator import validate
 
 from functions.bot_manager import create_app as create_bot_manager
-from functions.common.api import FORWARDED_ROUTES, ROUTES, USER_ROUTES
+from functions.common.api import FORWARDED_ROUTES, HEALTH_ROUTES, ROUTES, USER_ROUTES
 from functions.common.settings import Settings
 from functions.gateway import create_app as create_gateway
 from functions.gateway.openapi import openapi_document
 from tests.support.stacks import IN_PROCESS_SECRETS
 
 # Served besides the API: operations (metrics), the document itself, and bot-manager's event sinks.
-NOT_API = {"/metrics", "/openapi.json", "/events", "/requests", "/dead-letters", "/static/<path:filename>"}
+NOT_API = {"/metrics", "/openapi.json", "/events", "/requests", "/dead-letters", "/recordings", "/static/<path:filename>"}
 
 
 def served(app: Flask) -> set[tuple[str, str]]:
@@ -36,7 +36,7 @@ def test_the_gateway_serves_every_route_of_the_contract_and_no_other() -> None:
 
 
 def test_bot_manager_serves_the_user_routes_the_gateway_forwards() -> None:
-    assert served(create_bot_manager(Settings.from_env(IN_PROCESS_SECRETS))) == declared([*FORWARDED_ROUTES, *(r for r in ROUTES if r.name == "healthz")])
+    assert served(create_bot_manager(Settings.from_env(IN_PROCESS_SECRETS))) == declared([*FORWARDED_ROUTES, *HEALTH_ROUTES])
 
 
 def test_the_document_is_valid_openapi() -> None:

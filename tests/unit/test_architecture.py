@@ -20,12 +20,14 @@ from functions.common.settings import REPO_ROOT
 ALLOWED = {
     "common": set(),
     "meetings": {"common"},
+    "recordings": {"common"},  # meetings' audio: kept by bot-manager, served by the gateway, purged by the worker
     "accounts": {"common", "webhooks"},  # webhooks: `vexa admin` manages users' endpoints too
     "webhooks": {"common", "meetings"},  # meetings: the feed it delivers
-    "bot_manager": {"common", "meetings"},
-    "worker": {"common", "meetings", "webhooks"},
-    "gateway": {"common", "accounts", "meetings", "webhooks"},  # meetings: the live feeds it streams
+    "bot_manager": {"common", "meetings", "recordings"},
+    "worker": {"common", "meetings", "recordings", "webhooks"},
+    "gateway": {"common", "accounts", "meetings", "recordings", "webhooks"},  # meetings: the live feeds it streams
     "transcription": {"common"},
+    "finalizer": {"common", "meetings", "recordings", "transcription"},  # the final pass: a program of its own
     "broker": {"common"},
 }
 BOT_MAY_IMPORT = {"functions.common"}  # the bot image carries functions/common/ and nothing else of functions/

@@ -125,8 +125,8 @@ def test_sample_chunks_do_not_depend_on_block_size(sample_pcm: bytes, sample_chu
 
 
 def test_speech_bursts_are_cut_in_the_silences_between_them() -> None:
-    bursts = [2.5, 1.5, 3.0, 2.0, 4.5, 1.0, 2.5]
-    gap = 0.6
+    bursts = [2.5, 1.5, 3.0, 2.0, 4.5, 1.0, 2.5] * 2  # long enough for several chunks of the default length
+    gap = 1.0  # twice CHUNK_PAUSE_MS: a pause by any measure
     parts, silences, position = [], [], 0.0
     for index, seconds in enumerate(bursts):
         parts.append(voice(seconds, pitch=120 + 20 * index))

@@ -41,7 +41,7 @@ def test_gateway_metrics_are_on_the_metrics_port_only(monkeypatch):
     scraped = client.get("/metrics", base_url=on_metrics_port)
     assert scraped.status_code == 200 and "vexa_http_requests_total" in scraped.get_data(as_text=True)
     # Nothing but /metrics there: no API that would bypass Knative's queue-proxy.
-    for path in ("/healthz", "/openapi.json", "/live", "/bot/status/alice", "/admin/users/alice"):
+    for path in ("/healthz", "/livez", "/openapi.json", "/live", "/bot/status/alice", "/admin/users/alice"):
         assert client.get(path, base_url=on_metrics_port).status_code == 404, path
 
 

@@ -35,7 +35,7 @@ from functions.common.lifecycle import (
     is_stale,
 )
 from functions.common.naming import MAX_NAME, bot_name, is_dns_label, label_value
-from functions.common.recordings import RecordingNotAllowed, allowed_recording, parse_sources
+from functions.common.recording_sources import RecordingNotAllowed, allowed_recording, parse_sources
 from functions.common.schemas import MeetingId, UserId
 from functions.common.settings import Settings
 from functions.worker.orchestrator import BotSpec

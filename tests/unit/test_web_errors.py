@@ -1,6 +1,7 @@
 """How every service answers what went wrong (functions/common/web.py): what the domain refuses by
 its one table of statuses, a database that cannot serve with 503 (retry: the broker redelivers),
-and a database that refused a request (a bug) with 500, never with 503."""
+a transaction it rolled back for a concurrent one with 503 too, and a database that refused a
+request (a bug) with 500, never with 503."""
 from __future__ import annotations
 
 import pytest
@@ -75,6 +76,13 @@ def test_a_database_that_cannot_serve_now_is_a_503(exc: Exception) -> None:
     response = app_raising(exc).test_client().get("/")
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "database_unavailable"
+
+
+@pytest.mark.parametrize("code", ["40P01", "40001"], ids=["deadlock", "serialization-failure"])
+def test_a_transaction_the_database_rolled_back_for_a_concurrent_one_is_a_503_to_retry(code: str) -> None:
+    response = app_raising(ProgrammingError("DELETE", {}, Exception(server_error(code)))).test_client().get("/")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert response.get_json()["error"]["code"] == "database_conflict"
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,11 @@ class EnginePool:
         for engine in engines:
             self._free.put(engine)
 
+    @property
+    def idle(self) -> bool:
+        """No chunk is being transcribed (a draft may then have the CPU)."""
+        return self._free.qsize() == self.size
+
     def transcribe(self, audio: np.ndarray, language: str) -> list[TranscribedSegment]:
         engine = self._free.get()
         try:

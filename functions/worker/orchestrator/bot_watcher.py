@@ -1,8 +1,12 @@
-"""`python -m functions.worker.orchestrator.bot_watcher <folder>`: run one bot, record how it ended.
+"""`python -m functions.worker.orchestrator.bot_watcher <folder> <program> <stop grace seconds>`:
+run one bot (or another Program), record how it ended.
 
 The process orchestrator (process.py) starts this detached from the worker; it forks once more
 so the launcher is not left waiting, starts `python -m bot`, turns a `stop` file into SIGTERM
-and writes the bot's exit status to `exit`, as a kubelet reports a Job's pod.
+and writes the bot's exit status to `exit`, as a kubelet reports a Job's pod. As a kubelet does
+with a deleted Job's pod, it kills the bot (SIGKILL) if it is still running the stop grace
+after the first SIGTERM: a bot hung in Chromium, or one whose SIGTERM never reached its
+handler, would otherwise stay in the meeting.
 """
 from __future__ import annotations
 
@@ -13,10 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from .interface import Program
+
 STARTUP_GRACE_SECONDS = 1.0  # the bot installs its SIGTERM handler first thing; give it that long
 
 
-def watch(workdir: Path) -> None:
+def watch(workdir: Path, program: str, stop_grace_seconds: float) -> None:
     """Run the bot to its end and record its exit status, detached from the launcher."""
     if os.fork() > 0:
         os._exit(0)  # the launcher reaps this parent at once; the bot never becomes its zombie
@@ -25,20 +31,33 @@ def watch(workdir: Path) -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     with open(workdir / "bot.log", "ab") as log:
-        bot = subprocess.Popen([sys.executable, "-m", "bot"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        bot = subprocess.Popen([sys.executable, "-m", program], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     (workdir / "pid").write_text(str(bot.pid))
     started = time.monotonic()
-    asked_to_leave = False
+    stop_answered = None  # the stop file's mtime when SIGTERM was last sent
+    kill_at = None  # the first SIGTERM's time + the grace
     while (code := bot.poll()) is None:
         # A stop asked for while the bot is still starting waits until it can leave gracefully.
-        if not asked_to_leave and (workdir / "stop").exists() and time.monotonic() - started > STARTUP_GRACE_SECONDS:
+        # Each new stop (the reconciler asks again when a bot outlives one) is a new SIGTERM.
+        stop, now = _mtime(workdir / "stop"), time.monotonic()
+        if stop is not None and stop != stop_answered and now - started > STARTUP_GRACE_SECONDS:
             bot.send_signal(signal.SIGTERM)
-            asked_to_leave = True
+            stop_answered = stop
+            kill_at = kill_at or now + stop_grace_seconds
+        if kill_at is not None and now > kill_at:
+            bot.kill()
         time.sleep(0.2)
     partial = workdir / "exit.tmp"
     partial.write_text(str(code))
     partial.rename(workdir / "exit")  # atomic: readers never see a half-written status
 
 
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 if __name__ == "__main__":
-    watch(Path(sys.argv[1]))
+    watch(Path(sys.argv[1]), Program(sys.argv[2]), float(sys.argv[3]))

@@ -1,4 +1,8 @@
-"""What the worker asks of an orchestrator, whatever runs the bots: launch, stop, status, list."""
+"""What the worker asks of an orchestrator, whatever runs the bots: launch, stop, status, list.
+
+Besides bots, an orchestrator runs meetings' final transcript passes (Program.FINAL_PASS): the
+same kind of one-off workload (a process, a Job), with a program of its own.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,6 +25,13 @@ class BotRunState(StrEnum):
         return self in (BotRunState.PENDING, BotRunState.RUNNING)
 
 
+class Program(StrEnum):
+    """What a launched workload runs: `python -m <program>`."""
+
+    BOT = "bot"
+    FINAL_PASS = "functions.finalizer"  # a meeting's final transcript from its recording
+
+
 @dataclass(frozen=True)
 class BotSpec:
     name: str  # unique, DNS-1123-safe (functions.common.naming.bot_name)
@@ -28,6 +39,7 @@ class BotSpec:
     labels: dict[str, str]  # user / meeting / session, for listing
     # How long the bot stays before it leaves on its own (max_duration); None: MAX_MEETING_SECONDS.
     max_duration_seconds: float | None = None
+    program: Program = Program.BOT
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The bot's Kubernetes Job, built in this one place.
+"""The bot's Kubernetes Job (and a final transcript pass's), built in this one place.
 
 `build_job` returns a plain batch/v1 manifest, so the same dict is
 schema-checked in the tests and sent by the `kubernetes` orchestrator.
@@ -6,18 +6,22 @@ schema-checked in the tests and sent by the `kubernetes` orchestrator.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from functions.common.bot_config import ENV_NAMES, SECRET_ENV, SHUTDOWN_MARGIN_SECONDS
+from functions.common.bot_config import ENV_NAMES, SECRET_ENV, stop_grace_seconds
 from functions.common.naming import label_value
+from functions.common.oidc import OIDC_TOKEN_FILE
 from functions.common.platforms import MEETING_PLATFORMS
 from functions.common.settings import Settings
 
-from .interface import BotSpec
+from .interface import BotSpec, Program
 
-BOT_SELECTOR = "app=bot"  # the SinkBinding (helm/vexa) selects bot Jobs by this label too
+BOT_SELECTOR = "app=bot"  # the bots' NetworkPolicy (helm/vexa) selects bot pods by this label too
 CONTAINER = "bot"
 BOT_UID = 10001  # the bot image's unprivileged user
 SCRATCH = "/tmp"
@@ -25,10 +29,36 @@ SCRATCH = "/tmp"
 # leave by itself (its start-up, and its last events, take some of this).
 DEADLINE_MARGIN_SECONDS = 60
 SINK_VARIABLE = "K_SINK"
+# Variables only ever in a Job's own Secret, never in its spec: a bot's session key; a final
+# pass's database URL and object-storage credentials.
+SECRET_VARIABLES = SECRET_ENV | {"DATABASE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+APP_LABELS = {Program.BOT: "bot", Program.FINAL_PASS: "final-pass"}  # the bots' NetworkPolicy selects app=bot only
+# A bot evicted so that the cluster autoscaler can remove its node would drop out of its meeting:
+# with this annotation the autoscaler leaves the node until the bot is done. (The chart's
+# PodDisruptionBudget guards bots against the other voluntary evictions: drains, upgrades.)
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 
 
-def build_job(spec: BotSpec, settings: Settings) -> dict[str, Any]:
-    """The batch/v1 Job that runs the bot described by `spec`."""
+# A bot's OIDC token for the Broker, where the Broker announces an audience: its pod's ServiceAccount
+# token for that audience, which the kubelet renews before it expires; bot/sink.py reads it for
+# every request (functions/common/oidc.py).
+TOKEN_VOLUME = "broker-token"
+TOKEN_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class Sink:
+    """Where a bot sends its events, as the Broker announces it: its address (K_SINK) and the OIDC
+    audience its ingress wants a token for ("": it takes events without one)."""
+
+    url: str
+    audience: str = ""
+
+
+def build_job(spec: BotSpec, settings: Settings, sink: Sink | None = None) -> dict[str, Any]:
+    """The batch/v1 Job that runs the bot described by `spec`. `sink`: a bot's Broker, read by the
+    orchestrator; None (and for a final pass, which sends no events): the spec's own K_SINK."""
+    sink = sink if spec.program == Program.BOT else None
     labels = _labels(spec)
     return {
         "apiVersion": "batch/v1",
@@ -39,7 +69,7 @@ def build_job(spec: BotSpec, settings: Settings) -> dict[str, Any]:
             "activeDeadlineSeconds": active_deadline_seconds(spec, settings),
             "ttlSecondsAfterFinished": settings.bot_job_ttl_seconds,
             "podFailurePolicy": _pod_failure_policy(),
-            "template": {"metadata": {"labels": labels}, "spec": _pod_spec(spec, settings)},
+            "template": {"metadata": _pod_metadata(spec, labels), "spec": _pod_spec(spec, settings, sink)},
         },
     }
 
@@ -57,7 +87,7 @@ def build_secret(spec: BotSpec, settings: Settings, job_uid: str) -> dict[str, A
             "ownerReferences": [owner],
         },
         "type": "Opaque",
-        "stringData": {_secret_key(name): value for name, value in sorted(spec.env.items()) if name in SECRET_ENV},
+        "stringData": {_secret_key(name): value for name, value in sorted(spec.env.items()) if name in SECRET_VARIABLES},
     }  # fmt: skip
 
 
@@ -67,13 +97,23 @@ def _secret_key(variable: str) -> str:
 
 
 def active_deadline_seconds(spec: BotSpec, settings: Settings) -> int:
-    """The Job's deadline: the bot's max duration, its drain and a margin, so the bot leaves first."""
+    """The Job's deadline: the bot's max duration, its drain and a margin, so the bot leaves first.
+    A final pass gets FINAL_TIMEOUT_SECONDS (the worker gives up on it then too)."""
+    if spec.program == Program.FINAL_PASS:
+        return math.ceil(settings.final_timeout_seconds) + DEADLINE_MARGIN_SECONDS
     max_duration = spec.max_duration_seconds if spec.max_duration_seconds is not None else settings.max_meeting_seconds
     return math.ceil(max_duration + settings.bot_drain_seconds) + DEADLINE_MARGIN_SECONDS
 
 
 def _resources(spec: BotSpec, settings: Settings) -> dict[str, dict[str, str]]:
-    """A meeting-platform bot runs Chromium, which needs several times a recording bot's memory."""
+    """A meeting-platform bot runs Chromium, which needs several times a recording bot's memory; a
+    final pass holds a whole recording and a model."""
+    if spec.program == Program.FINAL_PASS:
+        gpus = {"nvidia.com/gpu": str(settings.final_gpus)} if settings.final_gpus else {}
+        return {
+            "requests": {"cpu": settings.final_cpu_request, "memory": settings.final_memory_request},
+            "limits": {"memory": settings.final_memory_limit, **gpus},  # no CPU limit: a pass may use what is idle
+        }
     if spec.env.get(ENV_NAMES["platform"]) in MEETING_PLATFORMS:
         return {
             "requests": {"cpu": settings.browser_bot_cpu_request, "memory": settings.browser_bot_memory_request},
@@ -86,9 +126,9 @@ def _resources(spec: BotSpec, settings: Settings) -> dict[str, dict[str, str]]:
 
 
 def _labels(spec: BotSpec) -> dict[str, str]:
-    """`app=bot` plus the bot's user / meeting / session as `vexa.io/<key>`."""
+    """`app=bot` (or `app=final-pass`) plus the user / meeting / session as `vexa.io/<key>`."""
     labels = {f"vexa.io/{key}": label_value(value) for key, value in sorted(spec.labels.items())}
-    return {"app": "bot", **labels}
+    return {"app": APP_LABELS[spec.program], **labels}
 
 
 def _pod_failure_policy() -> dict[str, Any]:
@@ -103,14 +143,50 @@ def _pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def _pod_spec(spec: BotSpec, settings: Settings) -> dict[str, Any]:
-    return {
+def placement(program: Program, settings: Settings) -> dict[str, Any]:
+    """Where `program`'s pods may run (a node pool of their own, say): BOT_NODE_SELECTOR and
+    BOT_TOLERATIONS for bots, FINAL_NODE_SELECTOR and FINAL_TOLERATIONS for final passes;
+    ValueError naming the setting for one that cannot be read."""
+    if program == Program.FINAL_PASS:
+        return _placement("FINAL", settings.final_node_selector, settings.final_tolerations)
+    return _placement("BOT", settings.bot_node_selector, settings.bot_tolerations)
+
+
+def _placement(prefix: str, node_selector: str, tolerations: str) -> dict[str, Any]:
+    """A pod spec's nodeSelector (from `key=value,key=value`) and tolerations (from a JSON list),
+    each only when set; errors name the setting, <prefix>_NODE_SELECTOR or <prefix>_TOLERATIONS."""
+    found: dict[str, Any] = {}
+    if node_selector:
+        pairs = [item.partition("=") for item in node_selector.split(",")]
+        if any(not key.strip() or not sep for key, sep, _ in pairs):
+            raise ValueError(f"{prefix}_NODE_SELECTOR={node_selector!r} is not key=value,key=value")
+        found["nodeSelector"] = {key.strip(): value.strip() for key, _, value in pairs}
+    if tolerations:
+        try:
+            parsed = json.loads(tolerations)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, list) or not all(isinstance(t, dict) for t in parsed):
+            raise ValueError(f"{prefix}_TOLERATIONS={tolerations!r} is not a JSON list of tolerations")
+        found["tolerations"] = parsed
+    return found
+
+
+def _pod_metadata(spec: BotSpec, labels: dict[str, str]) -> dict[str, Any]:
+    if spec.program == Program.BOT:
+        return {"labels": labels, "annotations": {SAFE_TO_EVICT: "false"}}
+    return {"labels": labels}
+
+
+def _pod_spec(spec: BotSpec, settings: Settings, sink: Sink | None) -> dict[str, Any]:
+    token_mounts, token_volumes = _broker_token(sink)
+    return placement(spec.program, settings) | {
         "restartPolicy": "Never",
-        "serviceAccountName": settings.bot_service_account,
-        "automountServiceAccountToken": False,  # a bot never talks to the Kubernetes API
-        # The bot's drain and what it does after (bot_config.SHUTDOWN_MARGIN_SECONDS): a bot killed
-        # short of that would look failed.
-        "terminationGracePeriodSeconds": math.ceil(settings.bot_drain_seconds + SHUTDOWN_MARGIN_SECONDS),
+        # A pass has an identity of its own: it may read the recordings' bucket, a bot never.
+        "serviceAccountName": settings.final_service_account if spec.program == Program.FINAL_PASS else settings.bot_service_account,
+        "automountServiceAccountToken": False,  # neither talks to the Kubernetes API
+        # The bot's drain and what it does after: a bot killed short of that would look failed.
+        "terminationGracePeriodSeconds": math.ceil(stop_grace_seconds(settings.bot_drain_seconds)),
         # The "restricted" Pod Security Standard.
         "securityContext": {
             "runAsNonRoot": True,
@@ -122,34 +198,52 @@ def _pod_spec(spec: BotSpec, settings: Settings) -> dict[str, Any]:
         "containers": [
             {
                 "name": CONTAINER,
-                "image": settings.bot_image,
-                # tini (the image's entrypoint) as PID 1: it reaps Chromium's orphaned helpers.
-                "command": ["/usr/bin/tini", "--", "python", "-m", "bot"],
-                "env": _env(spec),
+                "image": settings.final_image if spec.program == Program.FINAL_PASS else settings.bot_image,
+                # tini (the bot image's entrypoint) as PID 1: it reaps Chromium's orphaned helpers.
+                "command": ["python", "-m", spec.program] if spec.program == Program.FINAL_PASS
+                else ["/usr/bin/tini", "--", "python", "-m", spec.program],
+                "env": _env(spec, sink),
                 "resources": _resources(spec, settings),
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "capabilities": {"drop": ["ALL"]},
                     "readOnlyRootFilesystem": True,
                 },
-                "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+                "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}, *token_mounts],
             }
         ],
-        "volumes": [{"name": "scratch", "emptyDir": {}}],  # the only writable path
+        "volumes": [{"name": "scratch", "emptyDir": {}}, *token_volumes],  # scratch: the only writable path
     }
 
 
-def _env(spec: BotSpec) -> list[dict[str, str]]:
+def _broker_token(sink: Sink | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The volume mount and volume of a bot's token for the Broker (TOKEN_VOLUME), where it wants one."""
+    if sink is None or not sink.audience:
+        return [], []
+    token = Path(OIDC_TOKEN_FILE)
+    source = {"audience": sink.audience, "expirationSeconds": TOKEN_SECONDS, "path": token.name}
+    return (
+        [{"name": TOKEN_VOLUME, "mountPath": str(token.parent), "readOnly": True}],
+        [{"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": source}]}}],
+    )
+
+
+def _env(spec: BotSpec, sink: Sink | None) -> list[dict[str, str]]:
     env = spec.env | {"TMPDIR": SCRATCH}
-    # The SinkBinding replaces K_SINK with the Broker's address in every Job labelled app=bot;
-    # the worker's value (BROKER_INGRESS_URL) is only the fallback. A loopback one (the embedded default) would
-    # reach nothing from a pod: without it, a pod the binding missed fails at start, naming
-    # K_SINK, instead of losing every event.
+    # K_SINK is the Broker's own address, which the orchestrator reads from the Broker when it
+    # launches the bot (BROKER_INGRESS_URL only while it cannot), rather than a Knative SinkBinding's:
+    # that one's reconciler patches the template of every Job it binds, also when it is deleted, and a
+    # Job's template is immutable, so after `helm uninstall` it would stay Terminating for as long
+    # as finished bot Jobs are kept.
+    if sink is not None:
+        env[SINK_VARIABLE] = sink.url
+    # A loopback sink (the embedded default's) reaches nothing from a pod: without one, the bot
+    # fails at start, naming K_SINK, instead of losing every event.
     if _is_loopback(env.get(SINK_VARIABLE, "")):
         del env[SINK_VARIABLE]
     return [
         {"name": name, "valueFrom": {"secretKeyRef": {"name": spec.name, "key": _secret_key(name)}}}
-        if name in SECRET_ENV else {"name": name, "value": value}
+        if name in SECRET_VARIABLES else {"name": name, "value": value}
         for name, value in sorted(env.items())
     ]  # fmt: skip
 

@@ -2,7 +2,8 @@
 
 The Jobs are the state, so every worker sees the same bots, and
 Kubernetes records how each one ended. Stopping deletes the Job; its pod gets
-SIGTERM and the bot leaves and flushes within its grace period.
+SIGTERM and the bot leaves and flushes within its grace period. Each bot is given the
+address the Broker announces (`broker_sink`) as its K_SINK.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from kubernetes.config.config_exception import ConfigException
 
 from functions.common.settings import Settings
 
-from .interface import BotRunState, BotRunStatus, BotSpec, OrchestratorError, TransientOrchestratorError
-from .job_spec import BOT_SELECTOR, build_job, build_secret
+from .interface import BotRunState, BotRunStatus, BotSpec, OrchestratorError, Program, TransientOrchestratorError
+from .job_spec import BOT_SELECTOR, Sink, build_job, build_secret, placement
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,22 +37,30 @@ _FINISHED = {
     "FailureTarget": BotRunState.FAILED,  # set just before Failed, as soon as the Job is doomed
 }
 _UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)  # refused or dropped connections, timeouts
+# How long the Broker's address, once read (or found unreadable), serves launches: it changes only
+# when the Broker is recreated, and launches come in bursts.
+SINK_CACHE_SECONDS = 30.0
 
 
 class KubernetesOrchestrator:
     def __init__(self, settings: Settings, api_client: client.ApiClient | None = None):
+        for program in Program:  # a node selector or tolerations setting it cannot read stops the worker here
+            placement(program, settings)
         self.settings = settings
         self.namespace = settings.kubernetes_namespace
         api_client = api_client or _default_api_client()
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self._sink: tuple[float, Sink] | None = None  # (until when, the sink)
 
     def launch(self, spec: BotSpec) -> None:
         """The Job, then its Secret (owned by the Job, so it needs the Job's uid): the pod waits
         for the Secret it reads its key from. Both creations are idempotent, so a retry after
         either failed completes the launch."""
+        sink = self.broker_sink() if spec.program == Program.BOT else None
         try:
-            job = self._call(self.batch.create_namespaced_job, self.namespace, build_job(spec, self.settings))
+            job = self._call(self.batch.create_namespaced_job, self.namespace, build_job(spec, self.settings, sink))
         except ApiException as exc:
             if exc.status != 409:
                 raise OrchestratorError(_describe(exc)) from exc  # 404: the namespace does not exist
@@ -65,6 +74,30 @@ class KubernetesOrchestrator:
         except ApiException as exc:
             if exc.status != 409:
                 raise OrchestratorError(_describe(exc)) from exc
+
+    def broker_sink(self) -> Sink:
+        """Where bots send their events: the address (and OIDC audience) the Broker BROKER_NAME
+        announces in its status, read through the API at most every SINK_CACHE_SECONDS; while it
+        cannot be read (not there, not ready, no permission), BROKER_INGRESS_URL, and a warning."""
+        now = time.monotonic()
+        if self._sink is not None and now < self._sink[0]:
+            return self._sink[1]
+        name = self.settings.broker_name
+        try:
+            broker = self.custom.get_namespaced_custom_object(  # a Knative Eventing custom resource
+                "eventing.knative.dev", "v1", self.namespace, "brokers", name, _request_timeout=REQUEST_TIMEOUT
+            )
+            address = (broker.get("status") or {}).get("address") or {}
+            problem = "" if address.get("url") else "it announces no address (not ready)"
+        except (ApiException, *_UNREACHABLE) as exc:
+            address, problem = {}, _describe(exc)
+        if problem:
+            sink = Sink(self.settings.broker_ingress_url)
+            log.warning("broker.unreadable", extra={"broker": name, "error": problem, "fallback": sink.url})
+        else:
+            sink = Sink(address["url"], address.get("audience") or "")
+        self._sink = (now + SINK_CACHE_SECONDS, sink)
+        return sink
 
     def stop(self, name: str) -> None:
         try:

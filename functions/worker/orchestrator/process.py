@@ -4,7 +4,8 @@ Every bot gets a folder `<STATE_DIR>/bots/<name>/` holding `spec.json`, the
 bot's `pid`, its `bot.log`, a `stop` request if one was made and, once it
 ends, its `exit` status, so any worker process (or a restarted one) sees the
 same bots. A small watcher process (bot_watcher.py), detached from the worker,
-runs the bot and records how it ended, the way a kubelet reports a Job's pod.
+runs the bot and records how it ended, the way a kubelet reports a Job's pod;
+like a kubelet, it kills a bot still running a grace period after it was asked to stop.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from functions.common.bot_config import stop_grace_seconds
 from functions.common.naming import is_dns_label
 from functions.common.processes import pid_alive
-from functions.common.settings import REPO_ROOT
+from functions.common.settings import REPO_ROOT, SETTINGS
 
 from . import bot_watcher
 from .interface import BotRunState, BotRunStatus, BotSpec, OrchestratorError
@@ -26,12 +28,14 @@ from .interface import BotRunState, BotRunStatus, BotSpec, OrchestratorError
 # The only variables a bot inherits: it runs from its own configuration, like a Job.
 _INHERITED = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 NEVER_STARTED_SECONDS = 30.0  # a claimed name with no bot process after this long was never started
+DEFAULT_STOP_GRACE_SECONDS = stop_grace_seconds(SETTINGS["bot_drain_seconds"].default_value)
 
 
 class ProcessOrchestrator:
-    def __init__(self, state_dir: str):
+    def __init__(self, state_dir: str, stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS):
         self.root = Path(state_dir).resolve() / "bots"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.stop_grace_seconds = stop_grace_seconds  # from the first stop to SIGKILL
 
     def _workdir(self, name: str) -> Path | None:
         """The bot's folder; None for a name no bot can have (bot names are DNS labels: no `/`, no `..`)."""
@@ -53,7 +57,7 @@ class ProcessOrchestrator:
         env = {k: os.environ[k] for k in _INHERITED if k in os.environ} | spec.env
         try:
             watcher = subprocess.run(
-                [sys.executable, "-m", bot_watcher.__name__, str(workdir)],
+                [sys.executable, "-m", bot_watcher.__name__, str(workdir), spec.program, str(self.stop_grace_seconds)],
                 env=env,
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
@@ -69,7 +73,7 @@ class ProcessOrchestrator:
     def stop(self, name: str) -> None:
         workdir = self._workdir(name)
         if workdir is not None and workdir.is_dir() and not (workdir / "exit").exists():
-            (workdir / "stop").touch()  # the bot's watcher turns this into SIGTERM
+            (workdir / "stop").touch()  # the bot's watcher turns each touch into a SIGTERM
 
     def status(self, name: str) -> BotRunStatus:
         workdir = self._workdir(name)

@@ -247,9 +247,51 @@ Files are read in name order, as the local broker does.
 {{- first $brokers -}}
 {{- end -}}
 
-{{- define "vexa.brokerIngressUrl" -}}
-{{- .Values.eventing.brokerIngressUrl | default (printf "http://broker-ingress.knative-eventing.svc.%s/%s/%s" .Values.clusterDomain .Release.Namespace (include "vexa.brokerName" .)) -}}
+{{/*
+The Broker's class: the one its file in knative/ names, else eventing.brokerClass. The chart knows
+the config and the ingress of two classes (eventing.yaml, vexa.brokerIngressUrl).
+*/}}
+{{- define "vexa.brokerClass" -}}
+{{- $class := .Values.eventing.brokerClass -}}
+{{- range (include "vexa.knativeResources" . | fromJson).resources -}}
+{{- if eq .kind "Broker" }}{{ $class = dig "metadata" "annotations" "eventing.knative.dev/broker.class" $class . }}{{ end -}}
 {{- end -}}
+{{- if not (has $class (list "MTChannelBasedBroker" "Kafka")) -}}
+{{- fail (printf "knative/*.yaml: the Broker's class is %q; the chart configures MTChannelBasedBroker and Kafka only" $class) -}}
+{{- end -}}
+{{- $class -}}
+{{- end -}}
+
+{{/*
+The ingress of the Broker's class, BROKER_INGRESS_URL: where the worker publishes public events, and
+the bots' K_SINK while the worker cannot read the address the Broker announces. Both classes take
+events at /<namespace>/<broker> of a Service in knative-eventing: the multi-tenant channel-based
+broker's broker-ingress, the Kafka broker's kafka-broker-ingress.
+*/}}
+{{- define "vexa.brokerIngressUrl" -}}
+{{- $service := get (dict "MTChannelBasedBroker" "broker-ingress" "Kafka" "kafka-broker-ingress") (include "vexa.brokerClass" .) -}}
+{{- .Values.eventing.brokerIngressUrl | default (printf "http://%s.knative-eventing.svc.%s/%s/%s" $service .Values.clusterDomain .Release.Namespace (include "vexa.brokerName" .)) -}}
+{{- end -}}
+
+{{/*
+The pods of the Broker's ingress, which bots send their events to (their NetworkPolicy):
+networkPolicy.broker.podSelector where set, else those of the Broker's class, so that a change of
+class needs no second setting. The multi-tenant channel-based broker's mt-broker-ingress pods carry
+eventing.knative.dev/brokerRole: ingress; the Kafka broker's receiver pods, app: kafka-broker-receiver
+(knative-extensions/eventing-kafka-broker, data-plane/config/broker/500-receiver.yaml, whose
+Deployment also listens on 8080 and 8443). Their namespace is networkPolicy.broker.namespaceSelector's.
+*/}}
+{{- define "vexa.brokerIngressPodSelector" -}}
+{{- $selector := .Values.networkPolicy.broker.podSelector -}}
+{{- if not (kindIs "map" $selector) -}}
+{{- $labels := get (dict "MTChannelBasedBroker" (dict "eventing.knative.dev/brokerRole" "ingress") "Kafka" (dict "app" "kafka-broker-receiver")) (include "vexa.brokerClass" .) -}}
+{{- $selector = dict "matchLabels" $labels -}}
+{{- end -}}
+{{- toYaml $selector -}}
+{{- end -}}
+
+{{/* The ConfigMap of the Kafka broker's settings (eventing.kafka), the Broker's spec.config with brokerClass Kafka. */}}
+{{- define "vexa.kafkaBrokerConfigName" -}}{{ include "vexa.fullname" . }}-kafka-broker{{- end -}}
 
 {{/*
 The Broker's OIDC audience, which a sender's token must be issued for: what the Broker announces
@@ -261,9 +303,6 @@ https://knative.dev/docs/eventing/features/sender-identity/).
 {{- define "vexa.brokerAudience" -}}
 {{- printf "eventing.knative.dev/broker/%s/%s" .Release.Namespace (include "vexa.brokerName" .) | lower -}}
 {{- end -}}
-
-{{/* The SinkBinding that gives bot Jobs the Broker as K_SINK (sinkbinding.yaml). */}}
-{{- define "vexa.botSinkBindingName" -}}{{ include "vexa.fullname" . }}-bot-sink{{- end -}}
 
 {{/* ---- Knative Eventing: who may send what (eventpolicy.yaml) ----------------------------- */}}
 
@@ -316,11 +355,11 @@ annotation says (`bot`, `requests` or `reply:<trigger>`). A type has one sender.
 {{- end -}}
 
 {{/*
-The OIDC subject Knative Eventing gives a Trigger or source of this release, the ServiceAccount it
+The OIDC subject Knative Eventing gives a Trigger of this release, the ServiceAccount it
 creates for it: kmeta.ChildName(name, "-oidc-<group>-<kind>"), lowercased (knative/eventing
 pkg/auth/serviceaccount.go). A name longer than 63 characters Knative hashes (md5, which Helm lacks):
 then "<its first 31 characters>*", what every such name starts with.
-Call with (dict "root" $ "name" "vexa-bot-sink" "suffix" "-oidc-sources.knative.dev-sinkbinding").
+Call with (dict "root" $ "name" "bot-manager-bot-status" "suffix" "-oidc-eventing.knative.dev-trigger").
 */}}
 {{- define "vexa.oidcSubject" -}}
 {{- $name := printf "%s%s" .name .suffix | lower -}}
@@ -352,9 +391,36 @@ filters:
 {{/* ---- Knative Services ---------------------------------------------------------------- */}}
 
 {{/*
+The live transcription's engine: transcription.engine, or, left empty, whisperx (batched decoding)
+where a GPU is asked for (device: cuda) and faster-whisper on CPUs.
+*/}}
+{{- define "vexa.transcriptionEngine" -}}
+{{- $t := .Values.transcription -}}
+{{- /*
+faster-whisper's image has no CUDA libraries: CTranslate2 loads cuBLAS and cuDNN at run time, and
+only whisperx's image brings them (torch's nvidia-* packages; the Dockerfile's transcription-wheels).
+On a GPU it would fail at the first chunk, so refuse it here.
+*/ -}}
+{{- if and (eq $t.device "cuda") (eq $t.engine "faster-whisper") -}}
+{{- fail "transcription.device is cuda, but transcription.engine is faster-whisper, whose image (vexa-transcription) has no CUDA libraries (cuBLAS, cuDNN) to run on a GPU: set transcription.engine to whisperx or leave it empty (with device cuda that is whisperx, in vexa-transcription-whisperx), or use transcription.device: cpu" -}}
+{{- end -}}
+{{- $t.engine | default (ternary "whisperx" "faster-whisper" (eq $t.device "cuda")) -}}
+{{- end -}}
+
+{{/*
+The image built with that engine (make images ENGINE=...), which the transcription Service and the
+final passes run: vexa-transcription (faster-whisper, no torch) or vexa-transcription-whisperx
+(CUDA torch, the one with CUDA's libraries).
+*/}}
+{{- define "vexa.transcriptionImage" -}}
+{{- include "vexa.image" (list . (ternary "transcription-whisperx" "transcription" (eq (include "vexa.transcriptionEngine" .) "whisperx"))) -}}
+{{- end -}}
+
+{{/*
 One Vexa HTTP service as a Knative Service running gunicorn. Call with
 (dict "root" $ "name" "bot-manager" "package" "bot_manager" "config" .Values.botManager
       "public" false "containerConcurrency" 0 "workers" 2 "env" (include ... ) "serviceAccount" "")
+and, optionally, "image" (default: vexa.image of the name).
 The config's workerClass picks gunicorn's worker: gthread (the default: `threads` request
 threads per process) or gevent (one thread; up to workerConnections greenlets per process, for
 long-lived streams). A config may also set Knative's responseStartTimeoutSeconds and
@@ -399,6 +465,12 @@ spec:
         autoscaling.knative.dev/target: {{ int $scale.target | quote }}
         autoscaling.knative.dev/min-scale: {{ int $scale.minScale | quote }}
         autoscaling.knative.dev/max-scale: {{ int $scale.maxScale | quote }}
+        # How long the last pod stays once the autoscaler has decided to scale to zero: a request
+        # within it finds a warm pod instead of a cold start.
+        autoscaling.knative.dev/scale-to-zero-pod-retention-period: {{ $scale.scaleToZeroPodRetentionPeriod | quote }}
+        # How long a revision's pods may take to become ready (node, image pull, imports and model
+        # load) before Knative marks the revision failed.
+        serving.knative.dev/progress-deadline: {{ $c.progressDeadline | quote }}
     spec:
       containerConcurrency: {{ int .containerConcurrency }}
       # The longest a request may last (streams included); Knative refuses more than its
@@ -432,7 +504,7 @@ spec:
       {{- end }}
       containers:
         - name: {{ .name }}
-          image: {{ include "vexa.image" (list $root .name) }}
+          image: {{ .image | default (include "vexa.image" (list $root .name)) }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           command:
             - gunicorn
@@ -476,25 +548,29 @@ spec:
             {{- .env | nindent 12 }}
           resources:
             {{- toYaml $c.resources | nindent 12 }}
-          # /healthz also checks the service's dependencies, so readiness follows them;
-          # liveness gives them a minute before restarting the pod. The startup probe
-          # covers slow starts (transcription loads its model before serving).
+          # Every probe asks /livez, which answers as long as the process does and checks no
+          # dependency: an outage of the database or bot-manager, which every pod shares, must
+          # neither restart every pod nor take them all out of service (why, for a service's own
+          # database too: install in functions/common/web.py). /healthz, which checks them, is
+          # for operators. The startup probe covers slow starts (transcription loads its model
+          # before serving); readiness takes a pod that stops answering out of service after
+          # 30 s, liveness restarts it after a minute.
           startupProbe:
             httpGet:
-              path: /healthz
+              path: /livez
               port: 8080
             periodSeconds: 5
             timeoutSeconds: 5
             failureThreshold: 60
           readinessProbe:
             httpGet:
-              path: /healthz
+              path: /livez
               port: 8080
             periodSeconds: 10
             timeoutSeconds: 5
           livenessProbe:
             httpGet:
-              path: /healthz
+              path: /livez
               port: 8080
             periodSeconds: 15
             timeoutSeconds: 5
@@ -523,6 +599,9 @@ rbac.yaml and named in every bot Job (BOT_SERVICE_ACCOUNT).
 */}}
 {{- define "vexa.botServiceAccountName" -}}vexa-bot{{- end -}}
 
+{{/* The final transcript passes' ServiceAccount (rbac.yaml), named in their Jobs (FINAL_SERVICE_ACCOUNT). */}}
+{{- define "vexa.finalServiceAccountName" -}}vexa-final-pass{{- end -}}
+
 {{/* The kubernetes orchestrator: bot Jobs go to the release's namespace. */}}
 {{- define "vexa.orchestratorEnv" -}}
 - name: ORCHESTRATOR
@@ -546,6 +625,8 @@ Integer settings go through int, so that a large number is never written as 1e+0
   value: {{ include "vexa.image" (list . "bot") | quote }}
 - name: BROKER_INGRESS_URL
   value: {{ include "vexa.brokerIngressUrl" . | quote }}
+- name: BROKER_NAME
+  value: {{ include "vexa.brokerName" . | quote }}
 - name: BOT_CPU_REQUEST
   value: {{ toString $b.resources.requests.cpu | quote }}
 - name: BOT_CPU_LIMIT
@@ -578,6 +659,8 @@ Integer settings go through int, so that a large number is never written as 1e+0
   value: {{ toString $b.chunkMaxSeconds | quote }}
 - name: CHUNK_PAUSE_MS
   value: {{ int $b.chunkPauseMs | quote }}
+- name: DRAFT_INTERVAL_SECONDS
+  value: {{ toString $b.draftIntervalSeconds | quote }}
 - name: VAD_AGGRESSIVENESS
   value: {{ int $b.vadAggressiveness | quote }}
 - name: BOT_RELAUNCH_LIMIT
@@ -606,6 +689,26 @@ Integer settings go through int, so that a large number is never written as 1e+0
   value: {{ $b.browserHostRules | quote }}
 - name: BOT_PLATFORMS_DIR
   value: {{ $b.platformsDir | quote }}
+- name: BOT_NODE_SELECTOR
+  value: {{ include "vexa.nodeSelectorSetting" $b.nodeSelector | quote }}
+- name: BOT_TOLERATIONS
+  value: {{ include "vexa.tolerationsSetting" $b.tolerations | quote }}
+{{- end -}}
+
+{{/*
+Where the worker's Jobs run, as the settings it reads (BOT_* and FINAL_*; job_spec.placement):
+a node selector map as key=value,key=value (sorted), tolerations as a JSON list (empty: none).
+*/}}
+{{- define "vexa.nodeSelectorSetting" -}}
+{{- $pairs := list -}}
+{{- range $key := keys . | sortAlpha -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key (index $ $key)) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
+{{- define "vexa.tolerationsSetting" -}}
+{{- ternary (toJson .) "" (not (empty .)) -}}
 {{- end -}}
 
 {{/* ---- NetworkPolicies (networkpolicy.yaml): egress rules more than one policy has --------- */}}
@@ -720,6 +823,80 @@ secrets as the gateway does.
   value: {{ toString $w.logDays | quote }}
 - name: WEBHOOK_SECRET_OVERLAP_SECONDS
   value: {{ int $w.secretOverlapSeconds | quote }}
+{{- end -}}
+
+{{/* ---- Recordings (recordings.*): meetings' audio in an S3-compatible bucket ------------ */}}
+
+{{/*
+Whether a meeting's audio is kept unless its run says otherwise (RECORD_MEETINGS): recordings.enabled,
+or, left empty (null), whether recordings.s3.bucket is set. "1" or "0". Fails on values the
+storage cannot serve: recordings on without a bucket, two sources of credentials, half a key pair,
+a prefix the storage's own key check refuses.
+*/}}
+{{- define "vexa.recordMeetings" -}}
+{{- $r := .Values.recordings -}}
+{{- $s3 := $r.s3 -}}
+{{- $credentials := $s3.credentials -}}
+{{- if and (kindIs "bool" $r.enabled) $r.enabled (not $s3.bucket) -}}
+{{- fail "recordings.enabled is true, but recordings.s3.bucket is empty: in a cluster recordings are kept in an S3-compatible bucket only (the services' pods share no disk). Set recordings.s3.bucket (and its credentials: helm/vexa/README.md, \"Recordings\"), or recordings.enabled=false" -}}
+{{- end -}}
+{{- if and $s3.existingSecret (or $credentials.accessKeyId $credentials.secretAccessKey) -}}
+{{- fail "recordings.s3.existingSecret and recordings.s3.credentials are both set: give the S3 credentials one way only (existingSecret preferred)" -}}
+{{- end -}}
+{{- if ne (not $credentials.accessKeyId) (not $credentials.secretAccessKey) -}}
+{{- fail "recordings.s3.credentials needs both accessKeyId and secretAccessKey (or neither)" -}}
+{{- end -}}
+{{- if regexMatch "(^|/)\\.\\.?(/|$)" $s3.prefix -}}
+{{- fail (printf "recordings.s3.prefix %q holds a '.' or '..' segment, which no recording key may" $s3.prefix) -}}
+{{- end -}}
+{{- ternary "1" "0" (ternary $r.enabled (not (empty $s3.bucket)) (kindIs "bool" $r.enabled)) -}}
+{{- end -}}
+
+{{/* The Secret holding the S3 credentials: the operator's, the one the chart renders from recordings.s3.credentials, or none (the pods' own identity). */}}
+{{- define "vexa.recordingsSecretName" -}}
+{{- $s3 := .Values.recordings.s3 -}}
+{{- if $s3.existingSecret -}}
+{{- $s3.existingSecret -}}
+{{- else if $s3.credentials.accessKeyId -}}
+{{- printf "%s-recordings" (include "vexa.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The recording storage, for the pods that use it: the gateway (GET /recording reads it), bot-manager
+(stores every chunk, deletes a meeting's with its transcript) and the worker (purges what is past
+retention, and reads it for the final transcript). The bucket (RECORDING_STORAGE=s3 and where), and
+the S3 credentials, always from a Secret, under the names boto3 reads. Without a bucket,
+RECORDING_STORAGE=none: no meeting keeps audio, and a run that asks for it is refused.
+*/}}
+{{- define "vexa.recordingStorageEnv" -}}
+{{- $s3 := .Values.recordings.s3 -}}
+{{- $_ := include "vexa.recordMeetings" . -}}
+{{- if not $s3.bucket -}}
+- name: RECORDING_STORAGE
+  value: none
+{{- else -}}
+- name: RECORDING_STORAGE
+  value: s3
+- name: RECORDING_S3_BUCKET
+  value: {{ $s3.bucket | quote }}
+- name: RECORDING_S3_PREFIX
+  value: {{ $s3.prefix | quote }}
+- name: RECORDING_S3_ENDPOINT_URL
+  value: {{ $s3.endpointUrl | quote }}
+- name: RECORDING_S3_REGION
+  value: {{ $s3.region | quote }}
+{{- with include "vexa.recordingsSecretName" . }}
+{{- $secret := . }}
+{{- range $name := list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $name }}
+{{- end }}
+{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/* ---- Celery: what the worker, the webhook workers and beat share -------------------- */}}

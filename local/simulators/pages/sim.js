@@ -161,12 +161,24 @@ const Sim = (() => {
       const toggle = named(root, device);
       if (!toggle) continue;
       platform.setToggle(toggle, device, devices[device]);
-      toggle.addEventListener("click", (event) => {
-        if (!event.isTrusted) return event.preventDefault();
+      const flip = () => {
         devices[device] = !devices[device];
         platform.setToggle(toggle, device, devices[device]);
         applyDevicesToPreview();
         report("toggle", { device, on: devices[device] });
+      };
+      toggle.addEventListener("click", (event) => {
+        if (!event.isTrusted) return event.preventDefault();
+        flip();
+      });
+      // A native button or checkbox turns the keyboard into a click itself; a scripted control
+      // (Meet's div role="button", Teams' div role="switch") answers Space and Enter in its own
+      // code, as the WAI-ARIA button and switch patterns ask of it.
+      const native = toggle instanceof HTMLButtonElement || toggle instanceof HTMLInputElement;
+      toggle.addEventListener("keydown", (event) => {
+        if (!event.isTrusted || native || ![" ", "Enter"].includes(event.key)) return;
+        event.preventDefault();
+        flip();
       });
     }
     // Like the real pages, joining needs a name first.
@@ -553,9 +565,14 @@ const Sim = (() => {
     platform = hooks;
     if (!config.exists) return show("notfound");
     if (platform.refusesAutomation && navigator.webdriver) {
+      // The refusal is the server's answer to the page's report, so it shows once that has landed.
       refused = true;
-      show("refused");
-      return report("open", { webdriver: true });
+      try {
+        await report("open", { webdriver: true });
+      } finally {
+        show("refused");
+      }
+      return;
     }
     localStage = document.getElementById("tpl-launcher") ? "launcher" : "prejoin";
     show(localStage); // at once, so the first screen's prompts are there when the page loads

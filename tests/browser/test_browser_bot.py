@@ -15,11 +15,12 @@ import signal
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 
 from bot.browser.spec import SHIPPED
 from functions.common.bot_config import BotConfig
-from functions.common.events import BotSpeakersData, BotState, EventType
+from functions.common.events import BotSpeakersData, BotState, EventType, decode_wav
 from functions.common.lifecycle import JOIN_ERROR, CompletionReason
 from functions.common.settings import Settings
 from local.simulators.control import SimulatedMeeting, Simulator, new_meeting_key
@@ -89,6 +90,18 @@ def scene(simulator: Simulator, sink: EventReceiver, launch: Callable[[BotConfig
 # --- every platform, every variant of its page ---------------------------------------------
 
 VARIANT_CASES = [(platform, variant) for platform, variants in VARIANTS.items() for variant in variants]
+SPEECH_RMS = 300  # int16: the sample's speech is far louder, a captured silence is 0
+
+
+def transport_for(platform: str, variant: str) -> str:
+    """How the simulator plays the voices to the admitted bot: over WebRTC for a platform's first
+    variant, from <audio src> elements (which the bot captures with captureStream()) for the others."""
+    return "webrtc" if variant == VARIANTS[platform][0] else "element"
+
+
+def loudest_chunk_rms(sink: EventReceiver) -> float:
+    return max((float(np.sqrt(np.mean(np.frombuffer(decode_wav(e.data), dtype="<i2").astype(np.float64) ** 2)))
+                for e in sink.of_type(EventType.AUDIO_CHUNK)), default=0.0)  # fmt: skip
 
 
 def turns_of(sink: EventReceiver) -> set[str]:
@@ -102,7 +115,8 @@ def test_each_platform_variant_lobby_admission_denial_removal_end_and_leave(
     """Four meetings of the variant at once, a bot in each:
 
     admitted  it waits in the lobby, is let in muted under its name, answers the page's prompts,
-              hears both voices and tells who spoke, and on a stop leaves by the Leave button;
+              hears both voices (transport_for) and tells who spoke, and on a stop leaves by the
+              Leave button;
     denied    the host turns it away: admission_denied;
     removed   let in, then removed by the host: removed;
     ended     let in, then the host ends the meeting: meeting_ended.
@@ -112,7 +126,8 @@ def test_each_platform_variant_lobby_admission_denial_removal_end_and_leave(
     try:
         zoom_passcode = "s3cret" if platform == "zoom" else None
         scenes = {outcome: Scene(simulator, sinks[outcome], launch, platform, variant=variant, admission="manual",
-                                 passcode=zoom_passcode, participants=SILENT if outcome != "admitted" else VOICES)
+                                 passcode=zoom_passcode, participants=SILENT if outcome != "admitted" else VOICES,
+                                 audio_transport=transport_for(platform, variant))
                   for outcome in outcomes}  # fmt: skip
         for scene in scenes.values():
             scene.send_bot()
@@ -135,6 +150,7 @@ def test_each_platform_variant_lobby_admission_denial_removal_end_and_leave(
         admitted = scenes["admitted"]
         admitted.bot.wait_for(lambda: len(admitted.sink.of_type(EventType.AUDIO_CHUNK)) >= 2 and turns_of(admitted.sink) >= {"Alice", "Bob"},
                               "audio and both speakers' turns", timeout=60)  # fmt: skip
+        assert loudest_chunk_rms(admitted.sink) > SPEECH_RMS, "the bot's audio has the voices in it"
         log = admitted.meeting.state()["events"]
         events = [e["event"] for e in log]
         if platform == "google_meet":

@@ -51,9 +51,9 @@ def needs_action(event_type: str, destination: str) -> bool:
 class Drained:
     acted: int = 0  # chunks recorded as gaps (or found recorded already)
     kept: int = 0  # nothing to act on: kept for operators
-    refused: int = 0  # could never be acted on (e.g. its meeting is gone): logged
+    refused: int = 0  # could never be acted on (unreadable, forged, its meeting gone): logged
     waiting: int = 0  # left pending: the database could not take them now
-    failed: int = 0  # left pending: handling them raised (logged with the traceback); the rest go on
+    failed: int = 0  # left pending: handling them raised, a bug (logged with the traceback); the rest go on
 
 
 def drain(client: redis.Redis, db_sessions: sessionmaker[Session], master: bytes, batch: int = 100) -> Drained | None:
@@ -89,7 +89,7 @@ def _act_on(client: redis.Redis, db_sessions: sessionmaker[Session], master: byt
         try:
             if not _act(client, db_sessions, master, entry_id, fields, drained):
                 return False
-        except Exception:  # a bug, or an entry no drain can read: logged, left pending, the rest go on
+        except Exception:  # a bug: logged, left pending for a drain with the fix, the rest go on
             log.exception("dead_letter.failed", extra={"entry_id": entry_id.decode()})
             drained.failed += 1
     return True
@@ -108,7 +108,7 @@ def _act(client: redis.Redis, db_sessions: sessionmaker[Session], master: bytes,
         return True
     ids = {name: fields[name.encode()].decode() for name in ("event_id", "meeting_id", "user_id")}
     try:
-        event = parse_http(json.loads(fields[b"headers"]), fields[b"body"])
+        event = _event_in(fields)
         signing.verify(event, identity_of(event), EventType(event_type), master)
         record_lost_chunk(db_sessions, event, fields[b"error"].decode() or f"undeliverable (status {fields[b'status'].decode()})")
         drained.acted += 1
@@ -121,6 +121,18 @@ def _act(client: redis.Redis, db_sessions: sessionmaker[Session], master: bytes,
         return False
     store.ack(client, entry_id)
     return True
+
+
+def _event_in(fields: dict[bytes, bytes]) -> CloudEvent:
+    """The dead-lettered event an entry holds; BadEvent where it holds none that can be read,
+    which no later drain could change (a retry is for what may work next time: the database)."""
+    try:
+        headers, body = json.loads(fields[b"headers"]), fields[b"body"]
+    except (KeyError, ValueError) as exc:  # a field missing; headers that are not JSON, or not UTF-8
+        raise BadEvent(f"the entry holds no readable event ({type(exc).__name__}: {exc})") from None
+    if not isinstance(headers, dict) or not all(isinstance(value, str) for value in headers.values()):
+        raise BadEvent("the entry holds no readable event (its headers are not an object of strings)")
+    return parse_http(headers, body)
 
 
 def record_lost_chunk(db_sessions: sessionmaker[Session], event: CloudEvent, error: str) -> None:

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from cloudevents.core.v1.event import CloudEvent
 from sqlalchemy.orm import sessionmaker
 
 from functions.bot_manager import create_app
 from functions.common.db import session_factory
 from functions.common.dead_letters import STREAM
-from functions.common.events import BotState, Identity
+from functions.common.events import BotState, Identity, identity_of
+from functions.meetings import dead_letters
 from functions.meetings.dead_letters import Drained, drain
 from tests.support import bot_events
 from tests.support.databases import fresh_database, snapshot
@@ -108,27 +110,52 @@ def _drain(manager: InProcessBotManager, db_sessions: sessionmaker) -> Drained |
     return drain(services.redis_client, db_sessions, services.signing_key)
 
 
-def test_an_entry_no_drain_can_read_holds_up_none_of_the_others(manager: InProcessBotManager) -> None:
-    """A dead letter whose handling raises (here: its entry lost the event's headers) stays
-    waiting and is logged; the lost chunks before and after it are still recorded, each drain."""
+def test_an_entry_no_drain_can_read_is_refused_at_once_and_holds_up_none_of_the_others(manager: InProcessBotManager) -> None:
+    """Dead letters whose event cannot be read (here: the headers lost, or not JSON) are refused,
+    logged and acknowledged on the first drain, since no later one could read them: they do not
+    wait for ever, counted in vexa_dead_letters_pending. The lost chunk behind them is recorded."""
     who, meeting_id = _meeting_waiting_for_its_last_chunk(manager)
     client = manager.app.extensions["vexa"].redis_client
-    broken = {"event_id": "broken", "type": "io.vexa.audio.chunk.v1", "meeting_id": who.meeting_pk, "user_id": "erin",
+    broken = {"type": "io.vexa.audio.chunk.v1", "meeting_id": who.meeting_pk, "user_id": "erin",
               "session_id": who.session_id, "destination": "http://transcription/events", "status": "503", "error": "",
               "received_at": START.isoformat()}  # fmt: skip
-    client.xadd(STREAM, {**broken, "body": b"RIFF"})  # the event's body, but not its headers
+    client.xadd(STREAM, {**broken, "event_id": "no-headers", "body": b"RIFF"})
+    client.xadd(STREAM, {**broken, "event_id": "not-json", "headers": b"{ce-id", "body": b"RIFF"})
     assert bot_events.lost_chunk(manager.client, who, 1, START) == 204
     drained = manager.drain_dead_letters()
-    assert (drained.acted, drained.failed) == (1, 1)
+    assert (drained.acted, drained.refused, drained.failed) == (1, 2, 0)
     assert manager.meeting("erin", meeting_id)["status"] == "completed"
-    # Drained again: it is retried (and fails again) without holding up anything behind it.
+    listed = _dead_letters(manager)
+    assert listed["waiting"] == 0 and len(listed["dead_letters"]) == 3, "each is still listed for operators"
+    assert all(d["handled"] for d in listed["dead_letters"]), listed
+    assert manager.drain_dead_letters() == Drained(), "nothing is left to drain"
+
+
+def test_a_dead_letter_whose_handling_fails_is_retried_each_drain_until_it_is_handled(
+    manager: InProcessBotManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (here: recording the gap raises, once) is no reason to give an entry up: it is logged,
+    left waiting without holding up the others, and handled by the next drain that can."""
+    who, meeting_id = _meeting_waiting_for_its_last_chunk(manager)
     other, other_id = _meeting_waiting_for_its_last_chunk(manager)
+    record = dead_letters.record_lost_chunk
+    failing = {who.session_id}
+
+    def record_or_fail(db_sessions: sessionmaker, event: CloudEvent, error: str) -> None:
+        if identity_of(event).session_id in failing:
+            raise RuntimeError("a bug in recording the gap")
+        record(db_sessions, event, error)
+
+    monkeypatch.setattr(dead_letters, "record_lost_chunk", record_or_fail)
+    assert bot_events.lost_chunk(manager.client, who, 1, START) == 204
     assert bot_events.lost_chunk(manager.client, other, 1, START) == 204
     drained = manager.drain_dead_letters()
     assert (drained.acted, drained.failed) == (1, 1)
-    assert manager.meeting("erin", other_id)["status"] == "completed"
-    listed = _dead_letters(manager)
-    assert listed["waiting"] == 1 and [d["event_id"] for d in listed["dead_letters"] if not d["handled"]] == ["broken"]
+    assert (manager.meeting("erin", meeting_id)["status"], manager.meeting("erin", other_id)["status"]) == ("stopping", "completed")
+    assert _dead_letters(manager)["waiting"] == 1
+    failing.clear()  # the fix is deployed
+    assert (manager.drain_dead_letters().acted, _dead_letters(manager)["waiting"]) == (1, 0)
+    assert manager.meeting("erin", meeting_id)["status"] == "completed"
 
 
 def test_a_chunk_the_recording_could_not_keep_is_listed_and_changes_no_meeting(manager: InProcessBotManager) -> None:

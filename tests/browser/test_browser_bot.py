@@ -12,10 +12,12 @@ import base64
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import psutil
 import pytest
 
 from bot.browser.spec import SHIPPED
@@ -91,6 +93,7 @@ def scene(simulator: Simulator, sink: EventReceiver, launch: Callable[[BotConfig
 
 VARIANT_CASES = [(platform, variant) for platform, variants in VARIANTS.items() for variant in variants]
 SPEECH_RMS = 300  # int16: the sample's speech is far louder, a captured silence is 0
+ORPHANS_GONE_SECONDS = 15  # Playwright's driver closes the browser when its pipe from the bot closes
 
 
 def transport_for(platform: str, variant: str) -> str:
@@ -177,6 +180,39 @@ def test_each_platform_variant_lobby_admission_denial_removal_end_and_leave(
     finally:
         for sink in sinks.values():
             sink.stop()
+
+
+def _still_running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of `processes` that have not exited (a zombie has: it only waits to be reaped)."""
+    running = []
+    for process in processes:
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
+def test_a_bot_killed_outright_takes_its_browser_and_display_with_it(scene: Callable[..., Scene]) -> None:
+    """A bot still running its stop grace is killed (SIGKILL: the process orchestrator's watcher, or
+    a kubelet): no handler of its runs, yet its Chromium and Xvfb must not outlive it, or every
+    such bot would leave a browser running on the machine."""
+    s = scene("google_meet", participants=VOICES)
+    bot = s.send_bot()
+    s.wait_for_status("in_meeting", timeout=60)
+    descendants = psutil.Process(bot.process.pid).children(recursive=True)
+    names = {process.name() for process in descendants}
+    assert "Xvfb" in names and any(name.startswith("chrom") for name in names), names
+    bot.process.kill()
+    bot.process.wait()
+    deadline = time.monotonic() + ORPHANS_GONE_SECONDS
+    while (left := _still_running(descendants)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leftovers = ", ".join(f"{process.pid} {process.name()}" for process in left)
+    for process in left:  # not to burden the tests after this one
+        process.kill()
+    assert not left, f"still running {ORPHANS_GONE_SECONDS} s after the bot was killed: {leftovers}"
 
 
 def test_google_refusing_the_browser_is_a_join_error_worth_retrying(scene: Callable[..., Scene], tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import json
 import threading
 import time
 import requests
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.sync.client import connect
 
 from local.client import server_sent_events
@@ -74,7 +74,9 @@ class Follower:
                 try:
                     if not self._follow():
                         self.cut += 1
-                except (requests.RequestException, ConnectionClosed, OSError):
+                # The gateway is going away or coming back: a connection refused, cut, or closed
+                # before the WebSocket handshake's answer (InvalidMessage).
+                except (requests.RequestException, ConnectionClosed, InvalidMessage, OSError):
                     self.cut += 1
                     time.sleep(0.3)  # the gateway is restarting: come back shortly
         except BaseException as exc:  # the test reads it

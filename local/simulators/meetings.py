@@ -26,10 +26,7 @@ SCENARIO_DEFAULTS: dict = {
     "ui_version": "current",  # "next": a redesign that renames the join button
     "passcode": None,  # Zoom: the passcode the meeting asks for (None: none asked)
     "end_after_audio": None,  # seconds after the voices finish that the host ends the call
-    # How the voices reach the page's <audio> elements: "webrtc", through a loopback
-    # RTCPeerConnection (Opus, a jitter buffer); "stream", the far end's stream itself (lossless,
-    # every voice on one clock); "element", <audio src> playing each voice's WAV.
-    "audio_transport": "webrtc",
+    "audio_transport": "webrtc",  # "webrtc": loopback RTCPeerConnection; "element": <audio src>
     "variant": None,  # the platform's UI variant (VARIANTS); None: its first
 }
 # Where peers' observations of a real page differ, the simulator offers each (the pages say
@@ -42,7 +39,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 CHOICES = {
     "admission": ("auto", "manual"),
     "ui_version": ("current", "next"),
-    "audio_transport": ("webrtc", "stream", "element"),
+    "audio_transport": ("webrtc", "element"),
 }
 
 

@@ -96,12 +96,6 @@ SPEECH_RMS = 300  # int16: the sample's speech is far louder, a captured silence
 ORPHANS_GONE_SECONDS = 15  # Playwright's driver closes the browser when its pipe from the bot closes
 
 
-def transport_for(platform: str, variant: str) -> str:
-    """How the simulator plays the voices to the admitted bot: over WebRTC for a platform's first
-    variant, from <audio src> elements (which the bot captures with captureStream()) for the others."""
-    return "webrtc" if variant == VARIANTS[platform][0] else "element"
-
-
 def loudest_chunk_rms(sink: EventReceiver) -> float:
     return max((float(np.sqrt(np.mean(np.frombuffer(decode_wav(e.data), dtype="<i2").astype(np.float64) ** 2)))
                 for e in sink.of_type(EventType.AUDIO_CHUNK)), default=0.0)  # fmt: skip
@@ -118,8 +112,7 @@ def test_each_platform_variant_lobby_admission_denial_removal_end_and_leave(
     """Four meetings of the variant at once, a bot in each:
 
     admitted  it waits in the lobby, is let in muted under its name, answers the page's prompts,
-              hears both voices (transport_for) and tells who spoke, and on a stop leaves by the
-              Leave button;
+              hears both voices and tells who spoke, and on a stop leaves by the Leave button;
     denied    the host turns it away: admission_denied;
     removed   let in, then removed by the host: removed;
     ended     let in, then the host ends the meeting: meeting_ended.
@@ -129,8 +122,7 @@ def test_each_platform_variant_lobby_admission_denial_removal_end_and_leave(
     try:
         zoom_passcode = "s3cret" if platform == "zoom" else None
         scenes = {outcome: Scene(simulator, sinks[outcome], launch, platform, variant=variant, admission="manual",
-                                 passcode=zoom_passcode, participants=SILENT if outcome != "admitted" else VOICES,
-                                 audio_transport=transport_for(platform, variant))
+                                 passcode=zoom_passcode, participants=SILENT if outcome != "admitted" else VOICES)
                   for outcome in outcomes}  # fmt: skip
         for scene in scenes.values():
             scene.send_bot()

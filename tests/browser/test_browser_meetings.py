@@ -6,9 +6,8 @@ in the lobby until the host lets it in, transcribes the sample meeting played by
 participants (one voice each), labels who said what from the platform's speaking
 indicators, and completes when the host ends the meeting.
 
-The voices reach the page's <audio> elements as the far end's own streams here (the simulator's
-"stream" transport): losslessly, and started together on one clock. The broker hands the bot's
-audio chunks to a recorder as well, so the test hears what the bot heard: the sample, at a high
+The voices reach the page as media elements here, losslessly. The broker hands the bot's audio
+chunks to a recorder as well, so the test hears what the bot heard: the sample, at a high
 signal-to-noise ratio (capture, mixing and resampling lose nothing), and the `file` source's
 transcript of that same audio is the mark for the bot's. Over WebRTC, as
 tests/browser/test_browser_bot.py also runs them, Opus and the jitter buffer cost tiny.en a few points
@@ -42,13 +41,11 @@ WER_MARGIN = 2.0
 # speech heard below this was not heard as it was played.
 MIN_CAPTURE_SNR_DB = 40.0
 # Share of the speech's tenths of a second that must be heard at that SNR, less those a drop fell
-# in. With both cores busy the browser's audio rendering now and then misses its deadline: a
-# voice's stream, carried from the far end's audio clock to the bot's in 10 ms buffers, loses or
-# gains a buffer or a few, and the bot's own rendering may drop 32 ms of the mix (with two busy
-# loops beside the test: 5-15 such shifts a minute per voice, 0.1-0.3 s in all). The tenth a
-# shift falls in is heard poorly, the ones after it are found again at the new shift (up to
-# SEARCH_SECONDS away). A capture that clipped, distorted or lost audio steadily would fail far
-# more of them.
+# in. With both cores busy the browser's audio rendering now and then misses its deadline and
+# drops 32 ms of the mix or more (both voices shift alike; up to twenty times a minute with two busy
+# loops beside the test, 0.3-0.6 s a minute in all): the tenth a drop falls in is heard poorly, the
+# ones after it are found again at the new shift (up to SEARCH_SECONDS away). A capture that
+# clipped, distorted or lost audio steadily would fail far more of them.
 MIN_FAITHFUL_SHARE = 0.95
 SEARCH_SECONDS = 3
 MAX_DROPPED_SECONDS = 2.0  # of the 63 s meeting, in all
@@ -102,11 +99,10 @@ class Capture:
     snrs: dict[str, float]  # dB of each tenth of a second of speech, keyed by its time in the sample and its speaker
     lead_ins: dict[str, float]  # s: about where each participant's voice starts in what the bot heard
     # Per participant, how far their voice had shifted in what was heard (s; negative: audio was
-    # dropped before it, positive: a gap was added), from the first tenth of a second heard
-    # faithfully and at each change: (s into the sample, shift). A drop in the bot's mix shifts
-    # every voice alike, one in a voice's stream only that voice; each sees it at its next words.
+    # dropped before it), from the first tenth of a second heard faithfully and at each change:
+    # (s into the sample, shift). A drop shifts every voice alike; each sees it at its next words.
     shifts: dict[str, list[tuple[float, float]]]
-    at_drops: set[str]  # the tenths heard poorly because audio was dropped (or a gap added) within them
+    at_drops: set[str]  # the tenths heard poorly because audio was dropped within them
 
     def jumps(self, speaker: str) -> list[tuple[float, float]]:
         path = self.shifts[speaker]
@@ -119,12 +115,12 @@ class Capture:
 def capture_snr(heard_pcm: bytes) -> Capture:
     """What the bot heard, lined up with what the participants said, a tenth of a second at a time.
 
-    The voices start on the same sample of the far end's clock, but each reaches the bot as a
-    stream of its own, so each is lined up on its own and the bot is expected to have heard
-    their sum with those offsets. Each tenth of a second is then sought
-    near there, from the voice's shift so far: a browser starved of CPU drops or repeats audio
-    now and then (10 or 32 ms at a time, and more), which shifts everything after without
-    changing it, and the host may end the meeting before a shifted voice has finished.
+    Each voice plays from a media element of its own, and under load one starts up to seconds
+    after another (play() waits for the decoder), so each is lined up on its own and the bot
+    is expected to have heard their sum with those offsets. Each tenth of a second is then sought
+    near there, from the voice's shift so far: a browser starved of CPU drops audio now and then
+    (32 ms at a time, and more), which shifts everything after without changing it, and the host
+    may end the meeting before a shifted voice has finished.
     """
     track_length = len(voices.voice_samples(voices.speakers()[0]))
     heard = np.frombuffer(heard_pcm, dtype="<i2").astype(np.float64)
@@ -231,7 +227,7 @@ def platform_meetings(stack: RunningStack, simulator: Simulator) -> dict[str, Pl
         key = new_meeting_key(platform)
         meeting = simulator.meeting(platform, key)
         meeting.configure(admission="manual", end_after_audio=3.0, passcode="4242" if platform == "zoom" else None,
-                          audio_transport="stream")  # fmt: skip
+                          audio_transport="element")  # fmt: skip
         body = {"user_id": user, "meeting_id": f"{platform}-standup", "meeting_url": simulator.url(platform, key),
                 "bot_display_name": "Vexa Notes"}  # fmt: skip
         response = stack.api("POST", "/bot/run", user, json=body)

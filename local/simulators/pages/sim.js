@@ -37,7 +37,6 @@ const Sim = (() => {
   const SPEAKING_HOLD_MS = 250;
   const LEVEL_EVERY_MS = 50;
   const ICE_TIMEOUT_MS = 4000;
-  const VOICE_SAMPLE_RATE = 16000; // the voices' WAVs (voices.py)
   const NO_CANDIDATES_MS = 1000;
   const CONTROLS_HIDE_MS = 3000;
 
@@ -306,11 +305,9 @@ const Sim = (() => {
   // Each voiced participant's WAV is their microphone on the far end. With audio_transport
   // "webrtc" it is sent through a pair of RTCPeerConnections inside the page and the received
   // stream is attached to an <audio autoplay> element's srcObject, which is how the real
-  // platforms play remote participants; "stream" attaches the microphone's stream itself (no
-  // codec, no jitter buffer: lossless, and every voice keeps the far end's one clock); with
-  // "element" (or when the loopback can't connect) the remote audio is an <audio src=...
-  // autoplay> element. Either way those <audio> elements are the page's only audio output:
-  // nothing goes to an AudioContext's destination.
+  // platforms play remote participants; with "element" (or when the loopback can't connect)
+  // the remote audio is an <audio src=... autoplay> element. Either way those <audio> elements
+  // are the page's only audio output: nothing goes to an AudioContext's destination.
   //
   // The far end is Web Audio (an AudioBufferSourceNode into a MediaStreamAudioDestinationNode),
   // not a captured media element: a bot hooking media elements must not find the senders, and
@@ -350,16 +347,13 @@ const Sim = (() => {
     const buffer = await decodeVoice(url);
     let remote = null;
     let fallback = null;
-    const transport = state.scenario.audio_transport;
-    if (transport === "webrtc") {
+    if (state.scenario.audio_transport === "webrtc") {
       try {
         remote = await viaWebRTC(buffer);
       } catch (error) {
         fallback = String(error && error.message ? error.message : error);
         console.warn(`simulator: WebRTC loopback failed (${fallback}); playing ${person.name} from an <audio> element`);
       }
-    } else if (transport === "stream") {
-      remote = viaStream(buffer);
     }
     if (!remote && !voice.stopped) remote = await viaElement(url, buffer);
     if (voice.stopped) return remote && remote.stop();
@@ -381,10 +375,9 @@ const Sim = (() => {
   }
 
   // The other participants' side: one AudioContext for all their microphones, so that their
-  // voices can be started on the same sample. It runs at the voices' own rate: played at
-  // another, they would be resampled and start between two of their samples.
+  // voices can be started on the same sample.
   function farEnd() {
-    if (!farEndContext) farEndContext = new AudioContext({ sampleRate: VOICE_SAMPLE_RATE });
+    if (!farEndContext) farEndContext = new AudioContext();
     farEndContext.resume();
     return farEndContext;
   }
@@ -408,56 +401,15 @@ const Sim = (() => {
     return element;
   }
 
-  // A participant's microphone: their voice, started by the far end on a given sample.
-  function microphoneFor(buffer) {
-    const destination = farEnd().createMediaStreamDestination();
-    let source = null;
-    return {
-      stream: destination.stream,
-      start(at) {
-        source = farEnd().createBufferSource();
-        source.buffer = buffer;
-        source.connect(destination);
-        source.start(at);
-      },
-      stop() {
-        if (source) source.stop();
-      },
-    };
-  }
-
-  // Remote audio as the platforms play it: a stream in an <audio> element's srcObject. The
-  // speaking indicator listens to what arrived, as a real client meters remote audio.
-  function playStream(transport, stream, microphone, close) {
-    const element = remoteAudioElement();
-    element.srcObject = stream;
-    const rms = meter(stream);
-    return {
-      transport,
-      rms,
-      start: (at) => microphone.start(at),
-      stop() {
-        microphone.stop();
-        close();
-        rms.stop();
-        element.srcObject = null;
-        element.remove();
-      },
-    };
-  }
-
-  function viaStream(buffer) {
-    const microphone = microphoneFor(buffer);
-    return playStream("stream", microphone.stream, microphone, () => {});
-  }
-
   // One connection pair per participant, so someone joining late renegotiates nobody else's.
   async function viaWebRTC(buffer) {
-    const microphone = microphoneFor(buffer);
+    const microphone = farEnd().createMediaStreamDestination();
     const sent = microphone.stream;
     const sender = new RTCPeerConnection();
     const receiver = new RTCPeerConnection();
+    let source = null;
     const close = () => {
+      if (source) source.stop();
       sender.close();
       receiver.close();
     };
@@ -476,7 +428,27 @@ const Sim = (() => {
       await receiver.setLocalDescription(answer);
       await sender.setRemoteDescription(answer);
       await connected(sender, () => candidates);
-      return playStream("webrtc", await arrived, microphone, close);
+      const stream = await arrived;
+      const element = remoteAudioElement();
+      element.srcObject = stream;
+      // The speaking indicator listens to what arrived, as a real client meters remote audio.
+      const rms = meter(stream);
+      return {
+        transport: "webrtc",
+        rms,
+        start(at) {
+          source = farEnd().createBufferSource();
+          source.buffer = buffer;
+          source.connect(microphone);
+          source.start(at);
+        },
+        stop() {
+          close();
+          rms.stop();
+          element.srcObject = null;
+          element.remove();
+        },
+      };
     } catch (error) {
       close();
       throw error;

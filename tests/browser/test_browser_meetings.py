@@ -167,6 +167,21 @@ def capture_snr(heard_pcm: bytes) -> Capture:
     return capture
 
 
+def test_the_capture_check_finds_voices_that_started_before_the_bots_audio_and_shifted_apart() -> None:
+    """The check itself, on the sample as a bot may hear it: Alice from 0.1 s before the bot's
+    audio began, Bob 0.3 s after her, 32 ms of the mix dropped at 30 s. Every tenth is found."""
+    rate, alice, bob = SAMPLE_RATE, *(voices.voice_samples(s).astype(np.int32) for s in voices.speakers())
+    heard = np.zeros(len(alice) + rate, dtype=np.int32)
+    heard[: len(alice) - rate // 10] += alice[rate // 10 :]
+    heard[rate * 2 // 10 : rate * 2 // 10 + len(bob)] += bob
+    heard = np.delete(heard, slice(30 * rate, 30 * rate + 512)).astype("<i2")
+    capture = capture_snr(heard.tobytes())
+    # Where each voice starts: the drop puts the longer half of Alice 32 ms earlier.
+    assert capture.lead_ins == pytest.approx({"Alice": -0.1, "Bob": 0.2}, abs=0.033)
+    assert min(capture.snrs[m] for m in capture.snrs if m not in capture.at_drops) >= MIN_CAPTURE_SNR_DB
+    assert capture.lost_seconds() == pytest.approx(0.032)
+
+
 def _db(signal: float, noise: float) -> float:
     return 10 * float(np.log10(signal / max(noise, 1.0)))
 

@@ -119,9 +119,10 @@ class Capture:
 def capture_snr(heard_pcm: bytes) -> Capture:
     """What the bot heard, lined up with what the participants said, a tenth of a second at a time.
 
-    Each voice plays from a media element of its own, and under load one starts up to seconds
-    after another (play() waits for the decoder), so each is lined up on its own and the bot
-    is expected to have heard their sum with those offsets. Each tenth of a second is then sought
+    Each voice plays from a media element of its own, and one may start a moment after another
+    (play() waits for the decoder), so each is lined up on its own, anywhere from
+    EARLY_START_SECONDS before the bot's audio began, and the bot is expected to have heard their
+    sum with those offsets. Each tenth of a second is then sought
     near there, from the voice's shift so far: a browser starved of CPU drops audio now and then
     (32 ms at a time, and more), which shifts everything after without changing it, and the host
     may end the meeting before a shifted voice has finished.

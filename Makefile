@@ -84,8 +84,9 @@ demo: up
 # Two lanes side by side (tests/conftest.py says which test runs where); LANES= runs them in one process.
 LANES ?= -n 2
 
+# --durations: the slowest tests, listed at the end, are where to look when CI nears its 20 minutes.
 test: $(INSTALLED) $(CHROMIUM_PATH) $(XVFB_PATH)
-	CHROMIUM_PATH=$(CHROMIUM_PATH) $(PY) -m local.testenv $(PY) -m pytest $(LANES) $(PYTEST_ARGS)
+	CHROMIUM_PATH=$(CHROMIUM_PATH) $(PY) -m local.testenv $(PY) -m pytest $(LANES) --durations=25 $(PYTEST_ARGS)
 
 # Fault injection (tests/faults) on a stack of its own; one JSON line per fault.
 reliability: $(INSTALLED)

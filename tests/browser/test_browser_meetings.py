@@ -122,10 +122,10 @@ def capture_snr(heard_pcm: bytes) -> Capture:
     Each voice plays from a media element of its own, and one may start a moment after another
     (play() waits for the decoder), so each is lined up on its own, anywhere from
     EARLY_START_SECONDS before the bot's audio began, and the bot is expected to have heard their
-    sum with those offsets. Each tenth of a second is then sought
-    near there, from the voice's shift so far: a browser starved of CPU drops audio now and then
-    (32 ms at a time, and more), which shifts everything after without changing it, and the host
-    may end the meeting before a shifted voice has finished.
+    sum with those offsets. Each tenth of a second is then sought near there, from the voice's
+    shift so far: a browser starved of CPU drops audio now and then (32 ms at a time, and more),
+    which shifts everything after without changing it, and the host may end the meeting before a
+    shifted voice has finished.
     """
     track_length, early = len(voices.voice_samples(voices.speakers()[0])), EARLY_START_SECONDS * SAMPLE_RATE
     heard = np.frombuffer(heard_pcm, dtype="<i2").astype(np.float64)

@@ -43,36 +43,21 @@ class TaskName(StrEnum):
     DRAIN_DEAD_LETTERS = "vexa.dead_letters.drain"  # args: none (beat, every RECONCILE_SECONDS; and per dead letter)
 
 
+def _periodic(task: TaskName, seconds: float) -> dict:
+    """A beat entry running `task` every `seconds`. Runs queued while no worker ran are dropped,
+    not run back to back: the next one will do."""
+    return {"task": task, "schedule": seconds, "options": {"expires": max(seconds, 1.0)}}
+
+
 def create_celery(settings: Settings) -> Celery:
     app = Celery("vexa", broker=settings.redis_url, include=TASK_MODULES)
     app.conf.update(
         beat_schedule={
-            "reconcile": {
-                "task": TaskName.RECONCILE,
-                "schedule": settings.reconcile_seconds,
-                # Passes queued while no worker ran are dropped, not run back to back: the next one will do.
-                "options": {"expires": max(settings.reconcile_seconds, 1.0)},
-            },
-            "webhook-pump": {
-                "task": TaskName.WEBHOOK_PUMP,
-                "schedule": settings.webhook_pump_seconds,
-                "options": {"expires": max(settings.webhook_pump_seconds, 1.0)},
-            },
-            "final-transcripts": {
-                "task": TaskName.ADVANCE_FINALS,
-                "schedule": settings.reconcile_seconds,
-                "options": {"expires": max(settings.reconcile_seconds, 1.0)},
-            },
-            "dead-letters": {
-                "task": TaskName.DRAIN_DEAD_LETTERS,
-                "schedule": settings.reconcile_seconds,
-                "options": {"expires": max(settings.reconcile_seconds, 1.0)},
-            },
-            "recordings-purge": {
-                "task": TaskName.PURGE_RECORDINGS,
-                "schedule": settings.recording_purge_seconds,
-                "options": {"expires": max(settings.recording_purge_seconds, 1.0)},
-            },
+            "reconcile": _periodic(TaskName.RECONCILE, settings.reconcile_seconds),
+            "webhook-pump": _periodic(TaskName.WEBHOOK_PUMP, settings.webhook_pump_seconds),
+            "final-transcripts": _periodic(TaskName.ADVANCE_FINALS, settings.reconcile_seconds),
+            "dead-letters": _periodic(TaskName.DRAIN_DEAD_LETTERS, settings.reconcile_seconds),
+            "recordings-purge": _periodic(TaskName.PURGE_RECORDINGS, settings.recording_purge_seconds),
         },
         task_routes={TaskName.DELIVER_WEBHOOK: {"queue": WEBHOOK_QUEUE}},
         timezone="UTC",

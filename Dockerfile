@@ -141,10 +141,10 @@ RUN --mount=type=bind,from=transcription-wheels,source=/wheels,target=/wheels \
 RUN --mount=type=bind,from=app,source=/wheels,target=/wheels \
     pip install --no-cache-dir --disable-pip-version-check --no-index --no-deps /wheels/*.whl
 USER 10001:10001
-# Threads as functions.transcription.request_threads gives for the defaults (WHISPER_INSTANCES=2,
-# TRANSCRIPTION_DRAFTS=1): a chunk per model, one for drafts, one so probes never wait behind them.
-# The chart passes its own (containerConcurrency + 1).
-CMD ["gunicorn", "-c", "python:functions.common.gunicorn_conf", "--workers", "1", "--threads", "4", "functions.transcription:create_app()"]
+# Threads as functions.transcription.request_threads gives for the defaults (TRANSCRIPTION_CHUNK_SLOTS=32,
+# TRANSCRIPTION_DRAFTS=1): a thread per chunk taken, one for drafts, one so probes never wait behind
+# them. The chart passes its own (containerConcurrency + 1).
+CMD ["gunicorn", "-c", "python:functions.common.gunicorn_conf", "--workers", "1", "--threads", "34", "functions.transcription:create_app()"]
 
 # Celery beat keeps its schedule in a file: give it `--schedule /tmp/celerybeat-schedule`.
 FROM base AS worker

@@ -195,11 +195,11 @@ class Stack:
 
         return [
             web("broker", "functions.broker", s.broker_port, 1, 8),  # one process: its queue is in memory
-            # One process holding WHISPER_INSTANCES models, a request thread for each (at least
-            # two), one for drafts where they are on and one for health checks, as in the chart
-            # (request_threads).
+            # One process holding WHISPER_INSTANCES models, a request thread for each chunk it takes
+            # (TRANSCRIPTION_CHUNK_SLOTS, at least one per model), one for drafts where they are on
+            # and one for health checks, as in the chart (request_threads).
             web("transcription", "functions.transcription", s.transcription_port, 1,
-                request_threads(max(2, s.whisper_instances), bool(s.transcription_drafts))),
+                request_threads(max(s.whisper_instances, s.transcription_chunk_slots), bool(s.transcription_drafts))),
             web("bot-manager", "functions.bot_manager", s.bot_manager_port, 2, 4),
             # gevent: every live stream is a greenlet (functions/gateway/__init__.py). Its /metrics
             # is on a port of its own, as in the chart: the API port is the one that faces users.

@@ -30,6 +30,7 @@ from .dispatcher import Dispatcher, QueueFull
 from .routing import load_routing
 
 RETRY_AFTER_SECONDS = 1  # what a sender turned away with 503 is told to wait
+DELIVERY_WORKERS_BESIDE_TRANSCRIPTION = 4
 
 
 def service_urls(settings: Settings) -> dict[str, str]:
@@ -43,7 +44,10 @@ def create_app(settings: Settings | None = None, subscribers: Mapping[str, str] 
     configure_logging("broker", settings.log_level)
     services = service_urls(settings) if subscribers is None else subscribers
     routing = load_routing(settings.knative_dir, services, settings.user_triggers_dir or None)
-    dispatcher = Dispatcher(routing, max_event_bytes=settings.max_event_bytes)
+    # Knative's broker does not hold back a subscriber's deliveries: transcription's chunk slots are
+    # all kept busy (its waiting chunks are what it decodes together), with workers to spare for the rest.
+    workers = settings.transcription_chunk_slots + DELIVERY_WORKERS_BESIDE_TRANSCRIPTION
+    dispatcher = Dispatcher(routing, max_event_bytes=settings.max_event_bytes, workers=workers)
 
     app = Flask(__name__)
     install(app, "broker", settings.max_event_bytes)

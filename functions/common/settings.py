@@ -264,6 +264,12 @@ class Settings:
         "Model instances in one transcription process: chunks that arrive together are decoded side by side, one "
         "per instance.",
     )
+    whisper_coalesce_seconds: float = setting(
+        "24",
+        "A chunk waiting for a model takes its session's next chunks with it when they are waiting too (a meeting "
+        "that has fallen behind), decoded as one piece of audio up to this many seconds (whisper's window is 30): "
+        "a decode per two chunks costs a fifth to two fifths less CPU. 0: every chunk is decoded alone.",
+    )
     whisper_cpu_threads: int = setting(
         "1",
         "CPU threads one model instance uses (a process uses WHISPER_INSTANCES × this).",
@@ -284,6 +290,12 @@ class Settings:
         "0: never.",
     )
 
+    transcription_chunk_slots: int = setting(
+        "32",
+        "Chunks one transcription process takes at once, a request thread each (the chart's transcription.threads): "
+        "WHISPER_INSTANCES are decoded, the rest wait in the process for a model, where a meeting's chunks in a row "
+        "are decoded together (WHISPER_COALESCE_SECONDS). At least WHISPER_INSTANCES.",
+    )
     transcription_drafts: int = setting(
         "1",
         "1: each transcription process also transcribes drafts (the words of chunks still being spoken), with a "

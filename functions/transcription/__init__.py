@@ -13,8 +13,8 @@ from functions.common.settings import Settings, get_settings
 from functions.common.signing import master_key
 
 from .drafts import DraftWorker
-from .engines import load_engine
 from .handler import bp
+from .pool import load_engine
 
 
 def request_threads(chunks: int, drafts: bool) -> int:

@@ -31,7 +31,8 @@ from functions.common.events import (
 from functions.common.languages import describe, supported_languages
 from functions.common.signing import Signer, session_key
 
-from .engines import EnginePool, TranscribedSegment
+from .engines import TranscribedSegment
+from .pool import EnginePool
 
 log = logging.getLogger(__name__)
 bp = Blueprint("transcription", __name__)
@@ -89,7 +90,7 @@ def transcribe_chunk():
             return "", 202  # another draft is in the works, or this one found no idle CPU in time
         reply_id = f"{identity.session_id}:draft:{chunk.chunk_seq}:{round(duration * 1000)}"
     else:
-        transcribed = _transcribe(services["engine"], audio, chunk.language)
+        transcribed = _transcribe(services["engine"], audio, chunk.language, identity.session_id, chunk.offset_ms)
         reply_id = f"{identity.session_id}:segments:{chunk.chunk_seq}"  # same id on redelivery
 
     offset = chunk.offset_ms / 1000
@@ -124,11 +125,12 @@ def transcribe_chunk():
     return Response(message.body, status=200, headers=message.headers)
 
 
-def _transcribe(engine: EnginePool, audio: np.ndarray, language: str) -> list[TranscribedSegment]:
+def _transcribe(engine: EnginePool, audio: np.ndarray, language: str, session_id: str,
+                offset_ms: int) -> list[TranscribedSegment]:  # fmt: skip
     """A chunk's segments, counted and timed for the metrics."""
     started = time.perf_counter()
     with IN_PROGRESS.labels(engine.name).track_inprogress():
-        transcribed = engine.transcribe(audio, language)
+        transcribed = engine.transcribe(audio, language, session_id, offset_ms)
     CHUNKS.labels(engine.name).inc()
     AUDIO_SECONDS.labels(engine.name).inc(len(audio) / SAMPLE_RATE)
     DURATION.labels(engine.name).observe(time.perf_counter() - started)

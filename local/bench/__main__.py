@@ -85,8 +85,8 @@ def main() -> None:
         step("live", results, lambda: live.run(bs, live.LiveConfig.from_env()))
         step("webhooks", results, lambda: webhooks.run(bs))
         step("drafts", results, lambda: drafts.run(bs))
-        step("overload", results, lambda: overload.run(bs, clip, results["capacity"]["largest_n"]))
         step("cores", results, lambda: cores.run(bs, clip, settings))
+    step("overload", results, lambda: overload_both_ways(clip, results["capacity"]["largest_n"]))
     step("quality", results, lambda: run_quality(settings, COMMAND))
     if not args.skip_peer:
         steps = [s["n"] for s in results["capacity"]["steps"]]
@@ -150,9 +150,17 @@ def run_overload(settings: Settings, command: str) -> dict:
     overload.CAPACITY where there is none."""
     last = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     capacity = last.get("capacity", {}).get("largest_n") or overload.CAPACITY
-    with bench_stack(WORKDIR / "stack", **LIVE_ONLY) as bs:
-        result = overload.run(bs, Sample.load(pipeline.CAPACITY_CLIP_SECONDS), capacity)
+    result = overload_both_ways(Sample.load(pipeline.CAPACITY_CLIP_SECONDS), capacity)
     return result | {"command": command, "machine": report.machine()}
+
+
+def overload_both_ways(clip: Sample, capacity: int) -> dict:
+    """Part 14 on a stack of the defaults, then on one whose transcription decodes every chunk
+    alone (overload.APART): what decoding a meeting's waiting chunks together buys."""
+    with bench_stack(WORKDIR / "stack", **LIVE_ONLY) as bs:
+        result = overload.run(bs, clip, capacity)
+    with bench_stack(WORKDIR / "stack", **LIVE_ONLY, **overload.APART) as bs:
+        return result | {"apart": overload.run(bs, clip, capacity)}
 
 
 def run_cores(settings: Settings, command: str) -> dict:

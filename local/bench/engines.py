@@ -24,7 +24,8 @@ import numpy as np
 from bot.chunker import Chunker
 from functions.common.events import SAMPLE_RATE
 from functions.common.settings import Settings
-from functions.transcription.engines import ENGINE_NAMES, Engine, EnginePool, load_engine, load_instance
+from functions.transcription.engines import ENGINE_NAMES, Engine, load_instance
+from functions.transcription.pool import EnginePool, load_engine
 from local.wer import word_error_rate
 
 from .report import table

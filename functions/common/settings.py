@@ -268,7 +268,8 @@ class Settings:
         "24",
         "A chunk waiting for a model takes its session's next chunks with it when they are waiting too (a meeting "
         "that has fallen behind), decoded as one piece of audio up to this many seconds (whisper's window is 30): "
-        "a decode per two chunks costs a fifth to two fifths less CPU. 0: every chunk is decoded alone.",
+        "two chunks in one decode cost a quarter to nearly half less CPU (docs/benchmarks.md, parts 12 and 14). 0: every "
+        "chunk is decoded alone.",
     )
     whisper_cpu_threads: int = setting(
         "1",

@@ -5,7 +5,8 @@ simulation of local/evalset/live.py (the bot's own chunker, each chunk through t
 engine class, CTranslate2 seeded): faster-whisper's encoder window fitted to the chunk with
 each of WINDOW_FLOORS, the floor the `tune` half chose without its recheck over the whole window,
 greedy decoding (beam 1), and a meeting behind all the way: every chunk decoded with the ones
-after it, up to WHISPER_COALESCE_SECONDS, as the service decodes a meeting's chunks waiting in a row. CPU time counts the engine calls only.
+after it, up to WHISPER_COALESCE_SECONDS, as the service decodes a meeting's chunks waiting in a
+row. CPU time counts the engine calls only.
 The options were looked at on the `tune` half first (`python -m local.evalset.live --windows`);
 this table is the held-back half, which no setting was chosen on.
 """

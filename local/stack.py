@@ -199,7 +199,7 @@ class Stack:
             # (TRANSCRIPTION_CHUNK_SLOTS, at least one per model), one for drafts where they are on
             # and one for health checks, as in the chart (request_threads).
             web("transcription", "functions.transcription", s.transcription_port, 1,
-                request_threads(max(s.whisper_instances, s.transcription_chunk_slots), bool(s.transcription_drafts))),
+                request_threads(s.transcription_chunks_at_once, bool(s.transcription_drafts))),
             web("bot-manager", "functions.bot_manager", s.bot_manager_port, 2, 4),
             # gevent: every live stream is a greenlet (functions/gateway/__init__.py). Its /metrics
             # is on a port of its own, as in the chart: the API port is the one that faces users.

@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, subscribers: Mapping[str, str] 
     routing = load_routing(settings.knative_dir, services, settings.user_triggers_dir or None)
     # Knative's broker does not hold back a subscriber's deliveries: transcription's chunk slots are
     # all kept busy (its waiting chunks are what it decodes together), with workers to spare for the rest.
-    workers = settings.transcription_chunk_slots + DELIVERY_WORKERS_BESIDE_TRANSCRIPTION
+    workers = settings.transcription_chunks_at_once + DELIVERY_WORKERS_BESIDE_TRANSCRIPTION
     dispatcher = Dispatcher(routing, max_event_bytes=settings.max_event_bytes, workers=workers)
 
     app = Flask(__name__)

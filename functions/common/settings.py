@@ -498,6 +498,13 @@ class Settings:
     status_cache_seconds: float = setting("1", "How long GET /bot/status answers are cached in Redis (0: no cache).")
     log_level: str = setting("INFO", "Python log level.")
 
+    @property
+    def transcription_chunks_at_once(self) -> int:
+        """Chunks one transcription process takes at once: TRANSCRIPTION_CHUNK_SLOTS, never fewer than
+        its models (each needs a chunk's request thread). `make up` gives it that many threads and the
+        local broker that many deliveries to it."""
+        return max(self.whisper_instances, self.transcription_chunk_slots)
+
     def required(self, name: str, needed_for: str) -> str:
         """The value of setting `name`; RuntimeError (a service that must not start) when it is empty."""
         value = getattr(self, name)

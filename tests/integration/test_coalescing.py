@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from bot.chunker import Chunk, Chunker
-from functions.common.settings import REPO_ROOT, Settings
+from functions.common.settings import Settings
 from functions.transcription.engines import Engine, TranscribedSegment, load_instance
 from functions.transcription.pool import EnginePool
-from local.audio import load_pcm_f32
+from local.bench.sample import Sample
+from local.evalset.live import as_engine_input
 from local.wer import word_error_rate
 
 
@@ -38,13 +39,8 @@ def model() -> Engine:
 @pytest.fixture(scope="module")
 def chunks() -> list[Chunk]:
     """The sample meeting as a bot cuts it (6-12 s chunks)."""
-    pcm = (load_pcm_f32(REPO_ROOT / "local" / "sample" / "meeting.ogg") * 32767).astype("<i2").tobytes()
     chunker = Chunker(6, 12, 500)
-    return chunker.feed(pcm) + chunker.flush()
-
-
-def _audio(chunk: Chunk) -> np.ndarray:
-    return np.frombuffer(chunk.pcm, dtype="<i2").astype(np.float32) / 32768.0
+    return chunker.feed(Sample.load().pcm_s16) + chunker.flush()
 
 
 def _fall_behind(pool: EnginePool, queued: list[tuple[str, int, Chunk]]) -> dict[tuple[str, int], list[TranscribedSegment]]:
@@ -53,7 +49,7 @@ def _fall_behind(pool: EnginePool, queued: list[tuple[str, int, Chunk]]) -> dict
     results: dict[tuple[str, int], list[TranscribedSegment]] = {}
 
     def send(session: str, offset_ms: int, chunk: Chunk) -> None:
-        results[session, offset_ms] = pool.transcribe(_audio(chunk), "en", session, offset_ms)
+        results[session, offset_ms] = pool.transcribe(as_engine_input(chunk), "en", session, offset_ms)
 
     threads = []
     for number, (session, offset_ms, chunk) in enumerate(queued):
@@ -83,10 +79,10 @@ def test_a_meeting_behind_has_its_waiting_chunks_decoded_together_and_never_with
     decoded = [[first], [a1, a2], [b1, b2]] if coalesce_seconds else [[first], [a1], [b1], [a2], [b2]]
     assert len(engine.calls) == len(decoded)
     for audio, pieces in zip(engine.calls, decoded):  # only one meeting's audio, in its order
-        assert np.array_equal(audio, np.concatenate([_audio(piece) for piece in pieces]))
+        assert np.array_equal(audio, np.concatenate([as_engine_input(piece) for piece in pieces]))
 
     # Each chunk gets the words said in it: what the model makes of it alone, give or take a word at the cut.
-    alone = {id(chunk): " ".join(s.text for s in model.transcribe(_audio(chunk), "en")) for chunk in (a1, a2, b1, b2)}
+    alone = {id(chunk): " ".join(s.text for s in model.transcribe(as_engine_input(chunk), "en")) for chunk in (a1, a2, b1, b2)}
     for key, chunk in [(("a", 0), a1), (("a", a2_at), a2), (("b", b1_at), b1), (("b", b2_at), b2)]:
         segments = results[key]
         assert segments and all(0 <= s.start <= s.end <= chunk.duration for s in segments)

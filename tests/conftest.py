@@ -61,17 +61,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             raise pytest.UsageError(f"{item.nodeid} uses the session stack: it belongs in tests/api/ (STACK_LANE)")
 
 
-# `make test` runs the suite in two lanes side by side (pytest-xdist, `-n 2`): most of it waits on
-# real time (meetings replayed, bots leaving), so two lanes share the two cores. The session
-# stack's tests and the browser bots make one lane (one stack, one simulator, never two Chromium
-# tests at once), the fault stack and everything else the other.
+# `make test` runs the suite in three lanes side by side (pytest-xdist, `-n 3`): most of it waits
+# on real time (meetings replayed, bots leaving, services restarted), so three lanes share the two
+# cores (CI used a third of their CPU time with two). The session stack's tests and the browser
+# bots make one lane (one stack, one simulator, never two Chromium tests at once), the fault stack
+# another, everything else the third.
 STACK_LANE = {"api", "browser"}
+LANES = {folder: "stack and browsers" for folder in STACK_LANE} | {"faults": "faults"}
 
 
 class Lanes(LoadScopeScheduling):
     def _split_scope(self, nodeid: str) -> str:
         folder = nodeid.split("/")[1]  # tests/<folder>/test_x.py::...
-        return "stack and browsers" if folder in STACK_LANE else "faults and the rest"
+        return LANES.get(folder, "the rest")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -80,9 +82,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> Lanes:
 
 
 # The browsers' lane measures audio played and captured in real time; a browser starved of CPU
-# (seen when the other lane's stack starts or transcribes at the same moment) drops some of what the bot
-# hears. So the other lane, which only waits longer when it yields, runs at a lower CPU priority,
-# and so does every process it starts (its stack, its bots).
+# (seen when another lane's stack starts or transcribes at the same moment) drops some of what the bot
+# hears. So the other lanes, which only wait longer when they yield, run at a lower CPU priority,
+# and so does every process they start (their stacks, their bots).
 REST_LANE_NICENESS = 10
 
 

@@ -4,15 +4,17 @@ Each option is today's live configuration with one thing changed, run through th
 simulation of local/evalset/live.py (the bot's own chunker, each chunk through the service's
 engine class, CTranslate2 seeded): faster-whisper's encoder window fitted to the chunk with
 each of WINDOW_FLOORS, the floor the `tune` half chose without its recheck over the whole window,
-greedy decoding (beam 1), and a meeting behind all the way: every chunk decoded with the ones
+greedy decoding (beam 1), a meeting behind all the way: every chunk decoded with the ones
 after it, up to WHISPER_COALESCE_SECONDS, as the service decodes a meeting's chunks waiting in a
-row. CPU time counts the engine calls only.
+row, and CTranslate2's other compute types on this CPU. CPU time counts the engine calls only.
 The options were looked at on the `tune` half first (`python -m local.evalset.live --windows`);
 this table is the held-back half, which no setting was chosen on.
 """
 from __future__ import annotations
 
 from dataclasses import replace
+
+import ctranslate2
 
 from functions.common.settings import Settings
 from local.evalset.live import LiveConfig, evaluate, summarize, window_configs
@@ -27,7 +29,8 @@ def configs(settings: Settings) -> list[LiveConfig]:
     today = LiveConfig.from_settings(settings)
     unguarded = replace(today, engine="faster-whisper", min_window_seconds=TUNED_FLOOR, window_recheck=False)
     behind = replace(today, coalesce_seconds=settings.whisper_coalesce_seconds)
-    return list(dict.fromkeys([today, *window_configs(today), unguarded, replace(today, beam_size=1), behind]))
+    computed = [replace(today, compute_type=name) for name in sorted(ctranslate2.get_supported_compute_types("cpu"))]
+    return list(dict.fromkeys([today, *window_configs(today), unguarded, replace(today, beam_size=1), behind, *computed]))
 
 
 def run(settings: Settings) -> dict:
@@ -53,5 +56,5 @@ def render(result: dict) -> str:
     header = ["live configuration", *(f"{n} %" for n in names), "mean WER %", "worst %", "CPU s / audio min", "CPU ms / audio s"]
     return (
         f"The held-back recordings (`local/evalset/`, split `{result['split']}`) through the live path's simulation "
-        "(`local/evalset/live.py`), one CPU thread, int8; CPU time of the engine calls only.\n\n" + table(header, body)
+        "(`local/evalset/live.py`), one CPU thread, int8 unless the row names another compute type; CPU time of the engine calls only.\n\n" + table(header, body)
     )

@@ -105,6 +105,7 @@ class LiveConfig:
     # > 0: every chunk decoded with the ones after it, up to this many seconds in all, as the service
     # decodes a meeting's chunks waiting in a row (functions/transcription/pool.py): a meeting behind all the way.
     coalesce_seconds: float = 0.0
+    compute_type: str = "int8"  # CTranslate2's (WHISPER_COMPUTE_TYPE)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LiveConfig:
@@ -118,6 +119,7 @@ class LiveConfig:
             aggressiveness=settings.vad_aggressiveness,
             min_window_seconds=settings.whisper_min_window_seconds,
             window_recheck=bool(settings.whisper_window_recheck),
+            compute_type=settings.whisper_compute_type,
         )
 
     @property
@@ -137,12 +139,14 @@ class LiveConfig:
             words.append(f"window >= {self.min_window_seconds:g} s" + ("" if self.window_recheck else ", no recheck"))
         if self.coalesce_seconds:
             words.append(f"chunks decoded together up to {self.coalesce_seconds:g} s")
+        if self.compute_type != "int8":
+            words.append(self.compute_type)
         return ", ".join(words)
 
     @property
-    def engine_key(self) -> tuple[str, int, float, bool]:
+    def engine_key(self) -> tuple[str, int, float, bool, str]:
         """What a loaded engine instance is fixed to (the rest is per call)."""
-        return self.engine, self.beam_size, self.min_window_seconds, self.window_recheck
+        return self.engine, self.beam_size, self.min_window_seconds, self.window_recheck, self.compute_type
 
     def chunker(self) -> Chunker:
         """The bot's Chunker, built as bot/runner.py builds it."""
@@ -400,7 +404,8 @@ class Engines:
         ctranslate2.set_random_seed(seed)
         engine = load_instance(replace(self.settings, transcription_engine=config.engine, whisper_beam_size=config.beam_size,
                                        whisper_min_window_seconds=config.min_window_seconds,
-                                       whisper_window_recheck=int(config.window_recheck)))  # fmt: skip
+                                       whisper_window_recheck=int(config.window_recheck),
+                                       whisper_compute_type=config.compute_type))  # fmt: skip
         if self._warm_up is not None:
             engine.transcribe(self._warm_up, LANGUAGE)
         return engine

@@ -7,7 +7,7 @@
     python -m local.bench --only webhooks  # part 10 alone (on a stack of its own), merged likewise
     python -m local.bench --only quality   # part 11 alone (on a stack of its own), merged likewise
     python -m local.bench --only options   # part 12 alone (no stack), merged likewise
-    python -m local.bench --only pipeline  # parts 3 and 4 alone (on a stack of their own), merged likewise
+    python -m local.bench --only pipeline  # parts 3, 4 and 5 alone (a stack of their own, then WhisperLive), merged likewise
     python -m local.bench --only latency   # part 3 alone (on a stack of its own), merged likewise
     python -m local.bench --only overload  # part 14 alone (on a stack of its own), merged likewise
     python -m local.bench --only cores     # part 15 alone (on a stack of its own), merged likewise
@@ -68,7 +68,7 @@ def main() -> None:
     WORKDIR.mkdir(parents=True, exist_ok=True)
     settings = get_settings()
     if args.only:
-        run_only(args.only, settings)
+        run_only(args.only, settings, args.skip_peer)
         return
     sample, clip = Sample.load(), Sample.load(pipeline.CAPACITY_CLIP_SECONDS)
     started = time.monotonic()
@@ -89,9 +89,7 @@ def main() -> None:
     step("overload", results, lambda: overload_both_ways(clip, results["capacity"]["largest_n"]))
     step("quality", results, lambda: run_quality(settings, COMMAND))
     if not args.skip_peer:
-        steps = [s["n"] for s in results["capacity"]["steps"]]
-        cores = settings.whisper_instances * settings.whisper_cpu_threads  # what our transcription process uses
-        step("peer", results, lambda: peer.measure(steps, clip, WORKDIR, cores, pipeline.stagger, pipeline.holds_peer))
+        step("peer", results, lambda: measure_peer(settings, results["capacity"], clip))
     step("browser", results, lambda: run_browser(settings, COMMAND))
     results["cost"] = cost.model(results["capacity"], settings, results["browser"])
     results["total_s"] = round(time.monotonic() - started, 1)
@@ -130,13 +128,23 @@ def run_quality(settings: Settings, command: str) -> dict:
         return quality.run(bs, settings) | {"command": command, "machine": report.machine()}
 
 
-def run_pipeline(settings: Settings, command: str) -> dict:
-    """Parts 3 and 4 alone (latency, capacity), on a bench stack of its own: merged as two parts."""
+def run_pipeline(settings: Settings, command: str, skip_peer: bool = False) -> dict:
+    """Parts 3, 4 and 5 alone: latency and capacity on a bench stack of their own, then (the stack
+    stopped) WhisperLive on the same clip and steps; merged as three parts."""
     sample, clip = Sample.load(), Sample.load(pipeline.CAPACITY_CLIP_SECONDS)
     machine = report.machine()
     with bench_stack(WORKDIR / "stack", **LIVE_ONLY) as bs:
-        return {"latency": pipeline.latency(bs, sample) | {"command": command, "machine": machine},
-                "capacity": pipeline.capacity(bs, clip) | {"command": command, "machine": machine}}
+        measured = {"latency": pipeline.latency(bs, sample), "capacity": pipeline.capacity(bs, clip)}
+    if not skip_peer:
+        measured["peer"] = measure_peer(settings, measured["capacity"], clip)
+    return {part: result | {"command": command, "machine": machine} for part, result in measured.items()}
+
+
+def measure_peer(settings: Settings, capacity: dict, clip: Sample) -> dict:
+    """Part 5: WhisperLive at part 4's steps, on the same clip and as many cores as our transcription process uses."""
+    steps = [s["n"] for s in capacity["steps"]]
+    cores = settings.whisper_instances * settings.whisper_cpu_threads
+    return peer.measure(steps, clip, WORKDIR, cores, pipeline.stagger, pipeline.holds_peer)
 
 
 def run_latency(settings: Settings, command: str) -> dict:
@@ -186,14 +194,17 @@ ONLY = {"api": run_api, "browser": run_browser, "live": run_live, "webhooks": ru
         "latency": run_latency, "overload": run_overload, "cores": run_cores}  # the parts --only runs
 
 
-def run_only(part: str, settings: Settings) -> None:
+def run_only(part: str, settings: Settings, skip_peer: bool = False) -> None:
     """One part alone, merged into the last run's results (or into none, on a fresh checkout); after
     part 8 the cost model is redone where the capacity results it needs are there; the document rendered."""
     results: dict = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"command": COMMAND}
-    step(part, results, lambda: ONLY[part](settings, ONLY_COMMAND.format(part=part)))
-    if part == "pipeline":  # two parts at once
+    command = ONLY_COMMAND.format(part=part)
+    if part == "pipeline":  # three parts at once (two with --skip-peer)
+        step(part, results, lambda: run_pipeline(settings, command + " --skip-peer" * skip_peer, skip_peer))
         results.update(results.pop("pipeline"))
         RESULTS.write_text(json.dumps(results, indent=2))
+    else:
+        step(part, results, lambda: ONLY[part](settings, command))
     if part == "browser" and "capacity" in results:
         results["cost"] = cost.model(results["capacity"], settings, results["browser"])
         RESULTS.write_text(json.dumps(results, indent=2))

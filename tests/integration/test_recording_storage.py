@@ -68,7 +68,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             try:
                 requests.get(url, timeout=1)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or listening but not answering yet (a busy CPU)
                 if time.monotonic() > deadline:
                     pytest.fail(f"moto_server did not answer on {url} in 60 s: {log.read_text()[-2000:]}")
                 time.sleep(0.2)

@@ -81,8 +81,8 @@ demo: up
 	$(CLIENT) run --user demo --meeting '$(DEMO_MEETING)' --speed $(DEMO_SPEED) \
 	    --title "Sample stand-up" --follow --final
 
-# Three lanes side by side (tests/conftest.py says which test runs where); LANES= runs them in one process.
-LANES ?= -n 3
+# Two lanes side by side (tests/conftest.py says which test runs where); LANES= runs them in one process.
+LANES ?= -n 2
 
 # --durations: the slowest tests, listed at the end, are where to look when CI nears its 20 minutes.
 test: $(INSTALLED) $(CHROMIUM_PATH) $(XVFB_PATH)

@@ -62,6 +62,13 @@ LIVE = (BotRunState.PENDING, BotRunState.RUNNING)
 SCHEMA_VERSIONS = ("1.33.0", kubernetes_validate.latest_version())
 
 
+# Where the quiet bots below send their events: the discard port, which nothing here listens on
+# and which no test's receiver is ever given (it lies below the ephemeral range). A free port
+# can be given next to a receiver some other test starts, which then also gets these bots'
+# statuses, retried until they get through (most likely why a browser test once saw a stranger's).
+QUIET_SINK = "http://127.0.0.1:9/vexa/default"
+
+
 def make_settings(**overrides: str) -> Settings:
     return Settings.from_env({"KUBERNETES_NAMESPACE": NAMESPACE, "BOT_DRAIN_SECONDS": "0.5", **overrides})
 
@@ -71,7 +78,7 @@ def make_spec(settings: Settings, user: str = "erin", meeting: str | None = None
     session = uuid.uuid4().hex
     config = BotConfig.for_meeting(
         settings,
-        sink_url=sink_url or f"http://127.0.0.1:{free_port()}/vexa/default",  # nobody listens: a quiet bot
+        sink_url=sink_url or QUIET_SINK,
         meeting_pk=str(uuid.uuid4()),
         user_id=user,
         session_id=session,

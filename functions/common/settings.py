@@ -499,6 +499,12 @@ class Settings:
     log_level: str = setting("INFO", "Python log level.")
 
     @property
+    def transcription_cores(self) -> int:
+        """CPU cores one transcription process decodes on: WHISPER_INSTANCES models of
+        WHISPER_CPU_THREADS threads each."""
+        return self.whisper_instances * self.whisper_cpu_threads
+
+    @property
     def transcription_chunks_at_once(self) -> int:
         """Chunks one transcription process takes at once: TRANSCRIPTION_CHUNK_SLOTS, never fewer than
         its models (each needs a chunk's request thread). `make up` gives it that many threads and the

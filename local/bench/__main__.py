@@ -143,8 +143,7 @@ def run_pipeline(settings: Settings, command: str, skip_peer: bool = False) -> d
 def measure_peer(settings: Settings, capacity: dict, clip: Sample) -> dict:
     """Part 5: WhisperLive at part 4's steps, on the same clip and as many cores as our transcription process uses."""
     steps = [s["n"] for s in capacity["steps"]]
-    cores = settings.whisper_instances * settings.whisper_cpu_threads
-    return peer.measure(steps, clip, WORKDIR, cores, pipeline.stagger, pipeline.holds_peer)
+    return peer.measure(steps, clip, WORKDIR, settings.transcription_cores, pipeline.stagger, pipeline.holds_peer)
 
 
 def run_latency(settings: Settings, command: str) -> dict:

@@ -35,7 +35,7 @@ def run(bs: BenchStack, clip: Sample, settings: Settings) -> dict:
     chunker = LiveConfig.from_settings(settings).chunker()
     chunks = [c for c in chunker.feed(clip.pcm_s16) + chunker.flush() if c.has_speech]
     url, master = bs.url("transcription"), bs.stack.secret("event_signing_key").encode()
-    cores = settings.whisper_instances * settings.whisper_cpu_threads
+    cores = settings.transcription_cores
     results: dict[int, dict] = {}
 
     def step(n: int) -> bool:

@@ -27,7 +27,7 @@ def model(capacity: dict, settings: Settings, browser: dict | None = None) -> di
     bot_cores = cpu["bots"] / (step["meetings"] * capacity["clip_s"])
     transcription_cores = cpu["transcription"] / (step["meetings"] * capacity["clip_s"])
     bot_rss_mib = step["peak_rss_mib"]["bot"]
-    worker_cores = settings.whisper_instances * settings.whisper_cpu_threads
+    worker_cores = settings.transcription_cores
     meetings_per_worker = math.floor(worker_cores * TARGET_UTILISATION / transcription_cores)
     return {
         "from_step_n": step["n"],

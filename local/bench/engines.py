@@ -124,7 +124,7 @@ def run_as_service(settings: Settings, pieces: list[np.ndarray]) -> dict:
 def measure(settings: Settings, sample: Sample) -> dict:
     runs: list[EngineRun] = []
     concurrent: list[dict] = []
-    cores = settings.whisper_instances * settings.whisper_cpu_threads
+    cores = settings.transcription_cores
     default_chunks = chunks_of(sample.pcm_s16, settings.chunk_min_seconds, settings.chunk_max_seconds)
     for name in ENGINE_NAMES:
         engine = load_instance(replace(settings, transcription_engine=name))

@@ -9,6 +9,10 @@ its 30 s window, so two chunks of a meeting cost one decode and hardly more than
 on the evaluation set, decoding every chunk with the next took a quarter to nearly half less CPU
 and made fewer errors on average, though more on some recordings (docs/benchmarks.md, part 12).
 Never two sessions' audio in one decode: a word must not land in another meeting.
+
+A chunk delivered again while its first delivery still waits or is being decoded (the broker
+gave up on an attempt that waited too long, and retried) is not decoded twice: the second
+delivery waits for the first one's segments.
 """
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ from .engines import Engine, TranscribedSegment, load_instance
 
 COALESCED = Counter(
     "vexa_transcription_coalesced_chunks_total", "Chunks decoded together with an earlier chunk of their session (it had fallen behind)"
+)
+JOINED = Counter(
+    "vexa_transcription_redeliveries_joined_total", "Chunks delivered again while their first delivery was still waiting or decoding, answered by it"
 )
 
 
@@ -47,6 +54,11 @@ class _Chunk:
     def done(self) -> bool:
         return self.segments is not None or self.error is not None
 
+    def repeats(self, other: _Chunk) -> bool:
+        """The same audio of the same session at the same place: a redelivery of `other`."""
+        return (self.session is not None and self.session == other.session and self.offset_ms == other.offset_ms
+                and self.language == other.language and np.array_equal(self.audio, other.audio))  # fmt: skip
+
 
 class EnginePool:
     """WHISPER_INSTANCES instances of one engine; each call takes a free one, or waits its turn.
@@ -62,6 +74,7 @@ class EnginePool:
         self.size = len(engines)
         self._free = list(engines)
         self._waiting: list[_Chunk] = []  # in arrival order
+        self._in_flight: list[_Chunk] = []  # waiting or being decoded
         self._changed = threading.Condition()
         self._coalesce_samples = round(coalesce_seconds * SAMPLE_RATE)
 
@@ -83,7 +96,14 @@ class EnginePool:
         is and where it starts, so that a session's chunks waiting in a row can be decoded together."""
         chunk = _Chunk(audio, language, session, offset_ms)
         with self._changed:
+            first = next((c for c in self._in_flight if chunk.repeats(c)), None)
+            if first is not None:
+                JOINED.inc()
+                while not first.done:
+                    self._changed.wait()
+                return _result(first)
             self._waiting.append(chunk)
+            self._in_flight.append(chunk)
             while not chunk.done and not (self._free and self._waiting[0] is chunk):
                 self._changed.wait()
             if chunk.done:  # decoded with an earlier chunk of its session
@@ -102,6 +122,7 @@ class EnginePool:
             self._free.append(engine)
             for member, share in zip(batch, shares):
                 member.segments, member.error = share, error
+                self._in_flight.remove(member)
             self._changed.notify_all()
         return _result(chunk)
 

@@ -4,9 +4,11 @@ OVERLOAD_FACTOR × CAPACITY meetings replay the clip in real time, their starts 
 part 4. Finals must lose nothing (a chunk waits in the broker's queue and is transcribed late);
 drafts, which use idle CPU only, should stop first. Reported: chunks lost, the finals' latency
 (their last word to the live feed), how many drafts transcription answered against dropped (its
-`vexa_transcription_drafts_total`), and the catch-up: from the moment the last meeting's audio
-ended (the overload over) until the API showed every meeting completed, against the same wait
-at one meeting.
+`vexa_transcription_drafts_total`), the chunks the broker delivered again while their first
+delivery was still in transcription (`vexa_transcription_redeliveries_joined_total`: answered
+without a second decode), and the catch-up: from the moment the last meeting's audio ended (the
+overload over) until the API showed every meeting completed, against the same wait at one
+meeting.
 """
 from __future__ import annotations
 
@@ -24,17 +26,19 @@ from .stack import BenchStack
 CAPACITY = 6  # part 4's largest N on the machine docs/benchmarks.md was measured on
 OVERLOAD_FACTOR = 2
 APART = {"WHISPER_COALESCE_SECONDS": "0"}  # the comparison's stack: every chunk decoded alone
+# transcription's counters reported over the overload: metric family -> result key
+COUNTED = {"vexa_transcription_coalesced_chunks": "coalesced_chunks", "vexa_transcription_redeliveries_joined": "redeliveries_joined"}
 
 
 def run(bs: BenchStack, clip: Sample, capacity: int = CAPACITY) -> dict:
     recording = clip.write_wav(bs.media_dir / "clip.wav")
     alone = replay(bs, recording, clip.text, 1, speed=1.0)
     n = OVERLOAD_FACTOR * capacity
-    before, coalesced_before = _drafts(bs), _coalesced(bs)
+    before, counted_before = _drafts(bs), {name: _count(bs, name) for name in COUNTED}
     overloaded = replay(bs, recording, clip.text, n, speed=1.0, stagger_s=stagger(n), timeout=900)
     after = _drafts(bs)
     drafts = {outcome: after.get(outcome, 0) - before.get(outcome, 0) for outcome in after}
-    coalesced = _coalesced(bs) - coalesced_before
+    counted = {key: int(_count(bs, name) - counted_before[name]) for name, key in COUNTED.items()}
     summary = overloaded.summary()
     return {
         "capacity": capacity,
@@ -50,7 +54,7 @@ def run(bs: BenchStack, clip: Sample, capacity: int = CAPACITY) -> dict:
         "final_word_p50_s": summary["final_word_p50_s"],
         "wer_mean": summary["wer_mean"],
         "drafts": {k: int(v) for k, v in sorted(drafts.items())},
-        "coalesced_chunks": int(coalesced),
+        **counted,
         "catch_up_s": _catch_up(overloaded, clip.seconds),
         "catch_up_alone_s": _catch_up(alone, clip.seconds),
     }
@@ -67,9 +71,9 @@ def _drafts(bs: BenchStack) -> dict[str, float]:
     return {sample.labels["outcome"]: sample.value for sample in _totals(bs, "vexa_transcription_drafts")}
 
 
-def _coalesced(bs: BenchStack) -> float:
-    """transcription's vexa_transcription_coalesced_chunks_total."""
-    return sum(sample.value for sample in _totals(bs, "vexa_transcription_coalesced_chunks"))
+def _count(bs: BenchStack, family_name: str) -> float:
+    """One of transcription's unlabelled counters."""
+    return sum(sample.value for sample in _totals(bs, family_name))
 
 
 def _totals(bs: BenchStack, family_name: str) -> list:
@@ -97,6 +101,7 @@ def render(result: dict) -> str:
             lambda r: f"{r['latency_p50_s']} / {r['latency_p95_s']} / {r['latency_max_s']}"),
         row("a word, draft or final / final only: p50 s", lambda r: f"{r['word_p50_s']} / {r['final_word_p50_s']}"),
         row("chunks decoded with their meeting's chunk before", lambda r: r.get("coalesced_chunks", 0)),
+        row("chunks delivered again while still in transcription (not decoded again)", lambda r: r.get("redeliveries_joined", "–")),
         row("drafts transcribed / asked for", drafts),
         row("catch-up: the last audio's end to every meeting completed, s",
             lambda r: f"{r['catch_up_s']} (one meeting alone: {r['catch_up_alone_s']})"),

@@ -1,5 +1,6 @@
 """A meeting that has fallen behind: its chunks waiting in a row are decoded together, with the
-real model, and never with another meeting's (functions/transcription/pool.py)."""
+real model, and never with another meeting's; and a chunk delivered again while the first delivery is
+still in the process is not decoded twice (functions/transcription/pool.py)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from bot.chunker import Chunk, Chunker
 from functions.common.settings import Settings
@@ -105,3 +107,64 @@ def test_a_chunk_that_does_not_continue_the_one_before_is_decoded_apart(model: E
     pool = EnginePool([engine], coalesce_seconds=24)
     _fall_behind(pool, [("busy", 0, first), ("a", 0, a1), ("a", round(a1.duration * 1000) + 5_000, a3)])
     assert len(engine.calls) == 3
+
+
+def _joined() -> float:
+    return REGISTRY.get_sample_value("vexa_transcription_redeliveries_joined_total") or 0.0
+
+
+def _send(pool: EnginePool, results: list, session: str, chunk: Chunk, audio: np.ndarray | None = None) -> threading.Thread:
+    audio = as_engine_input(chunk) if audio is None else audio
+    thread = threading.Thread(target=lambda: results.append(pool.transcribe(audio, "en", session, 0)))
+    thread.start()
+    return thread
+
+
+def _until(condition, seconds: float = 10) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the pool never got there"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("while_it", ["waits", "is decoded"])
+def test_a_chunk_delivered_again_in_flight_is_decoded_once(model: Engine, chunks: list[Chunk], while_it: str) -> None:
+    """The broker retries an attempt that waited past its timeout; the chunk is still in the
+    process: the retry gets the first delivery's segments, and no second decode takes a model."""
+    first, chunk = chunks[:2]
+    engine = Recorded(model)
+    pool = EnginePool([engine], coalesce_seconds=24)
+    busy: list = []
+    threads = []
+    if while_it == "waits":
+        threads.append(_send(pool, busy, "busy", first))
+        _until(lambda: not pool.idle)
+    results: list = []
+    threads.append(_send(pool, results, "a", chunk))
+    _until((lambda: pool.waiting == 1) if while_it == "waits" else (lambda: not pool.idle))
+    joined = _joined()
+    threads.append(_send(pool, results, "a", chunk))
+    _until(lambda: _joined() == joined + 1)
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == 2 and results[0] == results[1] and results[0]
+    assert len(engine.calls) == (2 if while_it == "waits" else 1)
+
+
+def test_other_audio_at_the_same_place_is_decoded_on_its_own(model: Engine, chunks: list[Chunk]) -> None:
+    """Only the same audio is a redelivery: whatever else a bot sends for that place is decoded."""
+    first, chunk = chunks[:2]
+    engine = Recorded(model)
+    pool = EnginePool([engine], coalesce_seconds=24)
+    threads = [_send(pool, [], "busy", first)]
+    _until(lambda: not pool.idle)
+    results: list = []
+    threads.append(_send(pool, results, "a", chunk))
+    _until(lambda: pool.waiting == 1)
+    other = as_engine_input(chunk).copy()
+    other[0] += 0.01
+    threads.append(_send(pool, results, "a", chunk, other))
+    _until(lambda: pool.waiting == 2)
+    for thread in threads:
+        thread.join(120)
+    assert len(engine.calls) == 3 and len(results) == 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
+import random
 import secrets
 import shutil
 import socket
@@ -65,11 +66,38 @@ def ensure_browser_account(name: str) -> str:
     return f"created the system account {name!r}: bots run their browsers as it (BROWSER_USER)"
 
 
+PORTS_FROM = 20000  # free_port's lowest: above the usual well-known services
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing holds right now, for a process that binds it later.
+
+    Below the kernel's ephemeral range: a port from that range (what binding port 0 gives) can
+    meanwhile become the source port of some outgoing connection, and the process meant to
+    listen on it then fails with "Address already in use" (it did, starting a bench stack).
+    """
+    first_ephemeral = _first_ephemeral_port()
+    for _ in range(200):
+        port = _RANDOM.randrange(PORTS_FROM, first_ephemeral) if first_ephemeral > PORTS_FROM + 1000 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError(f"no free port between {PORTS_FROM} and {first_ephemeral} on 127.0.0.1")
+
+
+def _first_ephemeral_port() -> int:
+    """The lowest port the kernel hands out to outgoing connections (Linux's ip_local_port_range;
+    IANA's 49152 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
+_RANDOM = random.SystemRandom()  # test lanes and stacks pick at once: no shared seed
 
 
 def isolated_environ(state: Path, base: dict[str, str]) -> dict[str, str]:

@@ -60,8 +60,8 @@ def bench_stack(state: Path, **settings: str) -> Iterator[BenchStack]:
         "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
     } | settings
     stack = Stack(Settings.from_env(environ), environ)
-    stack.up()
     try:
+        stack.up()  # inside: a stack that failed to start is stopped too
         yield BenchStack(stack, stack.database_url, {"rate_limit_per_minute": KEY_RATE_LIMIT_PER_MINUTE}, media_dir=media)
     finally:
         stack.down()

@@ -6,7 +6,6 @@ in a process of its own, spoken to by boto3 as a deployment would.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -35,15 +34,10 @@ from functions.recordings.storage import (
     storage_from_settings,
     validate_key,
 )
+from local.stack import free_port
 
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}  # moto takes any
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def moto_command(port: int) -> list[str]:

@@ -14,7 +14,7 @@ from bot.chunker import Chunk, Chunker
 from functions.transcription.engines import TranscribedSegment
 from local.audio import load_pcm_f32
 from local.evalset import SPLITS, load
-from local.evalset import live
+from local.evalset import live, variants
 from local.evalset.live import LiveConfig
 
 RATE = 16_000
@@ -87,7 +87,7 @@ def test_every_chunk_goes_to_the_engine_in_order_as_the_handler_hands_it() -> No
 
 
 def test_the_prompt_sees_the_text_of_the_chunks_before(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(live.VARIANTS, "fake", fake_variant)
+    monkeypatch.setitem(variants.VARIANTS, "fake", fake_variant)
     chunks = [Chunk(seq, seq * 1000, b"\x00\x01" * (RATE // 2 + seq)) for seq in range(5)]
     seen: list[str] = []
 
@@ -107,7 +107,7 @@ def test_the_prompt_sees_the_text_of_the_chunks_before(monkeypatch: pytest.Monke
 
 
 def test_a_configuration_with_prompt_chars_prompts_with_the_transcripts_last_words(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(live.VARIANTS, "fake", fake_variant)
+    monkeypatch.setitem(variants.VARIANTS, "fake", fake_variant)
     chunks = [Chunk(seq, 0, b"\x00\x00" * RATE) for seq in range(3)]
     engine = FakeEngine()
     live.transcribe_chunks(engine, chunks, LiveConfig(engine="fake", prompt_chars=10))

@@ -76,7 +76,7 @@ def free_port() -> int:
     meanwhile become the source port of some outgoing connection, and the process meant to
     listen on it then fails with "Address already in use" (it did, starting a bench stack).
     """
-    first_ephemeral = _first_ephemeral_port()
+    first_ephemeral = first_ephemeral_port()
     for _ in range(200):
         port = _RANDOM.randrange(PORTS_FROM, first_ephemeral) if first_ephemeral > PORTS_FROM + 1000 else 0
         with socket.socket() as sock:
@@ -88,7 +88,7 @@ def free_port() -> int:
     raise RuntimeError(f"no free port between {PORTS_FROM} and {first_ephemeral} on 127.0.0.1")
 
 
-def _first_ephemeral_port() -> int:
+def first_ephemeral_port() -> int:
     """The lowest port the kernel hands out to outgoing connections (Linux's ip_local_port_range;
     IANA's 49152 elsewhere)."""
     try:

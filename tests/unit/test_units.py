@@ -17,6 +17,7 @@ from functions.common.settings import REPO_ROOT, Settings, markdown_table
 from functions.meetings.outbox import Event
 from functions.meetings.renderings import to_srt, to_txt, to_vtt
 from functions.meetings.speakers import Turn, speakers_of
+from local.stack import PORTS_FROM, first_ephemeral_port, free_port
 
 S = MeetingStatus
 
@@ -160,3 +161,12 @@ def test_every_feed_message_is_written_with_its_type_first() -> None:
     ):
         event = Event(message.cursor, message.model_dump_json())
         assert (event.type, event.final) == (message.type, final)
+
+
+def test_a_stacks_ports_are_never_ones_the_kernel_hands_to_outgoing_connections() -> None:
+    """A stack's services are given ports before they bind them; one from the ephemeral range
+    could meanwhile become a connection's source port, and the service would not start."""
+    first_ephemeral = first_ephemeral_port()
+    ports = [free_port() for _ in range(50)]
+    assert all(PORTS_FROM <= port < first_ephemeral for port in ports), ports
+    assert len(set(ports)) > 40  # picked at random: stacks and test lanes pick at once

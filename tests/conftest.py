@@ -24,6 +24,7 @@ from functions.common.settings import REPO_ROOT, Settings
 from local.simulators.control import Simulator
 from local.stack import ensure_browser_account
 from tests.support.bot import launch, sink  # noqa: F401 (fixtures: a bot process, the sink it sends to)
+from tests.support.kube import emulator  # noqa: F401 (fixture: the Kubernetes API emulator)
 from tests.support.databases import fresh_database
 from tests.support.receiver import EventReceiver
 from tests.support.stacks import (

@@ -65,15 +65,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # `make test` runs the suite in two lanes side by side (pytest-xdist, `-n 2`): most of it waits on
 # real time (meetings replayed, bots leaving), so two lanes share the two cores. The session
 # stack's tests and the browser bots make one lane (one stack, one simulator, never two Chromium
-# tests at once), the fault stack and everything else the other. Measured on clean-clone
-# `make test` runs (`PYTEST_ARGS=--durations=0` gives each lane's sum), the tests took 16.2 and
-# 18.1 min in two lanes, 16.7 and 16.2 min in three (the faults apart): no gain beyond the runs'
-# own spread, and one of those failed a browser test whose receiver also got another bot's whole
-# life (joining, active, left), most likely one of test_orchestrators.py's quiet bots (they sent
-# to a free port, which a receiver can be given next; they now go to the discard port). Four lanes
-# took 15 min, but every lane ran a third or more slower on the shared CPU, and a browser
-# meeting's transcript lost words.
-STACK_LANE = {"api", "browser"}
+# tests at once), and the held-back recordings' final transcripts (a stack of their own, last in
+# that lane) go with them; the fault stack and everything else make the other. Measured on
+# clean-clone `make test` runs (`PYTEST_ARGS=--durations=0` gives each lane's sum), the tests took
+# 16.2 and 18.1 min in two lanes, 16.7 and 16.2 min in three (the faults apart): no gain beyond the
+# runs' own spread, and one of those failed a browser test whose receiver also got another bot's
+# whole life (joining, active, left), most likely one of test_orchestrators.py's quiet bots (they
+# sent to a free port, which a receiver can be given next; they now go to the discard port). Four
+# lanes took 15 min, but every lane ran a third or more slower on the shared CPU, and a browser
+# meeting's transcript lost words. With the recordings in the other lane, it summed 1,096 s against
+# this lane's 894 s (tests 18.7 min): they were the piece of about the right size to move.
+STACK_LANE = {"api", "browser", "recordings"}
 
 
 class Lanes(LoadScopeScheduling):

@@ -74,7 +74,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # sent to a free port, which a receiver can be given next; they now go to the discard port). Four
 # lanes took 15 min, but every lane ran a third or more slower on the shared CPU, and a browser
 # meeting's transcript lost words. With the recordings in the other lane, it summed 1,096 s against
-# this lane's 894 s (tests 18.7 min): they were the piece of about the right size to move.
+# this lane's 894 s (tests 18.7 min): they were the piece of about the right size to move. Moved,
+# the lanes summed 1,141 and 1,142 s in the next run, on a slower hour of the same host (every
+# file slower; tests 19.5 min).
 STACK_LANE = {"api", "browser", "recordings"}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from functions.transcription.engines import Engine, TranscribedSegment, load_ins
 from functions.transcription.pool import EnginePool
 from local.bench.sample import Sample
 from local.evalset.live import as_engine_input
+from local.stack_client import wait_for
 from local.wer import word_error_rate
 
 
@@ -120,11 +122,8 @@ def _send(pool: EnginePool, results: list, session: str, chunk: Chunk, audio: np
     return thread
 
 
-def _until(condition, seconds: float = 10) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the pool never got there"
-        time.sleep(0.005)
+def _until(condition: Callable[[], bool], what: str) -> None:
+    wait_for(condition, 10, what, interval=0.005)
 
 
 @pytest.mark.parametrize("while_it", ["waits", "is decoded"])
@@ -138,13 +137,13 @@ def test_a_chunk_delivered_again_in_flight_is_decoded_once(model: Engine, chunks
     threads = []
     if while_it == "waits":
         threads.append(_send(pool, busy, "busy", first))
-        _until(lambda: not pool.idle)
+        _until(lambda: not pool.idle, "the busy chunk to take the model")
     results: list = []
     threads.append(_send(pool, results, "a", chunk))
-    _until((lambda: pool.waiting == 1) if while_it == "waits" else (lambda: not pool.idle))
+    _until((lambda: pool.waiting == 1) if while_it == "waits" else (lambda: not pool.idle), f"the chunk to be in flight ({while_it})")
     joined = _joined()
     threads.append(_send(pool, results, "a", chunk))
-    _until(lambda: _joined() == joined + 1)
+    _until(lambda: _joined() == joined + 1, "the redelivery to join the first delivery")
     for thread in threads:
         thread.join(120)
     assert len(results) == 2 and results[0] == results[1] and results[0]
@@ -157,14 +156,14 @@ def test_other_audio_at_the_same_place_is_decoded_on_its_own(model: Engine, chun
     engine = Recorded(model)
     pool = EnginePool([engine], coalesce_seconds=24)
     threads = [_send(pool, [], "busy", first)]
-    _until(lambda: not pool.idle)
+    _until(lambda: not pool.idle, "the busy chunk to take the model")
     results: list = []
     threads.append(_send(pool, results, "a", chunk))
-    _until(lambda: pool.waiting == 1)
+    _until(lambda: pool.waiting == 1, "the chunk to wait")
     other = as_engine_input(chunk).copy()
     other[0] += 0.01
     threads.append(_send(pool, results, "a", chunk, other))
-    _until(lambda: pool.waiting == 2)
+    _until(lambda: pool.waiting == 2, "the other audio to wait on its own")
     for thread in threads:
         thread.join(120)
     assert len(engine.calls) == 3 and len(results) == 2

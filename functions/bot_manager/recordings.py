@@ -27,6 +27,7 @@ from functions.common.events import (
     parse_http,
 )
 from functions.common.models import Meeting, RecordedChunk
+from functions.meetings.queries import KEEP_LOCK
 from functions.meetings.subjects import refuse_after_end, refuse_uncounted_chunk, subject_of
 from functions.recordings.assembly import chunk_start
 from functions.recordings.storage import chunk_key, delete_recording, storage_errors
@@ -69,8 +70,8 @@ def receive():
     row = dict(meeting_pk=meeting.id, session_id=bot_session.id, chunk_seq=chunk.chunk_seq,
                start_at=chunk_start(chunk.session_start, chunk.offset_ms), samples=samples, object_key=key)  # fmt: skip
     with services.db_sessions() as db, db.begin():
-        # Under the meeting's row lock, which a deletion takes too: the meeting is there, or gone for good.
-        still_there = db.get(Meeting, meeting.id, with_for_update=True) is not None
+        # Under a lock on the meeting's row that only a deletion waits for: the meeting is there, or gone for good.
+        still_there = db.get(Meeting, meeting.id, with_for_update=KEEP_LOCK) is not None
         if still_there:
             db.execute(insert(RecordedChunk).values(**row).on_conflict_do_nothing())
     if not still_there:

@@ -126,7 +126,7 @@ def delete_meeting(db: Session, user_id: str, meeting_id: str) -> Deleted:
 
     For users who must not keep recordings. A live run must be stopped first (Conflict).
     """
-    runs = list(db.scalars(
+    runs = list(db.scalars(  # FOR UPDATE: waits for every other lock on the rows (queries.UPDATE_LOCK, KEEP_LOCK)
         select(Meeting).where(Meeting.user_id == user_id, Meeting.meeting_id == meeting_id).with_for_update()
     ))  # fmt: skip
     if not runs:

@@ -25,6 +25,14 @@ def live_meeting(db: Session, user_id: str, meeting_id: str) -> Meeting | None:
     ).first()
 
 
+# Row locks on a meeting, as PostgreSQL names them: every change to a meeting takes UPDATE_LOCK,
+# which orders the changes; a reader that only needs the row to stay takes KEEP_LOCK; only a
+# deletion takes FOR UPDATE, which waits for both. UPDATE_LOCK and KEEP_LOCK do not wait for
+# each other, so the webhook pump's pass over a meeting's feed does not hold up its transcript.
+UPDATE_LOCK = {"key_share": True}  # FOR NO KEY UPDATE
+KEEP_LOCK = {"read": True, "key_share": True}  # FOR KEY SHARE
+
+
 def latest_meeting(db: Session, user_id: str, meeting_id: str, lock: bool = False) -> Meeting:
     """The latest run of the user's meeting id; NotFound if there is none."""
     query = (
@@ -34,7 +42,7 @@ def latest_meeting(db: Session, user_id: str, meeting_id: str, lock: bool = Fals
         .limit(1)
     )
     if lock:
-        query = query.with_for_update()
+        query = query.with_for_update(**UPDATE_LOCK)
     meeting = db.scalars(query).first()
     if meeting is None:
         raise meeting_not_found(user_id, meeting_id)

@@ -19,6 +19,7 @@ from functions.common.models import BotSession, Meeting, StatusChange, Transcrib
 from functions.common.naming import bot_name
 
 from . import outbox
+from .queries import UPDATE_LOCK
 
 log = logging.getLogger(__name__)
 S = MeetingStatus
@@ -51,8 +52,8 @@ def ids(meeting: Meeting) -> dict[str, str]:
 
 
 def lock_meeting(db: Session, meeting_pk: uuid.UUID) -> Meeting | None:
-    """The meeting with its bot sessions, its row locked until the transaction ends."""
-    return db.get(Meeting, meeting_pk, with_for_update=True, options=[selectinload(Meeting.sessions)])
+    """The meeting with its bot sessions, its row locked against other changes until the transaction ends."""
+    return db.get(Meeting, meeting_pk, with_for_update=UPDATE_LOCK, options=[selectinload(Meeting.sessions)])
 
 
 def session_of(meeting: Meeting | None, session_id: str) -> BotSession | None:

@@ -56,9 +56,9 @@ def meetings_with_news(db: Session, limit: int = 100) -> list[uuid.UUID]:
 def fan_out(db: Session, meeting_pk: uuid.UUID) -> list[uuid.UUID]:
     """Turn the meeting's new events into messages and deliveries (in the caller's transaction);
     the ids of the deliveries made."""
-    # The meeting's row first (FOR KEY SHARE: it blocks only its deletion), then its cursor, as a
+    # The meeting's row first (KEEP_LOCK: it blocks only its deletion), then its cursor, as a
     # deletion takes them: a pass holding the cursor while a DELETE held the meeting deadlocked.
-    meeting = db.get(Meeting, meeting_pk, with_for_update={"read": True, "key_share": True})
+    meeting = db.get(Meeting, meeting_pk, with_for_update=queries.KEEP_LOCK)
     if meeting is None:
         return []
     db.execute(insert(WebhookCursor).values(meeting_pk=meeting_pk, seq=meeting.feed_start).on_conflict_do_nothing())

@@ -13,16 +13,17 @@ from typing import Iterator
 
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from functions.common.db import session_factory
 from functions.common.events import PublicEventType
 from functions.common.feed import SegmentMessage, SpeakersMessage, SpeakerUpdate, StatusMessage
+from functions.common.lifecycle import MeetingStatus
 from functions.common.models import Meeting, MeetingEvent, User, WebhookCursor, WebhookDelivery, WebhookEndpoint, WebhookMessage
 from functions.common.responses import SegmentView
 from functions.common.webhooks import WebhookEventType, message_id
-from functions.meetings import commands, outbox
+from functions.meetings import commands, outbox, state
 from functions.webhooks import fanout, publishing, signing
 from tests.support.databases import fresh_database
 
@@ -42,12 +43,12 @@ def segment(cursor: int, text: str) -> SegmentMessage:
     return SegmentMessage(cursor=cursor, meeting_id="standup", segment=view)
 
 
-def add_completed_meeting(db: Session, feed: list[BaseModel]) -> Meeting:
-    """alice's completed meeting "standup" whose feed is `feed`."""
+def add_meeting(db: Session, feed: list[BaseModel], status: str = "completed") -> Meeting:
+    """alice's meeting "standup", `status`, whose feed is `feed`."""
     db.add(User(user_id="alice"))
     db.flush()
     meeting = Meeting(id=uuid.uuid4(), user_id="alice", meeting_id="standup", platform="file", language="en",
-                      replay_speed=1.0, status="completed", feed_seq=len(feed))  # fmt: skip
+                      replay_speed=1.0, status=status, feed_seq=len(feed))  # fmt: skip
     db.add(meeting)
     db.flush()
     db.add_all(MeetingEvent(meeting_pk=meeting.id, seq=m.cursor, body=m.model_dump_json(by_alias=True)) for m in feed)
@@ -64,7 +65,7 @@ def test_a_feed_becomes_messages_once_in_order_and_deliveries_only_of_the_wanted
         StatusMessage(cursor=7, meeting_id="standup", status="completed", reason="stopped", at=NOW),
     ]  # fmt: skip
     with db_sessions() as db, db.begin():
-        meeting = add_completed_meeting(db, feed)
+        meeting = add_meeting(db, feed)
         wanted = WebhookEndpoint(user_id="alice", url="https://8.8.8.8/", secret=signing.new_secret(),
                                  event_types=[W.TRANSCRIPT_SPEAKERS, W.MEETING_COMPLETED])  # fmt: skip
         db.add(wanted)
@@ -107,7 +108,7 @@ def test_deleting_a_meeting_while_the_pump_fans_it_out_waits_for_it_instead_of_d
     feed = [StatusMessage(cursor=1, meeting_id="standup", status="active", reason=None, at=NOW), segment(2, "Hello."),
             StatusMessage(cursor=3, meeting_id="standup", status="completed", reason="stopped", at=NOW)]  # fmt: skip
     with db_sessions() as db, db.begin():
-        meeting = add_completed_meeting(db, feed)
+        meeting = add_meeting(db, feed)
         db.add(WebhookCursor(meeting_pk=meeting.id, seq=0))  # an earlier pass's
 
     reading, read_on = threading.Event(), threading.Event()
@@ -141,3 +142,57 @@ def test_deleting_a_meeting_while_the_pump_fans_it_out_waits_for_it_instead_of_d
     with db_sessions() as db:
         assert db.get(Meeting, meeting.id) is None
         assert db.scalars(select(WebhookMessage).where(WebhookMessage.meeting_pk == meeting.id)).all() == []
+
+
+def test_a_pass_of_the_pump_does_not_hold_up_the_meeting_it_reads(db_sessions, monkeypatch) -> None:
+    """While the webhook pump turns a live meeting's feed into messages, the meeting still changes:
+    a POST /bot/stop and the lock every bot event takes (its transcript, its status) go ahead at
+    once instead of waiting for the pass, and the pass after it carries what they added."""
+    feed = [StatusMessage(cursor=1, meeting_id="standup", status="active", reason=None, at=NOW), segment(2, "Hello.")]
+    with db_sessions() as db, db.begin():
+        meeting = add_meeting(db, feed, status="active")
+        db.add(WebhookEndpoint(user_id="alice", url="https://8.8.8.8/", secret=signing.new_secret(),
+                               event_types=[W.MEETING_STATUS_CHANGED]))  # fmt: skip
+
+    reading, read_on = threading.Event(), threading.Event()
+    read = outbox.read
+
+    def read_when_told(*args, **kwargs):
+        reading.set()
+        read_on.wait(10)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "read", read_when_told)
+    errors: list[Exception] = []
+
+    def pass_of_the_pump() -> None:
+        try:
+            with db_sessions() as db, db.begin():
+                fanout.fan_out(db, meeting.id)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    pump = threading.Thread(target=pass_of_the_pump)
+    pump.start()
+    try:
+        assert reading.wait(10), "the pump never read the feed"
+        with db_sessions() as db, db.begin():
+            db.execute(text("SET LOCAL lock_timeout = '2s'"))  # waiting for the pass fails the test
+            assert state.lock_meeting(db, meeting.id) is not None
+            stopped = commands.stop_bot(db, "alice", "standup").status
+        assert not read_on.is_set() and pump.is_alive()  # the pass was still under way
+    finally:
+        read_on.set()
+        pump.join(20)
+    assert errors == []
+
+    monkeypatch.setattr(outbox, "read", read)
+    with db_sessions() as db, db.begin():
+        fanout.fan_out(db, meeting.id)
+    with db_sessions() as db:
+        statuses = [json.loads(m.body)["data"]["status"]
+                    for m in db.scalars(select(WebhookMessage).where(WebhookMessage.event_type == W.MEETING_STATUS_CHANGED)
+                                        .order_by(WebhookMessage.created_at, WebhookMessage.id))]  # fmt: skip
+    # No bot session is left to settle it, so the stop completes the meeting at once.
+    assert stopped == MeetingStatus.COMPLETED
+    assert statuses[0] == MeetingStatus.ACTIVE and sorted(statuses[1:]) == [MeetingStatus.COMPLETED, MeetingStatus.STOPPING]

@@ -72,6 +72,10 @@ class ReplayRun:
     def latencies(self) -> list[float]:
         return [latency for m in self.meetings for latency in m.chunk_latencies]
 
+    @property
+    def chunks_shown(self) -> list[ChunkShown]:
+        return [c for m in self.meetings for c in m.chunks_shown]
+
     def summary(self) -> dict:
         lat = sorted(self.latencies)
         words = sorted(latency for m in self.meetings for latency in m.word_latencies)

@@ -66,6 +66,11 @@ def breakdown(bs: BenchStack, chunks: list[ChunkShown]) -> dict:
     }
 
 
+def of(result: dict, stage: str) -> dict:
+    """One stage's figures from `breakdown`'s result."""
+    return next(s for s in result["stages"] if s["stage"] == stage)
+
+
 def render(result: dict) -> str:
     rows = [[s["stage"], s["mean_s"], s["p50_s"], s["p95_s"]] for s in result["stages"]]
     return f"Where a chunk's latency goes ({result['chunks']} chunks; `local/bench/stages.py` defines each stage), seconds:\n\n" + table(

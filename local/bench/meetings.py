@@ -13,6 +13,11 @@ the wall clock:
   the same counting final segments only. Words are placed evenly within their
   final segment, each spoken when it ends.
 
+What the drafts said: each draft seen against its chunk's final text (and the next
+chunk's after it), the word edits to the start of that text it is closest to
+(local/wer.py's `prefix_errors`), summed over the drafts and given per word of those
+starts, as a WER is.
+
 Lost chunks: sent by a bot but never stored, dropped by the bot, or stored
 only as a gap the broker gave up on; counted from PostgreSQL after the meeting.
 CPU and memory are sampled from every service process and bot with psutil.
@@ -30,10 +35,10 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from functions.common.db import session_factory
-from functions.common.feed import MessageType
+from functions.common.feed import MessageType, draft_chunk_id
 from functions.common.lifecycle import TERMINAL
 from functions.common.models import BotSession, Meeting, TranscribedChunk, TranscriptSegment
-from local.wer import word_error_rate
+from local.wer import prefix_errors, word_error_rate
 
 from .report import percentile
 from .resources import ResourceMeter
@@ -55,6 +60,9 @@ class MeetingRun:
     chunk_latencies: list[float] = field(default_factory=list)  # seconds, one per chunk with speech
     word_latencies: list[float] = field(default_factory=list)  # seconds, one per word: draft or final text
     final_word_latencies: list[float] = field(default_factory=list)  # the same, final text only
+    drafts: int = 0  # drafts seen with words, of chunks that were transcribed
+    draft_edits: int = 0  # their word edits to the final text (the module's doc)
+    draft_words: int = 0  # the final text's words they were compared with
     chunks_shown: list[ChunkShown] = field(default_factory=list)  # per chunk: its moments (local/bench/stages.py)
     started_at: float = 0.0  # wall time of POST /bot/run
     completed_at: float = 0.0  # wall time the API first showed it terminal
@@ -81,6 +89,7 @@ class ReplayRun:
         words = sorted(latency for m in self.meetings for latency in m.word_latencies)
         final_words = sorted(latency for m in self.meetings for latency in m.final_word_latencies)
         wers = [m.wer for m in self.meetings if m.wer is not None]
+        draft_words = sum(m.draft_words for m in self.meetings)
         return {
             "meetings": len(self.meetings),
             "completed": sum(m.status == "completed" for m in self.meetings),
@@ -93,6 +102,8 @@ class ReplayRun:
             "word_p95_s": percentile(words, 95),
             "final_word_p50_s": percentile(final_words, 50),
             "final_word_p95_s": percentile(final_words, 95),
+            "drafts": sum(m.drafts for m in self.meetings),
+            "draft_error_pct": round(100 * sum(m.draft_edits for m in self.meetings) / draft_words, 1) if draft_words else None,
             "wer_mean": round(statistics.mean(wers), 1) if wers else None,
             "wall_s": round(self.wall_s, 1),
             "cpu_s": {k: round(v, 1) for k, v in self.cpu_s.items()},
@@ -148,6 +159,7 @@ class Seen:
     segments: dict[tuple[str, float], float] = field(default_factory=dict)  # (session, start s) -> first seen
     # (arrival, how far into the audio the text it showed reaches (UTC timestamp), final?) per message
     reach: list[tuple[float, float, bool]] = field(default_factory=list)
+    drafts: list[tuple[str, str]] = field(default_factory=list)  # (chunk, text) per draft with words
 
 
 def _poll(bs: BenchStack, run: MeetingRun, seen: Seen, timeout: float) -> None:
@@ -166,6 +178,7 @@ def _poll(bs: BenchStack, run: MeetingRun, seen: Seen, timeout: float) -> None:
                 elif message["type"] == MessageType.DRAFT and message["segments"]:
                     reach = max(datetime.fromisoformat(s["end_at"]).timestamp() for s in message["segments"])
                     seen.reach.append((now, reach, False))
+                    seen.drafts.append((message["chunk"], " ".join(s["text"] for s in message["segments"])))
                 elif message["type"] == MessageType.STATUS and message["status"] in TERMINAL:
                     run.status = message["status"]
                     run.completed_at = now
@@ -218,6 +231,13 @@ def _account(bs: BenchStack, run: MeetingRun, seen: Seen, reference: str) -> Non
         audio_start = pieces[0].start_at.timestamp() - pieces[0].start_s  # one session: its clock is the meeting's
         run.chunks_shown.append(ChunkShown(str(meeting.id), session_id, seq, last_word.timestamp(),
                                            audio_start + audio_ends[session_id, seq], min(shown)))  # fmt: skip
+    # A chunk is often cut back before where its last draft reached: the next chunk's text follows its own.
+    text = {key: " ".join(p.text for p in chunks.get(key, [])) for key in audio_ends}
+    finals = {draft_chunk_id(s, seq): f"{text[s, seq]} {text.get((s, seq + 1), '')}" for s, seq in audio_ends}
+    for chunk, text in seen.drafts:
+        if chunk in finals:
+            edits, words = prefix_errors(finals[chunk], text)
+            run.drafts, run.draft_edits, run.draft_words = run.drafts + 1, run.draft_edits + edits, run.draft_words + words
     spoken = [_word_end(s, i) for s in segments for i in range(len(s.text.split()))]
     run.word_latencies = word_latencies(spoken, seen.reach, final_only=False)
     run.final_word_latencies = word_latencies(spoken, seen.reach, final_only=True)

@@ -145,9 +145,12 @@ def render_latency(result: dict) -> str:
         ["a word, final text only, from when it was spoken", result.get("final_word_p50_s"), result.get("final_word_p95_s"), None],
     ]  # fmt: skip
     where = f"\n\n{stages.render(result['stages'])}" if "stages" in result else ""
+    drafts = (f"\n\n{result['drafts']} drafts with words were shown; against the final text each grew into, "
+              f"{result['draft_error_pct']} word edits per 100 words of it (`local/wer.py`'s `prefix_errors`)."
+              if result.get("drafts") else "")  # fmt: skip
     return (
         f"One meeting, the sample in real time: {result['chunks_sent']} chunks, {result['chunks_lost']} lost, "
-        f"WER {result['wer_mean']} %. Seconds:\n\n" + table(["shown on the live feed", "p50", "p95", "max"], rows) + where
+        f"WER {result['wer_mean']} %. Seconds:\n\n" + table(["shown on the live feed", "p50", "p95", "max"], rows) + drafts + where
     )
 
 

@@ -303,6 +303,13 @@ class Settings:
         "model instance of its own in a process that runs only on idle CPU, so drafts never delay a chunk; "
         "0: every draft is dropped.",
     )
+    draft_min_window_seconds: float = setting(
+        "15",
+        "WHISPER_MIN_WINDOW_SECONDS of the drafts' model (faster-whisper), which never rechecks: a draft's encoder "
+        "gets the chunk's audio so far plus a second, at least this much. A draft is replaced by its chunk's final "
+        "text seconds later, so drafts take the fitted window's saving (40 % of a draft's CPU) that final text does "
+        "not (docs/benchmarks.md, parts 3 and 12). 30: whisper's whole window.",
+    )
 
     # -- the bot's audio and its delivery
     # Chosen on local/evalset/'s `tune` half (docs/benchmarks.md, part 11): 6-12 s chunks cut at

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import threading
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
 import numpy as np
@@ -80,13 +81,20 @@ class DraftWorker:
         self._process.join(timeout=5)
 
 
+def draft_engine_settings(settings: Settings) -> Settings:
+    """The drafts' model: the live one over a fitted encoder window (DRAFT_MIN_WINDOW_SECONDS),
+    never redone over the whole one. A draft's errors last until its chunk's final text, seconds
+    later; its cost decides how many meetings get drafts at all."""
+    return replace(settings, whisper_min_window_seconds=settings.draft_min_window_seconds, whisper_window_recheck=0)
+
+
 def _serve(connection: Connection, settings: Settings) -> None:
     """The draft process: idle priority, one engine instance, one draft at a time until the pipe closes."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):  # not Linux: the lowest priority a process may give itself
         os.nice(19)
-    engine = load_instance(settings)
+    engine = load_instance(draft_engine_settings(settings))
     while True:
         try:
             audio, language = connection.recv()

@@ -311,7 +311,8 @@ class Engines:
         return engine
 
 
-def _engines(split: str, settings: Settings | None) -> Engines:
+def engines_for(split: str, settings: Settings | None) -> Engines:
+    """Engines from `settings` (default: the environment's), warmed up on the split's first recording."""
     first = recordings(split)[0]
     warm_up = as_engine_input(Chunk(0, 0, bot_pcm(first)[: int(WARM_UP_SECONDS * SAMPLE_RATE) * 2]))
     return Engines(settings or Settings.from_env(), warm_up)
@@ -321,7 +322,7 @@ def evaluate(split: str, configs: Sequence[LiveConfig], settings: Settings | Non
              engines: Engines | None = None, progress: Callable[[dict], None] | None = None,
              seeds: Sequence[int] = (SEED,)) -> list[dict]:  # fmt: skip
     """A row per configuration, seed and recording of `split` (see simulate)."""
-    engines = engines or _engines(split, settings)
+    engines = engines or engines_for(split, settings)
     rows = []
     for config in configs:
         for seed in seeds:
@@ -340,7 +341,7 @@ def offline_rows(split: str, configs: Sequence[LiveConfig], engines: Engines | N
     """Whole-file WER (see whole_file) with each configuration's engine, beam and decoding variant:
     what the same engine makes of each recording in one call. (Configurations that differ only in
     chunking or prompt share one run.)"""
-    engines = engines or _engines(split, None)
+    engines = engines or engines_for(split, None)
     rows, done = [], {}
     for config in configs:
         key = (config.engine_key, config.decode, config.vad_chunk_seconds, config.recheck_ratio)
@@ -469,7 +470,7 @@ def compare(split: str, configs: Sequence[LiveConfig], engines: Engines | None =
             seeds: Sequence[int] = (SEED,)) -> list[dict]:  # fmt: skip
     """Per recording of `split`: each configuration's whole-file WER (same engine, beam and decoding)
     and its simulated live WER, each the mean over the seeds, and the gap between them."""
-    engines = engines or _engines(split, None)
+    engines = engines or engines_for(split, None)
     live = evaluate(split, configs, engines=engines, seeds=seeds)
     offline = offline_rows(split, configs, engines, seeds)
     out = []
@@ -509,7 +510,7 @@ def main(argv: list[str] | None = None) -> dict:
                       help="whole-file vs live WER: today's configuration, it with the repeats recheck, CHOSEN, CHOSEN_PROMPTED")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    engines = _engines(args.split, settings)
+    engines = engines_for(args.split, settings)
     seeds = list(range(args.seeds))
     today = LiveConfig.from_settings(settings)
     print(f"Split {args.split}: the bot's FileSource and Chunker, each chunk through Engine.transcribe; "

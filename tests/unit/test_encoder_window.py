@@ -1,17 +1,19 @@
 """The live engine's encoder window: a chunk's audio and a second after it, not whisper's 30 s,
-and whisper's whole window again for a decode that looks unsure."""
+and whisper's whole window again for a decode that looks unsure; the drafts' model always fitted."""
 from __future__ import annotations
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from faster_whisper import WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.feature_extractor import FeatureExtractor
 from prometheus_client import REGISTRY
 
 from functions.common.events import SAMPLE_RATE
 from functions.common.settings import REPO_ROOT, Settings
+from functions.transcription.drafts import draft_engine_settings
 from functions.transcription.engines import faster_whisper
 from functions.transcription.engines.faster_whisper import FRAMES_PER_SECOND, FasterWhisperEngine, fitted_window
 from local.audio import load_pcm_f32
@@ -73,3 +75,16 @@ def test_an_unsure_decode_of_a_fitted_window_is_redone_over_the_whole_window(sam
     fitted.transcribe(chunk, "en")
     whole.transcribe(chunk, "en")
     assert rechecks() == before + 1
+
+
+def test_a_draft_is_decoded_over_its_own_fitted_window_and_never_redone(sample: np.ndarray, monkeypatch) -> None:
+    settings = replace(Settings.from_env({}), whisper_min_window_seconds=30, draft_min_window_seconds=12)
+    draft_engine = FasterWhisperEngine(draft_engine_settings(settings))
+    encoded: list[int] = []
+    encode = WhisperModel.encode
+    monkeypatch.setattr(WhisperModel, "encode", lambda model, features: encoded.append(features.shape[-1]) or encode(model, features))
+    monkeypatch.setattr(faster_whisper, "RECHECK_LOG_PROB", 0.0)  # every decode looks unsure
+    before = rechecks()
+    words = " ".join(s.text for s in draft_engine.transcribe(sample[3 * SAMPLE_RATE : 7 * SAMPLE_RATE], "en")).lower()
+    assert "yesterday i finished" in words, words
+    assert encoded == [12 * FRAMES_PER_SECOND] and rechecks() == before  # 4 s of audio: the drafts' floor, once

@@ -14,7 +14,7 @@ from bot.chunker import Chunk, Chunker
 from functions.transcription.engines import TranscribedSegment
 from local.audio import load_pcm_f32
 from local.evalset import SPLITS, load
-from local.evalset import live, variants
+from local.evalset import drafts, live, variants
 from local.evalset.live import LiveConfig
 
 RATE = 16_000
@@ -150,3 +150,23 @@ def test_the_faster_whisper_variant_adds_arguments_to_the_library_call_and_undoe
         {"beam_size": 5},
     ]
     assert "transcribe" not in vars(engine._model)
+
+
+def test_the_drafts_simulated_are_the_starts_of_their_chunks_once_a_second_of_audio() -> None:
+    recording = load("hiring_chat")
+    config = LiveConfig(engine="fake", min_seconds=6.0, max_seconds=12.0, pause_ms=500)
+    draft_list, chunks = drafts.drafts_of(live.bot_blocks(recording), config, interval=1.0)
+
+    assert chunks == live.chunks_of(live.bot_blocks(recording), config)  # the same chunks the live path decodes
+    audio = np.concatenate([live.as_engine_input(chunk) for chunk in chunks])
+    starts = {chunk.seq: chunk.offset_ms * RATE // 1000 for chunk in chunks}
+    lengths: dict[int, list[int]] = {}
+    for draft in draft_list:
+        # The chunk so far: its final cut may look back before the end of its last draft.
+        start = starts[draft.seq]
+        assert np.array_equal(draft.audio, audio[start : start + len(draft.audio)])
+        lengths.setdefault(draft.seq, []).append(len(draft.audio))
+    assert len(lengths) >= len(chunks) - 1  # every chunk with speech but maybe the last had drafts
+    for seq, sizes in lengths.items():
+        assert sizes[0] >= RATE and all(later - earlier >= RATE for earlier, later in zip(sizes, sizes[1:])), (seq, sizes)
+        assert len(sizes) <= sizes[-1] // RATE  # never more than one per second of the chunk so far

@@ -1,6 +1,9 @@
 """Offline WER of the engines on one half of the evaluation set, each recording in one call.
 
-    python -m local.evalset.offline [--split heldout] [--engine whisperx|faster-whisper|both]
+    python -m local.evalset.offline [--split heldout] [--engine whisperx|faster-whisper|both] [--final] [--json]
+
+`--final`: the final pass's engine and settings (FINAL_*, functions/finalizer/final_pass.py)
+in place of the live ones; `--json`: the rows and summary as JSON, no tables.
 
 Why whole files: this measures what the model and the engine's own decoding make of the audio,
 apart from how the bot cuts it into chunks (local/bench measures that, on the sample). The
@@ -18,6 +21,7 @@ the transcribe calls only, not while loading the model: what a minute of meeting
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import replace
 
@@ -25,6 +29,7 @@ import ctranslate2
 
 from functions.common.events import SAMPLE_RATE
 from functions.common.settings import Settings
+from functions.finalizer.final_pass import final_settings
 from functions.transcription.engines import ENGINE_NAMES, Engine, load_instance
 from local.audio import load_pcm_f32
 from local.evalset import SPLITS, Recording, recordings
@@ -122,11 +127,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=list(SPLITS), default="heldout")
     parser.add_argument("--engine", choices=[*ENGINE_NAMES, "both"], default="both")
+    parser.add_argument("--final", action="store_true", help="the final pass's engine and settings (FINAL_*)")
+    parser.add_argument("--json", action="store_true", help="print the rows and summary as JSON")
     args = parser.parse_args(argv)
-    engine_names = list(ENGINE_NAMES) if args.engine == "both" else [args.engine]
-    settings = Settings.from_env()
+    settings = final_settings(Settings.from_env()) if args.final else Settings.from_env()
+    engine_names = [settings.transcription_engine] if args.final else list(ENGINE_NAMES) if args.engine == "both" else [args.engine]
     rows = evaluate(args.split, engine_names, settings)
     summary = summarize(rows)
+    if args.json:
+        print(json.dumps({"split": args.split, "rows": rows, "summary": summary}))
+        return {"split": args.split, "rows": rows, "summary": summary}
     print(
         f"Split {args.split}: each recording in one Engine.transcribe call; {settings.whisper_compute_type}, "
         f"{settings.whisper_device}, {settings.whisper_cpu_threads} CPU thread(s), beam {settings.whisper_beam_size}, "

@@ -16,6 +16,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Mapping
 
 from functions.common.bot_config import stop_grace_seconds
 from functions.common.naming import is_dns_label
@@ -27,6 +28,13 @@ from .interface import BotRunState, BotRunStatus, BotSpec, OrchestratorError
 
 # The only variables a bot inherits: it runs from its own configuration, like a Job.
 _INHERITED = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+def job_environ(spec_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a bot's or final pass's process: its spec's variables over the few it
+    inherits. Nothing else of the worker's reaches it, numeric libraries' tuning included
+    (OPENBLAS_CORETYPE picks other kernels, and whisper's words can change with them)."""
+    return {k: os.environ[k] for k in _INHERITED if k in os.environ} | dict(spec_env)
 NEVER_STARTED_SECONDS = 30.0  # a claimed name with no bot process after this long was never started
 DEFAULT_STOP_GRACE_SECONDS = stop_grace_seconds(SETTINGS["bot_drain_seconds"].default_value)
 
@@ -54,11 +62,10 @@ class ProcessOrchestrator:
         (workdir / "spec.json").write_text(
             json.dumps({"labels": spec.labels, "launched_at": datetime.now(timezone.utc).isoformat()})
         )
-        env = {k: os.environ[k] for k in _INHERITED if k in os.environ} | spec.env
         try:
             watcher = subprocess.run(
                 [sys.executable, "-m", bot_watcher.__name__, str(workdir), spec.program, str(self.stop_grace_seconds)],
-                env=env,
+                env=job_environ(spec.env),
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # signals aimed at the worker do not reach its bots

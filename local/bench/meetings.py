@@ -232,8 +232,8 @@ def _account(bs: BenchStack, run: MeetingRun, seen: Seen, reference: str) -> Non
         run.chunks_shown.append(ChunkShown(str(meeting.id), session_id, seq, last_word.timestamp(),
                                            audio_start + audio_ends[session_id, seq], min(shown)))  # fmt: skip
     # A chunk is often cut back before where its last draft reached: the next chunk's text follows its own.
-    text = {key: " ".join(p.text for p in chunks.get(key, [])) for key in audio_ends}
-    finals = {draft_chunk_id(s, seq): f"{text[s, seq]} {text.get((s, seq + 1), '')}" for s, seq in audio_ends}
+    said = {key: " ".join(p.text for p in chunks.get(key, [])) for key in audio_ends}
+    finals = {draft_chunk_id(s, seq): f"{said[s, seq]} {said.get((s, seq + 1), '')}" for s, seq in audio_ends}
     for chunk, text in seen.drafts:
         if chunk in finals:
             edits, words = prefix_errors(finals[chunk], text)

@@ -50,7 +50,7 @@ def finals_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSt
 def offline_wer() -> dict[str, float]:
     """Each held-back recording transcribed whole by the final pass's engine and model, offline, in
     the environment a final pass's process gets. In the tests' own, OPENBLAS_CORETYPE=Haswell (set
-    on the machines CI runs on) made other kernels compute whisper's features than the pass's
+    in this machine's environment) made other kernels compute whisper's features than the pass's
     process picks, and moved two recordings' words by 3 WER points."""
     offline = subprocess.run(
         [sys.executable, "-m", "local.evalset.offline", "--split", "heldout", "--final", "--json"],

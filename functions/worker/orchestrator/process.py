@@ -28,6 +28,8 @@ from .interface import BotRunState, BotRunStatus, BotSpec, OrchestratorError
 
 # The only variables a bot inherits: it runs from its own configuration, like a Job.
 _INHERITED = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+NEVER_STARTED_SECONDS = 30.0  # a claimed name with no bot process after this long was never started
+DEFAULT_STOP_GRACE_SECONDS = stop_grace_seconds(SETTINGS["bot_drain_seconds"].default_value)
 
 
 def job_environ(spec_env: Mapping[str, str]) -> dict[str, str]:
@@ -35,8 +37,6 @@ def job_environ(spec_env: Mapping[str, str]) -> dict[str, str]:
     inherits. Nothing else of the worker's reaches it, numeric libraries' tuning included
     (OPENBLAS_CORETYPE picks other kernels, and whisper's words can change with them)."""
     return {k: os.environ[k] for k in _INHERITED if k in os.environ} | dict(spec_env)
-NEVER_STARTED_SECONDS = 30.0  # a claimed name with no bot process after this long was never started
-DEFAULT_STOP_GRACE_SECONDS = stop_grace_seconds(SETTINGS["bot_drain_seconds"].default_value)
 
 
 class ProcessOrchestrator:

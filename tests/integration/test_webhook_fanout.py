@@ -8,8 +8,9 @@ import json
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from pydantic import BaseModel
@@ -100,6 +101,40 @@ def test_a_feed_becomes_messages_once_in_order_and_deliveries_only_of_the_wanted
         assert event.get_data() == speakers
 
 
+def in_transaction(db_sessions: sessionmaker[Session], work: Callable[[Session], object], errors: list[Exception]) -> None:
+    """`work(db)` in a transaction of its own; what it raises goes to `errors`, for the test to report."""
+    try:
+        with db_sessions() as db, db.begin():
+            work(db)
+    except Exception as exc:  # noqa: BLE001 - the test reports what each side met
+        errors.append(exc)
+
+
+@contextmanager
+def pump_held_before_reading(db_sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch, meeting_pk: uuid.UUID,
+                             errors: list[Exception]) -> Iterator[threading.Thread]:  # fmt: skip
+    """A pass of the pump over the meeting, in a thread of its own, held just before it reads the
+    feed (its locks taken) for as long as the block runs; then let go and waited for."""
+    reading, read_on = threading.Event(), threading.Event()
+    read = outbox.read
+
+    def read_when_told(*args, **kwargs):
+        reading.set()
+        read_on.wait(10)
+        return read(*args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(outbox, "read", read_when_told)
+        pump = threading.Thread(target=in_transaction, args=(db_sessions, lambda db: fanout.fan_out(db, meeting_pk), errors))
+        pump.start()
+        try:
+            assert reading.wait(10), "the pump never read the feed"
+            yield pump
+        finally:
+            read_on.set()
+            pump.join(20)
+
+
 def test_deleting_a_meeting_while_the_pump_fans_it_out_waits_for_it_instead_of_deadlocking(db_sessions, monkeypatch) -> None:
     """The pump holds the meeting's cursor while it reads the feed. A DELETE /transcript coming
     then waits for the pass, and the meeting goes with the messages it made. (When the delete took
@@ -111,32 +146,12 @@ def test_deleting_a_meeting_while_the_pump_fans_it_out_waits_for_it_instead_of_d
         meeting = add_meeting(db, feed)
         db.add(WebhookCursor(meeting_pk=meeting.id, seq=0))  # an earlier pass's
 
-    reading, read_on = threading.Event(), threading.Event()
-    read = outbox.read
-
-    def read_when_told(*args, **kwargs):
-        reading.set()
-        read_on.wait(10)
-        return read(*args, **kwargs)
-
-    monkeypatch.setattr(outbox, "read", read_when_told)
     errors: list[Exception] = []
-
-    def in_transaction(work) -> None:
-        try:
-            with db_sessions() as db, db.begin():
-                work(db)
-        except Exception as exc:  # noqa: BLE001 - the test reports what either side met
-            errors.append(exc)
-
-    pump = threading.Thread(target=in_transaction, args=(lambda db: fanout.fan_out(db, meeting.id),))
-    pump.start()
-    assert reading.wait(10), "the pump never read the feed"
-    deleting = threading.Thread(target=in_transaction, args=(lambda db: commands.delete_meeting(db, "alice", "standup"),))
-    deleting.start()
-    time.sleep(1.5)  # the delete goes as far as it can (PostgreSQL's deadlock_timeout is 1 s)
-    read_on.set()
-    pump.join(20)
+    with pump_held_before_reading(db_sessions, monkeypatch, meeting.id, errors):
+        deleting = threading.Thread(target=in_transaction,
+                                    args=(db_sessions, lambda db: commands.delete_meeting(db, "alice", "standup"), errors))  # fmt: skip
+        deleting.start()
+        time.sleep(1.5)  # the delete goes as far as it can (PostgreSQL's deadlock_timeout is 1 s)
     deleting.join(20)
     assert errors == []
     with db_sessions() as db:
@@ -154,39 +169,15 @@ def test_a_pass_of_the_pump_does_not_hold_up_the_meeting_it_reads(db_sessions, m
         db.add(WebhookEndpoint(user_id="alice", url="https://8.8.8.8/", secret=signing.new_secret(),
                                event_types=[W.MEETING_STATUS_CHANGED]))  # fmt: skip
 
-    reading, read_on = threading.Event(), threading.Event()
-    read = outbox.read
-
-    def read_when_told(*args, **kwargs):
-        reading.set()
-        read_on.wait(10)
-        return read(*args, **kwargs)
-
-    monkeypatch.setattr(outbox, "read", read_when_told)
     errors: list[Exception] = []
-
-    def pass_of_the_pump() -> None:
-        try:
-            with db_sessions() as db, db.begin():
-                fanout.fan_out(db, meeting.id)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    pump = threading.Thread(target=pass_of_the_pump)
-    pump.start()
-    try:
-        assert reading.wait(10), "the pump never read the feed"
+    with pump_held_before_reading(db_sessions, monkeypatch, meeting.id, errors) as pump:
         with db_sessions() as db, db.begin():
             db.execute(text("SET LOCAL lock_timeout = '2s'"))  # waiting for the pass fails the test
             assert state.lock_meeting(db, meeting.id) is not None
             stopped = commands.stop_bot(db, "alice", "standup").status
-        assert not read_on.is_set() and pump.is_alive()  # the pass was still under way
-    finally:
-        read_on.set()
-        pump.join(20)
+        assert pump.is_alive()  # the pass was still under way, held before reading the feed
     assert errors == []
 
-    monkeypatch.setattr(outbox, "read", read)
     with db_sessions() as db, db.begin():
         fanout.fan_out(db, meeting.id)
     with db_sessions() as db:
